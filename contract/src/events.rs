@@ -1,0 +1,154 @@
+//! NEP-297 events (`standard: "near-outlayer"`). Every state change emits one; indexers and the operator
+//! read them from transaction outcomes. `data` is always a one-element array, as NEP-297 conventions expect.
+
+use near_sdk::json_types::U128;
+use near_sdk::{AccountId, near};
+
+use crate::types::{
+    CodeSource, Pricing, ResourceLimits, ResourceMetrics, ResponseFormat, SecretsReference,
+};
+
+/// Inputs this large are left out of `execution_requested`: NEAR caps a log line (max_total_log_length
+/// is 16 KiB), and the operator reads the input with `get_request` anyway.
+pub const MAX_EVENT_INPUT_BYTES: usize = 10_000;
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct ExecutionRequestedData {
+    pub request_id: u64,
+    pub sender_id: AccountId,
+    pub data_id: String,
+    pub code_source: CodeSource,
+    pub resource_limits: ResourceLimits,
+    /// Absent when `input_omitted` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_data: Option<String>,
+    pub input_omitted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_ref: Option<SecretsReference>,
+    pub response_format: ResponseFormat,
+    pub payment: U128,
+    pub block_height: u64,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct ExecutionCompletedData {
+    pub request_id: u64,
+    pub sender_id: AccountId,
+    pub success: bool,
+    /// `"timeout"` when the yield expired before the operator answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub timed_out: bool,
+    pub resources_used: ResourceMetrics,
+    pub payment_charged: U128,
+    pub payment_refunded: U128,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct ExecutionResolvedData {
+    pub request_id: u64,
+    pub success: bool,
+    pub two_step: bool,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct OutputSubmittedData {
+    pub request_id: u64,
+    pub output_bytes: u64,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct ExecutionCancelledData {
+    pub request_id: u64,
+    pub sender_id: AccountId,
+    pub cancelled_by: AccountId,
+    pub reason: String,
+    pub payment_refunded: U128,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct SecretsChangedData {
+    pub owner: AccountId,
+    pub repo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    pub profile: String,
+    /// Storage deposit taken (store) or refunded (delete).
+    pub storage_deposit: U128,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct RoleChangedData {
+    pub old_account: Option<AccountId>,
+    pub new_account: Option<AccountId>,
+    pub changed_by: AccountId,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct PausedChangedData {
+    pub paused: bool,
+    pub changed_by: AccountId,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct PricingUpdatedData {
+    pub old_pricing: Pricing,
+    pub new_pricing: Pricing,
+    pub changed_by: AccountId,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct MaxLimitsUpdatedData {
+    pub old_limits: ResourceLimits,
+    pub new_limits: ResourceLimits,
+    pub changed_by: AccountId,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct SecretsPubkeyUpdatedData {
+    pub pubkey: String,
+    pub changed_by: AccountId,
+}
+
+#[near(event_json(standard = "near-outlayer"))]
+pub enum OutlayerEvent {
+    #[event_version("1.0.0")]
+    ExecutionRequested(Vec<ExecutionRequestedData>),
+    #[event_version("1.0.0")]
+    OutputSubmitted(Vec<OutputSubmittedData>),
+    #[event_version("1.0.0")]
+    ExecutionResolved(Vec<ExecutionResolvedData>),
+    #[event_version("1.0.0")]
+    ExecutionCompleted(Vec<ExecutionCompletedData>),
+    #[event_version("1.0.0")]
+    ExecutionCancelled(Vec<ExecutionCancelledData>),
+    #[event_version("1.0.0")]
+    SecretsStored(Vec<SecretsChangedData>),
+    #[event_version("1.0.0")]
+    SecretsDeleted(Vec<SecretsChangedData>),
+    #[event_version("1.0.0")]
+    OwnerChanged(Vec<RoleChangedData>),
+    #[event_version("1.0.0")]
+    OperatorChanged(Vec<RoleChangedData>),
+    #[event_version("1.0.0")]
+    PricingManagerChanged(Vec<RoleChangedData>),
+    #[event_version("1.0.0")]
+    PausedChanged(Vec<PausedChangedData>),
+    #[event_version("1.0.0")]
+    PricingUpdated(Vec<PricingUpdatedData>),
+    #[event_version("1.0.0")]
+    MaxLimitsUpdated(Vec<MaxLimitsUpdatedData>),
+    #[event_version("1.0.0")]
+    SecretsPubkeyUpdated(Vec<SecretsPubkeyUpdatedData>),
+}

@@ -1,0 +1,843 @@
+//! The request lifecycle: request → (optional output submission) → resolve → callback, plus cancels.
+
+use near_sdk::json_types::U128;
+use near_sdk::serde_json;
+use near_sdk::{GasWeight, NearToken, PromiseError, env, near, require};
+use serde_json::value::RawValue;
+
+use crate::events::{
+    ExecutionCancelledData, ExecutionCompletedData, ExecutionRequestedData, ExecutionResolvedData,
+    MAX_EVENT_INPUT_BYTES, OutlayerEvent, OutputSubmittedData,
+};
+use crate::pricing::{Settlement, estimate_cost};
+use crate::types::{
+    CodeSource, ExecutionOutput, ExecutionRequest, ExecutionResponse, ResourceLimits,
+    ResourceMetrics, ResponseFormat, SecretsReference,
+};
+use crate::validation::{
+    validate_code_source, validate_input, validate_limits, validate_secrets_ref,
+};
+use crate::{
+    CALLBACK_GAS, Contract, ContractExt, MAX_OUTPUT_BYTES, MAX_YIELD_PAYLOAD_BYTES,
+    MIN_REQUEST_GAS, require_valid,
+};
+
+const CALLBACK_METHOD: &str = "on_execution_response";
+const DATA_ID_REGISTER: u64 = 0;
+const TIMEOUT_ERROR: &str =
+    "timeout: the operator did not resolve the request within the yield window";
+
+#[near]
+impl Contract {
+    /// Asks the operator to compile `code_source` and run it on `input_data` within `resource_limits`.
+    /// The deposit must cover the estimated cost of the limits plus the storage the request occupies
+    /// while it is pending; what is not used is refunded when the request completes. Returns (through
+    /// the yield) the output: Text as a string, Json as a value, Bytes as base64; `null` on failure.
+    #[payable]
+    pub fn request_execution(
+        &mut self,
+        code_source: CodeSource,
+        resource_limits: ResourceLimits,
+        input_data: String,
+        secrets_ref: Option<SecretsReference>,
+        response_format: Option<ResponseFormat>,
+    ) {
+        require!(
+            !self.paused,
+            "the contract is paused: new execution requests are not accepted"
+        );
+        require_valid(validate_code_source(&code_source));
+        require_valid(validate_limits(&resource_limits, &self.max_limits));
+        require_valid(validate_input(&input_data));
+        if let Some(secrets_ref) = &secrets_ref {
+            require_valid(validate_secrets_ref(secrets_ref));
+        }
+        let required_gas = CALLBACK_GAS.saturating_add(MIN_REQUEST_GAS);
+        if env::prepaid_gas() < required_gas {
+            env::panic_str(&format!(
+                "attach at least {} Tgas: {} Tgas are reserved for the result callback, got {} Tgas",
+                required_gas.as_tgas(),
+                CALLBACK_GAS.as_tgas(),
+                env::prepaid_gas().as_tgas()
+            ));
+        }
+        let deposit = env::attached_deposit().as_yoctonear();
+        let estimate = estimate_cost(&self.pricing, &resource_limits);
+        if deposit < estimate {
+            env::panic_str(&format!(
+                "attached deposit {deposit} yoctoNEAR does not cover the estimated cost: at least \
+                 {estimate} yoctoNEAR plus the request's storage is required (see estimate_execution_cost)"
+            ));
+        }
+
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let storage_before = env::storage_usage();
+
+        let callback_args = format!("{{\"request_id\":{request_id}}}");
+        let yield_promise = env::promise_yield_create(
+            CALLBACK_METHOD,
+            callback_args,
+            CALLBACK_GAS,
+            GasWeight(0),
+            DATA_ID_REGISTER,
+        );
+        let data_id = env::read_register(DATA_ID_REGISTER)
+            .map(|bytes| near_sdk::bs58::encode(bytes).into_string())
+            .unwrap_or_else(|| env::panic_str("promise_yield_create returned no data id"));
+
+        let request = ExecutionRequest {
+            request_id,
+            data_id: data_id.clone(),
+            sender_id: env::predecessor_account_id(),
+            code_source,
+            resource_limits,
+            input_data,
+            secrets_ref,
+            response_format: response_format.unwrap_or_default(),
+            payment: U128(deposit),
+            created_at_block: env::block_height(),
+            created_at_ns: env::block_timestamp(),
+            resolved: false,
+        };
+        let event = requested_event(&request);
+        self.requests.insert(request_id, request);
+        self.pending_ids.insert(request_id);
+        self.requests.flush();
+        self.pending_ids.flush();
+
+        // Pending requests pay for the state they occupy; it is freed (and so refunded) on completion.
+        let storage_bytes = env::storage_usage().saturating_sub(storage_before);
+        let storage_cost =
+            u128::from(storage_bytes).saturating_mul(env::storage_byte_cost().as_yoctonear());
+        let required = estimate.saturating_add(storage_cost);
+        if deposit < required {
+            env::panic_str(&format!(
+                "attached deposit {deposit} yoctoNEAR is too small: {required} yoctoNEAR is required \
+                 (estimated cost {estimate} + storage of the pending request {storage_cost})"
+            ));
+        }
+
+        self.stats.total_requests += 1;
+        self.stats.pending += 1;
+        OutlayerEvent::ExecutionRequested(vec![event]).emit();
+        env::promise_return(yield_promise);
+    }
+
+    /// Stores an output too large for the 1024-byte resume payload; `resolve_execution` then follows
+    /// with `output` omitted. Calling it again before the resolve replaces the stored output.
+    pub fn submit_execution_output(&mut self, request_id: u64, output: ExecutionOutput) {
+        self.assert_operator();
+        self.unresolved_request(request_id);
+        let json = serde_json::to_string(&output)
+            .unwrap_or_else(|e| env::panic_str(&format!("output cannot be serialized: {e}")));
+        if json.len() > MAX_OUTPUT_BYTES {
+            env::panic_str(&format!(
+                "output of request {request_id} is {} bytes as JSON; at most {MAX_OUTPUT_BYTES} are accepted",
+                json.len()
+            ));
+        }
+        let output_bytes = json.len() as u64;
+        self.outputs.insert(request_id, json);
+        OutlayerEvent::OutputSubmitted(vec![OutputSubmittedData {
+            request_id,
+            output_bytes,
+        }])
+        .emit();
+    }
+
+    /// The operator's answer: resumes the request's yield with `response` as payload. A request can be
+    /// resolved once; a second call fails with "not found or already resolved".
+    pub fn resolve_execution(&mut self, request_id: u64, response: ExecutionResponse) {
+        self.assert_operator();
+        let mut request = self.unresolved_request(request_id);
+        let two_step = self.outputs.contains_key(&request_id);
+        if two_step && response.output.is_some() {
+            env::panic_str(&format!(
+                "request {request_id} already has an output from submit_execution_output; \
+                 resolve it with the output omitted"
+            ));
+        }
+        let payload = serde_json::to_vec(&response)
+            .unwrap_or_else(|e| env::panic_str(&format!("response cannot be serialized: {e}")));
+        if payload.len() > MAX_YIELD_PAYLOAD_BYTES {
+            env::panic_str(&format!(
+                "response for request {request_id} is {} bytes, over the {MAX_YIELD_PAYLOAD_BYTES}-byte \
+                 yield payload limit: store the output with submit_execution_output first and resolve \
+                 with the output omitted (and keep the error short)",
+                payload.len()
+            ));
+        }
+        let data_id = decode_data_id(&request.data_id);
+        if !env::promise_yield_resume(&data_id, payload) {
+            env::panic_str(&format!(
+                "the yield of request {request_id} is no longer pending (it timed out); \
+                 the sender is refunded by the timeout callback"
+            ));
+        }
+        request.resolved = true;
+        self.requests.insert(request_id, request);
+        self.pending_ids.remove(&request_id);
+        OutlayerEvent::ExecutionResolved(vec![ExecutionResolvedData {
+            request_id,
+            success: response.success,
+            two_step,
+        }])
+        .emit();
+    }
+
+    /// The yield's callback: runs once, after a resolve or after the yield timed out. Settles the deposit
+    /// and hands the output back to the original caller.
+    #[private]
+    pub fn on_execution_response(
+        &mut self,
+        request_id: u64,
+        #[callback_result] response: Result<ExecutionResponse, PromiseError>,
+    ) -> Option<Box<RawValue>> {
+        let Some(request) = self.requests.remove(&request_id) else {
+            // Cancelled (emergency or stale) before the callback ran; the sender was refunded then.
+            env::log_str(&format!(
+                "request {request_id} was already settled; nothing to do"
+            ));
+            return None;
+        };
+        self.pending_ids.remove(&request_id);
+        let stored_output = self
+            .outputs
+            .remove(&request_id)
+            .and_then(|json| serde_json::from_str::<ExecutionOutput>(&json).ok());
+
+        let (success, output, error, used, timed_out) = match response {
+            Ok(response) => (
+                response.success,
+                response.output.or(stored_output),
+                response.error,
+                response.resources_used,
+                false,
+            ),
+            Err(_) => (
+                false,
+                None,
+                Some(TIMEOUT_ERROR.to_string()),
+                ResourceMetrics::default(),
+                true,
+            ),
+        };
+
+        let settlement = Settlement::for_outcome(&self.pricing, request.payment.0, success, &used);
+        if settlement.refunded > 0 {
+            near_sdk::Promise::new(request.sender_id.clone())
+                .transfer(NearToken::from_yoctonear(settlement.refunded))
+                .detach();
+        }
+        self.stats.pending = self.stats.pending.saturating_sub(1);
+        match (success, timed_out) {
+            (true, _) => self.stats.successful += 1,
+            (false, true) => self.stats.timed_out += 1,
+            (false, false) => self.stats.failed += 1,
+        }
+        self.stats.total_fees_collected = U128(
+            self.stats
+                .total_fees_collected
+                .0
+                .saturating_add(settlement.charged),
+        );
+
+        OutlayerEvent::ExecutionCompleted(vec![ExecutionCompletedData {
+            request_id,
+            sender_id: request.sender_id,
+            success,
+            error,
+            timed_out,
+            resources_used: used,
+            payment_charged: U128(settlement.charged),
+            payment_refunded: U128(settlement.refunded),
+        }])
+        .emit();
+
+        if success {
+            output.map(ExecutionOutput::into_client_value)
+        } else {
+            None
+        }
+    }
+
+    /// Lets the sender take back the whole deposit of a request whose callback never ran, once the
+    /// stale timeout has passed since it was made.
+    pub fn cancel_stale_execution(&mut self, request_id: u64) {
+        let request = self.existing_request(request_id);
+        let caller = env::predecessor_account_id();
+        if caller != request.sender_id {
+            env::panic_str(&format!(
+                "only the sender {} may cancel request {request_id}, called by {caller}",
+                request.sender_id
+            ));
+        }
+        let age_ms = env::block_timestamp().saturating_sub(request.created_at_ns) / 1_000_000;
+        if age_ms < self.stale_timeout_ms {
+            env::panic_str(&format!(
+                "request {request_id} is {age_ms} ms old; it can be cancelled after {} ms",
+                self.stale_timeout_ms
+            ));
+        }
+        self.cancel_with_full_refund(request, "stale");
+    }
+
+    /// Owner only: settles a request at once with a full refund (e.g. after an operator incident).
+    pub fn emergency_cancel_execution(&mut self, request_id: u64) {
+        self.assert_owner();
+        let request = self.existing_request(request_id);
+        self.cancel_with_full_refund(request, "emergency");
+    }
+}
+
+impl Contract {
+    fn existing_request(&self, request_id: u64) -> ExecutionRequest {
+        self.requests
+            .get(&request_id)
+            .cloned()
+            .unwrap_or_else(|| env::panic_str(&format!("request {request_id} not found")))
+    }
+
+    fn unresolved_request(&self, request_id: u64) -> ExecutionRequest {
+        match self.requests.get(&request_id) {
+            Some(request) if !request.resolved => request.clone(),
+            _ => env::panic_str(&format!(
+                "request {request_id} not found or already resolved"
+            )),
+        }
+    }
+
+    fn cancel_with_full_refund(&mut self, request: ExecutionRequest, reason: &str) {
+        let request_id = request.request_id;
+        self.requests.remove(&request_id);
+        self.pending_ids.remove(&request_id);
+        self.outputs.remove(&request_id);
+        if request.payment.0 > 0 {
+            near_sdk::Promise::new(request.sender_id.clone())
+                .transfer(NearToken::from_yoctonear(request.payment.0))
+                .detach();
+        }
+        self.stats.pending = self.stats.pending.saturating_sub(1);
+        self.stats.cancelled += 1;
+        OutlayerEvent::ExecutionCancelled(vec![ExecutionCancelledData {
+            request_id,
+            sender_id: request.sender_id,
+            cancelled_by: env::predecessor_account_id(),
+            reason: reason.to_string(),
+            payment_refunded: request.payment,
+        }])
+        .emit();
+    }
+}
+
+fn requested_event(request: &ExecutionRequest) -> ExecutionRequestedData {
+    let input_omitted = request.input_data.len() >= MAX_EVENT_INPUT_BYTES;
+    ExecutionRequestedData {
+        request_id: request.request_id,
+        sender_id: request.sender_id.clone(),
+        data_id: request.data_id.clone(),
+        code_source: request.code_source.clone(),
+        resource_limits: request.resource_limits.clone(),
+        input_data: (!input_omitted).then(|| request.input_data.clone()),
+        input_omitted,
+        secrets_ref: request.secrets_ref.clone(),
+        response_format: request.response_format,
+        payment: request.payment,
+        block_height: request.created_at_block,
+    }
+}
+
+fn decode_data_id(encoded: &str) -> near_sdk::CryptoHash {
+    near_sdk::bs58::decode(encoded)
+        .into_vec()
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .unwrap_or_else(|| env::panic_str(&format!("stored data id {encoded:?} is corrupt")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::*;
+    use crate::types::{Pricing, ResponseFormat};
+    use crate::views::PendingRequest;
+    use near_sdk::json_types::U128;
+    use near_sdk::testing_env;
+
+    const DEPOSIT: u128 = 10u128.pow(24); // 1 NEAR
+
+    fn code() -> CodeSource {
+        CodeSource {
+            repo: "https://github.com/alice/echo".to_string(),
+            commit: "0123456789abcdef0123456789abcdef01234567".to_string(),
+            build_target: None,
+        }
+    }
+
+    fn limits() -> ResourceLimits {
+        ResourceLimits {
+            max_instructions: 1_000_000_000,
+            max_memory_mb: 64,
+            max_execution_seconds: 5,
+        }
+    }
+
+    /// A contract with cheap pricing so that 1 NEAR covers estimate + storage comfortably.
+    fn contract() -> Contract {
+        let mut contract = new_contract();
+        contract.pricing = Pricing {
+            base_fee: U128(1_000),
+            per_million_instructions_fee: U128(10),
+            per_ms_fee: U128(3),
+            per_compile_ms_fee: U128(2),
+        };
+        contract
+    }
+
+    fn request(contract: &mut Contract, input: &str) -> ExecutionRequest {
+        set_caller(user(), DEPOSIT);
+        contract.request_execution(code(), limits(), input.to_string(), None, None);
+        let id = contract.next_request_id - 1;
+        contract.get_request(id).expect("request stored")
+    }
+
+    fn response(success: bool, output: Option<ExecutionOutput>) -> ExecutionResponse {
+        ExecutionResponse {
+            success,
+            output,
+            error: (!success).then(|| "guest trapped".to_string()),
+            resources_used: ResourceMetrics {
+                instructions: 2_000_000,
+                time_ms: 10,
+                compile_time_ms: Some(100),
+            },
+        }
+    }
+
+    fn as_operator(data_id: &str) {
+        set_caller(operator(), 0);
+        reregister_yields(&[data_id.to_string()]);
+    }
+
+    fn as_callback() {
+        set_caller(contract_account(), 0);
+    }
+
+    fn text(s: &str) -> ExecutionOutput {
+        ExecutionOutput::Text(s.to_string())
+    }
+
+    #[test]
+    fn request_is_stored_pending_and_announced() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hello");
+        assert_eq!(request.request_id, 0);
+        assert_eq!(request.sender_id, user());
+        assert_eq!(request.payment, U128(DEPOSIT));
+        assert_eq!(request.response_format, ResponseFormat::Text);
+        assert!(!request.resolved);
+        assert!(request.data_id.len() >= 32);
+
+        let event = event("execution_requested");
+        assert_eq!(event["request_id"], 0);
+        assert_eq!(event["input_data"], "hello");
+        assert_eq!(event["input_omitted"], false);
+        assert_eq!(event["payment"], DEPOSIT.to_string());
+        assert_eq!(event["data_id"], request.data_id);
+
+        let pending = contract.get_pending_requests(None, None);
+        assert_eq!(pending, vec![PendingRequest::from(request)]);
+        assert_eq!(contract.get_stats().pending, 1);
+        assert_eq!(contract.get_stats().total_requests, 1);
+    }
+
+    #[test]
+    fn large_inputs_are_left_out_of_the_event_and_the_pending_page() {
+        let mut contract = contract();
+        let input = "x".repeat(MAX_EVENT_INPUT_BYTES);
+        let request = request(&mut contract, &input);
+        let event = event("execution_requested");
+        assert_eq!(event["input_omitted"], true);
+        assert!(event.get("input_data").is_none());
+        let pending = contract.get_pending_requests(None, None);
+        assert!(pending[0].input_omitted);
+        assert_eq!(pending[0].input_data, None);
+        assert_eq!(
+            contract.get_request(request.request_id).unwrap().input_data,
+            input
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "does not cover the estimated cost: at least 26000 yoctoNEAR")]
+    fn deposit_below_the_estimate_is_rejected_with_the_amount() {
+        let mut contract = contract();
+        // 1000 base + 1e9/1e6 × 10 + 5000 ms × 3 = 26_000
+        set_caller(user(), 25_999);
+        contract.request_execution(code(), limits(), String::new(), None, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "storage of the pending request")]
+    fn deposit_must_also_cover_the_requests_storage() {
+        let mut contract = contract();
+        set_caller(user(), 26_000);
+        contract.request_execution(code(), limits(), String::new(), None, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "the contract is paused")]
+    fn paused_contract_rejects_requests() {
+        let mut contract = contract();
+        contract.paused = true;
+        request(&mut contract, "x");
+    }
+
+    #[test]
+    #[should_panic(expected = "max_execution_seconds 61 exceeds the maximum of 60")]
+    fn limits_over_the_caps_are_rejected() {
+        let mut contract = contract();
+        set_caller(user(), DEPOSIT);
+        let mut limits = limits();
+        limits.max_execution_seconds = 61;
+        contract.request_execution(code(), limits, String::new(), None, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "repo must look like https://github.com/<owner>/<name>")]
+    fn bad_repo_is_rejected() {
+        let mut contract = contract();
+        set_caller(user(), DEPOSIT);
+        let mut code = code();
+        code.repo = "https://evil.example/x/y".to_string();
+        contract.request_execution(code, limits(), String::new(), None, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "commit must not start with '-'")]
+    fn option_like_commit_is_rejected() {
+        let mut contract = contract();
+        set_caller(user(), DEPOSIT);
+        let mut code = code();
+        code.commit = "--upload-pack=touch".to_string();
+        contract.request_execution(code, limits(), String::new(), None, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not supported; the only supported target is")]
+    fn other_build_targets_are_rejected() {
+        let mut contract = contract();
+        set_caller(user(), DEPOSIT);
+        let mut code = code();
+        code.build_target = Some("x86_64".to_string());
+        contract.request_execution(code, limits(), String::new(), None, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "input_data must be at most 262144 bytes")]
+    fn oversized_input_is_rejected() {
+        let mut contract = contract();
+        request(&mut contract, &"x".repeat(256 * 1024 + 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "profile must be 1-64 characters")]
+    fn bad_secrets_profile_is_rejected() {
+        let mut contract = contract();
+        set_caller(user(), DEPOSIT);
+        let secrets = SecretsReference {
+            profile: "bad profile".to_string(),
+            account_id: user(),
+        };
+        contract.request_execution(code(), limits(), String::new(), Some(secrets), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "attach at least 30 Tgas")]
+    fn too_little_gas_is_rejected_up_front() {
+        let mut contract = contract();
+        testing_env!(
+            context(user(), DEPOSIT)
+                .prepaid_gas(near_sdk::Gas::from_tgas(25))
+                .build()
+        );
+        contract.request_execution(code(), limits(), String::new(), None, None);
+    }
+
+    #[test]
+    fn success_charges_usage_and_refunds_the_rest() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        as_operator(&request.data_id);
+        contract.resolve_execution(0, response(true, Some(text("HI"))));
+        let resolved = event("execution_resolved");
+        assert_eq!(resolved["two_step"], false);
+        assert!(contract.get_request(0).unwrap().resolved);
+        assert!(contract.get_pending_requests(None, None).is_empty());
+
+        as_callback();
+        let returned = contract.on_execution_response(0, Ok(response(true, Some(text("HI")))));
+        assert_eq!(
+            returned.map(|raw| raw.get().to_string()),
+            Some("\"HI\"".to_string())
+        );
+        // 1000 base + 2e6/1e6 × 10 + 10 ms × 3 + 100 compile ms × 2
+        let cost = 1_000 + 20 + 30 + 200;
+        assert_eq!(transfers(), vec![(user(), DEPOSIT - cost)]);
+        let completed = event("execution_completed");
+        assert_eq!(completed["success"], true);
+        assert_eq!(completed["payment_charged"], cost.to_string());
+        assert_eq!(completed["payment_refunded"], (DEPOSIT - cost).to_string());
+        assert_eq!(completed["resources_used"]["instructions"], 2_000_000);
+        assert_eq!(contract.get_request(0), None);
+        let stats = contract.get_stats();
+        assert_eq!((stats.successful, stats.pending), (1, 0));
+        assert_eq!(stats.total_fees_collected, U128(cost));
+    }
+
+    #[test]
+    fn failure_keeps_only_the_base_fee_and_returns_null() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        as_callback();
+        let returned = contract.on_execution_response(0, Ok(response(false, None)));
+        assert!(returned.is_none());
+        assert_eq!(transfers(), vec![(user(), DEPOSIT - 1_000)]);
+        let completed = event("execution_completed");
+        assert_eq!(completed["success"], false);
+        assert_eq!(completed["error"], "guest trapped");
+        assert_eq!(contract.get_stats().failed, 1);
+    }
+
+    #[test]
+    fn yield_timeout_refunds_all_but_the_base_fee() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        as_callback();
+        let returned = contract.on_execution_response(0, Err(PromiseError::Failed));
+        assert!(returned.is_none());
+        assert_eq!(transfers(), vec![(user(), DEPOSIT - 1_000)]);
+        let completed = event("execution_completed");
+        assert_eq!(completed["timed_out"], true);
+        assert_eq!(completed["payment_charged"], "1000");
+        assert_eq!(contract.get_stats().timed_out, 1);
+        assert_eq!(contract.get_request(0), None);
+    }
+
+    #[test]
+    fn usage_above_the_deposit_is_capped() {
+        let mut contract = contract();
+        contract.pricing.per_ms_fee = U128(10u128.pow(6));
+        request(&mut contract, "hi");
+        as_callback();
+        let mut expensive = response(true, Some(text("x")));
+        expensive.resources_used.time_ms = u64::MAX;
+        contract.on_execution_response(0, Ok(expensive));
+        assert!(transfers().is_empty());
+        assert_eq!(
+            event("execution_completed")["payment_charged"],
+            DEPOSIT.to_string()
+        );
+    }
+
+    #[test]
+    fn outputs_come_back_in_the_requested_form() {
+        let mut contract = contract();
+        for (output, expected) in [
+            (ExecutionOutput::Bytes(vec![0, 1, 2, 255]), "\"AAEC/w==\""),
+            (
+                ExecutionOutput::Json(
+                    RawValue::from_string("{\"a\":[1,2.5]}".to_string()).unwrap(),
+                ),
+                "{\"a\":[1,2.5]}",
+            ),
+        ] {
+            request(&mut contract, "");
+            let id = contract.next_request_id - 1;
+            as_callback();
+            let returned = contract.on_execution_response(id, Ok(response(true, Some(output))));
+            assert_eq!(returned.unwrap().get(), expected);
+        }
+    }
+
+    #[test]
+    fn two_step_output_is_stored_then_handed_out() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        let big = "y".repeat(5_000);
+        as_operator(&request.data_id);
+        contract.submit_execution_output(0, text(&big));
+        assert_eq!(event("output_submitted")["output_bytes"], 5_000 + 11);
+        contract.resolve_execution(0, response(true, None));
+        assert_eq!(event("execution_resolved")["two_step"], true);
+
+        as_callback();
+        let returned = contract.on_execution_response(0, Ok(response(true, None)));
+        assert_eq!(returned.unwrap().get(), format!("\"{big}\""));
+        assert!(!contract.outputs.contains_key(&0));
+    }
+
+    #[test]
+    #[should_panic(expected = "over the 1024-byte yield payload limit")]
+    fn oversized_resolve_payload_points_to_the_two_step_path() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        as_operator(&request.data_id);
+        contract.resolve_execution(0, response(true, Some(text(&"z".repeat(1_100)))));
+    }
+
+    #[test]
+    #[should_panic(expected = "already has an output from submit_execution_output")]
+    fn output_in_both_steps_is_rejected() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        as_operator(&request.data_id);
+        contract.submit_execution_output(0, text("a"));
+        contract.resolve_execution(0, response(true, Some(text("b"))));
+    }
+
+    #[test]
+    #[should_panic(expected = "is 65548 bytes as JSON; at most 65536 are accepted")]
+    fn oversized_stored_output_is_rejected() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        as_operator(&request.data_id);
+        contract.submit_execution_output(0, text(&"o".repeat(65_537)));
+    }
+
+    #[test]
+    #[should_panic(expected = "request 0 not found or already resolved")]
+    fn a_request_resolves_only_once() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        as_operator(&request.data_id);
+        contract.resolve_execution(0, response(true, Some(text("1"))));
+        contract.resolve_execution(0, response(true, Some(text("2"))));
+    }
+
+    #[test]
+    #[should_panic(expected = "request 9 not found or already resolved")]
+    fn resolving_an_unknown_request_fails() {
+        let mut contract = contract();
+        set_caller(operator(), 0);
+        contract.resolve_execution(9, response(true, None));
+    }
+
+    #[test]
+    #[should_panic(expected = "is no longer pending (it timed out)")]
+    fn resolving_after_the_yield_expired_fails_cleanly() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        // No re-registered yield: the runtime reports the data id as unknown, as after a timeout.
+        set_caller(operator(), 0);
+        contract.resolve_execution(0, response(true, Some(text("late"))));
+    }
+
+    #[test]
+    #[should_panic(expected = "only the operator")]
+    fn only_the_operator_resolves() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        set_caller(stranger(), 0);
+        contract.resolve_execution(0, response(true, None));
+    }
+
+    #[test]
+    #[should_panic(expected = "only the operator")]
+    fn only_the_operator_submits_outputs() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        set_caller(user(), 0);
+        contract.submit_execution_output(0, text("x"));
+    }
+
+    #[test]
+    fn pending_requests_page_in_id_order_from_a_cursor() {
+        let mut contract = contract();
+        for i in 0..5 {
+            request(&mut contract, &i.to_string());
+        }
+        // Settle request 1 so the pending set has a hole.
+        as_callback();
+        contract.on_execution_response(1, Ok(response(false, None)));
+        let ids = |page: Vec<PendingRequest>| page.iter().map(|r| r.request_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(contract.get_pending_requests(None, None)),
+            vec![0, 2, 3, 4]
+        );
+        assert_eq!(
+            ids(contract.get_pending_requests(Some(2), Some(2))),
+            vec![2, 3]
+        );
+        assert_eq!(
+            ids(contract.get_pending_requests(Some(5), None)),
+            Vec::<u64>::new()
+        );
+        assert_eq!(contract.get_pending_requests(None, Some(1_000)).len(), 4);
+    }
+
+    #[test]
+    fn stale_requests_can_be_cancelled_by_their_sender_for_a_full_refund() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        let eleven_minutes_ns = 11 * 60 * 1_000_000_000;
+        testing_env!(
+            context(user(), 0)
+                .block_timestamp(eleven_minutes_ns)
+                .build()
+        );
+        contract.cancel_stale_execution(0);
+        assert_eq!(transfers(), vec![(user(), DEPOSIT)]);
+        let cancelled = event("execution_cancelled");
+        assert_eq!(cancelled["reason"], "stale");
+        assert_eq!(cancelled["payment_refunded"], DEPOSIT.to_string());
+        assert_eq!(contract.get_stats().cancelled, 1);
+
+        // A late callback finds nothing to settle and refunds nothing twice.
+        as_callback();
+        assert!(
+            contract
+                .on_execution_response(0, Err(PromiseError::Failed))
+                .is_none()
+        );
+        assert!(transfers().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "it can be cancelled after 600000 ms")]
+    fn fresh_requests_cannot_be_cancelled() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        contract.cancel_stale_execution(0);
+    }
+
+    #[test]
+    #[should_panic(expected = "only the sender")]
+    fn others_cannot_cancel_a_request() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        testing_env!(context(stranger(), 0).block_timestamp(u64::MAX / 2).build());
+        contract.cancel_stale_execution(0);
+    }
+
+    #[test]
+    fn owner_can_emergency_cancel() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        set_caller(owner(), 0);
+        contract.emergency_cancel_execution(0);
+        assert_eq!(transfers(), vec![(user(), DEPOSIT)]);
+        assert_eq!(event("execution_cancelled")["reason"], "emergency");
+        assert!(contract.get_pending_requests(None, None).is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "only the owner")]
+    fn emergency_cancel_is_owner_only() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        set_caller(operator(), 0);
+        contract.emergency_cancel_execution(0);
+    }
+}

@@ -1,0 +1,244 @@
+//! Wire types: the JSON shapes client contracts, the operator and indexers exchange with the contract.
+//!
+//! They follow the original OutLayer MVP so existing client code keeps working. u128 amounts are decimal
+//! strings (`U128`), u64 counters are plain JSON numbers.
+
+use near_sdk::base64::Engine as _;
+use near_sdk::base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
+use near_sdk::env;
+use near_sdk::json_types::U128;
+use near_sdk::{AccountId, near};
+use serde_json::value::RawValue;
+
+/// The only build target the operator compiles for today.
+pub const BUILD_TARGET_WASIP1: &str = "wasm32-wasip1";
+
+/// Where the code to run comes from: a public GitHub repository at a commit or ref.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeSource {
+    /// `https://github.com/<owner>/<name>`.
+    pub repo: String,
+    /// A 40-hex commit SHA or a branch/tag the operator resolves to one.
+    pub commit: String,
+    /// Defaults to `wasm32-wasip1`, the only target supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_target: Option<String>,
+}
+
+impl CodeSource {
+    pub fn build_target_or_default(&self) -> &str {
+        self.build_target.as_deref().unwrap_or(BUILD_TARGET_WASIP1)
+    }
+}
+
+/// The most a request may use; the deposit must cover what these limits could cost.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub max_instructions: u64,
+    pub max_memory_mb: u32,
+    pub max_execution_seconds: u64,
+}
+
+/// What an execution actually used, as measured by the executor and the compiler.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourceMetrics {
+    pub instructions: u64,
+    pub time_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_time_ms: Option<u64>,
+}
+
+/// How the client wants the output handed back.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResponseFormat {
+    #[default]
+    Text,
+    Json,
+    Bytes,
+}
+
+/// Names the sealed secrets an execution should see as environment variables.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretsReference {
+    pub profile: String,
+    /// The account that stored the secrets (their owner).
+    pub account_id: AccountId,
+}
+
+/// The program's output, in the form the request asked for. Json outputs stay raw JSON text end to end.
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub enum ExecutionOutput {
+    Text(String),
+    Json(Box<RawValue>),
+    Bytes(Vec<u8>),
+}
+
+impl ExecutionOutput {
+    /// The value handed back to the client: Text as a string, Json as is, Bytes as a base64 string.
+    pub fn into_client_value(self) -> Box<RawValue> {
+        let as_string = match self {
+            Self::Json(value) => return value,
+            Self::Text(text) => serde_json::value::to_raw_value(&text),
+            Self::Bytes(bytes) => serde_json::value::to_raw_value(&BASE64_STANDARD.encode(bytes)),
+        };
+        // Serializing a string to JSON cannot fail; stay explicit rather than unwrap.
+        as_string.unwrap_or_else(|e| env::panic_str(&format!("output cannot be encoded: {e}")))
+    }
+}
+
+/// What the operator reports for a request through `resolve_execution`.
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct ExecutionResponse {
+    pub success: bool,
+    /// Omitted when the output was stored beforehand with `submit_execution_output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ExecutionOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub resources_used: ResourceMetrics,
+}
+
+/// The fees, in yoctoNEAR.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pricing {
+    pub base_fee: U128,
+    pub per_million_instructions_fee: U128,
+    pub per_ms_fee: U128,
+    pub per_compile_ms_fee: U128,
+}
+
+impl Default for Pricing {
+    fn default() -> Self {
+        Self {
+            // 0.001 NEAR
+            base_fee: U128(1_000_000_000_000_000_000_000),
+            per_million_instructions_fee: U128(100_000_000_000_000),
+            per_ms_fee: U128(100_000_000_000_000_000),
+            per_compile_ms_fee: U128(100_000_000_000_000_000),
+        }
+    }
+}
+
+/// A request as the contract keeps it while it is pending.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutionRequest {
+    pub request_id: u64,
+    /// The yield's data id (hex); the operator's resolve resumes it.
+    pub data_id: String,
+    pub sender_id: AccountId,
+    pub code_source: CodeSource,
+    pub resource_limits: ResourceLimits,
+    pub input_data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_ref: Option<SecretsReference>,
+    pub response_format: ResponseFormat,
+    /// The whole attached deposit: the estimate, the storage reserve and any surplus.
+    pub payment: U128,
+    pub created_at_block: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub created_at_ns: u64,
+    /// True once the operator resolved it; the callback has not run yet.
+    pub resolved: bool,
+}
+
+/// Counters for dashboards.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub total_requests: u64,
+    pub successful: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+    pub pending: u64,
+    pub total_fees_collected: U128,
+}
+
+/// Who runs the contract and how.
+#[near(serializers = [json])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub owner_id: AccountId,
+    pub operator_id: AccountId,
+    pub pricing_manager_id: Option<AccountId>,
+    pub paused: bool,
+    /// How long a sender waits before `cancel_stale_execution` may refund a request whose callback never ran.
+    pub stale_timeout_ms: u64,
+    pub callback_gas_tgas: u64,
+}
+
+/// The conditions under which an execution may see a stored secret. The operator evaluates them on chain
+/// state at execution time; the contract only stores and validates their shape.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessCondition {
+    AllowAll,
+    Whitelist {
+        accounts: Vec<AccountId>,
+    },
+    AccountPattern {
+        regex: String,
+    },
+    NearBalance {
+        min: U128,
+    },
+    FtBalance {
+        contract: AccountId,
+        min: U128,
+    },
+    NftOwned {
+        contract: AccountId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_id: Option<String>,
+    },
+    Logic {
+        operator: LogicOperator,
+        conditions: Vec<AccessCondition>,
+    },
+    Not {
+        condition: Box<AccessCondition>,
+    },
+}
+
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogicOperator {
+    And,
+    Or,
+}
+
+/// Ciphertext of a secrets bundle and who may use it. The contract never sees plaintext.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretsRecord {
+    pub owner: AccountId,
+    pub repo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    pub profile: String,
+    pub encrypted_secrets_base64: String,
+    pub access: AccessCondition,
+    /// What the owner paid for this record's storage; refunded on delete.
+    pub storage_deposit: U128,
+    pub created_at_ns: u64,
+    pub updated_at_ns: u64,
+}
+
+/// One entry of `list_user_secrets`: where a secret lives, without its ciphertext.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretsKey {
+    pub repo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    pub profile: String,
+}

@@ -1,0 +1,425 @@
+//! Checks on user input. Each returns a message that says what was expected and what came, so a client
+//! developer can fix the call from the failed transaction alone.
+
+use crate::types::{
+    AccessCondition, BUILD_TARGET_WASIP1, CodeSource, ResourceLimits, SecretsReference,
+};
+
+pub const MAX_REPO_LEN: usize = 512;
+pub const MAX_REF_LEN: usize = 256;
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+pub const MAX_PROFILE_LEN: usize = 64;
+pub const MAX_BRANCH_LEN: usize = 255;
+/// Ciphertext of a secrets bundle: 64 KiB of plaintext, base64 and sealing overhead.
+pub const MAX_ENCRYPTED_SECRETS_LEN: usize = 96 * 1024;
+pub const MAX_ACCESS_CONDITION_DEPTH: usize = 8;
+pub const MAX_ACCESS_CONDITION_NODES: usize = 64;
+pub const MAX_WHITELIST_ACCOUNTS: usize = 256;
+pub const MAX_PATTERN_LEN: usize = 256;
+pub const MAX_TOKEN_ID_LEN: usize = 256;
+
+const GITHUB_PREFIX: &str = "https://github.com/";
+
+/// `https://github.com/<owner>/<name>` and nothing else: no credentials, query, fragment, port or extra path.
+pub fn validate_repo(repo: &str) -> Result<(), String> {
+    if repo.len() > MAX_REPO_LEN {
+        return Err(format!(
+            "repo must be at most {MAX_REPO_LEN} characters, got {}",
+            repo.len()
+        ));
+    }
+    let Some(path) = repo.strip_prefix(GITHUB_PREFIX) else {
+        return Err(format!(
+            "repo must look like https://github.com/<owner>/<name>, got {repo:?}"
+        ));
+    };
+    let mut segments = path.split('/');
+    let (Some(owner), Some(name), None) = (segments.next(), segments.next(), segments.next())
+    else {
+        return Err(format!(
+            "repo must be exactly https://github.com/<owner>/<name> with no extra path, got {repo:?}"
+        ));
+    };
+    // GitHub user and organisation names: alphanumerics and single hyphens, at most 39 characters.
+    let owner_ok = !owner.is_empty()
+        && owner.len() <= 39
+        && !owner.starts_with('-')
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !owner_ok {
+        return Err(format!(
+            "repo owner must be 1-39 characters of [A-Za-z0-9-] not starting with '-', got {owner:?}"
+        ));
+    }
+    let name_ok = !name.is_empty()
+        && name.len() <= 100
+        && name != "."
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !name_ok {
+        return Err(format!(
+            "repo name must be 1-100 characters of [A-Za-z0-9._-] without '..', got {name:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// A git ref the operator may pass to `git`: a 40-hex SHA or a branch/tag name that cannot be mistaken
+/// for an option (`--upload-pack=...`) or escape with `..`.
+pub fn validate_git_ref(what: &str, value: &str, max_len: usize) -> Result<(), String> {
+    if value.is_empty() || value.len() > max_len {
+        return Err(format!(
+            "{what} must be 1-{max_len} characters, got {} characters",
+            value.len()
+        ));
+    }
+    if value.starts_with('-') {
+        return Err(format!("{what} must not start with '-', got {value:?}"));
+    }
+    if value.contains("..") {
+        return Err(format!("{what} must not contain '..', got {value:?}"));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '+' | '-')))
+    {
+        return Err(format!(
+            "{what} may only contain [A-Za-z0-9._/+-], found {bad:?} in {value:?}"
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_code_source(code: &CodeSource) -> Result<(), String> {
+    validate_repo(&code.repo)?;
+    validate_git_ref("commit", &code.commit, MAX_REF_LEN)?;
+    let target = code.build_target_or_default();
+    if target != BUILD_TARGET_WASIP1 {
+        return Err(format!(
+            "build_target {target:?} is not supported; the only supported target is {BUILD_TARGET_WASIP1:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Every limit must be positive and within the contract's current caps.
+pub fn validate_limits(limits: &ResourceLimits, caps: &ResourceLimits) -> Result<(), String> {
+    let checks: [(&str, u64, u64); 3] = [
+        (
+            "max_instructions",
+            limits.max_instructions,
+            caps.max_instructions,
+        ),
+        (
+            "max_memory_mb",
+            u64::from(limits.max_memory_mb),
+            u64::from(caps.max_memory_mb),
+        ),
+        (
+            "max_execution_seconds",
+            limits.max_execution_seconds,
+            caps.max_execution_seconds,
+        ),
+    ];
+    for (name, value, cap) in checks {
+        if value == 0 {
+            return Err(format!("{name} must be greater than 0"));
+        }
+        if value > cap {
+            return Err(format!("{name} {value} exceeds the maximum of {cap}"));
+        }
+    }
+    Ok(())
+}
+
+pub fn validate_input(input: &str) -> Result<(), String> {
+    if input.len() > MAX_INPUT_BYTES {
+        return Err(format!(
+            "input_data must be at most {MAX_INPUT_BYTES} bytes, got {}",
+            input.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Profiles name a secrets bundle: `[A-Za-z0-9_-]`, 1-64 characters.
+pub fn validate_profile(profile: &str) -> Result<(), String> {
+    let ok = !profile.is_empty()
+        && profile.len() <= MAX_PROFILE_LEN
+        && profile
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "profile must be 1-{MAX_PROFILE_LEN} characters of [A-Za-z0-9_-], got {profile:?}"
+        ))
+    }
+}
+
+pub fn validate_branch(branch: Option<&str>) -> Result<(), String> {
+    match branch {
+        Some(branch) => validate_git_ref("branch", branch, MAX_BRANCH_LEN),
+        None => Ok(()),
+    }
+}
+
+pub fn validate_secrets_ref(secrets_ref: &SecretsReference) -> Result<(), String> {
+    validate_profile(&secrets_ref.profile)
+}
+
+pub fn validate_encrypted_secrets(encrypted: &str) -> Result<(), String> {
+    if encrypted.is_empty() || encrypted.len() > MAX_ENCRYPTED_SECRETS_LEN {
+        return Err(format!(
+            "encrypted_secrets_base64 must be 1-{MAX_ENCRYPTED_SECRETS_LEN} characters, got {}",
+            encrypted.len()
+        ));
+    }
+    let is_base64 = encrypted.len().is_multiple_of(4)
+        && encrypted
+            .trim_end_matches('=')
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !is_base64 {
+        return Err("encrypted_secrets_base64 must be standard padded base64".to_string());
+    }
+    Ok(())
+}
+
+/// Bounds the shape of an access condition so that evaluating it stays cheap and predictable.
+pub fn validate_access_condition(condition: &AccessCondition) -> Result<(), String> {
+    let mut nodes = 0;
+    validate_condition_node(condition, 1, &mut nodes)
+}
+
+fn validate_condition_node(
+    condition: &AccessCondition,
+    depth: usize,
+    nodes: &mut usize,
+) -> Result<(), String> {
+    *nodes += 1;
+    if depth > MAX_ACCESS_CONDITION_DEPTH {
+        return Err(format!(
+            "access condition nests deeper than {MAX_ACCESS_CONDITION_DEPTH} levels"
+        ));
+    }
+    if *nodes > MAX_ACCESS_CONDITION_NODES {
+        return Err(format!(
+            "access condition has more than {MAX_ACCESS_CONDITION_NODES} conditions"
+        ));
+    }
+    match condition {
+        AccessCondition::AllowAll | AccessCondition::NearBalance { .. } => Ok(()),
+        AccessCondition::FtBalance { .. } => Ok(()),
+        AccessCondition::Whitelist { accounts } => {
+            if accounts.is_empty() || accounts.len() > MAX_WHITELIST_ACCOUNTS {
+                return Err(format!(
+                    "Whitelist must list 1-{MAX_WHITELIST_ACCOUNTS} accounts, got {}",
+                    accounts.len()
+                ));
+            }
+            Ok(())
+        }
+        AccessCondition::AccountPattern { regex } => {
+            if regex.is_empty() || regex.len() > MAX_PATTERN_LEN {
+                return Err(format!(
+                    "AccountPattern regex must be 1-{MAX_PATTERN_LEN} characters, got {}",
+                    regex.len()
+                ));
+            }
+            Ok(())
+        }
+        AccessCondition::NftOwned { token_id, .. } => match token_id {
+            Some(id) if id.is_empty() || id.len() > MAX_TOKEN_ID_LEN => Err(format!(
+                "NftOwned token_id must be 1-{MAX_TOKEN_ID_LEN} characters, got {}",
+                id.len()
+            )),
+            _ => Ok(()),
+        },
+        AccessCondition::Logic { conditions, .. } => {
+            if conditions.is_empty() {
+                return Err("Logic must combine at least one condition".to_string());
+            }
+            conditions
+                .iter()
+                .try_for_each(|c| validate_condition_node(c, depth + 1, nodes))
+        }
+        AccessCondition::Not { condition } => validate_condition_node(condition, depth + 1, nodes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::LogicOperator;
+
+    fn code(repo: &str, commit: &str, target: Option<&str>) -> CodeSource {
+        CodeSource {
+            repo: repo.to_string(),
+            commit: commit.to_string(),
+            build_target: target.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn accepts_github_repos() {
+        for repo in [
+            "https://github.com/alice/app",
+            "https://github.com/near-org/my_app.rs",
+            "https://github.com/a/b.git",
+        ] {
+            assert_eq!(validate_repo(repo), Ok(()), "{repo}");
+        }
+    }
+
+    #[test]
+    fn rejects_repos_that_are_not_plain_github_urls() {
+        let long = format!("https://github.com/alice/{}", "a".repeat(600));
+        for (repo, expected) in [
+            ("http://github.com/alice/app", "must look like"),
+            ("https://gitlab.com/alice/app", "must look like"),
+            ("https://user:pw@github.com/alice/app", "must look like"),
+            ("https://github.com/alice/app?x=1", "repo name"),
+            ("https://github.com/alice/app#frag", "repo name"),
+            ("https://github.com/alice/app/tree/main", "no extra path"),
+            ("https://github.com/alice", "no extra path"),
+            ("https://github.com/alice/..", "repo name"),
+            ("https://github.com/alice/a..b", "repo name"),
+            ("https://github.com/-alice/app", "repo owner"),
+            ("https://github.com/al ice/app", "repo owner"),
+            ("https://github.com/alice/", "repo name"),
+            (long.as_str(), "at most 512"),
+        ] {
+            let err = validate_repo(repo).expect_err(repo);
+            assert!(err.contains(expected), "{repo}: {err}");
+        }
+    }
+
+    #[test]
+    fn accepts_shas_and_refs() {
+        for commit in [
+            "0123456789abcdef0123456789abcdef01234567",
+            "main",
+            "release/v1.2+build",
+            "v1.0.0-rc_1",
+        ] {
+            assert_eq!(validate_git_ref("commit", commit, MAX_REF_LEN), Ok(()));
+        }
+    }
+
+    #[test]
+    fn rejects_refs_that_could_inject_options_or_escape() {
+        for (commit, expected) in [
+            ("", "1-256 characters"),
+            ("--upload-pack=evil", "must not start with '-'"),
+            ("main..other", "must not contain '..'"),
+            ("main;rm -rf", "may only contain"),
+            ("ma in", "may only contain"),
+            ("ref$(x)", "may only contain"),
+        ] {
+            let err = validate_git_ref("commit", commit, MAX_REF_LEN).expect_err(commit);
+            assert!(err.contains(expected), "{commit}: {err}");
+        }
+        let long = "a".repeat(MAX_REF_LEN + 1);
+        assert!(validate_git_ref("commit", &long, MAX_REF_LEN).is_err());
+        assert!(validate_git_ref("commit", &long[..MAX_REF_LEN], MAX_REF_LEN).is_ok());
+    }
+
+    #[test]
+    fn only_wasip1_is_a_build_target() {
+        let repo = "https://github.com/alice/app";
+        assert_eq!(validate_code_source(&code(repo, "main", None)), Ok(()));
+        assert_eq!(
+            validate_code_source(&code(repo, "main", Some("wasm32-wasip1"))),
+            Ok(())
+        );
+        let err = validate_code_source(&code(repo, "main", Some("wasm32-wasip2"))).unwrap_err();
+        assert!(err.contains("\"wasm32-wasip2\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn limits_must_be_positive_and_within_caps() {
+        let caps = ResourceLimits {
+            max_instructions: 100,
+            max_memory_mb: 64,
+            max_execution_seconds: 10,
+        };
+        assert_eq!(validate_limits(&caps, &caps), Ok(()));
+        let mut over = caps.clone();
+        over.max_memory_mb = 65;
+        assert_eq!(
+            validate_limits(&over, &caps),
+            Err("max_memory_mb 65 exceeds the maximum of 64".to_string())
+        );
+        let mut zero = caps.clone();
+        zero.max_execution_seconds = 0;
+        assert_eq!(
+            validate_limits(&zero, &caps),
+            Err("max_execution_seconds must be greater than 0".to_string())
+        );
+    }
+
+    #[test]
+    fn input_is_bounded_at_256_kib() {
+        assert!(validate_input(&"x".repeat(MAX_INPUT_BYTES)).is_ok());
+        let err = validate_input(&"x".repeat(MAX_INPUT_BYTES + 1)).unwrap_err();
+        assert!(err.contains("at most 262144 bytes"), "{err}");
+    }
+
+    #[test]
+    fn profiles_and_branches() {
+        assert!(validate_profile("prod_eu-1").is_ok());
+        assert!(validate_profile("").is_err());
+        assert!(validate_profile("a/b").is_err());
+        assert!(validate_profile(&"p".repeat(65)).is_err());
+        assert!(validate_branch(None).is_ok());
+        assert!(validate_branch(Some("feature/x")).is_ok());
+        assert!(validate_branch(Some(&"b".repeat(256))).is_err());
+        assert!(validate_branch(Some("-x")).is_err());
+    }
+
+    #[test]
+    fn encrypted_secrets_must_be_bounded_base64() {
+        assert!(validate_encrypted_secrets("AAECAw==").is_ok());
+        assert!(validate_encrypted_secrets("").is_err());
+        assert!(validate_encrypted_secrets("not base64!").is_err());
+        assert!(validate_encrypted_secrets("AAE").is_err());
+        let big = "A".repeat(MAX_ENCRYPTED_SECRETS_LEN + 4);
+        assert!(validate_encrypted_secrets(&big).is_err());
+    }
+
+    #[test]
+    fn access_conditions_are_bounded() {
+        assert!(validate_access_condition(&AccessCondition::AllowAll).is_ok());
+        assert!(
+            validate_access_condition(&AccessCondition::Whitelist { accounts: vec![] }).is_err()
+        );
+        let mut deep = AccessCondition::AllowAll;
+        for _ in 0..MAX_ACCESS_CONDITION_DEPTH {
+            deep = AccessCondition::Not {
+                condition: Box::new(deep),
+            };
+        }
+        let err = validate_access_condition(&deep).unwrap_err();
+        assert!(err.contains("deeper than 8"), "{err}");
+        let wide = AccessCondition::Logic {
+            operator: LogicOperator::Or,
+            conditions: vec![AccessCondition::AllowAll; MAX_ACCESS_CONDITION_NODES],
+        };
+        let err = validate_access_condition(&wide).unwrap_err();
+        assert!(err.contains("more than 64"), "{err}");
+        let empty = AccessCondition::Logic {
+            operator: LogicOperator::And,
+            conditions: vec![],
+        };
+        assert!(validate_access_condition(&empty).is_err());
+        let pattern = AccessCondition::AccountPattern {
+            regex: String::new(),
+        };
+        assert!(validate_access_condition(&pattern).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Read-only methods. `get_pending_requests` is what the operator's watcher polls.
+
+use near_sdk::json_types::U128;
+use near_sdk::{AccountId, near};
+
+use crate::events::MAX_EVENT_INPUT_BYTES;
+use crate::pricing::estimate_cost;
+use crate::types::{
+    CodeSource, Config, ExecutionRequest, Pricing, ResourceLimits, ResponseFormat,
+    SecretsReference, Stats,
+};
+use crate::{CALLBACK_GAS, Contract, ContractExt};
+
+/// Most requests one `get_pending_requests` call returns.
+pub const MAX_PENDING_PAGE: u32 = 100;
+const DEFAULT_PENDING_PAGE: u32 = 50;
+
+/// A pending request as the watcher sees it. Inputs of 10,000 bytes or more are left out (read them
+/// with `get_request`) so that a page of requests stays small.
+#[near(serializers = [json])]
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingRequest {
+    pub request_id: u64,
+    pub data_id: String,
+    pub sender_id: AccountId,
+    pub code_source: CodeSource,
+    pub resource_limits: ResourceLimits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_data: Option<String>,
+    pub input_omitted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_ref: Option<SecretsReference>,
+    pub response_format: ResponseFormat,
+    pub payment: U128,
+    pub created_at_block: u64,
+    pub created_at_ns: u64,
+}
+
+impl From<ExecutionRequest> for PendingRequest {
+    fn from(request: ExecutionRequest) -> Self {
+        let input_omitted = request.input_data.len() >= MAX_EVENT_INPUT_BYTES;
+        Self {
+            request_id: request.request_id,
+            data_id: request.data_id,
+            sender_id: request.sender_id,
+            code_source: request.code_source,
+            resource_limits: request.resource_limits,
+            input_data: (!input_omitted).then_some(request.input_data),
+            input_omitted,
+            secrets_ref: request.secrets_ref,
+            response_format: request.response_format,
+            payment: request.payment,
+            created_at_block: request.created_at_block,
+            created_at_ns: request.created_at_ns,
+        }
+    }
+}
+
+#[near]
+impl Contract {
+    /// A request from `request_execution` until its callback settles it (resolved or not).
+    pub fn get_request(&self, request_id: u64) -> Option<ExecutionRequest> {
+        self.requests.get(&request_id).cloned()
+    }
+
+    /// Requests the operator has not resolved yet with id ≥ `from_id`, in id order; `limit` defaults to
+    /// 50 and is capped at 100.
+    pub fn get_pending_requests(
+        &self,
+        from_id: Option<u64>,
+        limit: Option<u32>,
+    ) -> Vec<PendingRequest> {
+        let from_id = from_id.unwrap_or(0);
+        let limit = limit.unwrap_or(DEFAULT_PENDING_PAGE).min(MAX_PENDING_PAGE) as usize;
+        let mut ids: Vec<u64> = self
+            .pending_ids
+            .iter()
+            .copied()
+            .filter(|id| *id >= from_id)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .take(limit)
+            .filter_map(|id| self.requests.get(&id).cloned())
+            .map(PendingRequest::from)
+            .collect()
+    }
+
+    pub fn get_stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    pub fn get_pricing(&self) -> Pricing {
+        self.pricing.clone()
+    }
+
+    pub fn get_config(&self) -> Config {
+        Config {
+            owner_id: self.owner_id.clone(),
+            operator_id: self.operator_id.clone(),
+            pricing_manager_id: self.pricing_manager_id.clone(),
+            paused: self.paused,
+            stale_timeout_ms: self.stale_timeout_ms,
+            callback_gas_tgas: CALLBACK_GAS.as_tgas(),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The deposit `request_execution` needs for these limits, besides the request's storage.
+    pub fn estimate_execution_cost(&self, resource_limits: ResourceLimits) -> U128 {
+        U128(estimate_cost(&self.pricing, &resource_limits))
+    }
+
+    pub fn get_max_limits(&self) -> ResourceLimits {
+        self.max_limits.clone()
+    }
+
+    pub fn get_secrets_pubkey(&self) -> Option<String> {
+        self.secrets_pubkey.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::*;
+    use crate::{DEFAULT_MAX_LIMITS, DEFAULT_STALE_TIMEOUT_MS};
+
+    #[test]
+    fn a_new_contract_reports_its_defaults() {
+        let contract = new_contract();
+        assert_eq!(contract.get_pricing(), Pricing::default());
+        assert_eq!(contract.get_max_limits(), DEFAULT_MAX_LIMITS);
+        assert!(!contract.is_paused());
+        assert_eq!(contract.get_stats(), Stats::default());
+        let config = contract.get_config();
+        assert_eq!(config.owner_id, owner());
+        assert_eq!(config.operator_id, operator());
+        assert_eq!(config.stale_timeout_ms, DEFAULT_STALE_TIMEOUT_MS);
+        assert_eq!(config.callback_gas_tgas, 20);
+        assert_eq!(contract.get_request(0), None);
+    }
+
+    #[test]
+    fn estimate_uses_the_current_pricing() {
+        let contract = new_contract();
+        let limits = ResourceLimits {
+            max_instructions: 2_000_000,
+            max_memory_mb: 1,
+            max_execution_seconds: 1,
+        };
+        let expected = 10u128.pow(21) + 2 * 10u128.pow(14) + 1_000 * 10u128.pow(17);
+        assert_eq!(contract.estimate_execution_cost(limits), U128(expected));
+    }
+
+    #[test]
+    fn u128_amounts_are_strings_and_u64_counters_numbers_in_json() {
+        let json = near_sdk::serde_json::to_value(Pricing::default()).unwrap();
+        assert_eq!(json["base_fee"], "1000000000000000000000");
+        let stats = near_sdk::serde_json::to_value(Stats::default()).unwrap();
+        assert_eq!(stats["total_requests"], 0);
+        assert_eq!(stats["total_fees_collected"], "0");
+    }
+}

@@ -1,0 +1,517 @@
+//! The real OutLayer contract wasm (built by `scripts/build-wasm`) in nearcore's VM: the request →
+//! resolve → callback lifecycle with real host functions, the two-step path for outputs over the
+//! 1024-byte yield payload limit, and the yield timeout. Arguments are the JSON a client sends, so
+//! the test also pins the contract's wire format.
+//!
+//! Prints the gas each step burns and the wasm size (`cargo test -p e2e-contract-vm --test
+//! contract_in_vm -- --nocapture`).
+
+use std::path::PathBuf;
+
+use e2e_contract_vm::{
+    AccountId, Balance, CallContext, CallOutcome, ContractVm, CryptoHash, Gas, PROTOCOL_VERSION,
+    PendingYield, PromiseResult, ReturnValue, ViewContext,
+};
+use serde_json::{Value, json};
+
+const WASM_NAME: &str = "outlayer_contract.wasm";
+/// What a client attaches to `request_execution`: the contract needs 10 Tgas plus 20 Tgas for
+/// the callback reserve.
+const REQUEST_GAS: Gas = Gas::from_teragas(50);
+const CALL_GAS: Gas = Gas::from_teragas(30);
+const DEPOSIT: Balance = Balance::from_millinear(100);
+
+/// Default pricing (contract `Pricing::default`): base 0.001 NEAR, 1e14 yocto per million
+/// instructions, 1e17 yocto per ms and per compile ms.
+const BASE_FEE: u128 = 1_000_000_000_000_000_000_000;
+const PER_MILLION_INSTRUCTIONS: u128 = 100_000_000_000_000;
+const PER_MS: u128 = 100_000_000_000_000_000;
+
+fn wasm_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    // The deployable artifact: cargo's output after wasm-opt (scripts/build-wasm).
+    target.join("near").join(WASM_NAME)
+}
+
+fn load_wasm() -> Vec<u8> {
+    let path = wasm_path();
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "contract wasm {} is missing ({e}): run scripts/build-wasm",
+            path.display()
+        )
+    })
+}
+
+fn account(name: &str) -> AccountId {
+    name.parse().unwrap()
+}
+
+fn tgas(gas: Gas) -> String {
+    format!("{:.3} Tgas", gas.as_gas() as f64 / 1e12)
+}
+
+struct Chain {
+    vm: ContractVm,
+    contract: AccountId,
+    operator: AccountId,
+    client: AccountId,
+    block: u64,
+    /// Argument bytes of the last `call`, for the receipt fees in the gas report.
+    last_args_len: usize,
+}
+
+impl Chain {
+    fn new() -> Self {
+        Self::with_trie_nodes_per_access(0)
+    }
+
+    fn with_trie_nodes_per_access(nodes: u64) -> Self {
+        let wasm = load_wasm();
+        let vm = ContractVm::new(&wasm, PROTOCOL_VERSION)
+            .unwrap_or_else(|e| panic!("nearcore rejects {}: {e}", wasm_path().display()))
+            .with_balance(Balance::from_near(10))
+            .with_trie_nodes_per_access(nodes);
+        let mut chain = Self {
+            vm,
+            contract: account("outlayer.near"),
+            operator: account("operator.near"),
+            client: account("client.near"),
+            block: 100,
+            last_args_len: 0,
+        };
+        let init = json!({"owner_id": "owner.near", "operator_id": "operator.near"});
+        let contract = chain.contract.clone();
+        let outcome = chain.call(&contract, "new", &init, Balance::ZERO, CALL_GAS);
+        assert_success(&outcome, "new");
+        chain
+    }
+
+    fn ctx(&mut self, signer: &AccountId, deposit: Balance, gas: Gas) -> CallContext {
+        self.block += 1;
+        CallContext::new(self.contract.clone(), signer.clone())
+            .with_deposit(deposit)
+            .with_gas(gas)
+            .at_block(self.block, self.block * 600_000_000)
+    }
+
+    fn call(
+        &mut self,
+        signer: &AccountId,
+        method: &str,
+        args: &Value,
+        deposit: Balance,
+        gas: Gas,
+    ) -> CallOutcome {
+        let ctx = self.ctx(signer, deposit, gas);
+        let args = serde_json::to_vec(args).unwrap();
+        self.last_args_len = args.len();
+        self.vm.call(method, &args, &ctx).unwrap()
+    }
+
+    fn view(&self, method: &str, args: &Value) -> Value {
+        let ctx = ViewContext::new(self.contract.clone()).at_block(self.block, 0);
+        let outcome = self
+            .vm
+            .view(method, &serde_json::to_vec(args).unwrap(), &ctx)
+            .unwrap();
+        assert_success(&outcome, method);
+        serde_json::from_slice(outcome.value().unwrap()).unwrap()
+    }
+
+    fn request(&mut self, input: &str) -> (CallOutcome, CryptoHash) {
+        let args = json!({
+            "code_source": {
+                "repo": "https://github.com/outlayer/examples",
+                "commit": "0123456789abcdef0123456789abcdef01234567",
+                "build_target": "wasm32-wasip1"
+            },
+            "resource_limits": {
+                "max_instructions": 1_000_000_000u64,
+                "max_memory_mb": 128,
+                "max_execution_seconds": 10
+            },
+            "input_data": input,
+            "response_format": "Text"
+        });
+        let client = self.client.clone();
+        let outcome = self.call(&client, "request_execution", &args, DEPOSIT, REQUEST_GAS);
+        assert_success(&outcome, "request_execution");
+        let yields: Vec<_> = outcome.yields_created().collect();
+        assert_eq!(
+            yields.len(),
+            1,
+            "request_execution creates exactly one yield"
+        );
+        let (data_id, callback) = yields[0];
+        assert_eq!(callback.method_name, "on_execution_response");
+        assert_eq!(
+            callback.gas,
+            Gas::from_teragas(20),
+            "the callback reserve, no weight"
+        );
+        assert_eq!(callback.deposit, Balance::ZERO);
+        let index = outcome
+            .receipts
+            .iter()
+            .find(|r| r.yield_data_id == Some(data_id))
+            .unwrap()
+            .index;
+        assert_eq!(
+            outcome.return_value,
+            ReturnValue::Promise(index),
+            "returns the yield"
+        );
+        (outcome, data_id)
+    }
+
+    fn resolve(&mut self, request_id: u64, response: Value) -> CallOutcome {
+        let operator = self.operator.clone();
+        let args = json!({"request_id": request_id, "response": response});
+        self.call(
+            &operator,
+            "resolve_execution",
+            &args,
+            Balance::ZERO,
+            CALL_GAS,
+        )
+    }
+
+    /// Runs the yield callback as the chain does once the resume's data arrives (next block).
+    fn callback(&mut self, yielded: &PendingYield, result: PromiseResult) -> CallOutcome {
+        self.block += 1;
+        let outcome = self
+            .vm
+            .run_yield_callback(yielded, result, self.block, self.block * 600_000_000)
+            .unwrap();
+        assert_success(&outcome, "on_execution_response");
+        outcome
+    }
+}
+
+#[track_caller]
+fn assert_success(outcome: &CallOutcome, method: &str) {
+    assert!(
+        outcome.is_success(),
+        "{method} failed: {:?}\nlogs: {:#?}",
+        outcome.error_message(),
+        outcome.logs
+    );
+}
+
+#[track_caller]
+fn assert_fails_with(outcome: &CallOutcome, needle: &str) {
+    let message = outcome.error_message().unwrap_or_else(|| {
+        panic!(
+            "expected a failure containing {needle:?}, the call succeeded: {:?}",
+            outcome.logs
+        )
+    });
+    assert!(
+        message.contains(needle),
+        "expected {needle:?} in {message:?}"
+    );
+}
+
+/// The NEP-297 events of an outcome, checked for the contract's standard and version.
+fn events(outcome: &CallOutcome) -> Vec<Value> {
+    outcome
+        .events()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(event["standard"], "near-outlayer", "{line}");
+            assert_eq!(event["version"], "1.0.0", "{line}");
+            event
+        })
+        .collect()
+}
+
+fn single_event(outcome: &CallOutcome, name: &str) -> Value {
+    let events = events(outcome);
+    let matching: Vec<_> = events.iter().filter(|e| e["event"] == name).collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "one {name} event expected in {events:#?}"
+    );
+    let data = matching[0]["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    data[0].clone()
+}
+
+fn yocto(value: &Value) -> u128 {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+fn refund_to(outcome: &CallOutcome, receiver: &AccountId) -> u128 {
+    let transfers: Vec<_> = outcome.transfers().collect();
+    assert_eq!(
+        transfers.len(),
+        1,
+        "one refund transfer expected: {transfers:?}"
+    );
+    assert_eq!(transfers[0].0, receiver);
+    transfers[0].1.as_yoctonear()
+}
+
+#[test]
+fn request_resolve_callback_in_nearcore_vm() {
+    let mut chain = Chain::new();
+    let storage_before = chain.vm.account().storage_usage;
+    let balance_before = chain.vm.account().balance;
+
+    let (requested, data_id) = chain.request("hello from the client");
+    let request_args_len = chain.last_args_len;
+    let event = single_event(&requested, "execution_requested");
+    assert_eq!(event["request_id"], 0);
+    assert_eq!(event["sender_id"], "client.near");
+    assert_eq!(
+        event["data_id"],
+        data_id.to_string(),
+        "the event names the yield's data id"
+    );
+    assert_eq!(event["input_data"], "hello from the client");
+    assert_eq!(yocto(&event["payment"]), DEPOSIT.as_yoctonear());
+    assert!(
+        chain.vm.account().storage_usage > storage_before,
+        "the pending request is stored"
+    );
+
+    let pending = chain.view("get_pending_requests", &json!({}));
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+
+    let response = json!({
+        "success": true,
+        "output": {"Text": "hello from the executor"},
+        "resources_used": {"instructions": 5_000_000u64, "time_ms": 12, "compile_time_ms": 3}
+    });
+    let resolved = chain.resolve(0, response.clone());
+    assert_success(&resolved, "resolve_execution");
+    let resolve_args_len = chain.last_args_len;
+    assert_eq!(resolved.yield_resumes.len(), 1);
+    let resume = resolved.yield_resumes[0].clone();
+    assert_eq!(resume.data_id, data_id);
+    let payload: Value = serde_json::from_slice(&resume.payload).unwrap();
+    assert_eq!(payload, response, "the resume carries the response as JSON");
+    let event = single_event(&resolved, "execution_resolved");
+    assert_eq!(event["success"], true);
+    assert_eq!(event["two_step"], false);
+
+    let again = chain.resolve(0, response);
+    assert_fails_with(&again, "not found or already resolved");
+
+    let completed = chain.callback(
+        &resume.yielded,
+        PromiseResult::Successful(resume.payload.clone()),
+    );
+    let output: Value = serde_json::from_slice(completed.value().unwrap()).unwrap();
+    assert_eq!(output, "hello from the executor");
+
+    let cost = BASE_FEE + 5 * PER_MILLION_INSTRUCTIONS + 12 * PER_MS + 3 * PER_MS;
+    let refund = refund_to(&completed, &chain.client);
+    assert_eq!(refund, DEPOSIT.as_yoctonear() - cost);
+    let event = single_event(&completed, "execution_completed");
+    assert_eq!(event["success"], true);
+    assert_eq!(event["timed_out"], false);
+    assert_eq!(yocto(&event["payment_charged"]), cost);
+    assert_eq!(yocto(&event["payment_refunded"]), refund);
+    assert_eq!(event["resources_used"]["instructions"], 5_000_000);
+
+    assert_eq!(
+        chain.vm.account().storage_usage,
+        storage_before,
+        "the request's storage is freed"
+    );
+    assert_eq!(
+        chain.vm.account().balance.as_yoctonear(),
+        balance_before.as_yoctonear() + cost,
+        "the contract keeps exactly the cost"
+    );
+    let pending = chain.view("get_pending_requests", &json!({}));
+    assert_eq!(pending, json!([]));
+
+    let wasm_len = chain.vm.code().len();
+    println!(
+        "contract wasm: {wasm_len} bytes ({:.1} KiB)",
+        wasm_len as f64 / 1024.0
+    );
+    println!(
+        "gas in nearcore's VM (protocol {}):",
+        chain.vm.protocol_version()
+    );
+    // Receipt fees the chain adds around the VM: a transaction's receipt burns send + exec fees.
+    // The callback's send fee is inside request_execution's burnt gas (promise_yield_create pays
+    // it); its exec fee is prepaid there (in "used") and burnt when the callback runs.
+    let vm = &chain.vm;
+    let request_fees = vm.function_call_fees("request_execution", request_args_len, false);
+    let resolve_fees = vm.function_call_fees("resolve_execution", resolve_args_len, false);
+    let callback = &resume.yielded.callback;
+    let callback_fees = vm.function_call_fees(&callback.method_name, callback.args.len(), true);
+    for (step, outcome, receipt_fees) in [
+        (
+            "request_execution",
+            &requested,
+            request_fees.send.saturating_add(request_fees.exec),
+        ),
+        (
+            "resolve_execution",
+            &resolved,
+            resolve_fees.send.saturating_add(resolve_fees.exec),
+        ),
+        ("on_execution_response", &completed, callback_fees.exec),
+    ] {
+        println!(
+            "  {step:<22} burnt {:>11}  used {:>12}  +receipt fees {:>11}  storage ops \
+             r/w/rm/has {}/{}/{}/{}",
+            tgas(outcome.gas_burnt),
+            tgas(outcome.gas_used),
+            tgas(receipt_fees),
+            outcome.storage_ops.reads,
+            outcome.storage_ops.writes,
+            outcome.storage_ops.removes,
+            outcome.storage_ops.has_key,
+        );
+    }
+}
+
+#[test]
+fn output_over_the_yield_payload_limit_goes_in_two_steps() {
+    let mut chain = Chain::new();
+    let (_, data_id) = chain.request("large please");
+    let large = "x".repeat(3000);
+    let resources = json!({"instructions": 1_000_000u64, "time_ms": 2});
+
+    let inline = chain.resolve(
+        0,
+        json!({"success": true, "output": {"Text": large}, "resources_used": resources}),
+    );
+    assert_fails_with(&inline, "1024-byte");
+    assert!(
+        chain.vm.pending_yields().any(|y| y.data_id == data_id),
+        "still pending"
+    );
+
+    let operator = chain.operator.clone();
+    let submitted = chain.call(
+        &operator,
+        "submit_execution_output",
+        &json!({"request_id": 0, "output": {"Text": large}}),
+        Balance::ZERO,
+        CALL_GAS,
+    );
+    assert_success(&submitted, "submit_execution_output");
+    let event = single_event(&submitted, "output_submitted");
+    assert!(event["output_bytes"].as_u64().unwrap() > 3000);
+
+    let resolved = chain.resolve(0, json!({"success": true, "resources_used": resources}));
+    assert_success(&resolved, "resolve_execution (two-step)");
+    assert_eq!(
+        single_event(&resolved, "execution_resolved")["two_step"],
+        true
+    );
+    let resume = resolved.yield_resumes[0].clone();
+    assert!(resume.payload.len() <= chain.vm.max_yield_payload_size() as usize);
+
+    let completed = chain.callback(&resume.yielded, PromiseResult::Successful(resume.payload));
+    let output: Value = serde_json::from_slice(completed.value().unwrap()).unwrap();
+    assert_eq!(
+        output,
+        large.as_str(),
+        "the stored output reaches the client"
+    );
+    let cost = BASE_FEE + PER_MILLION_INSTRUCTIONS + 2 * PER_MS;
+    assert_eq!(
+        refund_to(&completed, &chain.client),
+        DEPOSIT.as_yoctonear() - cost
+    );
+    assert_eq!(
+        single_event(&completed, "execution_completed")["success"],
+        true
+    );
+
+    println!(
+        "two-step: submit_execution_output ({} output bytes) burnt {}, resolve_execution burnt {}, \
+         callback burnt {}",
+        large.len(),
+        tgas(submitted.gas_burnt),
+        tgas(resolved.gas_burnt),
+        tgas(completed.gas_burnt)
+    );
+}
+
+#[test]
+fn yield_timeout_refunds_all_but_the_base_fee() {
+    let mut chain = Chain::new();
+    let storage_before = chain.vm.account().storage_usage;
+    let (requested, _) = chain.request("nobody answers");
+    let created_at = chain.block;
+    let timeout = chain.vm.yield_timeout_blocks();
+
+    assert!(
+        chain
+            .vm
+            .take_timed_out_yields(created_at + timeout - 1)
+            .is_empty()
+    );
+    let expired = chain.vm.take_timed_out_yields(created_at + timeout);
+    assert_eq!(expired.len(), 1);
+    chain.block = created_at + timeout;
+
+    // The operator answers too late: the yield is gone, the resolve fails and changes nothing.
+    let late = chain.resolve(
+        0,
+        json!({"success": true, "output": {"Text": "late"}, "resources_used": {"instructions": 1, "time_ms": 1}}),
+    );
+    assert_fails_with(&late, "no longer pending");
+
+    let completed = chain.callback(&expired[0], PromiseResult::Failed);
+    assert_eq!(
+        completed.value(),
+        Some(&b"null"[..]),
+        "no output on timeout"
+    );
+    assert_eq!(
+        refund_to(&completed, &chain.client),
+        DEPOSIT.as_yoctonear() - BASE_FEE
+    );
+    let event = single_event(&completed, "execution_completed");
+    assert_eq!(event["success"], false);
+    assert_eq!(event["timed_out"], true);
+    assert_eq!(yocto(&event["payment_charged"]), BASE_FEE);
+    assert_eq!(chain.vm.account().storage_usage, storage_before);
+    println!(
+        "timeout: request_execution burnt {}, timeout callback burnt {}",
+        tgas(requested.gas_burnt),
+        tgas(completed.gas_burnt)
+    );
+}
+
+/// The same lifecycle with a pessimistic stand-in for the trie-node gas nearcore charges per
+/// storage access (20 nodes, none cached), to bound what the figures above leave out.
+#[test]
+fn lifecycle_gas_with_trie_node_stand_in() {
+    const NODES: u64 = 20;
+    let mut chain = Chain::with_trie_nodes_per_access(NODES);
+    let (requested, _) = chain.request("bound the gas");
+    let resolved = chain.resolve(
+        0,
+        json!({"success": true, "output": {"Text": "ok"}, "resources_used": {"instructions": 1, "time_ms": 1}}),
+    );
+    assert_success(&resolved, "resolve_execution");
+    let resume = resolved.yield_resumes[0].clone();
+    let completed = chain.callback(&resume.yielded, PromiseResult::Successful(resume.payload));
+    assert_eq!(
+        serde_json::from_slice::<Value>(completed.value().unwrap()).unwrap(),
+        "ok"
+    );
+    println!("gas burnt with {NODES} uncached trie nodes charged per storage access:");
+    for (step, outcome) in [
+        ("request_execution", &requested),
+        ("resolve_execution", &resolved),
+        ("on_execution_response", &completed),
+    ] {
+        println!("  {step:<24} burnt {:>12}", tgas(outcome.gas_burnt));
+    }
+}
