@@ -1,0 +1,133 @@
+//! `CompileJob`: one build of (repo, commit, target), shared by every execution that needs it. It is
+//! also the cache index: its status names the module in the cache, and deleting it evicts the module.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::conditions::conditions_schema;
+
+/// The only target the compiler builds today.
+pub const BUILD_TARGET_WASIP1: &str = "wasm32-wasip1";
+
+/// Where a module comes from. The schema mirrors the contract's checks; the operator additionally
+/// checks the repository host against its allow-list (https://github.com by default).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompileSource {
+    /// `https://<host>/<path>` without credentials, query or `..` (or `file:///…` where the operator's
+    /// allow-list permits local repositories, as in tests).
+    #[schemars(regex(
+        pattern = r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._/-]+|file:///[A-Za-z0-9._/-]+)$"
+    ))]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = kube::core::Rule::new("!self.contains('..')").message("repo must not contain '..'"))]
+    pub repo: String,
+    /// A 40-hex commit or a branch/tag name; never an option (`-…`) and never `..`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._/+][A-Za-z0-9._/+-]{0,255}$"))]
+    #[x_kube(validation = kube::core::Rule::new("!self.contains('..')").message("commit must not contain '..'"))]
+    pub commit: String,
+    #[serde(default = "default_build_target")]
+    #[x_kube(validation = kube::core::Rule::new("self == 'wasm32-wasip1'").message("the only supported build target is wasm32-wasip1"))]
+    pub build_target: String,
+}
+
+fn default_build_target() -> String {
+    BUILD_TARGET_WASIP1.to_string()
+}
+
+impl CompileSource {
+    /// The deterministic name of the CompileJob for this source: `cj-` + the first 16 hex characters of
+    /// sha256(repo NUL commit NUL target). Deterministic names make creation idempotent (409 = exists).
+    pub fn compile_job_name(&self) -> String {
+        let mut hasher = Sha256::new();
+        for part in [&self.repo, &self.commit, &self.build_target] {
+            hasher.update(part.as_bytes());
+            hasher.update([0u8]);
+        }
+        let digest = hasher.finalize();
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("cj-{hex}")
+    }
+}
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "outlayer.dev",
+    version = "v1alpha1",
+    kind = "CompileJob",
+    namespaced,
+    shortname = "cjob",
+    category = "outlayer",
+    status = "CompileJobStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Repo","type":"string","jsonPath":".spec.repo"}"#,
+    printcolumn = r#"{"name":"Commit","type":"string","jsonPath":".spec.commit"}"#,
+    printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".status.sizeBytes"}"#,
+    printcolumn = r#"{"name":"Compile","type":"integer","jsonPath":".status.compileTimeMs","description":"compile time in ms"}"#,
+    printcolumn = r#"{"name":"Module","type":"string","jsonPath":".status.wasmSha256","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec is immutable: a CompileJob names one build"))]
+pub struct CompileJobSpec {
+    #[serde(flatten)]
+    pub source: CompileSource,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompileJobStatus {
+    /// `Fetched`, `Built` and `Ready`.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The full commit SHA the fetch resolved `spec.commit` to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_time_ms: Option<u64>,
+    /// When an execution last used the module: what LRU eviction orders by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<Time>,
+    /// The last 4 KiB of the build log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_log: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(repo: &str, commit: &str) -> CompileSource {
+        CompileSource {
+            repo: repo.to_string(),
+            commit: commit.to_string(),
+            build_target: BUILD_TARGET_WASIP1.to_string(),
+        }
+    }
+
+    #[test]
+    fn compile_job_names_are_deterministic_and_distinct() {
+        let a = source("https://github.com/alice/echo", "main");
+        assert_eq!(a.compile_job_name(), a.clone().compile_job_name());
+        assert_eq!(a.compile_job_name().len(), "cj-".len() + 16);
+        assert!(a.compile_job_name().starts_with("cj-"));
+        let b = source("https://github.com/alice/echo", "dev");
+        assert_ne!(a.compile_job_name(), b.compile_job_name());
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(
+            source("https://x/ab", "c").compile_job_name(),
+            source("https://x/a", "bc").compile_job_name()
+        );
+    }
+}

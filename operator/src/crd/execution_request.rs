@@ -1,0 +1,250 @@
+//! `ExecutionRequest`: one run of a WASI module, from `kubectl apply` or from the chain watcher.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::conditions_schema;
+use super::{BUILD_TARGET_WASIP1, CompileSource};
+
+/// Absolute ceilings, the same as the contract's (`ABSOLUTE_MAX_LIMITS`): a request above them could not
+/// finish inside NEAR's yield window or a sane executor pod. The operator's configured caps may be lower.
+pub const MAX_INSTRUCTIONS: u64 = 1_000_000_000_000;
+pub const MAX_MEMORY_MB: u32 = 4096;
+pub const MAX_EXECUTION_SECONDS: u64 = 180;
+/// The contract's `MAX_INPUT_BYTES`.
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// What to run: a repository at a commit (compiled through a `CompileJob`), or a module already in the
+/// cache, named by its sha256.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.wasmSha256) != (has(self.repo) || has(self.commit))"
+).message("code needs either repo and commit, or wasmSha256, not both"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.repo) == has(self.commit)"
+).message("repo and commit go together"))]
+pub struct CodeRef {
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub source: Option<CompileSource>,
+    /// sha256 (64 lower-case hex) of a module already in the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub wasm_sha256: Option<String>,
+}
+
+/// The most one execution may use. Memory in MiB, time in wall-clock seconds, instructions as wasmi fuel.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    #[schemars(range(min = 1, max = 1_000_000_000_000u64))]
+    pub max_instructions: u64,
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_memory_mb: u32,
+    #[schemars(range(min = 1, max = 180))]
+    pub max_execution_seconds: u64,
+}
+
+/// How the output is interpreted and handed back, as in the contract.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResponseFormat {
+    #[default]
+    Text,
+    Json,
+    Bytes,
+}
+
+/// Which sealed secrets the execution sees as environment variables.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretsRef {
+    /// NEAR account that owns the secrets.
+    #[schemars(length(min = 2, max = 64))]
+    pub account_id: String,
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub profile: String,
+}
+
+/// Set by the chain watcher for requests that came from the contract; absent for `kubectl` requests,
+/// whose result stays in `status` only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OnChain {
+    pub request_id: u64,
+    /// The yield's data id (base58), resumed by `resolve_execution`.
+    pub data_id: String,
+    pub sender: String,
+    /// yoctoNEAR, decimal.
+    #[schemars(regex(pattern = r"^[0-9]{1,40}$"))]
+    pub deposit: String,
+    pub block_height: u64,
+    /// Block height after which the contract's yield times out (request block + 200).
+    pub yield_deadline_height: u64,
+}
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "outlayer.dev",
+    version = "v1alpha1",
+    kind = "ExecutionRequest",
+    namespaced,
+    shortname = "exr",
+    category = "outlayer",
+    status = "ExecutionRequestStatus",
+    printcolumn = r#"{"name":"Succeeded","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].status"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Repo","type":"string","jsonPath":".spec.code.repo"}"#,
+    printcolumn = r#"{"name":"Commit","type":"string","jsonPath":".status.shortCommit"}"#,
+    printcolumn = r#"{"name":"Instructions","type":"integer","jsonPath":".status.instructions"}"#,
+    printcolumn = r#"{"name":"Time","type":"string","jsonPath":".status.time"}"#,
+    printcolumn = r#"{"name":"Cost","type":"string","jsonPath":".status.costYocto","priority":1}"#,
+    printcolumn = r#"{"name":"Module","type":"string","jsonPath":".status.wasmSha256","priority":1}"#,
+    printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".status.podName","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec is immutable: create a new ExecutionRequest instead"))]
+pub struct ExecutionRequestSpec {
+    pub code: CodeRef,
+    /// Fed to the module as stdin.
+    #[serde(default)]
+    #[schemars(length(max = 262_144))]
+    pub input: String,
+    pub limits: Limits,
+    #[serde(default)]
+    pub response_format: ResponseFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_ref: Option<SecretsRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_chain: Option<OnChain>,
+}
+
+/// Where a request is in its life; conditions carry the detail.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Compiling,
+    Executing,
+    Reporting,
+    Succeeded,
+    Failed,
+    Expired,
+}
+
+/// How `status.output` encodes the program's stdout.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputEncoding {
+    Text,
+    Json,
+    Base64,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionRequestStatus {
+    /// `Compiled`, `Executed`, `Reported` (on-chain requests) and `Succeeded`.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_commit: Option<String>,
+    /// First 12 characters of the resolved commit, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm_sha256: Option<String>,
+    /// stdout, bounded by the operator's status output limit (64 KiB by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_encoding: Option<OutputEncoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
+    /// `timeMs` for humans (e.g. `1.25s`), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_time_ms: Option<u64>,
+    /// yoctoNEAR charged on chain, decimal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_yocto: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// A one-line summary of the outcome or of what the request waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl CodeRef {
+    /// A module to compile from `repo` at `commit` for wasm32-wasip1.
+    pub fn from_repo(repo: impl Into<String>, commit: impl Into<String>) -> Self {
+        Self {
+            source: Some(CompileSource {
+                repo: repo.into(),
+                commit: commit.into(),
+                build_target: BUILD_TARGET_WASIP1.to_string(),
+            }),
+            wasm_sha256: None,
+        }
+    }
+}
+
+/// `1234` ms → `1.234s`; under a second → `850ms`.
+pub fn format_duration_ms(ms: u64) -> String {
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else {
+        format!("{}.{:03}s", ms / 1_000, ms % 1_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well_in_kubectl() {
+        assert_eq!(format_duration_ms(0), "0ms");
+        assert_eq!(format_duration_ms(999), "999ms");
+        assert_eq!(format_duration_ms(1_000), "1.000s");
+        assert_eq!(format_duration_ms(61_234), "61.234s");
+    }
+
+    #[test]
+    fn spec_json_is_camel_case_with_flattened_source() {
+        let spec = ExecutionRequestSpec {
+            code: CodeRef::from_repo("https://github.com/alice/echo", "main"),
+            input: "hi".to_string(),
+            limits: Limits {
+                max_instructions: 10,
+                max_memory_mb: 16,
+                max_execution_seconds: 1,
+            },
+            response_format: ResponseFormat::Text,
+            secrets_ref: None,
+            on_chain: None,
+        };
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["code"]["repo"], "https://github.com/alice/echo");
+        assert_eq!(json["code"]["buildTarget"], "wasm32-wasip1");
+        assert_eq!(json["limits"]["maxMemoryMb"], 16);
+        assert_eq!(json["responseFormat"], "Text");
+        let back: ExecutionRequestSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, spec);
+    }
+}

@@ -1,0 +1,238 @@
+//! The CRDs in `crds/` are what the code generates, and the real kube-apiserver accepts them and
+//! enforces their schema and CEL rules.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e_cluster::Cluster;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use outlayer_operator::crd::{
+    self, CodeRef, CompileJob, CompileJobSpec, CompileSource, ExecutionRequest,
+    ExecutionRequestSpec, Limits, Pricing, PricingSpec, ResponseFormat,
+};
+
+fn crds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds")
+}
+
+#[test]
+fn crds_on_disk_match_the_code() {
+    for definition in crd::all() {
+        let path = crds_dir().join(crd::file_name(&definition));
+        let on_disk = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{} unreadable ({e})", path.display()));
+        let generated = crd::to_yaml(&definition).unwrap();
+        assert!(
+            on_disk == generated,
+            "{} is out of date: run `cargo run -p outlayer-operator --bin crdgen`",
+            path.display()
+        );
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_instructions: 1_000_000,
+        max_memory_mb: 64,
+        max_execution_seconds: 5,
+    }
+}
+
+fn execution(name: &str, code: CodeRef, limits: Limits) -> ExecutionRequest {
+    ExecutionRequest {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        spec: ExecutionRequestSpec {
+            code,
+            input: "hi".to_string(),
+            limits,
+            response_format: ResponseFormat::Text,
+            secrets_ref: None,
+            on_chain: None,
+        },
+        status: None,
+    }
+}
+
+async fn install_crds(cluster: &Cluster) {
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    let params = PatchParams::apply("outlayer-crd-test").force();
+    for definition in crd::all() {
+        let name = definition.metadata.name.clone().unwrap();
+        crds.patch(&name, &params, &Patch::Apply(&definition))
+            .await
+            .unwrap_or_else(|e| panic!("apiserver rejected CRD {name}: {e}"));
+    }
+    for definition in crd::all() {
+        let name = definition.metadata.name.clone().unwrap();
+        let mut established = false;
+        for _ in 0..300 {
+            let current = crds.get(&name).await.unwrap();
+            established = current
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(established, "CRD {name} never became Established");
+    }
+}
+
+/// The apiserver's rejection message for creating `object`.
+async fn rejection(api: &Api<ExecutionRequest>, object: &ExecutionRequest) -> String {
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => panic!("{:?} was accepted", object.metadata.name),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn apiserver_accepts_the_crds_and_enforces_their_rules() {
+    let cluster = Cluster::start().await.unwrap();
+    install_crds(&cluster).await;
+    let client = cluster.client();
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), "default");
+
+    let valid = execution(
+        "valid",
+        CodeRef::from_repo("https://github.com/alice/echo", "main"),
+        limits(),
+    );
+    executions
+        .create(&PostParams::default(), &valid)
+        .await
+        .expect("a valid ExecutionRequest is accepted");
+    let by_module = execution(
+        "by-module",
+        CodeRef {
+            source: None,
+            wasm_sha256: Some("a".repeat(64)),
+        },
+        limits(),
+    );
+    executions
+        .create(&PostParams::default(), &by_module)
+        .await
+        .expect("a request for a cached module is accepted");
+
+    let both = CodeRef {
+        wasm_sha256: Some("a".repeat(64)),
+        ..CodeRef::from_repo("https://github.com/alice/echo", "main")
+    };
+    let message = rejection(&executions, &execution("both", both, limits())).await;
+    assert!(
+        message.contains("either repo and commit, or wasmSha256"),
+        "{message}"
+    );
+
+    let neither = CodeRef {
+        source: None,
+        wasm_sha256: None,
+    };
+    let message = rejection(&executions, &execution("neither", neither, limits())).await;
+    assert!(
+        message.contains("either repo and commit, or wasmSha256"),
+        "{message}"
+    );
+
+    let option_commit = CodeRef::from_repo("https://github.com/alice/echo", "--upload-pack=x");
+    let message = rejection(&executions, &execution("opt", option_commit, limits())).await;
+    assert!(message.contains("spec.code.commit"), "{message}");
+
+    let dotdot = CodeRef::from_repo("https://github.com/alice/../etc", "main");
+    let message = rejection(&executions, &execution("dotdot", dotdot, limits())).await;
+    assert!(message.contains("repo must not contain '..'"), "{message}");
+
+    let credentials = CodeRef::from_repo("https://user:pw@github.com/alice/echo", "main");
+    let message = rejection(&executions, &execution("creds", credentials, limits())).await;
+    assert!(message.contains("spec.code.repo"), "{message}");
+
+    let mut wasip2 = CodeRef::from_repo("https://github.com/alice/echo", "main");
+    wasip2.source.as_mut().unwrap().build_target = "wasm32-wasip2".to_string();
+    let message = rejection(&executions, &execution("wasip2", wasip2, limits())).await;
+    assert!(message.contains("only supported build target"), "{message}");
+
+    let mut too_big = limits();
+    too_big.max_memory_mb = 4097;
+    let code = CodeRef::from_repo("https://github.com/alice/echo", "main");
+    let message = rejection(&executions, &execution("big", code.clone(), too_big)).await;
+    assert!(message.contains("spec.limits.maxMemoryMb"), "{message}");
+    let mut zero = limits();
+    zero.max_execution_seconds = 0;
+    let message = rejection(&executions, &execution("zero", code, zero)).await;
+    assert!(
+        message.contains("spec.limits.maxExecutionSeconds"),
+        "{message}"
+    );
+
+    // Specs are immutable.
+    let mut changed = executions.get("valid").await.unwrap();
+    changed.spec.input = "changed".to_string();
+    let error = executions
+        .replace("valid", &PostParams::default(), &changed)
+        .await
+        .expect_err("spec changes are rejected");
+    assert!(error.to_string().contains("spec is immutable"), "{error}");
+
+    // CompileJob: the same source rules, named deterministically.
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), "default");
+    let source = CompileSource {
+        repo: "https://github.com/alice/echo".to_string(),
+        commit: "0123456789abcdef0123456789abcdef01234567".to_string(),
+        build_target: crd::BUILD_TARGET_WASIP1.to_string(),
+    };
+    let job = CompileJob::new(
+        &source.compile_job_name(),
+        CompileJobSpec {
+            source: source.clone(),
+        },
+    );
+    compile_jobs
+        .create(&PostParams::default(), &job)
+        .await
+        .expect("a valid CompileJob is accepted");
+
+    // Pricing is a cluster-scoped singleton with decimal-string fees.
+    let pricings: Api<Pricing> = Api::all(client);
+    let spec = PricingSpec {
+        base_fee: "1000000000000000000000".to_string(),
+        per_million_instructions_fee: "100000000000000".to_string(),
+        per_ms_fee: "100000000000000000".to_string(),
+        per_compile_ms_fee: "0".to_string(),
+    };
+    pricings
+        .create(
+            &PostParams::default(),
+            &Pricing::new("default", spec.clone()),
+        )
+        .await
+        .expect("the default Pricing is accepted");
+    let error = pricings
+        .create(&PostParams::default(), &Pricing::new("other", spec.clone()))
+        .await
+        .expect_err("a second Pricing is rejected");
+    assert!(
+        error.to_string().contains("singleton named 'default'"),
+        "{error}"
+    );
+    let mut negative = spec;
+    negative.per_ms_fee = "-1".to_string();
+    let error = pricings
+        .patch(
+            "default",
+            &PatchParams::apply("outlayer-crd-test").force(),
+            &Patch::Apply(&Pricing::new("default", negative)),
+        )
+        .await
+        .expect_err("a negative fee is rejected");
+    assert!(error.to_string().contains("spec.perMsFee"), "{error}");
+}
