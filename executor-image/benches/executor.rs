@@ -97,8 +97,7 @@ fn main() {
         ratio(raw_metered, raw_unmetered)
     );
     println!(
-        "executor (metered, {} M-instruction slices, deadline checks) vs raw unmetered: {:.3}",
-        10,
+        "executor (metered, adaptive fuel slices, deadline checks) vs raw unmetered: {:.3}",
         ratio(executor_time, raw_unmetered)
     );
     match native_sha256_loop() {

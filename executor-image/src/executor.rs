@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmi::errors::{ErrorKind, LinkerError};
-use wasmi::{Config, Engine, ExternType, Linker, Module, ResumableCall, Store, TrapCode};
+use wasmi::{
+    CompilationMode, Config, Engine, ExternType, Linker, Module, ResumableCall, Store, TrapCode,
+};
 use wasmi_wasi::wasi_common::pipe::ReadPipe;
 use wasmi_wasi::wasi_common::{Table, WasiCtx};
 
@@ -17,10 +19,15 @@ use crate::limiter::MemoryLimiter;
 use crate::sched::DeadlineSched;
 use crate::stdio::{CappedStdout, StderrTail};
 
-/// Fuel handed to the guest between two looks at the clock. At the tens to hundreds of millions
-/// of instructions per second an interpreter manages, this notices the deadline within ~0.1 s
-/// while keeping the per-slice overhead negligible.
-const FUEL_SLICE: u64 = 10_000_000;
+/// How long the guest runs between two looks at the clock. The fuel per slice adapts to hit
+/// this, because fuel per second varies ~100x between builds, machines and load; a fixed slice
+/// that is cheap in release would overshoot the deadline by seconds in a debug build.
+const SLICE_TARGET: Duration = Duration::from_millis(10);
+/// Fuel of the first slice, and the bounds of the adaptation: the upper bound keeps one slice
+/// well under a second even at the fastest rates, the lower bound keeps slicing overhead small.
+const FIRST_SLICE: u64 = 1_000_000;
+const MIN_SLICE: u64 = 10_000;
+const MAX_SLICE: u64 = 100_000_000;
 /// wasmi's default (1000) is too shallow for ordinary recursive guest code (parsers, tree
 /// walks); the value stack height still bounds host memory.
 const MAX_RECURSION_DEPTH: usize = 10_000;
@@ -53,7 +60,7 @@ pub struct Job<'a> {
 #[derive(Debug)]
 pub struct Execution {
     pub outcome: Result<Vec<u8>, Fault>,
-    /// Fuel consumed, including instantiation and any start function.
+    /// Fuel consumed by execution, including any start function.
     pub instructions: u64,
     /// Wall time from the start of loading to the end of execution.
     pub elapsed: Duration,
@@ -74,6 +81,11 @@ impl Executor {
         let mut config = Config::default();
         config
             .consume_fuel(true)
+            // Lazy translation charges compile fuel on a function's first call, and running out
+            // of fuel there is a non-resumable error in wasmi 2.0: with small slices a guest
+            // would fail with budget left. Eager translation charges no fuel at all, so the
+            // count is pure execution and independent of slicing.
+            .compilation_mode(CompilationMode::Eager)
             // WASI preview 1 is 32-bit; 64-bit memories would only widen what a guest can ask for.
             .wasm_memory64(false)
             .set_max_recursion_depth(MAX_RECURSION_DEPTH);
@@ -192,7 +204,9 @@ impl Run {
         }
 
         self.check_deadline(store)?;
-        self.hand_fuel(store, FUEL_SLICE);
+        let mut slice = FIRST_SLICE;
+        let mut slice_started = Instant::now();
+        self.hand_fuel(store, slice);
         let mut call = start.call_resumable(&mut *store, &[], &mut []);
         loop {
             match call {
@@ -212,7 +226,11 @@ impl Run {
                         });
                     }
                     self.check_deadline(store)?;
-                    self.hand_fuel(store, FUEL_SLICE);
+                    // Slicing never changes the instruction count: wasmi charges a block's fuel
+                    // only once enough is available (tested in tests/guests.rs).
+                    slice = next_slice(slice, slice_started.elapsed());
+                    slice_started = Instant::now();
+                    self.hand_fuel(store, slice);
                     call = paused.resume(&mut *store, &mut []);
                 }
                 Err(error) => {
@@ -344,6 +362,18 @@ impl Run {
     }
 }
 
+/// Doubles or halves the slice towards [`SLICE_TARGET`].
+fn next_slice(slice: u64, took: Duration) -> u64 {
+    let next = if took < SLICE_TARGET / 2 {
+        slice.saturating_mul(2)
+    } else if took > SLICE_TARGET * 2 {
+        slice / 2
+    } else {
+        slice
+    };
+    next.clamp(MIN_SLICE, MAX_SLICE)
+}
+
 /// Link errors are reported as such; anything else failing in instantiation is the start
 /// function's doing and classified like a trap.
 fn instantiation_stop(error: &wasmi::Error) -> Option<Stop> {
@@ -403,6 +433,16 @@ mod tests {
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn slices_adapt_towards_the_target_within_bounds() {
+        assert_eq!(next_slice(1000, Duration::from_micros(100)), 10_000);
+        assert_eq!(next_slice(20_000, Duration::from_micros(100)), 40_000);
+        assert_eq!(next_slice(20_000, Duration::from_millis(10)), 20_000);
+        assert_eq!(next_slice(20_000, Duration::from_millis(50)), 10_000);
+        assert_eq!(next_slice(10_000, Duration::from_secs(1)), MIN_SLICE);
+        assert_eq!(next_slice(MAX_SLICE, Duration::ZERO), MAX_SLICE);
     }
 
     #[test]

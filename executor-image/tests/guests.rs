@@ -53,11 +53,8 @@ fn sha256_loop_matches_a_native_computation() {
 fn more_work_costs_more_instructions() {
     let wasm = guest("example-sha256-loop");
     let small = run(&wasm, b"100", limits()).instructions;
-    let large = run(&wasm, b"10000", limits()).instructions;
-    assert!(
-        large > small * 50,
-        "100 iterations: {small}, 10000: {large}"
-    );
+    let large = run(&wasm, b"1500", limits()).instructions;
+    assert!(large > small * 10, "100 iterations: {small}, 1500: {large}");
 }
 
 #[test]
@@ -81,7 +78,7 @@ fn env_reader_sees_system_vars_and_secrets_and_nothing_else() {
         ("API_KEY", "s3cret"),
         ("NEAR_BLOCK_HEIGHT", "123456"),
         ("NEAR_CONTRACT_ID", "outlayer.near"),
-        ("NEAR_MAX_EXECUTION_SECONDS", "10"),
+        ("NEAR_MAX_EXECUTION_SECONDS", "30"),
         ("NEAR_MAX_INSTRUCTIONS", "200000000"),
         ("NEAR_MAX_MEMORY_MB", "64"),
         ("NEAR_REQUEST_ID", "17"),
@@ -235,4 +232,20 @@ fn non_deterministic_mode_uses_real_randomness_and_time() {
         now.abs_diff(reported) < 60_000_000_000,
         "{now} vs {reported}"
     );
+}
+
+#[test]
+fn instruction_count_does_not_depend_on_slicing() {
+    // ~8 M instructions: several fuel slices (the first is 1 M), whose sizes follow the wall
+    // clock and so differ from run to run; the count must not.
+    let executor = Executor::new().unwrap();
+    let wasm = guest("example-sha256-loop");
+    let first = deterministic_run(&executor, &wasm, b"1000 seed", b"s");
+    assert!(first.1 > 5_000_000, "{}", first.1);
+    for _ in 0..3 {
+        assert_eq!(
+            deterministic_run(&executor, &wasm, b"1000 seed", b"s"),
+            first
+        );
+    }
 }

@@ -38,17 +38,17 @@ const INFINITE_LOOP: &str = r#"(module
 #[test]
 fn infinite_loop_runs_out_of_fuel() {
     let limits = Limits {
-        max_instructions: 50_000_000,
+        max_instructions: 5_000_000,
         ..limits()
     };
     let execution = run_bounded(&wat(INFINITE_LOOP), b"", limits);
     assert_eq!(
         fault(&execution),
-        &Fault::InstructionLimit { limit: 50_000_000 }
+        &Fault::InstructionLimit { limit: 5_000_000 }
     );
     // Fuel is charged per block, so at most one block's worth may be left unspent.
     assert!(
-        execution.instructions <= 50_000_000 && execution.instructions > 49_999_000,
+        execution.instructions <= 5_000_000 && execution.instructions > 4_999_000,
         "{}",
         execution.instructions
     );
@@ -225,13 +225,13 @@ fn infinite_loop_in_the_start_function_runs_out_of_fuel() {
         (start $init)
         (func (export "_start")))"#);
     let limits = Limits {
-        max_instructions: 20_000_000,
+        max_instructions: 5_000_000,
         ..limits()
     };
     let execution = run_bounded(&wasm, b"", limits);
     assert_eq!(
         fault(&execution),
-        &Fault::InstructionLimit { limit: 20_000_000 }
+        &Fault::InstructionLimit { limit: 5_000_000 }
     );
 }
 

@@ -43,12 +43,14 @@ pub fn wat(text: &str) -> Vec<u8> {
     wat::parse_str(text).unwrap_or_else(|error| panic!("test WAT does not compile: {error}"))
 }
 
-/// Limits small enough that a runaway test ends quickly.
+/// Limits small enough that a runaway test ends quickly. The time limit leaves room for debug
+/// builds (an unoptimized wasmi interprets only a few million instructions per second) on a
+/// loaded machine; tests about the time limit set their own.
 pub fn limits() -> Limits {
     Limits {
         max_instructions: 200_000_000,
         max_memory_mb: 64,
-        max_execution_seconds: 10,
+        max_execution_seconds: 30,
         max_output_bytes: 1024 * 1024,
         max_module_bytes: 16 * 1024 * 1024,
     }
