@@ -12,6 +12,8 @@
 #
 # Prints the directory of each binary on its last lines, e.g. `kube-apiserver=/path/bin/kube-apiserver`.
 set -euo pipefail
+# Errors inside $(...) must stop the script too.
+shopt -s inherit_errexit
 
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
@@ -71,8 +73,10 @@ find_go() {
         curl -fsSL --retry 3 -o "$tmp/go.zip" "$url"
         python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$tmp/go.zip" "$tmp/x"
         # The module zip holds golang.org/toolchain@<version>/{bin,pkg,src,...}; zip drops modes.
-        local root
-        root="$(find "$tmp/x" -mindepth 1 -maxdepth 1 -type d | head -n1)"
+        local go_bin root
+        go_bin="$(find "$tmp/x" -path '*/bin/go' -type f | head -n1)"
+        [[ -n "$go_bin" ]] || { log "no bin/go in $url"; exit 1; }
+        root="$(dirname "$(dirname "$go_bin")")"
         chmod -R u+x "$root/bin" "$root/pkg/tool"
         rm -rf "$dir"
         mv "$root" "$dir"
@@ -143,6 +147,7 @@ fi
 
 if ((${#missing_k8s[@]} > 0)) || [[ -z "${found[etcd]:-}" ]]; then
     GO="$(find_go)"
+    "$GO" version >/dev/null 2>&1 || { log "cannot run Go at $GO"; exit 1; }
     log "using $("$GO" version)"
 fi
 

@@ -2,6 +2,20 @@
 //! the code in a sandboxed Job into a content-addressed cache, runs it in a per-execution executor pod and
 //! reports the result on chain. See DESIGN.md for the architecture.
 //!
-//! This crate is growing: today it holds the custom resource types (`crd`) and the `crdgen` binary.
+//! Today the crate holds the custom resource types (`crd`), the `crdgen` binary, the operator's
+//! configuration and the pure builders of the pods it creates (`pods`); the controllers come next.
 
+pub mod config;
 pub mod crd;
+pub mod pods;
+
+/// Everything the operator's library can fail with; each variant names what failed and with which input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the object has no {0} (it must come from the API server)")]
+    MissingMetadata(&'static str),
+    #[error("module hash {0:?} is not 64 lower-case hex characters")]
+    InvalidModuleHash(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,11 +1,11 @@
 //! The CRDs in `crds/` are what the code generates, and the real kube-apiserver accepts them and
 //! enforces their schema and CEL rules.
 
+mod common;
+
 use std::path::PathBuf;
-use std::time::Duration;
 
 use e2e_cluster::Cluster;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use outlayer_operator::crd::{
@@ -58,35 +58,6 @@ fn execution(name: &str, code: CodeRef, limits: Limits) -> ExecutionRequest {
     }
 }
 
-async fn install_crds(cluster: &Cluster) {
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    let params = PatchParams::apply("outlayer-crd-test").force();
-    for definition in crd::all() {
-        let name = definition.metadata.name.clone().unwrap();
-        crds.patch(&name, &params, &Patch::Apply(&definition))
-            .await
-            .unwrap_or_else(|e| panic!("apiserver rejected CRD {name}: {e}"));
-    }
-    for definition in crd::all() {
-        let name = definition.metadata.name.clone().unwrap();
-        let mut established = false;
-        for _ in 0..300 {
-            let current = crds.get(&name).await.unwrap();
-            established = current
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(established, "CRD {name} never became Established");
-    }
-}
-
 /// The apiserver's rejection message for creating `object`.
 async fn rejection(api: &Api<ExecutionRequest>, object: &ExecutionRequest) -> String {
     match api.create(&PostParams::default(), object).await {
@@ -98,7 +69,7 @@ async fn rejection(api: &Api<ExecutionRequest>, object: &ExecutionRequest) -> St
 #[tokio::test]
 async fn apiserver_accepts_the_crds_and_enforces_their_rules() {
     let cluster = Cluster::start().await.unwrap();
-    install_crds(&cluster).await;
+    common::install_crds(&cluster).await;
     let client = cluster.client();
     let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), "default");
 

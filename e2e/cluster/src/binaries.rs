@@ -25,9 +25,15 @@ pub fn cache_root() -> Option<PathBuf> {
 impl Binaries {
     /// Looks in `$KUBEBUILDER_ASSETS` first (envtest convention), then in the build.sh cache.
     pub fn locate() -> Result<Self> {
+        Self::locate_in(
+            std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from),
+            cache_root(),
+        )
+    }
+
+    /// [`Binaries::locate`] with explicit directories instead of the environment.
+    pub fn locate_in(assets: Option<PathBuf>, cache: Option<PathBuf>) -> Result<Self> {
         let pinned = versions::pinned();
-        let assets = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from);
-        let cache = cache_root();
         let k8s_dir = cache
             .as_ref()
             .map(|c| c.join(format!("k8s-{}/bin", pinned.kubernetes)));
@@ -75,4 +81,57 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_point_at_the_build_script() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = Binaries::locate_in(None, Some(empty.path().to_owned())).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("e2e/control-plane/build.sh"), "{message}");
+        assert!(message.contains("kube-apiserver"), "{message}");
+        assert!(message.contains("k8s-v1.36.3/bin"), "{message}");
+    }
+
+    #[test]
+    fn kubebuilder_assets_win_over_the_cache() {
+        use std::os::unix::fs::PermissionsExt;
+        let assets = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let pinned = versions::pinned();
+        let k8s = cache.path().join(format!("k8s-{}/bin", pinned.kubernetes));
+        let etcd = cache.path().join(format!("etcd-{}/bin", pinned.etcd));
+        for (dir, names) in [
+            (assets.path().to_owned(), &["etcd", "kube-apiserver"][..]),
+            (
+                k8s,
+                &[
+                    "kube-apiserver",
+                    "kube-controller-manager",
+                    "kube-scheduler",
+                    "kubectl",
+                ][..],
+            ),
+            (etcd, &["etcd"][..]),
+        ] {
+            std::fs::create_dir_all(&dir).unwrap();
+            for name in names {
+                let path = dir.join(name);
+                std::fs::write(&path, "").unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        let found = Binaries::locate_in(
+            Some(assets.path().to_owned()),
+            Some(cache.path().to_owned()),
+        )
+        .unwrap();
+        assert_eq!(found.etcd, assets.path().join("etcd"));
+        assert_eq!(found.kube_apiserver, assets.path().join("kube-apiserver"));
+        assert!(found.kube_scheduler.starts_with(cache.path()));
+    }
 }

@@ -126,12 +126,12 @@ impl Cluster {
         let config = Config::infer()
             .await
             .map_err(|e| Error::Config(format!("load KUBECONFIG {}: {e}", path.display())))?;
+        let client_server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|source| Error::Kube {
             what: "build a client for the existing cluster".into(),
             source,
         })?;
         tracing::info!(kubeconfig = %path.display(), "using an existing cluster");
-        let client_server = String::new();
         Ok(Cluster {
             client,
             client_server,

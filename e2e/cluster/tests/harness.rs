@@ -274,12 +274,19 @@ async fn env_secrets_config_maps_and_volumes_resolve() {
     }))
     .await;
 
-    let script = r#"printf '%s' "$(GREETING)|$SECRET_TOKEN|$CM_MODE|$MEM_MI|$CFG_mode|$POD_NAME" > /dev/termination-log
+    // The service-account token is the projected volume the ServiceAccount admission plugin adds
+    // to every pod; the node agent fills it through the TokenRequest API as the kubelet does.
+    let script = r#"sa=/var/run/secrets/kubernetes.io/serviceaccount
+ns=`cat $sa/namespace`
+test -s $sa/token && test -s $sa/ca.crt || exit 9
+printf '%s' "$(GREETING)|$SECRET_TOKEN|$CM_MODE|$MEM_MI|$CFG_mode|$POD_NAME|$ns" > /dev/termination-log
 cat /etc/creds/token > /data/copied
+cat /etc/podinfo/labels > /data/labels
 if (echo x > /etc/creds/new) 2>/dev/null; then echo writable > /data/secret-mount; else echo read-only > /data/secret-mount; fi
 echo scratch > /tmp/s && cat /tmp/s /data/seed > /data/tmp-and-seed"#;
     env.create::<Pod>(json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "resolver"},
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "resolver", "labels": {"app": "resolver"}},
         "spec": {
             "restartPolicy": "Never",
             "containers": [{
@@ -299,25 +306,30 @@ echo scratch > /tmp/s && cat /tmp/s /data/seed > /data/tmp-and-seed"#;
                 "volumeMounts": [
                     {"name": "creds", "mountPath": "/etc/creds"},
                     {"name": "data", "mountPath": "/data"},
-                    {"name": "scratch", "mountPath": "/tmp"}
+                    {"name": "scratch", "mountPath": "/tmp"},
+                    {"name": "podinfo", "mountPath": "/etc/podinfo"}
                 ]
             }],
             "volumes": [
                 {"name": "creds", "secret": {"secretName": "creds"}},
                 {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
-                {"name": "scratch", "emptyDir": {}}
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "podinfo", "downwardAPI": {"items": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}
+                ]}}
             ]
         }
     }))
     .await;
     let pod = env.terminal_pod("resolver").await;
+    let read = |f: &str| std::fs::read_to_string(pv_dir.join(f)).unwrap();
     let state = terminated(&pod, "main");
     assert_eq!(state.exit_code, 0, "{state:?}");
     assert_eq!(
         state.message.as_deref(),
-        Some("hi-resolver|s3cret|fast|64|fast|resolver")
+        Some("hi-resolver|s3cret|fast|64|fast|resolver|resolve")
     );
-    let read = |f: &str| std::fs::read_to_string(pv_dir.join(f)).unwrap();
+    assert_eq!(read("labels"), "app=\"resolver\"");
     assert_eq!(read("copied"), "s3cret");
     assert_eq!(read("secret-mount"), "read-only\n");
     assert_eq!(read("tmp-and-seed"), "scratch\nseeded\n");
@@ -361,16 +373,13 @@ async fn deleting_an_owner_garbage_collects_its_pods() {
 }
 
 #[tokio::test]
-async fn privileged_pod_is_rejected_in_a_restricted_namespace() {
-    // Admission needs no node; the control plane alone decides.
-    let cluster = Cluster::start().await.unwrap();
-    cluster
-        .create_namespace(
-            "locked",
-            &[("pod-security.kubernetes.io/enforce", "restricted")],
-        )
-        .await
-        .unwrap();
+async fn restricted_namespace_rejects_privileged_pods_and_runs_compliant_ones() {
+    let env = env(
+        "locked",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    )
+    .await;
+    let cluster = &env.cluster;
     cluster
         .create_namespace(
             "open",
@@ -382,7 +391,7 @@ async fn privileged_pod_is_rejected_in_a_restricted_namespace() {
     pod.spec.as_mut().unwrap().containers[0].security_context =
         Some(serde_json::from_value(json!({"privileged": true})).unwrap());
 
-    let locked: Api<Pod> = Api::namespaced(cluster.client(), "locked");
+    let locked: Api<Pod> = env.api();
     match locked.create(&PostParams::default(), &pod).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403, "{status:?}");
@@ -401,6 +410,34 @@ async fn privileged_pod_is_rejected_in_a_restricted_namespace() {
         ..PostParams::default()
     };
     open.create(&dry_run, &pod).await.unwrap();
+
+    // A pod hardened like the operator's (Pod Security "restricted") is admitted and runs as its
+    // numeric uid with a read-only root filesystem and a writable emptyDir.
+    let mut hardened = shell_pod(
+        "hardened",
+        "touch /rootfs-test 2>/dev/null && exit 7; echo ok > /work/f && printf '%s:%s' `id -u` `cat /work/f` > /dev/termination-log",
+    );
+    hardened["spec"]["automountServiceAccountToken"] = json!(false);
+    hardened["spec"]["securityContext"] = json!({
+        "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"}
+    });
+    hardened["spec"]["containers"][0]["securityContext"] = json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]}
+    });
+    hardened["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "work", "mountPath": "/work"}]);
+    hardened["spec"]["volumes"] = json!([{"name": "work", "emptyDir": {}}]);
+    env.create::<Pod>(hardened).await;
+    let pod = env.terminal_pod("hardened").await;
+    let state = terminated(&pod, "main");
+    assert_eq!(
+        (state.exit_code, state.message.as_deref()),
+        (0, Some("65532:ok")),
+        "{state:?}"
+    );
 }
 
 #[tokio::test]
@@ -430,6 +467,18 @@ async fn restart_policy_unknown_images_and_graceful_deletion() {
     );
     graceful["spec"]["terminationGracePeriodSeconds"] = json!(30);
     env.create::<Pod>(graceful).await;
+    // Init containers run first, in order, and share volumes with the main container.
+    let mut init = shell_pod("init", "cat /shared/order > /dev/termination-log");
+    init["spec"]["initContainers"] = json!([
+        {"name": "first", "image": HOST_IMAGE, "command": ["/bin/sh", "-c", "echo -n 1 >> /shared/order"],
+         "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
+        {"name": "second", "image": HOST_IMAGE, "command": ["/bin/sh", "-c", "echo -n 2 >> /shared/order"],
+         "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+    ]);
+    init["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "shared", "mountPath": "/shared"}]);
+    init["spec"]["volumes"] = json!([{"name": "shared", "emptyDir": {}}]);
+    env.create::<Pod>(init).await;
     let mut fallback = shell_pod("fallback", "echo last words; exit 4");
     fallback["spec"]["containers"][0]["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
     env.create::<Pod>(fallback).await;
@@ -458,6 +507,27 @@ async fn restart_policy_unknown_images_and_graceful_deletion() {
             .unwrap(),
         "second\n"
     );
+
+    let init = env.terminal_pod("init").await;
+    assert_eq!(terminated(&init, "main").message.as_deref(), Some("12"));
+    let init_statuses = init
+        .status
+        .as_ref()
+        .unwrap()
+        .init_container_statuses
+        .clone()
+        .unwrap();
+    assert_eq!(init_statuses.len(), 2);
+    assert!(init_statuses.iter().all(|s| {
+        s.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code
+            == 0
+    }));
 
     let fallback = env.terminal_pod("fallback").await;
     assert_eq!(

@@ -130,4 +130,17 @@ mod tests {
         assert!(config.image("outlayer/executor:v2").is_none());
         assert!(config.image("other").is_none());
     }
+
+    #[test]
+    fn readme_example_parses() {
+        let config: AgentConfig = serde_saphyr::from_str(
+            "nodeName: e2e-node\nstateDir: /var/tmp/e2e-node\nbwrap: bwrap\nimages:\n  outlayer/executor:dev:\n    entrypoint: [/work/main/target/release/outlayer-executor]\n  e2e/host: {}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.image("e2e/host").unwrap().entrypoint,
+            Vec::<String>::new()
+        );
+        assert_eq!(config.capacity.pods, "110");
+    }
 }

@@ -486,6 +486,7 @@ impl PodWorker {
                 .and_then(|s| s.run_as_group)
                 .or(pod_security.and_then(|s| s.run_as_group)),
             privileged: security.and_then(|s| s.privileged) == Some(true),
+            read_only_root: security.and_then(|s| s.read_only_root_filesystem) == Some(true),
         };
         let args = bwrap_args(&sandbox, std::path::Path::new("/"));
         create_dir(&self.log_dir.join(&container.name))?;

@@ -30,6 +30,9 @@ pub struct SandboxSpec {
     pub gid: Option<i64>,
     /// Privileged containers keep their capabilities; all others run with none.
     pub privileged: bool,
+    /// `readOnlyRootFilesystem`: the sandbox's own root (a tmpfs standing in for the container's
+    /// writable layer) becomes read-only too. Host directories are read-only either way.
+    pub read_only_root: bool,
 }
 
 /// Host trees never bound into a sandbox: bwrap provides fresh /proc and /dev, and /tmp is
@@ -156,6 +159,10 @@ pub fn bwrap_args(spec: &SandboxSpec, host_root: &Path) -> Vec<String> {
         args.extend(["--remount-ro".into(), "/tmp".into()]);
     }
 
+    if spec.read_only_root {
+        // Last of the mount operations: everything above needed a writable root to be created.
+        args.extend(["--remount-ro".into(), "/".into()]);
+    }
     if !spec.privileged {
         args.extend(["--cap-drop".into(), "ALL".into()]);
     }
@@ -236,6 +243,7 @@ mod tests {
             uid: None,
             gid: None,
             privileged: false,
+            read_only_root: false,
         }
     }
 
@@ -271,6 +279,10 @@ mod tests {
         );
         assert!(joined.contains("--symlink usr/bin /bin"), "{joined}");
         assert!(joined.contains("--dir /run/secrets"), "{joined}");
+        let mut read_only = spec(vec![]);
+        read_only.read_only_root = true;
+        let ro = bwrap_args(&read_only, r).join(" ");
+        assert!(ro.contains("--remount-ro / --cap-drop ALL"), "{ro}");
         assert!(
             joined.contains("--ro-bind /state/tok /run/secrets/sa"),
             "{joined}"
@@ -299,6 +311,47 @@ mod tests {
         )
         .join(" ");
         assert!(!args.contains("--tmpfs /tmp"), "{args}");
+        assert!(!args.contains("--remount-ro /"), "{args}");
         assert!(args.contains("--bind /state/scratch /tmp"), "{args}");
+    }
+
+    #[test]
+    fn termination_file_and_hidden_state_do_not_expose_host_dirs() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("var/lib/agent/pods")).unwrap();
+        std::fs::create_dir_all(r.join("var/cache")).unwrap();
+        std::fs::create_dir_all(r.join("tmp/agent")).unwrap();
+        let mut s = spec(vec![Mount {
+            host: "/state/term".into(),
+            container: "/dev/termination-log".into(),
+            read_only: false,
+        }]);
+        s.hidden = vec!["/var/lib/agent".into(), "/tmp/agent".into()];
+        let joined = bwrap_args(&s, r).join(" ");
+        // /dev comes from bwrap, never from the host, and the file is bound after it.
+        assert!(!joined.contains("--dir /dev"), "{joined}");
+        assert!(joined.contains("--dev /dev --proc /proc"), "{joined}");
+        assert!(
+            joined.contains("--bind /state/term /dev/termination-log"),
+            "{joined}"
+        );
+        // The agent's state is covered by an empty read-only tmpfs; /tmp needs no cover.
+        assert!(
+            joined.contains("--tmpfs /var/lib/agent --remount-ro /var/lib/agent"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(&format!(
+                "--ro-bind {} /var/cache",
+                r.join("var/cache").display()
+            )),
+            "{joined}"
+        );
+        assert!(!joined.contains("/tmp/agent"), "{joined}");
+        assert!(
+            !joined.contains(&format!("{} /tmp", r.join("tmp").display())),
+            "{joined}"
+        );
     }
 }

@@ -1,0 +1,43 @@
+//! What the operator is configured with (from flags / the chart's values). Defaults suit a small cluster.
+
+/// Settings every reconcile reads. Cheap to clone; shared through the controller context.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Image of the executor container (one pod per execution).
+    pub executor_image: String,
+    /// The PersistentVolumeClaim holding the module cache (`wasm/`) and large outputs (`results/`).
+    pub cache_claim_name: String,
+    /// Optional RuntimeClass (gVisor, Kata…) for sandboxed pods.
+    pub runtime_class_name: Option<String>,
+    /// Largest stdout the executor accepts; more fails the execution (never truncated).
+    pub executor_max_output_bytes: u64,
+    /// Outputs up to this size are copied into `status.output`.
+    pub max_status_output_bytes: usize,
+    /// Added to an execution's time limit for the pod's `activeDeadlineSeconds` (image start, module load).
+    pub pod_startup_grace_seconds: i64,
+    /// CPU request and limit of an executor container (wasmi runs the guest on one thread).
+    pub executor_cpu: String,
+    /// Memory on top of the guest's limit: the executor itself (≈ 5 MiB measured) plus headroom.
+    pub executor_memory_overhead_mb: u32,
+    /// Ephemeral storage of an executor container (it writes nothing but its termination message).
+    pub executor_ephemeral_storage: String,
+    /// The OutLayer contract's account, passed to guests as `NEAR_CONTRACT_ID` for on-chain requests.
+    pub contract_id: Option<String>,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            executor_image: "ghcr.io/outlayer/outlayer-executor:0.1.0".to_string(),
+            cache_claim_name: "outlayer-cache".to_string(),
+            runtime_class_name: None,
+            executor_max_output_bytes: 1024 * 1024,
+            max_status_output_bytes: 64 * 1024,
+            pod_startup_grace_seconds: 30,
+            executor_cpu: "1".to_string(),
+            executor_memory_overhead_mb: 64,
+            executor_ephemeral_storage: "16Mi".to_string(),
+            contract_id: None,
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The executor pod of one ExecutionRequest, and the ConfigMap that carries its input (DESIGN §5).
+//!
+//! Input goes through a ConfigMap file rather than an argument or env var: Linux caps one argument or
+//! env string at 128 KiB (MAX_ARG_STRLEN) and inputs may be 256 KiB.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, PersistentVolumeClaimVolumeSource, Pod,
+    PodSpec, ResourceRequirements, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::Resource;
+use kube::core::ObjectMeta;
+use sha2::{Digest, Sha256};
+
+use super::hardening::{container_security_context, pod_security_context, sandbox_labels};
+use crate::config::OperatorConfig;
+use crate::crd::{ExecutionRequest, ResponseFormat};
+use crate::{Error, Result};
+
+pub const EXECUTOR_CONTAINER: &str = "executor";
+/// Labels an executor pod and its input with the ExecutionRequest they belong to.
+pub const EXECUTION_LABEL: &str = "outlayer.dev/execution";
+const CACHE_MOUNT: &str = "/cache";
+const OUTPUTS_MOUNT: &str = "/outputs";
+const INPUT_MOUNT: &str = "/input";
+const INPUT_KEY: &str = "stdin";
+/// Where large outputs land on the cache volume (the executor names them by sha256).
+pub const RESULTS_SUBDIR: &str = "results";
+
+/// The objects to create for one execution: the input first, then the pod that mounts it.
+#[derive(Clone, Debug)]
+pub struct ExecutorPod {
+    pub input: ConfigMap,
+    pub pod: Pod,
+}
+
+/// `<execution>-run`, kept within the 63 characters a label value (and a DNS label) allows.
+pub fn executor_pod_name(execution_name: &str) -> String {
+    bounded_name(execution_name, "-run")
+}
+
+fn input_config_map_name(execution_name: &str) -> String {
+    bounded_name(execution_name, "-input")
+}
+
+/// `base + suffix` when it fits in 63 characters; otherwise a prefix of `base`, 8 hex of its sha256, then
+/// the suffix, so distinct long names stay distinct.
+pub fn bounded_name(base: &str, suffix: &str) -> String {
+    const MAX: usize = 63;
+    if base.len() + suffix.len() <= MAX {
+        return format!("{base}{suffix}");
+    }
+    let digest = Sha256::digest(base.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let keep = MAX - suffix.len() - hash.len() - 1;
+    let prefix = base[..keep].trim_end_matches('-');
+    format!("{prefix}-{hash}{suffix}")
+}
+
+/// Builds the executor pod (owned by the ExecutionRequest, so garbage collection removes it with the
+/// request) for `module_sha256`, already in the cache at `wasm/<sha256>.wasm`.
+pub fn executor_pod(
+    execution: &ExecutionRequest,
+    module_sha256: &str,
+    config: &OperatorConfig,
+) -> Result<ExecutorPod> {
+    let name = execution
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingMetadata("metadata.name"))?;
+    let namespace = execution
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingMetadata("metadata.namespace"))?;
+    let owner = execution
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingMetadata("metadata.uid"))?;
+    if !is_sha256_hex(module_sha256) {
+        return Err(Error::InvalidModuleHash(module_sha256.to_string()));
+    }
+    let spec = &execution.spec;
+    let pod_name = executor_pod_name(name);
+    let input_name = input_config_map_name(name);
+    let labels = sandbox_labels(
+        "outlayer-executor",
+        (EXECUTION_LABEL, &bounded_name(name, "")),
+    );
+
+    let input = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(input_name.clone()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                EXECUTION_LABEL.to_string(),
+                bounded_name(name, ""),
+            )])),
+            owner_references: Some(vec![owner.clone()]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            INPUT_KEY.to_string(),
+            spec.input.clone(),
+        )])),
+        immutable: Some(true),
+        ..Default::default()
+    };
+
+    let mut args = vec![
+        "--module".to_string(),
+        format!("{CACHE_MOUNT}/wasm/{module_sha256}.wasm"),
+        "--module-sha256".to_string(),
+        module_sha256.to_string(),
+        "--input-file".to_string(),
+        format!("{INPUT_MOUNT}/{INPUT_KEY}"),
+        "--max-instructions".to_string(),
+        spec.limits.max_instructions.to_string(),
+        "--max-memory-mb".to_string(),
+        spec.limits.max_memory_mb.to_string(),
+        "--max-execution-seconds".to_string(),
+        spec.limits.max_execution_seconds.to_string(),
+        "--max-output-bytes".to_string(),
+        config.executor_max_output_bytes.to_string(),
+        "--response-format".to_string(),
+        response_format_arg(spec.response_format).to_string(),
+        "--output-dir".to_string(),
+        OUTPUTS_MOUNT.to_string(),
+    ];
+    if let Some(on_chain) = &spec.on_chain {
+        args.extend([
+            "--sender-id".to_string(),
+            on_chain.sender.clone(),
+            "--request-id".to_string(),
+            on_chain.request_id.to_string(),
+            "--block-height".to_string(),
+            on_chain.block_height.to_string(),
+        ]);
+        if let Some(contract) = &config.contract_id {
+            args.extend(["--contract-id".to_string(), contract.clone()]);
+        }
+    }
+
+    let memory_mb =
+        u64::from(spec.limits.max_memory_mb) + u64::from(config.executor_memory_overhead_mb);
+    let resources = BTreeMap::from([
+        ("cpu".to_string(), Quantity(config.executor_cpu.clone())),
+        ("memory".to_string(), Quantity(format!("{memory_mb}Mi"))),
+        (
+            "ephemeral-storage".to_string(),
+            Quantity(config.executor_ephemeral_storage.clone()),
+        ),
+    ]);
+    let deadline = i64::try_from(spec.limits.max_execution_seconds)
+        .unwrap_or(i64::MAX)
+        .saturating_add(config.pod_startup_grace_seconds);
+
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".to_string()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            active_deadline_seconds: Some(deadline),
+            runtime_class_name: config.runtime_class_name.clone(),
+            security_context: Some(pod_security_context()),
+            containers: vec![Container {
+                name: EXECUTOR_CONTAINER.to_string(),
+                image: Some(config.executor_image.clone()),
+                args: Some(args),
+                resources: Some(ResourceRequirements {
+                    requests: Some(resources.clone()),
+                    limits: Some(resources),
+                    ..Default::default()
+                }),
+                security_context: Some(container_security_context()),
+                termination_message_policy: Some("File".to_string()),
+                volume_mounts: Some(vec![
+                    VolumeMount {
+                        name: "cache".to_string(),
+                        mount_path: CACHE_MOUNT.to_string(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    },
+                    VolumeMount {
+                        name: "cache".to_string(),
+                        mount_path: OUTPUTS_MOUNT.to_string(),
+                        sub_path: Some(RESULTS_SUBDIR.to_string()),
+                        ..Default::default()
+                    },
+                    VolumeMount {
+                        name: "input".to_string(),
+                        mount_path: INPUT_MOUNT.to_string(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }],
+            volumes: Some(vec![
+                Volume {
+                    name: "cache".to_string(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: config.cache_claim_name.clone(),
+                        read_only: Some(false),
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "input".to_string(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: input_name,
+                        items: Some(vec![KeyToPath {
+                            key: INPUT_KEY.to_string(),
+                            path: INPUT_KEY.to_string(),
+                            mode: Some(0o444),
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    Ok(ExecutorPod { input, pod })
+}
+
+fn response_format_arg(format: ResponseFormat) -> &'static str {
+    match format {
+        ResponseFormat::Text => "text",
+        ResponseFormat::Json => "json",
+        ResponseFormat::Bytes => "bytes",
+    }
+}
+
+pub fn is_sha256_hex(value: &str) -> bool {
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CodeRef, ExecutionRequestSpec, Limits, OnChain};
+
+    const SHA: &str = "3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b";
+
+    fn execution(name: &str) -> ExecutionRequest {
+        let mut execution = ExecutionRequest::new(
+            name,
+            ExecutionRequestSpec {
+                code: CodeRef::from_repo("https://github.com/alice/echo", "main"),
+                input: "hello".to_string(),
+                limits: Limits {
+                    max_instructions: 1_000,
+                    max_memory_mb: 32,
+                    max_execution_seconds: 7,
+                },
+                response_format: ResponseFormat::Json,
+                secrets_ref: None,
+                on_chain: None,
+            },
+        );
+        execution.metadata.namespace = Some("jobs".to_string());
+        execution.metadata.uid = Some("uid-1".to_string());
+        execution
+    }
+
+    fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+        let at = args.iter().position(|a| a == flag)?;
+        args.get(at + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn pod_runs_the_module_with_the_requested_limits() {
+        let built = executor_pod(&execution("req-1"), SHA, &OperatorConfig::default()).unwrap();
+        let spec = built.pod.spec.unwrap();
+        let container = &spec.containers[0];
+        let args = container.args.clone().unwrap();
+        assert_eq!(
+            arg_after(&args, "--module"),
+            Some(format!("/cache/wasm/{SHA}.wasm").as_str())
+        );
+        assert_eq!(arg_after(&args, "--module-sha256"), Some(SHA));
+        assert_eq!(arg_after(&args, "--max-instructions"), Some("1000"));
+        assert_eq!(arg_after(&args, "--max-memory-mb"), Some("32"));
+        assert_eq!(arg_after(&args, "--max-execution-seconds"), Some("7"));
+        assert_eq!(arg_after(&args, "--response-format"), Some("json"));
+        assert_eq!(arg_after(&args, "--input-file"), Some("/input/stdin"));
+        assert_eq!(arg_after(&args, "--sender-id"), None);
+        assert_eq!(spec.active_deadline_seconds, Some(37));
+        let limits = container
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap();
+        assert_eq!(limits["memory"], Quantity("96Mi".to_string()));
+        assert_eq!(built.input.data.unwrap()["stdin"], "hello");
+        assert_eq!(built.input.immutable, Some(true));
+    }
+
+    #[test]
+    fn pod_is_hardened_and_owned_by_its_request() {
+        let built = executor_pod(&execution("req-1"), SHA, &OperatorConfig::default()).unwrap();
+        let pod = built.pod;
+        assert_eq!(pod.metadata.name.as_deref(), Some("req-1-run"));
+        let owner = &pod.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("ExecutionRequest", "uid-1")
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(pod.metadata.labels.unwrap()["outlayer.dev/sandbox"], "true");
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.enable_service_links, Some(false));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let context = spec.containers[0].security_context.clone().unwrap();
+        assert_eq!(context.read_only_root_filesystem, Some(true));
+        assert_eq!(context.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            context.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_string()])
+        );
+        let cache_mount = &spec.containers[0].volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(cache_mount.read_only, Some(true));
+    }
+
+    #[test]
+    fn on_chain_requests_pass_their_identity_to_the_guest() {
+        let mut execution = execution("req-9");
+        execution.spec.on_chain = Some(OnChain {
+            request_id: 9,
+            data_id: "x".to_string(),
+            sender: "alice.near".to_string(),
+            deposit: "1".to_string(),
+            block_height: 1234,
+            yield_deadline_height: 1434,
+        });
+        let config = OperatorConfig {
+            contract_id: Some("outlayer.near".to_string()),
+            runtime_class_name: Some("gvisor".to_string()),
+            ..OperatorConfig::default()
+        };
+        let spec = executor_pod(&execution, SHA, &config)
+            .unwrap()
+            .pod
+            .spec
+            .unwrap();
+        let args = spec.containers[0].args.clone().unwrap();
+        assert_eq!(arg_after(&args, "--sender-id"), Some("alice.near"));
+        assert_eq!(arg_after(&args, "--request-id"), Some("9"));
+        assert_eq!(arg_after(&args, "--block-height"), Some("1234"));
+        assert_eq!(arg_after(&args, "--contract-id"), Some("outlayer.near"));
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    }
+
+    #[test]
+    fn bad_module_hashes_and_unsaved_requests_are_refused() {
+        let config = OperatorConfig::default();
+        assert!(matches!(
+            executor_pod(&execution("a"), "../../etc/passwd", &config),
+            Err(Error::InvalidModuleHash(_))
+        ));
+        let mut unsaved = execution("a");
+        unsaved.metadata.uid = None;
+        assert!(matches!(
+            executor_pod(&unsaved, SHA, &config),
+            Err(Error::MissingMetadata("metadata.uid"))
+        ));
+    }
+
+    #[test]
+    fn long_names_stay_within_63_characters_and_distinct() {
+        let long_a = "a".repeat(100);
+        let long_b = format!("{}b", "a".repeat(99));
+        let pod_a = executor_pod_name(&long_a);
+        assert!(pod_a.len() <= 63, "{pod_a}");
+        assert!(pod_a.ends_with("-run"));
+        assert_ne!(pod_a, executor_pod_name(&long_b));
+        assert_eq!(executor_pod_name("req-1"), "req-1-run");
+    }
+}

@@ -1,0 +1,193 @@
+//! The executor pod the operator builds, run for real: admitted by Pod Security "restricted", scheduled
+//! by kube-scheduler, run by the node agent with the real `outlayer-executor` binary on a module from the
+//! cache volume, and read back from its termination message.
+
+mod common;
+
+use std::path::Path;
+
+use common::{artifact, install_crds, wait_for};
+use e2e_cluster::{Cluster, DEFAULT_NODE};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, PostParams};
+use outlayer_operator::config::OperatorConfig;
+use outlayer_operator::crd::{
+    CodeRef, ExecutionRequest, ExecutionRequestSpec, Limits, ResponseFormat,
+};
+use outlayer_operator::pods::{ExecutorOutcome, executor_pod, read_executor_outcome};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+const NAMESPACE: &str = "outlayer-jobs";
+const EXECUTOR_IMAGE: &str = "outlayer/executor:test";
+
+/// Copies a guest into `<cache>/wasm/<sha256>.wasm` the way the build Job publishes it.
+fn publish(cache: &Path, guest: &str) -> String {
+    let wasm = std::fs::read(artifact(
+        &format!("wasm32-wasip1/release/{guest}.wasm"),
+        "scripts/build-wasm",
+    ))
+    .unwrap();
+    let sha: String = Sha256::digest(&wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(cache.join("wasm").join(format!("{sha}.wasm")), wasm).unwrap();
+    sha
+}
+
+async fn create_cache_volume(cluster: &Cluster, dir: &Path) {
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "outlayer-cache-pv"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "hostPath": {"path": dir.to_str().unwrap()}
+        }
+    }))
+    .unwrap();
+    Api::<PersistentVolume>::all(cluster.client())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "outlayer-cache"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "resources": {"requests": {"storage": "1Gi"}}
+        }
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(cluster.client(), NAMESPACE)
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+}
+
+async fn run(
+    cluster: &Cluster,
+    name: &str,
+    module: &str,
+    input: &str,
+    limits: Limits,
+) -> ExecutorOutcome {
+    let executions: Api<ExecutionRequest> = Api::namespaced(cluster.client(), NAMESPACE);
+    let request = ExecutionRequest::new(
+        name,
+        ExecutionRequestSpec {
+            code: CodeRef {
+                source: None,
+                wasm_sha256: Some(module.to_string()),
+            },
+            input: input.to_string(),
+            limits,
+            response_format: ResponseFormat::Text,
+            secrets_ref: None,
+            on_chain: None,
+        },
+    );
+    let request = executions
+        .create(&PostParams::default(), &request)
+        .await
+        .unwrap();
+    let config = OperatorConfig {
+        executor_image: EXECUTOR_IMAGE.to_string(),
+        ..OperatorConfig::default()
+    };
+    let built = executor_pod(&request, module, &config).unwrap();
+    Api::<ConfigMap>::namespaced(cluster.client(), NAMESPACE)
+        .create(&PostParams::default(), &built.input)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), NAMESPACE);
+    let pod_name = built.pod.metadata.name.clone().unwrap();
+    pods.create(&PostParams::default(), &built.pod)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Pod Security admission or validation rejected the executor pod: {e}")
+        });
+    wait_for(&format!("executor pod {pod_name} to finish"), || {
+        let pods = pods.clone();
+        let pod_name = pod_name.clone();
+        async move { read_executor_outcome(&pods.get(&pod_name).await.ok()?) }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn executor_pods_run_modules_from_the_cache_under_restricted_pod_security() {
+    let executor = artifact(
+        "debug/outlayer-executor",
+        "cargo build -p outlayer-executor",
+    );
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(cache.path().join("wasm")).unwrap();
+    let results = cache.path().join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    // The executor runs as uid 65532; large outputs land here.
+    std::fs::set_permissions(
+        &results,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let echo = publish(cache.path(), "example-echo");
+    let sha_loop = publish(cache.path(), "example-sha256-loop");
+
+    let cluster = Cluster::start().await.unwrap();
+    let agent_config = cluster
+        .node_agent_config(DEFAULT_NODE)
+        .unwrap()
+        .with_image(EXECUTOR_IMAGE, &[executor.to_str().unwrap()]);
+    let _agent = cluster.start_node_agent(agent_config).await.unwrap();
+    cluster
+        .create_namespace(
+            NAMESPACE,
+            &[("pod-security.kubernetes.io/enforce", "restricted")],
+        )
+        .await
+        .unwrap();
+    install_crds(&cluster).await;
+    create_cache_volume(&cluster, cache.path()).await;
+
+    let limits = Limits {
+        max_instructions: 100_000_000,
+        max_memory_mb: 32,
+        max_execution_seconds: 10,
+    };
+    match run(
+        &cluster,
+        "echo",
+        &echo,
+        "hello from the cluster",
+        limits.clone(),
+    )
+    .await
+    {
+        ExecutorOutcome::Finished(result) => {
+            assert!(result.ok, "echo failed: {:?}", result.error);
+            assert_eq!(result.output.unwrap().get(), "\"hello from the cluster\"");
+            assert!(result.instructions > 0);
+        }
+        ExecutorOutcome::PlatformFailure(reason) => panic!("echo: {reason}"),
+    }
+
+    // A guest over its instruction budget is the guest's failure, reported as a result.
+    let tight = Limits {
+        max_instructions: 10_000,
+        ..limits
+    };
+    match run(&cluster, "over-budget", &sha_loop, "1000000", tight).await {
+        ExecutorOutcome::Finished(result) => {
+            assert!(!result.ok);
+            assert_eq!(
+                result.error_kind.as_deref(),
+                Some("instructionLimit"),
+                "{:?}",
+                result.error
+            );
+        }
+        ExecutorOutcome::PlatformFailure(reason) => panic!("sha256-loop: {reason}"),
+    }
+}
