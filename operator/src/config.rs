@@ -23,6 +23,13 @@ pub struct OperatorConfig {
     pub executor_ephemeral_storage: String,
     /// The OutLayer contract's account, passed to guests as `NEAR_CONTRACT_ID` for on-chain requests.
     pub contract_id: Option<String>,
+    /// Where the operator's own pod mounts the cache volume, to read outputs too large for a result
+    /// message (`results/<sha256>`). Without it such outputs are reported by hash only.
+    pub cache_mount_path: Option<std::path::PathBuf>,
+    /// Finished ExecutionRequests are deleted this long after they finished.
+    pub execution_ttl: std::time::Duration,
+    /// Executor pods of failed executions are kept this long for `kubectl logs`/`describe`.
+    pub failed_pod_retention: std::time::Duration,
 }
 
 impl Default for OperatorConfig {
@@ -38,6 +45,9 @@ impl Default for OperatorConfig {
             executor_memory_overhead_mb: 64,
             executor_ephemeral_storage: "16Mi".to_string(),
             contract_id: None,
+            cache_mount_path: None,
+            execution_ttl: std::time::Duration::from_secs(24 * 60 * 60),
+            failed_pod_retention: std::time::Duration::from_secs(60 * 60),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! configuration and the pure builders of the pods it creates (`pods`); the controllers come next.
 
 pub mod config;
+pub mod context;
+pub mod controllers;
 pub mod crd;
 pub mod pods;
 
@@ -16,6 +18,25 @@ pub enum Error {
     MissingMetadata(&'static str),
     #[error("module hash {0:?} is not 64 lower-case hex characters")]
     InvalidModuleHash(String),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("the executor's result cannot be used: {0}")]
+    InvalidResult(String),
+    #[error("{what} {name}: {source}")]
+    Api {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// `map_err` adapter naming the API call that failed and its object.
+    pub fn api(what: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Self {
+        let name = name.to_string();
+        move |source| Self::Api { what, name, source }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

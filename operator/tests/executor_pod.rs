@@ -4,67 +4,15 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{artifact, install_crds, wait_for};
-use e2e_cluster::{Cluster, DEFAULT_NODE};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
+use common::{EXECUTOR_IMAGE, NAMESPACE, OperatorEnv, wait_for};
+use e2e_cluster::Cluster;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, PostParams};
 use outlayer_operator::config::OperatorConfig;
 use outlayer_operator::crd::{
     CodeRef, ExecutionRequest, ExecutionRequestSpec, Limits, ResponseFormat,
 };
 use outlayer_operator::pods::{ExecutorOutcome, executor_pod, read_executor_outcome};
-use serde_json::json;
-use sha2::{Digest, Sha256};
-
-const NAMESPACE: &str = "outlayer-jobs";
-const EXECUTOR_IMAGE: &str = "outlayer/executor:test";
-
-/// Copies a guest into `<cache>/wasm/<sha256>.wasm` the way the build Job publishes it.
-fn publish(cache: &Path, guest: &str) -> String {
-    let wasm = std::fs::read(artifact(
-        &format!("wasm32-wasip1/release/{guest}.wasm"),
-        "scripts/build-wasm",
-    ))
-    .unwrap();
-    let sha: String = Sha256::digest(&wasm)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    std::fs::write(cache.join("wasm").join(format!("{sha}.wasm")), wasm).unwrap();
-    sha
-}
-
-async fn create_cache_volume(cluster: &Cluster, dir: &Path) {
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "outlayer-cache-pv"},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "manual",
-            "hostPath": {"path": dir.to_str().unwrap()}
-        }
-    }))
-    .unwrap();
-    Api::<PersistentVolume>::all(cluster.client())
-        .create(&PostParams::default(), &pv)
-        .await
-        .unwrap();
-    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "outlayer-cache"},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "manual",
-            "resources": {"requests": {"storage": "1Gi"}}
-        }
-    }))
-    .unwrap();
-    Api::<PersistentVolumeClaim>::namespaced(cluster.client(), NAMESPACE)
-        .create(&PostParams::default(), &claim)
-        .await
-        .unwrap();
-}
 
 async fn run(
     cluster: &Cluster,
@@ -118,38 +66,10 @@ async fn run(
 
 #[tokio::test]
 async fn executor_pods_run_modules_from_the_cache_under_restricted_pod_security() {
-    let executor = artifact(
-        "debug/outlayer-executor",
-        "cargo build -p outlayer-executor",
-    );
-    let cache = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(cache.path().join("wasm")).unwrap();
-    let results = cache.path().join("results");
-    std::fs::create_dir_all(&results).unwrap();
-    // The executor runs as uid 65532; large outputs land here.
-    std::fs::set_permissions(
-        &results,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let echo = publish(cache.path(), "example-echo");
-    let sha_loop = publish(cache.path(), "example-sha256-loop");
-
-    let cluster = Cluster::start().await.unwrap();
-    let agent_config = cluster
-        .node_agent_config(DEFAULT_NODE)
-        .unwrap()
-        .with_image(EXECUTOR_IMAGE, &[executor.to_str().unwrap()]);
-    let _agent = cluster.start_node_agent(agent_config).await.unwrap();
-    cluster
-        .create_namespace(
-            NAMESPACE,
-            &[("pod-security.kubernetes.io/enforce", "restricted")],
-        )
-        .await
-        .unwrap();
-    install_crds(&cluster).await;
-    create_cache_volume(&cluster, cache.path()).await;
+    let env = OperatorEnv::start().await;
+    let cluster = &env.cluster;
+    let echo = env.publish("example-echo");
+    let sha_loop = env.publish("example-sha256-loop");
 
     let limits = Limits {
         max_instructions: 100_000_000,
@@ -157,7 +77,7 @@ async fn executor_pods_run_modules_from_the_cache_under_restricted_pod_security(
         max_execution_seconds: 10,
     };
     match run(
-        &cluster,
+        cluster,
         "echo",
         &echo,
         "hello from the cluster",
@@ -178,7 +98,7 @@ async fn executor_pods_run_modules_from_the_cache_under_restricted_pod_security(
         max_instructions: 10_000,
         ..limits
     };
-    match run(&cluster, "over-budget", &sha_loop, "1000000", tight).await {
+    match run(cluster, "over-budget", &sha_loop, "1000000", tight).await {
         ExecutorOutcome::Finished(result) => {
             assert!(!result.ok);
             assert_eq!(

@@ -169,6 +169,9 @@ pub struct ExecutionRequestStatus {
     pub output_encoding: Option<OutputEncoding>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_size: Option<u64>,
+    /// sha256 of an output too large for the result message; it is in the cache at `results/<sha256>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,7 @@ mod pricing;
 pub use compile_job::{
     BUILD_TARGET_WASIP1, CompileJob, CompileJobSpec, CompileJobStatus, CompileSource,
 };
-pub use conditions::conditions_schema;
+pub use conditions::{condition_status, conditions_schema, set_condition};
 pub use execution_request::{
     CodeRef, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
     MAX_EXECUTION_SECONDS, MAX_INPUT_BYTES, MAX_INSTRUCTIONS, MAX_MEMORY_MB, OnChain,

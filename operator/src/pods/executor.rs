@@ -41,7 +41,7 @@ pub fn executor_pod_name(execution_name: &str) -> String {
     bounded_name(execution_name, "-run")
 }
 
-fn input_config_map_name(execution_name: &str) -> String {
+pub fn input_config_map_name(execution_name: &str) -> String {
     bounded_name(execution_name, "-input")
 }
 

@@ -4,13 +4,17 @@
 //! Helpers the operator's cluster tests share.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e_cluster::Cluster;
+use e2e_cluster::{Cluster, DEFAULT_NODE, NodeAgent};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::PostParams;
 use kube::api::{Api, Patch, PatchParams};
 use outlayer_operator::crd;
+use serde_json::json;
+use sha2::{Digest, Sha256};
 
 /// Generous: the control plane shares 2 cores with the build; a condition, not a timing, decides.
 pub const WAIT: Duration = Duration::from_secs(120);
@@ -77,4 +81,107 @@ pub fn artifact(relative: &str, how_to_build: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The namespace the operator's test workloads run in; it enforces Pod Security "restricted".
+pub const NAMESPACE: &str = "outlayer-jobs";
+/// The image name the node agent maps to the freshly built `outlayer-executor`.
+pub const EXECUTOR_IMAGE: &str = "outlayer/executor:test";
+
+/// A control plane with a node agent that runs the real executor, the CRDs installed, a restricted
+/// namespace and the module cache as a hostPath PersistentVolume bound to claim `outlayer-cache`.
+/// Field order matters: the agent (and its containers) stops before the control plane.
+pub struct OperatorEnv {
+    pub agent: NodeAgent,
+    pub cluster: Cluster,
+    pub cache: tempfile::TempDir,
+}
+
+impl OperatorEnv {
+    pub async fn start() -> Self {
+        let executor = artifact(
+            "debug/outlayer-executor",
+            "cargo build -p outlayer-executor",
+        );
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(cache.path().join("wasm")).unwrap();
+        let results = cache.path().join("results");
+        std::fs::create_dir_all(&results).unwrap();
+        // The executor runs as uid 65532 and writes large outputs here.
+        std::fs::set_permissions(
+            &results,
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let cluster = Cluster::start().await.unwrap();
+        let agent_config = cluster
+            .node_agent_config(DEFAULT_NODE)
+            .unwrap()
+            .with_image(EXECUTOR_IMAGE, &[executor.to_str().unwrap()]);
+        let agent = cluster.start_node_agent(agent_config).await.unwrap();
+        cluster
+            .create_namespace(
+                NAMESPACE,
+                &[("pod-security.kubernetes.io/enforce", "restricted")],
+            )
+            .await
+            .unwrap();
+        install_crds(&cluster).await;
+        create_cache_volume(&cluster, cache.path()).await;
+        Self {
+            agent,
+            cluster,
+            cache,
+        }
+    }
+
+    /// Copies an example guest into `<cache>/wasm/<sha256>.wasm` the way the build Job publishes it.
+    pub fn publish(&self, guest: &str) -> String {
+        publish(self.cache.path(), guest)
+    }
+}
+
+/// Copies a guest into `<cache>/wasm/<sha256>.wasm` the way the build Job publishes it.
+pub fn publish(cache: &Path, guest: &str) -> String {
+    let wasm = std::fs::read(artifact(
+        &format!("wasm32-wasip1/release/{guest}.wasm"),
+        "scripts/build-wasm",
+    ))
+    .unwrap();
+    let sha: String = Sha256::digest(&wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(cache.join("wasm").join(format!("{sha}.wasm")), wasm).unwrap();
+    sha
+}
+
+pub async fn create_cache_volume(cluster: &Cluster, dir: &Path) {
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "outlayer-cache-pv"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "hostPath": {"path": dir.to_str().unwrap()}
+        }
+    }))
+    .unwrap();
+    Api::<PersistentVolume>::all(cluster.client())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "outlayer-cache"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "resources": {"requests": {"storage": "1Gi"}}
+        }
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(cluster.client(), NAMESPACE)
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
 }

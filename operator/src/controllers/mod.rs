@@ -1,0 +1,62 @@
+//! The control loops. Each `reconcile` is a small free function delegating to the resource's own method.
+
+pub mod execution;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::crd::{CompileJob, ExecutionRequest};
+
+/// Runs the controllers in `namespace` until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let executions: Api<ExecutionRequest> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let compile_jobs: Api<CompileJob> = Api::namespaced(ctx.client.clone(), namespace);
+    let pod_selector = watcher::Config::default().labels(crate::pods::executor::EXECUTION_LABEL);
+
+    let controller = Controller::new(executions, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(pods, pod_selector)
+        // A CompileJob is shared, not owned: wake every request waiting on it.
+        .watches(
+            compile_jobs,
+            watcher::Config::default(),
+            move |compile_job| {
+                let name = compile_job.metadata.name.clone();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|exr| {
+                        exr.status.as_ref().and_then(|s| s.compile_job.as_ref()) == name.as_ref()
+                    })
+                    .map(|exr| ObjectRef::from_obj(exr.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(execution::reconcile, execution::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => info!(execution = %object.name, "reconciled"),
+                Err(error) => warn!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// How long a failed reconcile waits before the next try.
+pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);

@@ -1,0 +1,192 @@
+//! The execution controller against the real control plane: requests run to a result in status, guest
+//! failures are reported as such, children are cleaned up, and repo-based requests create a shared
+//! CompileJob and wait on it.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{NAMESPACE, OperatorEnv, wait_for};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use outlayer_operator::config::OperatorConfig;
+use outlayer_operator::context::Context;
+use outlayer_operator::controllers;
+use outlayer_operator::crd::{
+    CodeRef, CompileJob, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
+    Phase, ResponseFormat, condition_status,
+};
+
+fn request(name: &str, code: CodeRef, input: &str, max_instructions: u64) -> ExecutionRequest {
+    ExecutionRequest::new(
+        name,
+        ExecutionRequestSpec {
+            code,
+            input: input.to_string(),
+            limits: Limits {
+                max_instructions,
+                max_memory_mb: 32,
+                max_execution_seconds: 10,
+            },
+            response_format: ResponseFormat::Text,
+            secrets_ref: None,
+            on_chain: None,
+        },
+    )
+}
+
+fn by_module(sha256: &str) -> CodeRef {
+    CodeRef {
+        source: None,
+        wasm_sha256: Some(sha256.to_string()),
+    }
+}
+
+async fn status_when<F>(
+    api: &Api<ExecutionRequest>,
+    name: &str,
+    what: &str,
+    done: F,
+) -> ExecutionRequestStatus
+where
+    F: Fn(&ExecutionRequestStatus) -> bool,
+{
+    wait_for(&format!("{name}: {what}"), || async {
+        let status = api.get(name).await.ok()?.status?;
+        done(&status).then_some(status)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn execution_requests_run_to_a_result_in_status() {
+    let env = OperatorEnv::start().await;
+    let echo = env.publish("example-echo");
+    let sha_loop = env.publish("example-sha256-loop");
+    let client = env.cluster.client();
+    let config = OperatorConfig {
+        executor_image: common::EXECUTOR_IMAGE.to_string(),
+        ..OperatorConfig::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        Some("test".to_string()),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
+        let _ = stopped.await;
+    }));
+
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+    executions
+        .create(
+            &post,
+            &request("echo", by_module(&echo), "hello, operator", 100_000_000),
+        )
+        .await
+        .unwrap();
+    executions
+        .create(
+            &post,
+            &request("over-budget", by_module(&sha_loop), "1000000", 10_000),
+        )
+        .await
+        .unwrap();
+
+    let done = |s: &ExecutionRequestStatus| s.phase.is_some_and(|p| p.is_terminal());
+    let echoed = status_when(&executions, "echo", "finished", done).await;
+    assert_eq!(echoed.phase, Some(Phase::Succeeded), "{:?}", echoed.message);
+    assert_eq!(echoed.output.as_deref(), Some("hello, operator"));
+    assert_eq!(echoed.wasm_sha256.as_deref(), Some(echo.as_str()));
+    assert!(echoed.instructions.unwrap_or(0) > 0);
+    assert!(echoed.time.is_some());
+    for condition in ["Compiled", "Executed", "Succeeded"] {
+        assert_eq!(
+            condition_status(&echoed.conditions, condition),
+            Some(true),
+            "{condition}"
+        );
+    }
+
+    let failed = status_when(&executions, "over-budget", "finished", done).await;
+    assert_eq!(failed.phase, Some(Phase::Failed));
+    let succeeded = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .unwrap();
+    assert_eq!(
+        succeeded.reason, "InstructionLimit",
+        "{}",
+        succeeded.message
+    );
+    assert_eq!(condition_status(&failed.conditions, "Executed"), Some(true));
+
+    // A succeeded execution's pod and input are removed; a failed one's pod is kept for inspection.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
+    wait_for("the echo pod and input to be deleted", || async {
+        let pod_gone = pods.get_opt("echo-run").await.ok()?.is_none();
+        let input_gone = config_maps.get_opt("echo-input").await.ok()?.is_none();
+        (pod_gone && input_gone).then_some(())
+    })
+    .await;
+    assert!(pods.get_opt("over-budget-run").await.unwrap().is_some());
+
+    // Transitions are recorded as Events on the request.
+    let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default().fields("involvedObject.name=echo"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"ExecutorStarted".to_string()),
+        "{reasons:?}"
+    );
+    assert!(reasons.contains(&"Succeeded".to_string()), "{reasons:?}");
+
+    // Requests for a repository share one CompileJob, named from (repo, commit, target), and wait on it.
+    let code = CodeRef::from_repo(
+        "https://github.com/alice/echo",
+        "0123456789abcdef0123456789abcdef01234567",
+    );
+    let expected_job = code.source.as_ref().unwrap().compile_job_name();
+    executions
+        .create(&post, &request("from-repo-1", code.clone(), "a", 1_000_000))
+        .await
+        .unwrap();
+    executions
+        .create(&post, &request("from-repo-2", code, "b", 1_000_000))
+        .await
+        .unwrap();
+    for name in ["from-repo-1", "from-repo-2"] {
+        let waiting = status_when(&executions, name, "compiling", |s| {
+            s.phase == Some(Phase::Compiling)
+        })
+        .await;
+        assert_eq!(waiting.compile_job.as_deref(), Some(expected_job.as_str()));
+        assert_eq!(
+            condition_status(&waiting.conditions, "Compiled"),
+            Some(false)
+        );
+    }
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client, NAMESPACE);
+    assert_eq!(
+        compile_jobs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    stop.send(()).unwrap();
+    operator.await.unwrap();
+}
