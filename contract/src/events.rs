@@ -4,32 +4,7 @@
 use near_sdk::json_types::U128;
 use near_sdk::{AccountId, near};
 
-use crate::types::{
-    CodeSource, Pricing, ResourceLimits, ResourceMetrics, ResponseFormat, SecretsReference,
-};
-
-/// Inputs this large are left out of `execution_requested`: NEAR caps a log line (max_total_log_length
-/// is 16 KiB), and the operator reads the input with `get_request` anyway.
-pub const MAX_EVENT_INPUT_BYTES: usize = 10_000;
-
-#[near(serializers = [json])]
-#[derive(Clone, Debug)]
-pub struct ExecutionRequestedData {
-    pub request_id: u64,
-    pub sender_id: AccountId,
-    pub data_id: String,
-    pub code_source: CodeSource,
-    pub resource_limits: ResourceLimits,
-    /// Absent when `input_omitted` is true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_data: Option<String>,
-    pub input_omitted: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secrets_ref: Option<SecretsReference>,
-    pub response_format: ResponseFormat,
-    pub payment: U128,
-    pub block_height: u64,
-}
+use crate::types::{PendingRequest, Pricing, ResourceLimits, ResourceMetrics};
 
 #[near(serializers = [json])]
 #[derive(Clone, Debug)]
@@ -37,7 +12,7 @@ pub struct ExecutionCompletedData {
     pub request_id: u64,
     pub sender_id: AccountId,
     pub success: bool,
-    /// `"timeout"` when the yield expired before the operator answered.
+    /// The guest's error, or a timeout message when the yield expired before the operator answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub timed_out: bool,
@@ -124,7 +99,7 @@ pub struct SecretsPubkeyUpdatedData {
 #[near(event_json(standard = "near-outlayer"))]
 pub enum OutlayerEvent {
     #[event_version("1.0.0")]
-    ExecutionRequested(Vec<ExecutionRequestedData>),
+    ExecutionRequested(Vec<PendingRequest>),
     #[event_version("1.0.0")]
     OutputSubmitted(Vec<OutputSubmittedData>),
     #[event_version("1.0.0")]

@@ -6,13 +6,13 @@ use near_sdk::{GasWeight, NearToken, PromiseError, env, near, require};
 use serde_json::value::RawValue;
 
 use crate::events::{
-    ExecutionCancelledData, ExecutionCompletedData, ExecutionRequestedData, ExecutionResolvedData,
-    MAX_EVENT_INPUT_BYTES, OutlayerEvent, OutputSubmittedData,
+    ExecutionCancelledData, ExecutionCompletedData, ExecutionResolvedData, OutlayerEvent,
+    OutputSubmittedData,
 };
 use crate::pricing::{Settlement, estimate_cost};
 use crate::types::{
-    CodeSource, ExecutionOutput, ExecutionRequest, ExecutionResponse, ResourceLimits,
-    ResourceMetrics, ResponseFormat, SecretsReference,
+    CodeSource, ExecutionOutput, ExecutionRequest, ExecutionResponse, PendingRequest,
+    ResourceLimits, ResourceMetrics, ResponseFormat, SecretsReference,
 };
 use crate::validation::{
     validate_code_source, validate_input, validate_limits, validate_secrets_ref,
@@ -100,7 +100,7 @@ impl Contract {
             created_at_ns: env::block_timestamp(),
             resolved: false,
         };
-        let event = requested_event(&request);
+        let event = PendingRequest::from(&request);
         self.requests.insert(request_id, request);
         self.pending_ids.insert(request_id);
         self.requests.flush();
@@ -331,23 +331,6 @@ impl Contract {
     }
 }
 
-fn requested_event(request: &ExecutionRequest) -> ExecutionRequestedData {
-    let input_omitted = request.input_data.len() >= MAX_EVENT_INPUT_BYTES;
-    ExecutionRequestedData {
-        request_id: request.request_id,
-        sender_id: request.sender_id.clone(),
-        data_id: request.data_id.clone(),
-        code_source: request.code_source.clone(),
-        resource_limits: request.resource_limits.clone(),
-        input_data: (!input_omitted).then(|| request.input_data.clone()),
-        input_omitted,
-        secrets_ref: request.secrets_ref.clone(),
-        response_format: request.response_format,
-        payment: request.payment,
-        block_height: request.created_at_block,
-    }
-}
-
 fn decode_data_id(encoded: &str) -> near_sdk::CryptoHash {
     near_sdk::bs58::decode(encoded)
         .into_vec()
@@ -360,8 +343,8 @@ fn decode_data_id(encoded: &str) -> near_sdk::CryptoHash {
 mod tests {
     use super::*;
     use crate::test_utils::*;
+    use crate::types::MAX_ANNOUNCED_INPUT_BYTES;
     use crate::types::{Pricing, ResponseFormat};
-    use crate::views::PendingRequest;
     use near_sdk::json_types::U128;
     use near_sdk::testing_env;
 
@@ -447,7 +430,7 @@ mod tests {
         assert_eq!(event["data_id"], request.data_id);
 
         let pending = contract.get_pending_requests(None, None);
-        assert_eq!(pending, vec![PendingRequest::from(request)]);
+        assert_eq!(pending, vec![PendingRequest::from(&request)]);
         assert_eq!(contract.get_stats().pending, 1);
         assert_eq!(contract.get_stats().total_requests, 1);
     }
@@ -455,7 +438,7 @@ mod tests {
     #[test]
     fn large_inputs_are_left_out_of_the_event_and_the_pending_page() {
         let mut contract = contract();
-        let input = "x".repeat(MAX_EVENT_INPUT_BYTES);
+        let input = "x".repeat(MAX_ANNOUNCED_INPUT_BYTES);
         let request = request(&mut contract, &input);
         let event = event("execution_requested");
         assert_eq!(event["input_omitted"], true);

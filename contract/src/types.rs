@@ -150,6 +150,52 @@ pub struct ExecutionRequest {
     pub resolved: bool,
 }
 
+/// A request as the operator's watcher (`get_pending_requests`) and indexers (`execution_requested`)
+/// see it. Inputs of 10,000 bytes or more are left out and flagged (read them with `get_request`): a
+/// page of requests stays small and an event fits NEAR's log limit.
+#[near(serializers = [json])]
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingRequest {
+    pub request_id: u64,
+    pub data_id: String,
+    pub sender_id: AccountId,
+    pub code_source: CodeSource,
+    pub resource_limits: ResourceLimits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_data: Option<String>,
+    pub input_omitted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_ref: Option<SecretsReference>,
+    pub response_format: ResponseFormat,
+    pub payment: U128,
+    pub created_at_block: u64,
+    pub created_at_ns: u64,
+}
+
+/// Inputs this large are left out of `PendingRequest`: NEAR caps a log line (max_total_log_length is
+/// 16 KiB) and the operator reads big inputs with `get_request` anyway.
+pub const MAX_ANNOUNCED_INPUT_BYTES: usize = 10_000;
+
+impl From<&ExecutionRequest> for PendingRequest {
+    fn from(request: &ExecutionRequest) -> Self {
+        let input_omitted = request.input_data.len() >= MAX_ANNOUNCED_INPUT_BYTES;
+        Self {
+            request_id: request.request_id,
+            data_id: request.data_id.clone(),
+            sender_id: request.sender_id.clone(),
+            code_source: request.code_source.clone(),
+            resource_limits: request.resource_limits.clone(),
+            input_data: (!input_omitted).then(|| request.input_data.clone()),
+            input_omitted,
+            secrets_ref: request.secrets_ref.clone(),
+            response_format: request.response_format,
+            payment: request.payment,
+            created_at_block: request.created_at_block,
+            created_at_ns: request.created_at_ns,
+        }
+    }
+}
+
 /// Counters for dashboards.
 #[near(serializers = [json, borsh])]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

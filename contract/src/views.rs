@@ -1,60 +1,15 @@
 //! Read-only methods. `get_pending_requests` is what the operator's watcher polls.
 
 use near_sdk::json_types::U128;
-use near_sdk::{AccountId, near};
+use near_sdk::near;
 
-use crate::events::MAX_EVENT_INPUT_BYTES;
 use crate::pricing::estimate_cost;
-use crate::types::{
-    CodeSource, Config, ExecutionRequest, Pricing, ResourceLimits, ResponseFormat,
-    SecretsReference, Stats,
-};
+use crate::types::{Config, ExecutionRequest, PendingRequest, Pricing, ResourceLimits, Stats};
 use crate::{CALLBACK_GAS, Contract, ContractExt};
 
 /// Most requests one `get_pending_requests` call returns.
 pub const MAX_PENDING_PAGE: u32 = 100;
 const DEFAULT_PENDING_PAGE: u32 = 50;
-
-/// A pending request as the watcher sees it. Inputs of 10,000 bytes or more are left out (read them
-/// with `get_request`) so that a page of requests stays small.
-#[near(serializers = [json])]
-#[derive(Clone, Debug, PartialEq)]
-pub struct PendingRequest {
-    pub request_id: u64,
-    pub data_id: String,
-    pub sender_id: AccountId,
-    pub code_source: CodeSource,
-    pub resource_limits: ResourceLimits,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_data: Option<String>,
-    pub input_omitted: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secrets_ref: Option<SecretsReference>,
-    pub response_format: ResponseFormat,
-    pub payment: U128,
-    pub created_at_block: u64,
-    pub created_at_ns: u64,
-}
-
-impl From<ExecutionRequest> for PendingRequest {
-    fn from(request: ExecutionRequest) -> Self {
-        let input_omitted = request.input_data.len() >= MAX_EVENT_INPUT_BYTES;
-        Self {
-            request_id: request.request_id,
-            data_id: request.data_id,
-            sender_id: request.sender_id,
-            code_source: request.code_source,
-            resource_limits: request.resource_limits,
-            input_data: (!input_omitted).then_some(request.input_data),
-            input_omitted,
-            secrets_ref: request.secrets_ref,
-            response_format: request.response_format,
-            payment: request.payment,
-            created_at_block: request.created_at_block,
-            created_at_ns: request.created_at_ns,
-        }
-    }
-}
 
 #[near]
 impl Contract {
@@ -81,8 +36,7 @@ impl Contract {
         ids.sort_unstable();
         ids.into_iter()
             .take(limit)
-            .filter_map(|id| self.requests.get(&id).cloned())
-            .map(PendingRequest::from)
+            .filter_map(|id| self.requests.get(&id).map(PendingRequest::from))
             .collect()
     }
 
