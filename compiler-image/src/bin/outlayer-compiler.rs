@@ -1,0 +1,233 @@
+//! `outlayer-compiler fetch|build`: the container of the operator's fetch and build Jobs. The
+//! command line is documented in compiler-image/README.md; the operator builds the pod specs
+//! from it.
+//!
+//! Exit status: 0 whenever a report was written to the result path (`ok` says whether the fetch or
+//! build succeeded, so a broken commit does not make the Job retry); 1 when not even the report
+//! could be written (reason on stderr); 2 for a bad command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use outlayer_compiler::build::{BuildConfig, run_build};
+use outlayer_compiler::fetch::{FetchConfig, run_fetch};
+use outlayer_compiler::log::Log;
+use outlayer_compiler::module::DEFAULT_MAX_MODULE_BYTES;
+use outlayer_compiler::repo::{AllowList, DEFAULT_ALLOWED_PREFIX};
+use outlayer_compiler::report::{BuildReport, FetchReport, Report, encode, write_report};
+use outlayer_compiler::toolenv::Tools;
+use outlayer_compiler::{BUILD_TARGET, Error};
+use tracing_subscriber::EnvFilter;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Fetches a guest crate at one commit (with its dependencies vendored) and builds it offline
+/// into a validated wasm32-wasip1 module in the cache.
+#[derive(Debug, Parser)]
+#[command(name = "outlayer-compiler", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Clone one commit of a repository into the workspace and vendor its dependencies (network).
+    Fetch(FetchArgs),
+    /// Build the fetched workspace offline and publish <cache>/wasm/<sha256>.wasm (no network).
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The workspace directory on the cache volume (one per CompileJob).
+    #[arg(long, env = "OUTLAYER_WORKSPACE")]
+    workspace: PathBuf,
+    /// Where the JSON report goes.
+    #[arg(
+        long,
+        env = "OUTLAYER_RESULT_PATH",
+        default_value = "/dev/termination-log"
+    )]
+    result_path: PathBuf,
+    /// The full log [default: <workspace>/logs/<fetch|build>.log].
+    #[arg(long, env = "OUTLAYER_LOG_FILE")]
+    log_file: Option<PathBuf>,
+    /// The log file stops growing here (the report still gets the log's end).
+    #[arg(long, env = "OUTLAYER_MAX_LOG_BYTES", default_value_t = 16 * MIB)]
+    max_log_bytes: u64,
+    /// The git program.
+    #[arg(long, env = "OUTLAYER_GIT", default_value = "git")]
+    git: String,
+    /// The cargo program (a rustup proxy or a toolchain's cargo).
+    #[arg(long, env = "OUTLAYER_CARGO", default_value = "cargo")]
+    cargo: String,
+}
+
+#[derive(Debug, Args)]
+struct FetchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Repository URL: https://github.com/<owner>/<name> unless the allow-list admits more.
+    #[arg(long, env = "OUTLAYER_REPO")]
+    repo: String,
+    /// A 40-hex commit, a branch or tag name, or a full ref (refs/…).
+    #[arg(long, env = "OUTLAYER_COMMIT")]
+    commit: String,
+    /// URL prefixes a repository must start with, each ending in '/' (repeat or comma-separate).
+    #[arg(
+        long = "allow-repo-prefix",
+        env = "OUTLAYER_ALLOWED_REPO_PREFIXES",
+        value_delimiter = ',',
+        default_value = DEFAULT_ALLOWED_PREFIX
+    )]
+    allow_repo_prefixes: Vec<String>,
+    /// Limit for the whole command (git and cargo vendor together).
+    #[arg(long, env = "OUTLAYER_TIMEOUT_SECONDS", default_value_t = 300)]
+    timeout_seconds: u64,
+    /// Largest the workspace may grow (checkout, vendored crates, cargo's download cache).
+    #[arg(long, env = "OUTLAYER_MAX_WORKSPACE_MB", default_value_t = 2048)]
+    max_workspace_mb: u64,
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The cache directory; the module is published as <cache>/wasm/<sha256>.wasm.
+    #[arg(long, env = "OUTLAYER_CACHE")]
+    cache: PathBuf,
+    /// The binary target, when the crate has more than one.
+    #[arg(long, env = "OUTLAYER_BIN")]
+    bin: Option<String>,
+    /// Refuse to build unless the workspace holds this commit (the fetch report's resolvedCommit).
+    #[arg(long = "commit", env = "OUTLAYER_COMMIT")]
+    expect_commit: Option<String>,
+    /// The target triple; only wasm32-wasip1 is supported.
+    #[arg(long, env = "OUTLAYER_BUILD_TARGET", default_value = BUILD_TARGET)]
+    target: String,
+    /// Limit for the whole command (metadata, build, validation, publishing).
+    #[arg(long, env = "OUTLAYER_TIMEOUT_SECONDS", default_value_t = 600)]
+    timeout_seconds: u64,
+    /// Largest the workspace may grow (mostly the target directory).
+    #[arg(long, env = "OUTLAYER_MAX_WORKSPACE_MB", default_value_t = 8192)]
+    max_workspace_mb: u64,
+    /// Largest module accepted into the cache.
+    #[arg(long, env = "OUTLAYER_MAX_MODULE_BYTES", default_value_t = DEFAULT_MAX_MODULE_BYTES)]
+    max_module_bytes: u64,
+    /// Parallel rustc jobs (cargo's default: all CPUs the pod sees).
+    #[arg(long, env = "OUTLAYER_JOBS")]
+    jobs: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .json()
+        .init();
+    let cli = Cli::parse();
+    let (result_path, json) = match cli.command {
+        Command::Fetch(args) => fetch(args),
+        Command::Build(args) => build(args),
+    };
+    match write_report(&result_path, &json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("outlayer-compiler: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn fetch(args: FetchArgs) -> (PathBuf, String) {
+    let common = args.common;
+    let log = match open_log(&common, "fetch.log") {
+        Ok(log) => log,
+        Err(error) => {
+            return (
+                common.result_path,
+                failed(FetchReport::failed(&error), &error),
+            );
+        }
+    };
+    let allow = match AllowList::new(&args.allow_repo_prefixes) {
+        Ok(allow) => allow,
+        Err(error) => {
+            return (
+                common.result_path,
+                failed(FetchReport::failed(&error), &error),
+            );
+        }
+    };
+    let config = FetchConfig {
+        repo: args.repo,
+        reference: args.commit,
+        workspace: common.workspace.clone(),
+        allow,
+        timeout: Duration::from_secs(args.timeout_seconds),
+        max_workspace_bytes: args.max_workspace_mb.saturating_mul(MIB),
+        tools: Tools::from_env(common.git.clone(), common.cargo.clone()),
+    };
+    let (report, json) = run_fetch(&config, &log);
+    tracing::info!(ok = report.ok, commit = ?report.resolved_commit, time_ms = report.time_ms, "fetch done");
+    log.flush();
+    (common.result_path, json)
+}
+
+fn build(args: BuildArgs) -> (PathBuf, String) {
+    let common = args.common;
+    if args.target != BUILD_TARGET {
+        let error = Error::InvalidConfig(format!(
+            "build target {:?} is not supported; the only supported target is {BUILD_TARGET}",
+            args.target
+        ));
+        return (
+            common.result_path,
+            failed(BuildReport::failed(&error), &error),
+        );
+    }
+    let log = match open_log(&common, "build.log") {
+        Ok(log) => log,
+        Err(error) => {
+            return (
+                common.result_path,
+                failed(BuildReport::failed(&error), &error),
+            );
+        }
+    };
+    let config = BuildConfig {
+        workspace: common.workspace.clone(),
+        cache: args.cache,
+        bin: args.bin,
+        expect_commit: args.expect_commit,
+        timeout: Duration::from_secs(args.timeout_seconds),
+        max_workspace_bytes: args.max_workspace_mb.saturating_mul(MIB),
+        max_module_bytes: args.max_module_bytes,
+        jobs: args.jobs,
+        tools: Tools::from_env(common.git.clone(), common.cargo.clone()),
+    };
+    let (report, json) = run_build(&config, &log);
+    tracing::info!(ok = report.ok, sha256 = ?report.sha256, compile_time_ms = ?report.compile_time_ms, "build done");
+    log.flush();
+    (common.result_path, json)
+}
+
+fn open_log(common: &Common, name: &str) -> Result<Arc<Log>, Error> {
+    let path = common
+        .log_file
+        .clone()
+        .unwrap_or_else(|| Path::new(&common.workspace).join("logs").join(name));
+    Log::create(&path, common.max_log_bytes).map(Arc::new)
+}
+
+/// The report of a command that failed before it could start (no log yet).
+fn failed(mut report: impl Report, error: &Error) -> String {
+    tracing::warn!(error = %error, kind = error.kind(), "cannot start");
+    encode(&mut report)
+}
