@@ -30,6 +30,41 @@ pub struct OperatorConfig {
     pub execution_ttl: std::time::Duration,
     /// Executor pods of failed executions are kept this long for `kubectl logs`/`describe`.
     pub failed_pod_retention: std::time::Duration,
+    pub compiler: CompilerConfig,
+}
+
+/// How CompileJobs run their fetch and build Jobs.
+#[derive(Clone, Debug)]
+pub struct CompilerConfig {
+    /// Image with `outlayer-compiler`, git and a Rust toolchain with the wasm32-wasip1 target.
+    pub image: String,
+    /// URL prefixes a repository must start with (the compiler's `--allow-repo-prefix`).
+    pub allowed_repo_prefixes: Vec<String>,
+    pub fetch_timeout_seconds: u64,
+    pub build_timeout_seconds: u64,
+    pub cpu: String,
+    pub memory: String,
+    pub ephemeral_storage: String,
+    /// Finished fetch/build Jobs are garbage-collected this long after they end.
+    pub job_ttl_seconds: i32,
+    /// Extra environment for the compiler container (e.g. where the toolchain lives).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for CompilerConfig {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/outlayer/outlayer-compiler:0.1.0".to_string(),
+            allowed_repo_prefixes: vec!["https://github.com/".to_string()],
+            fetch_timeout_seconds: 300,
+            build_timeout_seconds: 600,
+            cpu: "2".to_string(),
+            memory: "4Gi".to_string(),
+            ephemeral_storage: "1Gi".to_string(),
+            job_ttl_seconds: 3600,
+            env: Vec::new(),
+        }
+    }
 }
 
 impl Default for OperatorConfig {
@@ -48,6 +83,7 @@ impl Default for OperatorConfig {
             cache_mount_path: None,
             execution_ttl: std::time::Duration::from_secs(24 * 60 * 60),
             failed_pod_retention: std::time::Duration::from_secs(60 * 60),
+            compiler: CompilerConfig::default(),
         }
     }
 }

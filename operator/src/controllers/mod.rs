@@ -1,11 +1,13 @@
 //! The control loops. Each `reconcile` is a small free function delegating to the resource's own method.
 
+pub mod compile;
 pub mod execution;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::controller::Controller;
@@ -27,9 +29,25 @@ pub async fn run(
     let compile_jobs: Api<CompileJob> = Api::namespaced(ctx.client.clone(), namespace);
     let pod_selector = watcher::Config::default().labels(crate::pods::executor::EXECUTION_LABEL);
 
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let job_selector = watcher::Config::default().labels(crate::pods::compile::COMPILE_JOB_LABEL);
+    let (stop_compile, compile_stopped) = tokio::sync::oneshot::channel::<()>();
+    let compile_controller = Controller::new(compile_jobs.clone(), watcher::Config::default())
+        .owns(jobs, job_selector)
+        .graceful_shutdown_on(async move {
+            let _ = compile_stopped.await;
+        })
+        .run(compile::reconcile, compile::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => info!(compile_job = %object.name, "reconciled"),
+                Err(error) => warn!(%error, "reconcile failed"),
+            }
+        });
+
     let controller = Controller::new(executions, watcher::Config::default());
     let store = controller.store();
-    controller
+    let execution_controller = controller
         .owns(pods, pod_selector)
         // A CompileJob is shared, not owned: wake every request waiting on it.
         .watches(
@@ -47,15 +65,18 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(async move {
+            shutdown.await;
+            let _ = stop_compile.send(());
+        })
         .run(execution::reconcile, execution::error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => info!(execution = %object.name, "reconciled"),
                 Err(error) => warn!(%error, "reconcile failed"),
             }
-        })
-        .await;
+        });
+    futures::join!(compile_controller, execution_controller);
 }
 
 /// How long a failed reconcile waits before the next try.

@@ -87,6 +87,8 @@ pub fn artifact(relative: &str, how_to_build: &str) -> PathBuf {
 pub const NAMESPACE: &str = "outlayer-jobs";
 /// The image name the node agent maps to the freshly built `outlayer-executor`.
 pub const EXECUTOR_IMAGE: &str = "outlayer/executor:test";
+/// The image name the node agent maps to the freshly built `outlayer-compiler`.
+pub const COMPILER_IMAGE: &str = "outlayer/compiler:test";
 
 /// A control plane with a node agent that runs the real executor, the CRDs installed, a restricted
 /// namespace and the module cache as a hostPath PersistentVolume bound to claim `outlayer-cache`.
@@ -103,6 +105,10 @@ impl OperatorEnv {
             "debug/outlayer-executor",
             "cargo build -p outlayer-executor",
         );
+        let compiler = artifact(
+            "debug/outlayer-compiler",
+            "cargo build -p outlayer-compiler",
+        );
         let cache = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(cache.path().join("wasm")).unwrap();
         let results = cache.path().join("results");
@@ -117,7 +123,8 @@ impl OperatorEnv {
         let agent_config = cluster
             .node_agent_config(DEFAULT_NODE)
             .unwrap()
-            .with_image(EXECUTOR_IMAGE, &[executor.to_str().unwrap()]);
+            .with_image(EXECUTOR_IMAGE, &[executor.to_str().unwrap()])
+            .with_image(COMPILER_IMAGE, &[compiler.to_str().unwrap()]);
         let agent = cluster.start_node_agent(agent_config).await.unwrap();
         cluster
             .create_namespace(
