@@ -44,6 +44,12 @@ fn git(dir: &Path, args: &[&str]) -> String {
 /// whose code does not compile. It lives under target/ (not /tmp) because sandboxed pods see the host's
 /// filesystem read-only but get an empty /tmp.
 fn echo_repository(root: &Path) -> std::path::PathBuf {
+    echo_repository_with(root, None)
+}
+
+/// The echo repository, plus (with a port) a `v2` branch (same code, new commit) and a `network` branch
+/// whose build script tries to reach `127.0.0.1:<port>`.
+fn echo_repository_with(root: &Path, network_probe_port: Option<u16>) -> std::path::PathBuf {
     let repo = root.join("echo");
     std::fs::create_dir_all(repo.join("src")).unwrap();
     std::fs::write(
@@ -67,6 +73,29 @@ fn echo_repository(root: &Path) -> std::path::PathBuf {
     .unwrap();
     git(&repo, &["commit", "-q", "-am", "broken"]);
     git(&repo, &["checkout", "-q", "main"]);
+    if let Some(port) = network_probe_port {
+        git(&repo, &["checkout", "-q", "-b", "v2"]);
+        std::fs::write(repo.join("README"), "v2\n").unwrap();
+        git(&repo, &["add", "README"]);
+        git(&repo, &["commit", "-q", "-m", "v2"]);
+        git(&repo, &["checkout", "-q", "-b", "network", "main"]);
+        std::fs::write(
+            repo.join("build.rs"),
+            format!(
+                "fn main() {{\n    let address = \"127.0.0.1:{port}\".parse().unwrap();\n    \
+                 match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {{\n        \
+                 Ok(_) => println!(\"cargo:warning=the build reached the network\"),\n        \
+                 Err(e) => panic!(\"network unreachable from the build: {{e}}\"),\n    }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        git(&repo, &["add", "build.rs"]);
+        git(
+            &repo,
+            &["commit", "-q", "-m", "build script probing the network"],
+        );
+        git(&repo, &["checkout", "-q", "main"]);
+    }
     repo
 }
 
@@ -99,6 +128,37 @@ async fn finished(api: &Api<ExecutionRequest>, name: &str) -> ExecutionRequestSt
     .await
 }
 
+/// The operator's configuration for these tests: test images, the repositories' directory as the only
+/// allowed prefix, and the host toolchain for the compiler (a real compiler image has it baked in; the
+/// node agent starts containers with an empty environment).
+fn operator_config(repos: &Path) -> OperatorConfig {
+    let rustup_home = std::env::var("RUSTUP_HOME")
+        .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap()));
+    OperatorConfig {
+        executor_image: EXECUTOR_IMAGE.to_string(),
+        compiler: CompilerConfig {
+            image: COMPILER_IMAGE.to_string(),
+            allowed_repo_prefixes: vec![format!("file://{}/", repos.display())],
+            env: vec![
+                ("PATH".to_string(), std::env::var("PATH").unwrap()),
+                ("OUTLAYER_GIT".to_string(), which("git")),
+                ("OUTLAYER_CARGO".to_string(), which("cargo")),
+                ("RUSTUP_HOME".to_string(), rustup_home),
+            ],
+            ..CompilerConfig::default()
+        },
+        ..OperatorConfig::default()
+    }
+}
+
+/// A fresh directory for test repositories under target/ (sandboxed pods get an empty /tmp), spelled
+/// without `..`, which repository URLs may not contain.
+fn repositories_dir() -> tempfile::TempDir {
+    let root = target_dir().join("e2e-repos");
+    std::fs::create_dir_all(&root).unwrap();
+    tempfile::tempdir_in(std::fs::canonicalize(root).unwrap()).unwrap()
+}
+
 fn which(program: &str) -> String {
     let output = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
@@ -109,36 +169,14 @@ fn which(program: &str) -> String {
 
 #[tokio::test]
 async fn repositories_compile_once_into_the_cache_and_run() {
-    let repos_root = target_dir().join("e2e-repos");
-    std::fs::create_dir_all(&repos_root).unwrap();
-    // Repository URLs may not contain `..` (CRD rule), so spell the path out.
-    let repos_root = std::fs::canonicalize(repos_root).unwrap();
-    let repos = tempfile::tempdir_in(&repos_root).unwrap();
+    let repos = repositories_dir();
     let repo_path = echo_repository(repos.path());
     let repo_url = format!("file://{}", repo_path.display());
     let main_sha = git(&repo_path, &["rev-parse", "main"]);
 
     let env = OperatorEnv::start().await;
     let client = env.cluster.client();
-    let rustup_home = std::env::var("RUSTUP_HOME")
-        .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap()));
-    let config = OperatorConfig {
-        executor_image: EXECUTOR_IMAGE.to_string(),
-        compiler: CompilerConfig {
-            image: COMPILER_IMAGE.to_string(),
-            allowed_repo_prefixes: vec![format!("file://{}/", repos.path().display())],
-            // The node agent starts containers with an empty environment; a real compiler image has
-            // these baked in.
-            env: vec![
-                ("PATH".to_string(), std::env::var("PATH").unwrap()),
-                ("OUTLAYER_GIT".to_string(), which("git")),
-                ("OUTLAYER_CARGO".to_string(), which("cargo")),
-                ("RUSTUP_HOME".to_string(), rustup_home),
-            ],
-            ..CompilerConfig::default()
-        },
-        ..OperatorConfig::default()
-    };
+    let config = operator_config(repos.path());
     let ctx = Arc::new(Context::new(
         client.clone(),
         config,
@@ -223,7 +261,7 @@ async fn repositories_compile_once_into_the_cache_and_run() {
     assert!(log.contains("mismatched types"), "build log tail: {log}");
 
     // A repository outside the allow-list is refused by the fetch before git runs.
-    let outside = format!("file://{}/elsewhere", repos_root.display());
+    let outside = format!("file://{}-elsewhere/echo", repos.path().display());
     executions
         .create(&post, &request("outside", &outside, "main", "x"))
         .await
@@ -238,4 +276,109 @@ async fn repositories_compile_once_into_the_cache_and_run() {
 
     stop.send(()).unwrap();
     operator.await.unwrap();
+}
+
+#[tokio::test]
+async fn builds_have_no_network_and_concurrent_requests_share_one_build_across_a_restart() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    let repos = repositories_dir();
+    let repo_path = echo_repository_with(repos.path(), Some(port));
+    let repo_url = format!("file://{}", repo_path.display());
+
+    let env = OperatorEnv::start().await;
+    let client = env.cluster.client();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        operator_config(repos.path()),
+        Some("test".to_string()),
+    ));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+    let first_run = tokio::spawn(controllers::run(
+        ctx.clone(),
+        NAMESPACE,
+        std::future::pending(),
+    ));
+
+    // A build script that can reach a listener on the host would succeed; in the sandbox it cannot.
+    executions
+        .create(&post, &request("network", &repo_url, "network", "x"))
+        .await
+        .unwrap();
+
+    // Twenty requests for one new commit at once.
+    let names: Vec<String> = (0..20).map(|i| format!("burst-{i}")).collect();
+    for name in &names {
+        executions
+            .create(&post, &request(name, &repo_url, "v2", name))
+            .await
+            .unwrap();
+    }
+    // Kill the operator mid-flight, once the build is under way, and start a new one.
+    wait_for("the v2 build Job to exist", || async {
+        let listed = jobs
+            .list(&ListParams::default().labels("outlayer.dev/stage=build"))
+            .await
+            .ok()?;
+        (!listed.items.is_empty()).then_some(())
+    })
+    .await;
+    first_run.abort();
+    let _ = first_run.await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let second_run = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
+        let _ = stopped.await;
+    }));
+
+    for name in &names {
+        let status = finished(&executions, name).await;
+        assert_eq!(
+            status.phase,
+            Some(Phase::Succeeded),
+            "{name}: {:?}",
+            status.message
+        );
+        assert_eq!(
+            status.output.as_deref(),
+            Some(name.as_str()),
+            "each request gets its own input back"
+        );
+    }
+    let network = finished(&executions, "network").await;
+    assert_eq!(network.phase, Some(Phase::Failed));
+    let network_job = compile_jobs
+        .get(network.compile_job.as_deref().unwrap())
+        .await
+        .unwrap();
+    let log = network_job.status.unwrap().build_log.unwrap_or_default();
+    assert!(
+        log.contains("network unreachable from the build"),
+        "build log tail: {log}"
+    );
+
+    // Exactly one CompileJob per commit and one fetch + one build Job each: nothing ran twice.
+    assert_eq!(
+        compile_jobs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    let stages: Vec<String> = jobs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|job| job.metadata.name)
+        .collect();
+    assert_eq!(stages.len(), 4, "{stages:?}");
+    drop(probe);
+    stop.send(()).unwrap();
+    second_run.await.unwrap();
 }

@@ -94,6 +94,15 @@ async fn execution_requests_run_to_a_result_in_status() {
         )
         .await
         .unwrap();
+    // A guest with fuel to spare but a one-second wall clock is stopped by the time limit.
+    let mut slow = request(
+        "slow",
+        by_module(&sha_loop),
+        "100000000000",
+        1_000_000_000_000,
+    );
+    slow.spec.limits.max_execution_seconds = 1;
+    executions.create(&post, &slow).await.unwrap();
 
     let done = |s: &ExecutionRequestStatus| s.phase.is_some_and(|p| p.is_terminal());
     let echoed = status_when(&executions, "echo", "finished", done).await;
@@ -123,6 +132,73 @@ async fn execution_requests_run_to_a_result_in_status() {
         succeeded.message
     );
     assert_eq!(condition_status(&failed.conditions, "Executed"), Some(true));
+
+    let slow = status_when(&executions, "slow", "finished", done).await;
+    assert_eq!(slow.phase, Some(Phase::Failed));
+    let succeeded = slow
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .unwrap();
+    assert_eq!(succeeded.reason, "TimeLimit", "{}", succeeded.message);
+    assert!(
+        succeeded.message.contains("time limit exceeded"),
+        "{}",
+        succeeded.message
+    );
+
+    // `kubectl get exr` shows the printer columns; `-o wide` adds the module and the pod.
+    let kubectl = |args: &[&str]| {
+        let output = std::process::Command::new(env.cluster.kubectl().expect("local kubectl"))
+            .arg("--kubeconfig")
+            .arg(env.cluster.kubeconfig_path())
+            .args(["-n", NAMESPACE])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let table = kubectl(&["get", "exr", "echo"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "SUCCEEDED",
+            "PHASE",
+            "REPO",
+            "COMMIT",
+            "INSTRUCTIONS",
+            "TIME",
+            "AGE"
+        ]
+    );
+    // Requests by module hash have no repo or commit, so those cells are empty: check by content.
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.starts_with("echo "), "{table}");
+    for cell in [
+        "True",
+        "Succeeded",
+        &echoed.instructions.unwrap().to_string(),
+        echoed.time.as_deref().unwrap(),
+    ] {
+        assert!(
+            row.split_whitespace().any(|c| c == cell),
+            "{cell:?} missing in {table}"
+        );
+    }
+    let wide = kubectl(&["get", "exr", "echo", "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert!(
+        header.contains(&"MODULE") && header.contains(&"POD"),
+        "{header:?}"
+    );
+    assert!(wide.contains(&echo), "{wide}");
 
     // A succeeded execution's pod and input are removed; a failed one's pod is kept for inspection.
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
