@@ -31,6 +31,9 @@ pub struct OperatorConfig {
     /// Executor pods of failed executions are kept this long for `kubectl logs`/`describe`.
     pub failed_pod_retention: std::time::Duration,
     pub compiler: CompilerConfig,
+    /// Evict least recently used modules (and their CompileJobs and workspaces) once the cache holds more
+    /// than this; needs `cache_mount_path`. Modules of unfinished executions are never evicted.
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// How CompileJobs run their fetch and build Jobs.
@@ -84,6 +87,7 @@ impl Default for OperatorConfig {
             execution_ttl: std::time::Duration::from_secs(24 * 60 * 60),
             failed_pod_retention: std::time::Duration::from_secs(60 * 60),
             compiler: CompilerConfig::default(),
+            cache_max_bytes: None,
         }
     }
 }

@@ -5,10 +5,15 @@
 //! Today the crate holds the custom resource types (`crd`), the `crdgen` binary, the operator's
 //! configuration and the pure builders of the pods it creates (`pods`); the controllers come next.
 
+pub mod cache;
+pub mod chain;
 pub mod config;
 pub mod context;
 pub mod controllers;
 pub mod crd;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod pods;
 
 /// Everything the operator's library can fail with; each variant names what failed and with which input.
@@ -29,6 +34,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("the API server did not answer about Lease {0} in time")]
+    LeaseTimeout(String),
 }
 
 impl Error {
@@ -36,6 +43,19 @@ impl Error {
     pub fn api(what: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Self {
         let name = name.to_string();
         move |source| Self::Api { what, name, source }
+    }
+
+    /// The `error` label of the reconcile-error metric: one fixed value per variant, so failures are
+    /// countable by kind without unbounded label values.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::MissingMetadata(_) => "missing_metadata",
+            Self::InvalidModuleHash(_) => "invalid_module_hash",
+            Self::InvalidSpec(_) => "invalid_spec",
+            Self::InvalidResult(_) => "invalid_result",
+            Self::Api { .. } => "api",
+            Self::LeaseTimeout(_) => "lease_timeout",
+        }
     }
 }
 

@@ -74,10 +74,13 @@ fn echo_repository_with(root: &Path, network_probe_port: Option<u16>) -> std::pa
     git(&repo, &["commit", "-q", "-am", "broken"]);
     git(&repo, &["checkout", "-q", "main"]);
     if let Some(port) = network_probe_port {
+        // A different module, same behaviour: v2 also says hello on stderr.
         git(&repo, &["checkout", "-q", "-b", "v2"]);
-        std::fs::write(repo.join("README"), "v2\n").unwrap();
-        git(&repo, &["add", "README"]);
-        git(&repo, &["commit", "-q", "-m", "v2"]);
+        let main = std::fs::read_to_string(repo.join("src/main.rs")).unwrap();
+        let v2 = main.replacen("fn main() {", "fn main() {\n    eprintln!(\"echo v2\");", 1);
+        assert_ne!(main, v2);
+        std::fs::write(repo.join("src/main.rs"), v2).unwrap();
+        git(&repo, &["commit", "-q", "-am", "v2"]);
         git(&repo, &["checkout", "-q", "-b", "network", "main"]);
         std::fs::write(
             repo.join("build.rs"),
@@ -381,4 +384,127 @@ async fn builds_have_no_network_and_concurrent_requests_share_one_build_across_a
     drop(probe);
     stop.send(()).unwrap();
     second_run.await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_compiles_rerun_on_retry_and_the_cache_evicts_least_recently_used() {
+    let repos = repositories_dir();
+    let repo_path = echo_repository_with(repos.path(), Some(1));
+    let repo_url = format!("file://{}", repo_path.display());
+
+    let env = OperatorEnv::start().await;
+    let client = env.cluster.client();
+    let config = OperatorConfig {
+        // Any second module overflows this bound, so the least recently used unused one must go.
+        cache_max_bytes: Some(1),
+        cache_mount_path: Some(env.cache.path().to_path_buf()),
+        ..operator_config(repos.path())
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        Some("test".to_string()),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
+        let _ = stopped.await;
+    }));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+
+    // A branch that does not exist yet fails the fetch, and the failure is kept...
+    executions
+        .create(&post, &request("early", &repo_url, "later", "x"))
+        .await
+        .unwrap();
+    let early = finished(&executions, "early").await;
+    assert_eq!(early.phase, Some(Phase::Failed));
+    let later_job = early.compile_job.clone().unwrap();
+    // ...until the branch exists and the CompileJob is annotated for a retry.
+    git(&repo_path, &["branch", "later", "main"]);
+    let retry = serde_json::json!({"metadata": {"annotations": {"outlayer.dev/retry": "1"}}});
+    compile_jobs
+        .patch(
+            &later_job,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&retry),
+        )
+        .await
+        .unwrap();
+    wait_for("the retried CompileJob to become Ready", || async {
+        let status = compile_jobs.get(&later_job).await.ok()?.status?;
+        (condition_status(&status.conditions, "Ready") == Some(true)).then_some(())
+    })
+    .await;
+    executions
+        .create(
+            &post,
+            &request("after-retry", &repo_url, "later", "retried"),
+        )
+        .await
+        .unwrap();
+    let after = finished(&executions, "after-retry").await;
+    assert_eq!(
+        after.output.as_deref(),
+        Some("retried"),
+        "{:?}",
+        after.message
+    );
+    let old_module = after.wasm_sha256.clone().unwrap();
+    let old_file = env
+        .cache
+        .path()
+        .join("wasm")
+        .join(format!("{old_module}.wasm"));
+    assert!(old_file.exists());
+
+    // A new module overflows the bound: the unused old one goes, with its CompileJob and workspace.
+    executions
+        .create(&post, &request("newer", &repo_url, "v2", "fresh"))
+        .await
+        .unwrap();
+    let newer = finished(&executions, "newer").await;
+    assert_eq!(
+        newer.output.as_deref(),
+        Some("fresh"),
+        "{:?}",
+        newer.message
+    );
+    assert_ne!(newer.wasm_sha256.as_deref(), Some(old_module.as_str()));
+    wait_for(
+        "the least recently used CompileJob to be evicted",
+        || async {
+            compile_jobs
+                .get_opt(&later_job)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(!old_file.exists(), "the evicted module file is still there");
+    assert!(
+        !env.cache
+            .path()
+            .join("workspaces")
+            .join(&later_job)
+            .exists()
+    );
+    let kept = newer.compile_job.unwrap();
+    assert!(
+        compile_jobs.get_opt(&kept).await.unwrap().is_some(),
+        "the module in use was evicted"
+    );
+    assert!(
+        env.cache
+            .path()
+            .join("wasm")
+            .join(format!("{}.wasm", newer.wasm_sha256.unwrap()))
+            .exists()
+    );
+
+    stop.send(()).unwrap();
+    operator.await.unwrap();
 }

@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use outlayer_compiler::report::{BuildReport, FetchReport};
@@ -16,7 +16,7 @@ use tracing::{info, instrument, warn};
 
 use super::ERROR_BACKOFF;
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{CompileJob, CompileJobStatus, condition_status, set_condition};
+use crate::crd::{CompileJob, CompileJobStatus, RETRY_ANNOTATION, condition_status, set_condition};
 use crate::pods::compile::{
     Stage, build_job, compile_stage_job_name, fetch_job, read_compiler_report,
 };
@@ -25,6 +25,8 @@ use crate::{Error, Result};
 pub const CONDITION_FETCHED: &str = "Fetched";
 pub const CONDITION_BUILT: &str = "Built";
 pub const CONDITION_READY: &str = "Ready";
+/// How often a retry checks that the old Jobs are gone (their deletion also triggers a reconcile).
+const RETRY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The most of a log kept in `status.buildLog`.
 const MAX_STATUS_LOG_BYTES: usize = 4096;
 
@@ -52,7 +54,12 @@ impl CompileJob {
     #[instrument(skip(self, ctx), fields(compile_job = %self.name_any()))]
     async fn reconcile(&self, ctx: &Context) -> Result<Action> {
         let mut status = self.status.clone().unwrap_or_default();
-        if condition_status(&status.conditions, CONDITION_READY).is_some() {
+        let retry = self.annotations().get(RETRY_ANNOTATION).cloned();
+        let ready = condition_status(&status.conditions, CONDITION_READY);
+        if ready == Some(false) && retry.is_some() && retry != status.retry_token {
+            return self.retry(ctx, retry).await;
+        }
+        if ready.is_some() {
             return Ok(Action::await_change());
         }
         let generation = self.metadata.generation;
@@ -223,6 +230,7 @@ impl CompileJob {
                         info!(%sha256, "module built");
                         ctx.event(self, false, "ModuleReady", format!("wasm/{sha256}.wasm"))
                             .await;
+                        self.enforce_cache_bound(ctx, &sha256).await;
                         Ok(Action::await_change())
                     }
                     Ok(report) => {
@@ -288,14 +296,23 @@ impl CompileJob {
             }
             return Ok(StageState::Running);
         };
+        if job.metadata.deletion_timestamp.is_some() {
+            // A retry deleted it; a new one is created once it is gone.
+            return Ok(StageState::Running);
+        }
         let job_status = job.status.unwrap_or_default();
         let finished = job_status.succeeded.unwrap_or(0) > 0 || job_status.failed.unwrap_or(0) > 0;
         if !finished {
             return Ok(StageState::Running);
         }
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+        // By the Job's uid, not its name: after a retry, pods of the deleted Job of the same name may
+        // linger until garbage collection, with the old report.
+        let uid = job.metadata.uid.clone().unwrap_or_default();
         let listed = pods
-            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+            .list(
+                &ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}")),
+            )
             .await
             .map_err(Error::api("listing pods of Job", &name))?;
         let report = listed
@@ -319,6 +336,54 @@ impl CompileJob {
                 .unwrap_or_else(|| "its pod left no report".to_string());
             Err(format!("Job {name} ended without a report ({reason})"))
         })))
+    }
+
+    /// Starts over after the retry annotation changed: the old Jobs go, the status is reset and remembers
+    /// which retry it answered.
+    async fn retry(&self, ctx: &Context, token: Option<String>) -> Result<Action> {
+        let namespace = self
+            .namespace()
+            .ok_or(Error::MissingMetadata("metadata.namespace"))?;
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+        for stage in [Stage::Fetch, Stage::Build] {
+            let name = compile_stage_job_name(&self.name_any(), stage);
+            match jobs.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(Error::api("deleting Job", &name)(e)),
+            }
+        }
+        let fresh = CompileJobStatus {
+            retry_token: token,
+            ..CompileJobStatus::default()
+        };
+        self.apply_status(ctx, &fresh).await?;
+        ctx.event(
+            self,
+            false,
+            "Retrying",
+            "the retry annotation changed: fetching and building again".to_string(),
+        )
+        .await;
+        Ok(Action::requeue(RETRY_POLL))
+    }
+
+    /// Keeps the cache under its bound after a module was added. A failure is logged, not fatal: the
+    /// module is ready either way and the next build tries again.
+    async fn enforce_cache_bound(&self, ctx: &Context, just_built: &str) {
+        let (Some(max_bytes), Some(mount), Some(namespace)) = (
+            ctx.config.cache_max_bytes,
+            ctx.config.cache_mount_path.as_ref(),
+            self.namespace(),
+        ) else {
+            return;
+        };
+        if let Err(error) =
+            crate::cache::enforce_cache_bound(&ctx.client, &namespace, mount, max_bytes, just_built)
+                .await
+        {
+            warn!(%error, "enforcing the cache bound failed");
+        }
     }
 
     async fn fail(

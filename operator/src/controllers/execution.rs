@@ -18,8 +18,8 @@ use tracing::{info, instrument, warn};
 use super::ERROR_BACKOFF;
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{
-    CompileJob, CompileJobSpec, ExecutionRequest, ExecutionRequestStatus, OutputEncoding, Phase,
-    condition_status, format_duration_ms, set_condition,
+    CompileJob, CompileJobSpec, ExecutionRequest, ExecutionRequestStatus, LAST_USED_ANNOTATION,
+    OutputEncoding, Phase, condition_status, format_duration_ms, set_condition,
 };
 use crate::pods::executor::{RESULTS_SUBDIR, is_sha256_hex};
 use crate::pods::result::ResultMessage;
@@ -253,6 +253,9 @@ impl ExecutionRequest {
             let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
             create_if_absent(&config_maps, &built.input).await?;
             create_if_absent(&pods, &built.pod).await?;
+            if let Some(compile_job) = &status.compile_job {
+                mark_used(ctx, &namespace, compile_job).await;
+            }
             status.phase = Some(Phase::Executing);
             status.pod_name = Some(pod_name.clone());
             status.message = Some(format!("running in pod {pod_name}"));
@@ -506,6 +509,21 @@ impl ExecutionRequest {
     fn namespace_or_err(&self) -> Result<String> {
         self.namespace()
             .ok_or(Error::MissingMetadata("metadata.namespace"))
+    }
+}
+
+/// Records on the CompileJob that its module was just used, for LRU eviction. An annotation, not status:
+/// the compile controller owns the status. Best effort: a failure only makes eviction order less exact.
+async fn mark_used(ctx: &Context, namespace: &str, compile_job: &str) {
+    let api: Api<CompileJob> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {LAST_USED_ANNOTATION: Timestamp::now().to_string()}}
+    });
+    if let Err(error) = api
+        .patch(compile_job, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        warn!(compile_job, %error, "recording the module's last use failed");
     }
 }
 

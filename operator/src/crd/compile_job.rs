@@ -102,7 +102,16 @@ pub struct CompileJobStatus {
     pub build_log: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The `outlayer.dev/retry` annotation value this status answered: setting the annotation to a new
+    /// value reruns a failed fetch and build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_token: Option<String>,
 }
+
+/// Set to a new value (e.g. a timestamp) to rerun a failed CompileJob.
+pub const RETRY_ANNOTATION: &str = "outlayer.dev/retry";
+/// When an execution last used the module (RFC 3339); LRU eviction orders by it.
+pub const LAST_USED_ANNOTATION: &str = "outlayer.dev/last-used";
 
 #[cfg(test)]
 mod tests {

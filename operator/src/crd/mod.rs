@@ -7,6 +7,7 @@ mod pricing;
 
 pub use compile_job::{
     BUILD_TARGET_WASIP1, CompileJob, CompileJobSpec, CompileJobStatus, CompileSource,
+    LAST_USED_ANNOTATION, RETRY_ANNOTATION,
 };
 pub use conditions::{condition_status, conditions_schema, set_condition};
 pub use execution_request::{

@@ -1,0 +1,537 @@
+//! The operator's chain client against the test localnet, which runs the real contract wasm: views,
+//! a user's request seen as pending and resolved through the client (once), the two-step path for a
+//! large output, stale nonces, RPC faults (5xx, no answer, dropped transactions) and failover.
+//! Every wait is for a condition with a generous deadline; no timing decides a test.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e_localnet::{Fault, InitCall, Localnet, LocalnetConfig};
+use near_crypto::{KeyType, SecretKey};
+use near_jsonrpc_client::{JsonRpcClient, methods};
+use near_primitives::action::{Action, FunctionCallAction};
+use near_primitives::transaction::{SignedTransaction, Transaction, TransactionV0};
+use near_primitives::types::{AccountId, Balance, BlockReference, Finality, Gas};
+use outlayer_operator::chain::{
+    CallStatus, ChainClient, ChainConfig, ChainError, ExecutionOutput, ExecutionResponse,
+    OperatorSigner, PendingRequest, Pricing, RequestCallOutcome, ResourceMetrics, RetryPolicy,
+    TxOutcome,
+};
+use serde_json::{Value, json};
+
+const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
+const BLOCK_TIME: Duration = Duration::from_millis(50);
+/// Bounds a hung test only; waits end on conditions.
+const DEADLINE: Duration = Duration::from_secs(120);
+/// How long the localnet holds a waiting transaction call before answering TIMEOUT_ERROR (HTTP 408):
+/// shorter than the client's own bound, so the user's request (open until resolved) exercises it.
+const NODE_TX_WAIT: Duration = Duration::from_secs(5);
+const REQUEST_DEPOSIT: u128 = NEAR / 10;
+
+fn account(name: &str) -> AccountId {
+    name.parse().unwrap()
+}
+
+fn secret(name: &str) -> SecretKey {
+    SecretKey::from_seed(KeyType::ED25519, name)
+}
+
+fn contract_wasm() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("near").join("outlayer_contract.wasm");
+    assert!(
+        path.exists(),
+        "contract wasm {} is missing: run scripts/build-wasm",
+        path.display()
+    );
+    path
+}
+
+struct Net {
+    localnet: Localnet,
+    outlayer: AccountId,
+}
+
+impl Net {
+    async fn start() -> Self {
+        let outlayer = account("outlayer.localnet");
+        let config = LocalnetConfig::default()
+            .with_block_time(BLOCK_TIME)
+            .with_tx_wait_timeout(NODE_TX_WAIT)
+            .with_account(
+                account("alice.localnet"),
+                100 * NEAR,
+                secret("alice.localnet").public_key(),
+            )
+            .with_account(
+                account("operator.localnet"),
+                10 * NEAR,
+                secret("operator.localnet").public_key(),
+            )
+            .with_contract(
+                outlayer.clone(),
+                10 * NEAR,
+                contract_wasm(),
+                Some(InitCall {
+                    method: "new".to_string(),
+                    args: json!({"owner_id": "alice.localnet", "operator_id": "operator.localnet"}),
+                }),
+            );
+        Self {
+            localnet: Localnet::start(config).await.unwrap(),
+            outlayer,
+        }
+    }
+
+    fn config(&self, urls: Vec<String>) -> ChainConfig {
+        let mut config = ChainConfig::new(urls, self.outlayer.clone());
+        config.view_timeout = Duration::from_secs(5);
+        config.tx_timeout = Duration::from_secs(30);
+        config.retry = RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(1),
+        };
+        config
+    }
+
+    /// A client signing as `name` (its key is derived from the name, as in the genesis above), given
+    /// to the client as the operator's Secret would hold it.
+    fn client_as(&self, name: &str) -> ChainClient {
+        self.client_with(self.config(vec![self.localnet.rpc_url()]), Some(name))
+    }
+
+    fn client_with(&self, config: ChainConfig, signer: Option<&str>) -> ChainClient {
+        let signer = signer.map(|name| {
+            OperatorSigner::from_secret_strings(name, &format!("{}\n", secret(name))).unwrap()
+        });
+        ChainClient::new(config, signer).unwrap()
+    }
+
+    fn operator(&self) -> ChainClient {
+        self.client_as("operator.localnet")
+    }
+
+    /// Alice calls `request_execution` with `input`; the transaction stays open until the request is
+    /// resolved (or times out), so it runs in a task whose result is the user's final outcome.
+    fn request_execution(&self, input: &str) -> tokio::task::JoinHandle<TxOutcome> {
+        let alice = self.client_as("alice.localnet");
+        let args = json!({
+            "code_source": {"repo": "https://github.com/outlayer/examples",
+                            "commit": "0123456789abcdef0123456789abcdef01234567"},
+            "resource_limits": {"max_instructions": 1_000_000_000u64, "max_memory_mb": 128,
+                                "max_execution_seconds": 10},
+            "input_data": input,
+            "response_format": "Text"
+        });
+        let outlayer = self.outlayer.clone();
+        tokio::spawn(async move {
+            alice
+                .call_function(
+                    &outlayer,
+                    "request_execution",
+                    &args,
+                    Gas::from_teragas(50),
+                    Balance::from_yoctonear(REQUEST_DEPOSIT),
+                )
+                .await
+                .unwrap()
+        })
+    }
+
+    async fn wait_for_pending(
+        &self,
+        client: &ChainClient,
+        predicate: impl Fn(&[PendingRequest]) -> bool,
+    ) -> Vec<PendingRequest> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let pending = client.get_pending_requests(0, 100).await.unwrap();
+            if predicate(&pending) {
+                return pending;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pending requests never matched: {pending:?}"
+            );
+            tokio::time::sleep(BLOCK_TIME).await;
+        }
+    }
+}
+
+fn text_response(text: &str) -> ExecutionResponse {
+    ExecutionResponse {
+        success: true,
+        output: Some(ExecutionOutput::Text(text.to_string())),
+        error: None,
+        resources_used: ResourceMetrics {
+            instructions: 1_000_000,
+            time_ms: 3,
+            compile_time_ms: None,
+        },
+    }
+}
+
+fn returned_json(outcome: &TxOutcome) -> Value {
+    match &outcome.status {
+        CallStatus::Success(value) => serde_json::from_slice(value).unwrap(),
+        CallStatus::Failure(message) => panic!("expected success, got {message}"),
+    }
+}
+
+/// A cheap state-changing call any account may make (a near-sdk view called as a transaction).
+async fn touch(client: &ChainClient, outlayer: &AccountId) -> Result<TxOutcome, ChainError> {
+    client
+        .call_function(
+            outlayer,
+            "get_stats",
+            &json!({}),
+            Gas::from_teragas(10),
+            Balance::from_yoctonear(0),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn views_return_what_the_contract_holds() {
+    let net = Net::start().await;
+    let client = net.client_with(net.config(vec![net.localnet.rpc_url()]), None);
+
+    assert_eq!(client.get_pricing().await.unwrap(), Pricing::default());
+    let operator = client
+        .view_account(&account("operator.localnet"))
+        .await
+        .unwrap();
+    assert_eq!(operator.amount.as_yoctonear(), 10 * NEAR);
+    let config: Value = client
+        .view_call(&net.outlayer, "get_config", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(config["operator_id"], "operator.localnet");
+    assert!(client.get_pending_requests(0, 10).await.unwrap().is_empty());
+    assert!(client.get_request(0).await.unwrap().is_none());
+
+    let first = client.block_height().await.unwrap();
+    net.localnet.wait_for_height(first + 2).await;
+    assert!(client.block_height().await.unwrap() >= first + 2);
+
+    // Permanent answers are classified as such and name what failed.
+    let missing = client
+        .view_call::<Value>(&net.outlayer, "no_such_method", &json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, ChainError::ViewFailed { ref method, .. } if method == "no_such_method"),
+        "{missing}"
+    );
+    assert!(!missing.is_transient());
+    let unknown = client
+        .view_account(&account("ghost.localnet"))
+        .await
+        .unwrap_err();
+    assert!(!unknown.is_transient(), "{unknown}");
+    assert!(unknown.to_string().contains("ghost.localnet"), "{unknown}");
+
+    // Without a signer there is nothing to sign with.
+    let error = touch(&client, &net.outlayer).await.unwrap_err();
+    assert!(matches!(error, ChainError::NoSigner { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn a_request_is_seen_pending_and_resolved_exactly_once_through_the_client() {
+    let net = Net::start().await;
+    let operator = net.operator();
+    let user_tx = net.request_execution("hello from alice");
+
+    let pending = net
+        .wait_for_pending(&operator, |pending| !pending.is_empty())
+        .await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let request = &pending[0];
+    assert_eq!(request.request_id, 0);
+    assert_eq!(request.sender_id.as_str(), "alice.localnet");
+    assert_eq!(request.input_data.as_deref(), Some("hello from alice"));
+    assert!(!request.input_omitted);
+    assert_eq!(request.payment.0, REQUEST_DEPOSIT);
+    let stored = operator.get_request(0).await.unwrap().unwrap();
+    assert_eq!(stored.data_id, request.data_id);
+    assert!(!stored.resolved);
+
+    let resolved = operator
+        .resolve_execution(0, &text_response("hello from the executor"))
+        .await
+        .unwrap();
+    let RequestCallOutcome::Applied { tx_hash } = resolved else {
+        panic!("expected the resolve to apply, got {resolved:?}");
+    };
+
+    let user = tokio::time::timeout(DEADLINE, user_tx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(returned_json(&user), "hello from the executor");
+    assert_eq!(
+        user.events()
+            .iter()
+            .filter(|e| e["event"] == "execution_completed")
+            .count(),
+        1,
+        "one completion: {:?}",
+        user.events()
+    );
+    assert!(
+        net.wait_for_pending(&operator, |pending| pending.is_empty())
+            .await
+            .is_empty()
+    );
+
+    let again = operator
+        .resolve_execution(0, &text_response("a second answer"))
+        .await
+        .unwrap();
+    match again {
+        RequestCallOutcome::AlreadyResolved {
+            tx_hash: second,
+            message,
+        } => {
+            assert_ne!(second, tx_hash);
+            assert!(message.contains("request 0"), "{message}");
+        }
+        other => panic!("a second resolve must be AlreadyResolved, got {other:?}"),
+    }
+    let unknown = operator
+        .resolve_execution(42, &text_response("nobody asked"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(unknown, RequestCallOutcome::AlreadyResolved { .. }),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_output_over_1024_bytes_takes_the_two_step_path() {
+    let net = Net::start().await;
+    let operator = net.operator();
+    let user_tx = net.request_execution("make it big");
+    net.wait_for_pending(&operator, |pending| !pending.is_empty())
+        .await;
+
+    let big = "0123456789abcdef".repeat(200);
+    let report = operator
+        .report_execution(0, text_response(&big))
+        .await
+        .unwrap();
+    assert!(
+        report.submit_tx.is_some(),
+        "3200 bytes need submit_execution_output"
+    );
+    assert!(
+        matches!(report.outcome, RequestCallOutcome::Applied { .. }),
+        "{report:?}"
+    );
+    let user = tokio::time::timeout(DEADLINE, user_tx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(returned_json(&user), big.as_str());
+
+    // Sent whole, the same response is refused by the contract (a plain failure, not "resolved").
+    let user_tx = net.request_execution("again");
+    net.wait_for_pending(&operator, |pending| !pending.is_empty())
+        .await;
+    let error = operator
+        .resolve_execution(1, &text_response(&big))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ChainError::TransactionFailed { ref message, .. }
+            if message.contains("1024-byte yield payload limit")),
+        "{error}"
+    );
+    assert!(!error.is_transient());
+    let report = operator
+        .report_execution(1, text_response("small"))
+        .await
+        .unwrap();
+    assert_eq!(report.submit_tx, None);
+    assert_eq!(returned_json(&user_tx.await.unwrap()), "small");
+}
+
+#[tokio::test]
+async fn a_stale_nonce_is_refreshed_and_the_call_succeeds() {
+    let net = Net::start().await;
+    let client = net.operator();
+    let signer = client.signer().unwrap().clone();
+
+    let start = client.view_access_key(&signer).await.unwrap().nonce;
+    touch(&client, &net.outlayer).await.unwrap(); // the client now expects start + 2 next
+    // Another process with the same key jumps the chain's nonce far ahead: counting up locally
+    // would take 100 rejected attempts, so only taking the chain's nonce gets through.
+    let jumped = start + 100;
+    let raw = JsonRpcClient::connect(net.localnet.rpc_url());
+    let block = raw
+        .call(methods::block::RpcBlockRequest {
+            block_reference: BlockReference::Finality(Finality::Final),
+        })
+        .await
+        .unwrap();
+    let tx = Transaction::V0(TransactionV0 {
+        signer_id: signer.account_id().clone(),
+        public_key: signer.public_key().clone(),
+        nonce: jumped,
+        receiver_id: net.outlayer.clone(),
+        block_hash: block.header.hash,
+        actions: vec![Action::FunctionCall(Box::new(FunctionCallAction {
+            method_name: "get_stats".to_string(),
+            args: b"{}".to_vec(),
+            gas: Gas::from_teragas(10),
+            deposit: Balance::from_yoctonear(0),
+        }))],
+    });
+    let (hash, _) = tx.get_hash_and_size();
+    let signed = SignedTransaction::new(secret("operator.localnet").sign(hash.as_ref()), tx);
+    raw.call(methods::broadcast_tx_commit::RpcBroadcastTxCommitRequest {
+        signed_transaction: signed,
+    })
+    .await
+    .unwrap();
+    assert_eq!(client.view_access_key(&signer).await.unwrap().nonce, jumped);
+
+    let outcome = touch(&client, &net.outlayer).await.unwrap();
+    assert!(matches!(outcome.status, CallStatus::Success(_)));
+    assert_eq!(
+        client.view_access_key(&signer).await.unwrap().nonce,
+        jumped + 1,
+        "re-signed with the nonce right after the chain's"
+    );
+}
+
+#[tokio::test]
+async fn http_errors_and_silence_are_retried_and_pricing_round_trips() {
+    let net = Net::start().await;
+    let alice = net.client_as("alice.localnet");
+    let faults = net.localnet.faults();
+
+    faults.set_for(Fault::HttpError { status: 503 }, 3);
+    assert_eq!(alice.get_pricing().await.unwrap(), Pricing::default());
+    assert_eq!(
+        faults.current(),
+        None,
+        "all three faulty answers were consumed"
+    );
+
+    let pricing = Pricing {
+        base_fee: 2_000u128.into(),
+        per_million_instructions_fee: 3u128.into(),
+        per_ms_fee: 4u128.into(),
+        per_compile_ms_fee: 5u128.into(),
+    };
+    for status in [429, 500, 502] {
+        faults.set_for(Fault::HttpError { status }, 2);
+        let outcome = alice.set_pricing(&pricing).await.unwrap();
+        assert!(matches!(outcome.status, CallStatus::Success(_)));
+        assert_eq!(faults.current(), None);
+    }
+    assert_eq!(alice.get_pricing().await.unwrap(), pricing);
+
+    // A node that never answers is a timeout, and the next attempt goes through.
+    let mut config = net.config(vec![net.localnet.rpc_url()]);
+    config.view_timeout = Duration::from_millis(500);
+    let impatient = net.client_with(config, None);
+    faults.set_for(Fault::NoAnswer, 1);
+    assert_eq!(impatient.get_pricing().await.unwrap(), pricing);
+    assert_eq!(faults.current(), None);
+
+    // Only the owner or the pricing manager may set pricing: a permanent failure with the reason.
+    let error = net
+        .operator()
+        .set_pricing(&Pricing::default())
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+    assert!(
+        error
+            .to_string()
+            .contains("only the owner or the pricing manager"),
+        "{error}"
+    );
+
+    // More faults than attempts: a transient error saying what failed.
+    let mut config = net.config(vec![net.localnet.rpc_url()]);
+    config.retry.max_attempts = 2;
+    let short = net.client_with(config, None);
+    faults.set_for(Fault::HttpError { status: 503 }, 5);
+    let error = short.get_pricing().await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        matches!(error, ChainError::Exhausted { attempts: 2, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("HTTP 503"), "{error}");
+    faults.clear();
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_is_found_unknown_and_sent_again_once() {
+    let net = Net::start().await;
+    let operator = net.operator();
+    let user_tx = net.request_execution("through a lossy node");
+    net.wait_for_pending(&operator, |pending| !pending.is_empty())
+        .await;
+
+    net.localnet.faults().set_for(Fault::DropTransactions, 1);
+    let resolved = operator
+        .resolve_execution(0, &text_response("delivered anyway"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(resolved, RequestCallOutcome::Applied { .. }),
+        "{resolved:?}"
+    );
+    assert_eq!(net.localnet.faults().current(), None);
+    assert_eq!(returned_json(&user_tx.await.unwrap()), "delivered anyway");
+}
+
+#[tokio::test]
+async fn a_dead_first_url_fails_over_and_keys_in_urls_never_show() {
+    let net = Net::start().await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("http://user:DEADPASSWORD@127.0.0.1:{port}/?apikey=DEADKEY")
+    };
+    // Keys in the query and in userinfo (sent as basic auth) must not stop the localnet answering.
+    let live = net
+        .localnet
+        .rpc_url()
+        .replacen("http://", "http://user:LIVEPASSWORD@", 1);
+    let live = format!("{}/?apikey=LIVEKEY", live.trim_end_matches('/'));
+
+    let client = net.client_with(
+        net.config(vec![dead.clone(), live]),
+        Some("operator.localnet"),
+    );
+    assert_eq!(client.endpoint_count(), 2);
+    assert_eq!(client.get_pricing().await.unwrap(), Pricing::default());
+    let outcome = touch(&client, &net.outlayer).await.unwrap();
+    assert!(matches!(outcome.status, CallStatus::Success(_)));
+
+    // Only dead endpoints: a transient error that names them without their secrets.
+    let other_dead = dead.replace("DEADKEY", "OTHERKEY");
+    let mut config = net.config(vec![dead, other_dead]);
+    config.retry.max_attempts = 4;
+    let stranded = net.client_with(config, Some("operator.localnet"));
+    let error = stranded.get_pricing().await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    let text = format!("{error} {error:?} {stranded:?}");
+    for secret in ["DEADKEY", "OTHERKEY", "DEADPASSWORD"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    assert!(text.contains("rpc#1 http://127.0.0.1"), "{text}");
+    let error = touch(&stranded, &net.outlayer).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+}
