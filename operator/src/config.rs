@@ -34,6 +34,8 @@ pub struct OperatorConfig {
     /// Evict least recently used modules (and their CompileJobs and workspaces) once the cache holds more
     /// than this; needs `cache_mount_path`. Modules of unfinished executions are never evicted.
     pub cache_max_bytes: Option<u64>,
+    /// Reconciles running at once, per controller (each mostly waits on the API server).
+    pub max_concurrent_reconciles: u16,
 }
 
 /// How CompileJobs run their fetch and build Jobs.
@@ -88,6 +90,7 @@ impl Default for OperatorConfig {
             failed_pod_retention: std::time::Duration::from_secs(60 * 60),
             compiler: CompilerConfig::default(),
             cache_max_bytes: None,
+            max_concurrent_reconciles: 16,
         }
     }
 }

@@ -1,10 +1,13 @@
 //! What every reconcile needs, shared as `Arc<Context>`: no globals.
 
+use std::sync::Arc;
+
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
 use crate::config::OperatorConfig;
+use crate::metrics::Metrics;
 
 /// The field manager of everything the operator writes with server-side apply.
 pub const FIELD_MANAGER: &str = "outlayer-operator";
@@ -12,6 +15,7 @@ pub const FIELD_MANAGER: &str = "outlayer-operator";
 pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
+    pub metrics: Arc<Metrics>,
     recorder: Recorder,
 }
 
@@ -25,7 +29,14 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Shares `metrics` (the registry the `/metrics` endpoint serves) instead of a private one.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Publishes a Kubernetes Event about `object`. An Event that cannot be written is logged, never

@@ -86,6 +86,9 @@ struct RunArgs {
     /// Executor pods of failed executions are kept this many seconds.
     #[arg(long, env = "OUTLAYER_FAILED_POD_RETENTION_SECONDS", default_value_t = OperatorConfig::default().failed_pod_retention.as_secs())]
     failed_pod_retention_seconds: u64,
+    /// Reconciles running at once, per controller.
+    #[arg(long, env = "OUTLAYER_MAX_CONCURRENT_RECONCILES", default_value_t = OperatorConfig::default().max_concurrent_reconciles)]
+    max_concurrent_reconciles: u16,
     /// Evict least recently used modules once the cache holds more than this many bytes (needs
     /// --cache-mount-path); unset keeps everything.
     #[arg(long, env = "OUTLAYER_CACHE_MAX_BYTES")]
@@ -168,6 +171,7 @@ impl RunArgs {
             execution_ttl: Duration::from_secs(self.execution_ttl_seconds),
             failed_pod_retention: Duration::from_secs(self.failed_pod_retention_seconds),
             cache_max_bytes: self.cache_max_bytes,
+            max_concurrent_reconciles: self.max_concurrent_reconciles,
             compiler: CompilerConfig {
                 image: self.compiler_image.clone(),
                 allowed_repo_prefixes: self.allowed_repo_prefixes.clone(),
@@ -300,7 +304,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             () = on_shutdown(shutdown.clone()) => return,
         }
         readiness.set_ready();
-        let ctx = Arc::new(Context::new(client.clone(), config, Some(identity.clone())));
+        let ctx = Arc::new(
+            Context::new(client.clone(), config, Some(identity.clone()))
+                .with_metrics(metrics.clone()),
+        );
         controllers::run(ctx, &args.namespace, on_shutdown(shutdown.clone())).await;
     };
     // kube-runtime 5's Controller never finishes a graceful shutdown that starts before its

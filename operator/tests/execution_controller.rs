@@ -74,6 +74,7 @@ async fn execution_requests_run_to_a_result_in_status() {
         Some("test".to_string()),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = ctx.metrics.clone();
     let operator = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
         let _ = stopped.await;
     }));
@@ -210,6 +211,16 @@ async fn execution_requests_run_to_a_result_in_status() {
     })
     .await;
     assert!(pods.get_opt("over-budget-run").await.unwrap().is_some());
+
+    // Outcomes are counted by result and reason.
+    let text = metrics.encode();
+    for line in [
+        r#"outlayer_executions_finished_total{result="succeeded",reason="Succeeded"} 1"#,
+        r#"outlayer_executions_finished_total{result="failed",reason="InstructionLimit"} 1"#,
+        r#"outlayer_executions_finished_total{result="failed",reason="TimeLimit"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
 
     // Transitions are recorded as Events on the request.
     let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);

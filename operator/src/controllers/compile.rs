@@ -17,6 +17,7 @@ use tracing::{info, instrument, warn};
 use super::ERROR_BACKOFF;
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{CompileJob, CompileJobStatus, RETRY_ANNOTATION, condition_status, set_condition};
+use crate::metrics::{CompileOutcome, ControllerKind};
 use crate::pods::compile::{
     Stage, build_job, compile_stage_job_name, fetch_job, read_compiler_report,
 };
@@ -34,8 +35,9 @@ pub async fn reconcile(compile_job: Arc<CompileJob>, ctx: Arc<Context>) -> Resul
     compile_job.reconcile(&ctx).await
 }
 
-pub fn error_policy(compile_job: Arc<CompileJob>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(compile_job: Arc<CompileJob>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(compile_job = %compile_job.name_any(), %error, "reconcile failed; retrying");
+    ctx.metrics.reconcile_error(ControllerKind::Compile, error);
     Action::requeue(ERROR_BACKOFF)
 }
 
@@ -230,6 +232,7 @@ impl CompileJob {
                         info!(%sha256, "module built");
                         ctx.event(self, false, "ModuleReady", format!("wasm/{sha256}.wasm"))
                             .await;
+                        ctx.metrics.compile_finished(CompileOutcome::Succeeded);
                         self.enforce_cache_bound(ctx, &sha256).await;
                         Ok(Action::await_change())
                     }
@@ -406,6 +409,11 @@ impl CompileJob {
         );
         self.apply_status(ctx, &status).await?;
         warn!(reason, %message, "compile failed");
+        ctx.metrics.compile_finished(if reason == "FetchFailed" {
+            CompileOutcome::FetchFailed
+        } else {
+            CompileOutcome::BuildFailed
+        });
         ctx.event(self, true, reason, message).await;
         Ok(Action::await_change())
     }

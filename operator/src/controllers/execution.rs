@@ -21,6 +21,7 @@ use crate::crd::{
     CompileJob, CompileJobSpec, ExecutionRequest, ExecutionRequestStatus, LAST_USED_ANNOTATION,
     OutputEncoding, Phase, condition_status, format_duration_ms, set_condition,
 };
+use crate::metrics::{self, ControllerKind, ExecutionResult};
 use crate::pods::executor::{RESULTS_SUBDIR, is_sha256_hex};
 use crate::pods::result::ResultMessage;
 use crate::pods::{ExecutorOutcome, executor_pod, executor_pod_name, read_executor_outcome};
@@ -36,8 +37,10 @@ pub async fn reconcile(execution: Arc<ExecutionRequest>, ctx: Arc<Context>) -> R
     execution.reconcile(&ctx).await
 }
 
-pub fn error_policy(execution: Arc<ExecutionRequest>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(execution: Arc<ExecutionRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(execution = %execution.name_any(), %error, "reconcile failed; retrying");
+    ctx.metrics
+        .reconcile_error(ControllerKind::Execution, error);
     Action::requeue(ERROR_BACKOFF)
 }
 
@@ -172,12 +175,26 @@ impl ExecutionRequest {
         let name = source.compile_job_name();
         let namespace = self.namespace_or_err()?;
         let compile_jobs: Api<CompileJob> = Api::namespaced(ctx.client.clone(), &namespace);
+        let first_look = self.status.as_ref().and_then(|s| s.phase).is_none();
         let compile_job = match compile_jobs
             .get_opt(&name)
             .await
             .map_err(Error::api("reading CompileJob", &name))?
         {
-            Some(existing) => existing,
+            Some(existing) => {
+                let ready = condition_status(
+                    &existing
+                        .status
+                        .as_ref()
+                        .map(|s| s.conditions.clone())
+                        .unwrap_or_default(),
+                    CONDITION_READY,
+                );
+                if first_look && ready == Some(true) {
+                    ctx.metrics.cache_hit();
+                }
+                existing
+            }
             None => {
                 let wanted = CompileJob::new(
                     &name,
@@ -187,6 +204,7 @@ impl ExecutionRequest {
                 );
                 match compile_jobs.create(&PostParams::default(), &wanted).await {
                     Ok(created) => {
+                        ctx.metrics.cache_miss();
                         info!(compile_job = %name, "created CompileJob");
                         created
                     }
@@ -439,8 +457,43 @@ impl ExecutionRequest {
         );
         self.apply_status(ctx, &status).await?;
         info!(success, reason, "execution finished");
+        self.record_metrics(ctx, &status, success, reason);
         ctx.event(self, !success, reason, message).await;
         self.after_finish(ctx, &status).await
+    }
+
+    fn record_metrics(
+        &self,
+        ctx: &Context,
+        status: &ExecutionRequestStatus,
+        success: bool,
+        reason: &str,
+    ) {
+        let result = if success {
+            ExecutionResult::Succeeded
+        } else {
+            ExecutionResult::Failed
+        };
+        ctx.metrics.execution_finished(result, reason);
+        let compiled_at = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_COMPILED && c.status == "True")
+            .map(|c| c.last_transition_time.0);
+        let created_at = self.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let since =
+            |from: Timestamp, to: Timestamp| Duration::try_from(to.duration_since(from)).ok();
+        if let (Some(created), Some(compiled)) = (created_at, compiled_at)
+            && let Some(wait) = since(created, compiled)
+        {
+            ctx.metrics
+                .phase_duration(metrics::Phase::CompileWait, wait);
+        }
+        if let Some(compiled) = compiled_at
+            && let Some(run) = since(compiled, Timestamp::now())
+        {
+            ctx.metrics.phase_duration(metrics::Phase::Execute, run);
+        }
     }
 
     /// Cleans up after a finished execution: the pod and its input go at once on success and after the

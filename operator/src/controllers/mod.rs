@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tracing::{info, warn};
@@ -32,7 +32,10 @@ pub async fn run(
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job_selector = watcher::Config::default().labels(crate::pods::compile::COMPILE_JOB_LABEL);
     let (stop_compile, compile_stopped) = tokio::sync::oneshot::channel::<()>();
+    let concurrency =
+        controller::Config::default().concurrency(ctx.config.max_concurrent_reconciles);
     let compile_controller = Controller::new(compile_jobs.clone(), watcher::Config::default())
+        .with_config(concurrency.clone())
         .owns(jobs, job_selector)
         .graceful_shutdown_on(async move {
             let _ = compile_stopped.await;
@@ -45,7 +48,8 @@ pub async fn run(
             }
         });
 
-    let controller = Controller::new(executions, watcher::Config::default());
+    let controller =
+        Controller::new(executions, watcher::Config::default()).with_config(concurrency);
     let store = controller.store();
     let execution_controller = controller
         .owns(pods, pod_selector)
