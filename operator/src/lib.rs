@@ -27,6 +27,10 @@ pub enum Error {
     InvalidSpec(String),
     #[error("the executor's result cannot be used: {0}")]
     InvalidResult(String),
+    /// A status write based on an outdated copy of the object was refused (409): the next reconcile
+    /// sees the current object. This is what makes every transition (its Event, its metrics) happen once.
+    #[error("{kind} {name} changed since it was read; reconciling again")]
+    StaleObject { kind: &'static str, name: String },
     #[error("{what} {name}: {source}")]
     Api {
         what: &'static str,
@@ -55,6 +59,7 @@ impl Error {
             Self::InvalidResult(_) => "invalid_result",
             Self::Api { .. } => "api",
             Self::LeaseTimeout(_) => "lease_timeout",
+            Self::StaleObject { .. } => "stale_object",
         }
     }
 }

@@ -66,6 +66,8 @@ async fn execution_requests_run_to_a_result_in_status() {
     let client = env.cluster.client();
     let config = OperatorConfig {
         executor_image: common::EXECUTOR_IMAGE.to_string(),
+        // Outputs too large for the termination message are read from the cache volume.
+        cache_mount_path: Some(env.cache.path().to_path_buf()),
         ..OperatorConfig::default()
     };
     let ctx = Arc::new(Context::new(
@@ -119,6 +121,21 @@ async fn execution_requests_run_to_a_result_in_status() {
             "{condition}"
         );
     }
+
+    // 20 KB of output does not fit the 4 KiB result message: it comes back through the cache volume.
+    let large_input = "0123456789".repeat(2_000);
+    executions
+        .create(
+            &post,
+            &request("large", by_module(&echo), &large_input, 100_000_000),
+        )
+        .await
+        .unwrap();
+    let large = status_when(&executions, "large", "finished", done).await;
+    assert_eq!(large.phase, Some(Phase::Succeeded), "{:?}", large.message);
+    assert_eq!(large.output.as_deref(), Some(large_input.as_str()));
+    assert_eq!(large.output_size, Some(20_000));
+    assert!(large.output_sha256.is_some());
 
     let failed = status_when(&executions, "over-budget", "finished", done).await;
     assert_eq!(failed.phase, Some(Phase::Failed));
@@ -215,7 +232,7 @@ async fn execution_requests_run_to_a_result_in_status() {
     // Outcomes are counted by result and reason.
     let text = metrics.encode();
     for line in [
-        r#"outlayer_executions_finished_total{result="succeeded",reason="Succeeded"} 1"#,
+        r#"outlayer_executions_finished_total{result="succeeded",reason="Succeeded"} 2"#,
         r#"outlayer_executions_finished_total{result="failed",reason="InstructionLimit"} 1"#,
         r#"outlayer_executions_finished_total{result="failed",reason="TimeLimit"} 1"#,
     ] {

@@ -12,9 +12,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use outlayer_compiler::report::{BuildReport, FetchReport};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
-use super::ERROR_BACKOFF;
+use super::{ERROR_BACKOFF, STALE_RETRY};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{CompileJob, CompileJobStatus, RETRY_ANNOTATION, condition_status, set_condition};
 use crate::metrics::{CompileOutcome, ControllerKind};
@@ -36,8 +36,12 @@ pub async fn reconcile(compile_job: Arc<CompileJob>, ctx: Arc<Context>) -> Resul
 }
 
 pub fn error_policy(compile_job: Arc<CompileJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(compile_job = %compile_job.name_any(), %error, "reconcile failed; retrying");
     ctx.metrics.reconcile_error(ControllerKind::Compile, error);
+    if matches!(error, Error::StaleObject { .. }) {
+        debug!(compile_job = %compile_job.name_any(), %error, "stale read; reconciling again");
+        return Action::requeue(STALE_RETRY);
+    }
+    warn!(compile_job = %compile_job.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(ERROR_BACKOFF)
 }
 
@@ -424,18 +428,31 @@ impl CompileJob {
             .ok_or(Error::MissingMetadata("metadata.namespace"))?;
         let name = self.name_any();
         let api: Api<CompileJob> = Api::namespaced(ctx.client.clone(), &namespace);
+        // The resourceVersion makes the write conditional on the object this reconcile read: a stale
+        // copy (a second trigger racing the first write) gets a 409 instead of repeating a transition.
         let patch = serde_json::json!({
             "apiVersion": CompileJob::api_version(&()),
             "kind": CompileJob::kind(&()),
+            "metadata": {"resourceVersion": self.metadata.resource_version},
             "status": status,
         });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::api("writing status of CompileJob", &name))?;
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(Error::StaleObject {
+                    kind: "CompileJob",
+                    name,
+                });
+            }
+            Err(e) => return Err(Error::api("writing status of CompileJob", &name)(e)),
+        }
         Ok(())
     }
 }

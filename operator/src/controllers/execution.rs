@@ -13,9 +13,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
-use super::ERROR_BACKOFF;
+use super::{ERROR_BACKOFF, STALE_RETRY};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{
     CompileJob, CompileJobSpec, ExecutionRequest, ExecutionRequestStatus, LAST_USED_ANNOTATION,
@@ -38,9 +38,13 @@ pub async fn reconcile(execution: Arc<ExecutionRequest>, ctx: Arc<Context>) -> R
 }
 
 pub fn error_policy(execution: Arc<ExecutionRequest>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(execution = %execution.name_any(), %error, "reconcile failed; retrying");
     ctx.metrics
         .reconcile_error(ControllerKind::Execution, error);
+    if matches!(error, Error::StaleObject { .. }) {
+        debug!(execution = %execution.name_any(), %error, "stale read; reconciling again");
+        return Action::requeue(STALE_RETRY);
+    }
+    warn!(execution = %execution.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(ERROR_BACKOFF)
 }
 
@@ -544,18 +548,31 @@ impl ExecutionRequest {
         let namespace = self.namespace_or_err()?;
         let name = self.name_any();
         let api: Api<ExecutionRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+        // The resourceVersion makes the write conditional on the object this reconcile read: a stale
+        // copy (a second trigger racing the first write) gets a 409 instead of repeating a transition.
         let patch = serde_json::json!({
             "apiVersion": ExecutionRequest::api_version(&()),
             "kind": ExecutionRequest::kind(&()),
+            "metadata": {"resourceVersion": self.metadata.resource_version},
             "status": status,
         });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::api("writing status of ExecutionRequest", &name))?;
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(Error::StaleObject {
+                    kind: "ExecutionRequest",
+                    name,
+                });
+            }
+            Err(e) => return Err(Error::api("writing status of ExecutionRequest", &name)(e)),
+        }
         Ok(())
     }
 

@@ -83,5 +83,8 @@ pub async fn run(
     futures::join!(compile_controller, execution_controller);
 }
 
+/// How soon a reconcile that lost a race with its own earlier write runs again.
+pub const STALE_RETRY: Duration = Duration::from_millis(200);
+
 /// How long a failed reconcile waits before the next try.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
