@@ -30,7 +30,7 @@ pub enum Error {
     /// A status write based on an outdated copy of the object was refused (409): the next reconcile
     /// sees the current object. This is what makes every transition (its Event, its metrics) happen once.
     #[error("{kind} {name} changed since it was read; reconciling again")]
-    StaleObject { kind: &'static str, name: String },
+    StaleObject { kind: String, name: String },
     #[error("{what} {name}: {source}")]
     Api {
         what: &'static str,

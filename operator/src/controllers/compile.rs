@@ -8,14 +8,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 use outlayer_compiler::report::{BuildReport, FetchReport};
 use tracing::{debug, info, instrument, warn};
 
 use super::{ERROR_BACKOFF, STALE_RETRY};
-use crate::context::{Context, FIELD_MANAGER};
+use crate::context::Context;
 use crate::crd::{CompileJob, CompileJobStatus, RETRY_ANNOTATION, condition_status, set_condition};
 use crate::metrics::{CompileOutcome, ControllerKind};
 use crate::pods::compile::{
@@ -423,37 +423,7 @@ impl CompileJob {
     }
 
     async fn apply_status(&self, ctx: &Context, status: &CompileJobStatus) -> Result<()> {
-        let namespace = self
-            .namespace()
-            .ok_or(Error::MissingMetadata("metadata.namespace"))?;
-        let name = self.name_any();
-        let api: Api<CompileJob> = Api::namespaced(ctx.client.clone(), &namespace);
-        // The resourceVersion makes the write conditional on the object this reconcile read: a stale
-        // copy (a second trigger racing the first write) gets a 409 instead of repeating a transition.
-        let patch = serde_json::json!({
-            "apiVersion": CompileJob::api_version(&()),
-            "kind": CompileJob::kind(&()),
-            "metadata": {"resourceVersion": self.metadata.resource_version},
-            "status": status,
-        });
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                return Err(Error::StaleObject {
-                    kind: "CompileJob",
-                    name,
-                });
-            }
-            Err(e) => return Err(Error::api("writing status of CompileJob", &name)(e)),
-        }
-        Ok(())
+        super::apply_status(ctx, self, status).await
     }
 }
 

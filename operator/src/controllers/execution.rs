@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, instrument, warn};
 
 use super::{ERROR_BACKOFF, STALE_RETRY};
-use crate::context::{Context, FIELD_MANAGER};
+use crate::context::Context;
 use crate::crd::{
     CompileJob, CompileJobSpec, ExecutionRequest, ExecutionRequestStatus, LAST_USED_ANNOTATION,
     OutputEncoding, Phase, condition_status, format_duration_ms, set_condition,
@@ -545,35 +545,7 @@ impl ExecutionRequest {
     }
 
     async fn apply_status(&self, ctx: &Context, status: &ExecutionRequestStatus) -> Result<()> {
-        let namespace = self.namespace_or_err()?;
-        let name = self.name_any();
-        let api: Api<ExecutionRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-        // The resourceVersion makes the write conditional on the object this reconcile read: a stale
-        // copy (a second trigger racing the first write) gets a 409 instead of repeating a transition.
-        let patch = serde_json::json!({
-            "apiVersion": ExecutionRequest::api_version(&()),
-            "kind": ExecutionRequest::kind(&()),
-            "metadata": {"resourceVersion": self.metadata.resource_version},
-            "status": status,
-        });
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                return Err(Error::StaleObject {
-                    kind: "ExecutionRequest",
-                    name,
-                });
-            }
-            Err(e) => return Err(Error::api("writing status of ExecutionRequest", &name)(e)),
-        }
-        Ok(())
+        super::apply_status(ctx, self, status).await
     }
 
     fn namespace_or_err(&self) -> Result<String> {

@@ -10,12 +10,14 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tracing::{info, warn};
 
-use crate::context::Context;
+use crate::Error;
+use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{CompileJob, ExecutionRequest};
 
 /// Runs the controllers in `namespace` until `shutdown` resolves.
@@ -81,6 +83,50 @@ pub async fn run(
             }
         });
     futures::join!(compile_controller, execution_controller);
+}
+
+/// Writes `status` whole with server-side apply under the operator's field manager, conditional on the
+/// resourceVersion `object` was read at: a stale copy (a second trigger racing the first write) gets a 409,
+/// [`Error::StaleObject`], instead of repeating a transition and its Event and metrics.
+pub(crate) async fn apply_status<K>(
+    ctx: &Context,
+    object: &K,
+    status: &impl serde::Serialize,
+) -> crate::Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let meta = object.meta();
+    let namespace = meta
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata("metadata.namespace"))?;
+    let name = meta
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("metadata.name"))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"resourceVersion": meta.resource_version},
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api
+        .patch_status(&name, &params, &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::StaleObject {
+            kind: K::kind(&()).to_string(),
+            name,
+        }),
+        Err(e) => Err(Error::api("writing status of", &name)(e)),
+    }
 }
 
 /// How soon a reconcile that lost a race with its own earlier write runs again.

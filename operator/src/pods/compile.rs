@@ -10,16 +10,15 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::Resource;
 use kube::core::ObjectMeta;
 
 use super::executor::bounded_name;
 use super::hardening::{
     SANDBOX_LABEL, container_security_context, pod_security_context, sandbox_labels,
 };
+use crate::Result;
 use crate::config::OperatorConfig;
 use crate::crd::CompileJob;
-use crate::{Error, Result};
 
 pub const COMPILER_CONTAINER: &str = "compiler";
 /// Labels the Jobs (and so their pods) with the CompileJob they work for.
@@ -103,19 +102,7 @@ fn stage_job(
     mut args: Vec<String>,
     config: &OperatorConfig,
 ) -> Result<Job> {
-    let name = compile_job
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(Error::MissingMetadata("metadata.name"))?;
-    let namespace = compile_job
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(Error::MissingMetadata("metadata.namespace"))?;
-    let owner = compile_job
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingMetadata("metadata.uid"))?;
+    let (name, namespace, owner) = super::owner_identity(compile_job)?;
     args.extend(["--workspace".to_string(), WORKSPACE_MOUNT.to_string()]);
 
     let mut labels = sandbox_labels(

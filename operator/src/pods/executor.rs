@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::{
     PodSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::Resource;
 use kube::core::ObjectMeta;
 use sha2::{Digest, Sha256};
 
@@ -66,19 +65,7 @@ pub fn executor_pod(
     module_sha256: &str,
     config: &OperatorConfig,
 ) -> Result<ExecutorPod> {
-    let name = execution
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(Error::MissingMetadata("metadata.name"))?;
-    let namespace = execution
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(Error::MissingMetadata("metadata.namespace"))?;
-    let owner = execution
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingMetadata("metadata.uid"))?;
+    let (name, namespace, owner) = super::owner_identity(execution)?;
     if !is_sha256_hex(module_sha256) {
         return Err(Error::InvalidModuleHash(module_sha256.to_string()));
     }
