@@ -154,12 +154,24 @@ fn operator_config(repos: &Path) -> OperatorConfig {
     }
 }
 
-/// A fresh directory for test repositories under target/ (sandboxed pods get an empty /tmp), spelled
-/// without `..`, which repository URLs may not contain.
+/// A fresh directory for test repositories, spelled without `..` (repository URLs may not contain it),
+/// somewhere sandboxed pods can read: they see the host's filesystem read-only but get an empty /tmp, so
+/// a checkout under /tmp (as CI may use) keeps its test repositories in the e2e cache instead.
 fn repositories_dir() -> tempfile::TempDir {
-    let root = target_dir().join("e2e-repos");
-    std::fs::create_dir_all(&root).unwrap();
-    tempfile::tempdir_in(std::fs::canonicalize(root).unwrap()).unwrap()
+    let candidates = [
+        Some(target_dir().join("e2e-repos")),
+        e2e_cluster::binaries::cache_root().map(|root| root.join("test-repos")),
+    ];
+    for root in candidates.into_iter().flatten() {
+        std::fs::create_dir_all(&root).unwrap();
+        let root = std::fs::canonicalize(root).unwrap();
+        if !root.starts_with("/tmp") {
+            return tempfile::tempdir_in(root).unwrap();
+        }
+    }
+    panic!(
+        "no place outside /tmp for test repositories: set OUTLAYER_E2E_CACHE to a directory outside /tmp"
+    )
 }
 
 fn which(program: &str) -> String {

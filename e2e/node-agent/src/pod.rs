@@ -439,6 +439,17 @@ impl PodWorker {
                 .into(),
             read_only: false,
         }];
+        // The image's program is part of the image: bind it where it is, read-only, so it runs even from
+        // a tree the sandbox otherwise hides (a checkout under /tmp, as CI may use).
+        if let Some(program) = spec.entrypoint.first().map(std::path::PathBuf::from)
+            && program.is_absolute()
+        {
+            mounts.push(Mount {
+                host: program.clone(),
+                container: program,
+                read_only: true,
+            });
+        }
         for m in container.volume_mounts.iter().flatten() {
             let volume: &HostVolume = self.volumes.get(&m.name).ok_or_else(|| {
                 Error::ContainerConfig(format!("volumeMount {:?}: no such volume", m.name))
