@@ -65,11 +65,13 @@ pub async fn install_crds(cluster: &Cluster) {
     }
 }
 
-/// The workspace's target directory (CARGO_TARGET_DIR or `<workspace>/target`).
+/// The workspace's target directory (CARGO_TARGET_DIR or `<workspace>/target`), without `..`: paths from
+/// here become program paths inside sandboxes and repository URLs, where `..` does not resolve.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 /// An artifact under the target directory, or a failure that says how to build it.
