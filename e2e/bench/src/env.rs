@@ -1,0 +1,192 @@
+//! The cluster the benchmarks run on: a local control plane, a node agent that runs the real executor,
+//! the CRDs, a restricted namespace and the module cache as a hostPath PersistentVolume. Mirrors
+//! `operator/tests/common` (a test module, not a library), with errors instead of panics.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use e2e_cluster::{Cluster, DEFAULT_NODE, NodeAgent};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use outlayer_operator::crd;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// The image name the node agent maps to the executor binary under test.
+pub const EXECUTOR_IMAGE: &str = "outlayer/executor:bench";
+/// The namespace of the latency and throughput runs; it enforces Pod Security "restricted" like
+/// the operator's tests, so executor pods pass the real admission on every run.
+pub const NAMESPACE: &str = "outlayer-bench";
+const CACHE_CLAIM: &str = "outlayer-cache";
+
+/// Field order matters: the agent (and its containers) stops before the control plane.
+pub struct BenchEnv {
+    /// Held for its lifetime: dropping it stops the node agent.
+    _agent: NodeAgent,
+    pub cluster: Cluster,
+    pub cache: tempfile::TempDir,
+}
+
+impl BenchEnv {
+    pub async fn start(executor: &Path) -> anyhow::Result<Self> {
+        let executor = executor
+            .to_str()
+            .with_context(|| format!("executor path {} is not UTF-8", executor.display()))?;
+        let cache = tempfile::tempdir().context("create the module cache directory")?;
+        std::fs::create_dir_all(cache.path().join("wasm")).context("create <cache>/wasm")?;
+        let results = cache.path().join("results");
+        std::fs::create_dir_all(&results).context("create <cache>/results")?;
+        // The executor runs as uid 65532 and writes large outputs here.
+        std::fs::set_permissions(
+            &results,
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .context("open <cache>/results to the executor's uid")?;
+        let cluster = Cluster::start()
+            .await
+            .context("start the local control plane (e2e/control-plane/build.sh builds it)")?;
+        let agent_config = cluster
+            .node_agent_config(DEFAULT_NODE)?
+            .with_image(EXECUTOR_IMAGE, &[executor]);
+        let agent = cluster
+            .start_node_agent(agent_config)
+            .await
+            .context("start the node agent")?;
+        cluster
+            .create_namespace(
+                NAMESPACE,
+                &[("pod-security.kubernetes.io/enforce", "restricted")],
+            )
+            .await
+            .with_context(|| format!("create namespace {NAMESPACE}"))?;
+        install_crds(&cluster).await?;
+        create_cache_volume(&cluster, cache.path()).await?;
+        Ok(Self {
+            _agent: agent,
+            cluster,
+            cache,
+        })
+    }
+
+    /// Copies a guest into `<cache>/wasm/<sha256>.wasm` the way the build Job publishes it, and
+    /// returns its hash.
+    pub fn publish(&self, guest: &Path) -> anyhow::Result<String> {
+        let wasm =
+            std::fs::read(guest).with_context(|| format!("read guest {}", guest.display()))?;
+        let sha = hex::encode(Sha256::digest(&wasm));
+        let target = self.cache.path().join("wasm").join(format!("{sha}.wasm"));
+        std::fs::write(&target, wasm)
+            .with_context(|| format!("publish {} to {}", guest.display(), target.display()))?;
+        Ok(sha)
+    }
+}
+
+/// The workspace's target directory (CARGO_TARGET_DIR or `<workspace>/target`).
+pub fn target_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// A binary under the target directory, release build preferred; with the profile it came from.
+pub fn built_binary(name: &str) -> anyhow::Result<(PathBuf, &'static str)> {
+    for profile in ["release", "debug"] {
+        let path = target_dir().join(profile).join(name);
+        if path.exists() {
+            return Ok((path, profile));
+        }
+    }
+    bail!(
+        "{name} is in neither {}/release nor {}/debug: run `cargo build -p {name}`",
+        target_dir().display(),
+        target_dir().display()
+    )
+}
+
+/// Applies every CRD with server-side apply and waits until each is Established.
+async fn install_crds(cluster: &Cluster) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    let params = PatchParams::apply("outlayer-operator-bench").force();
+    for definition in crd::all() {
+        let name = definition.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &params, &Patch::Apply(&definition))
+            .await
+            .with_context(|| format!("apply CRD {name}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for definition in crd::all() {
+        let name = definition.metadata.name.clone().unwrap_or_default();
+        loop {
+            let established = crds
+                .get(&name)
+                .await
+                .with_context(|| format!("read CRD {name}"))?
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("CRD {name} was not Established within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn create_cache_volume(cluster: &Cluster, dir: &Path) -> anyhow::Result<()> {
+    let path = dir
+        .to_str()
+        .with_context(|| format!("cache path {} is not UTF-8", dir.display()))?;
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "outlayer-bench-cache"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "hostPath": {"path": path}
+        }
+    }))?;
+    Api::<PersistentVolume>::all(cluster.client())
+        .create(&PostParams::default(), &pv)
+        .await
+        .context("create the cache PersistentVolume")?;
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CACHE_CLAIM},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "resources": {"requests": {"storage": "1Gi"}}
+        }
+    }))?;
+    Api::<PersistentVolumeClaim>::namespaced(cluster.client(), NAMESPACE)
+        .create(&PostParams::default(), &claim)
+        .await
+        .with_context(|| format!("create claim {CACHE_CLAIM} in {NAMESPACE}"))?;
+    // The binder binds on its periodic sync (~15 s): wait here so no timed run pays for it.
+    let claims = Api::<PersistentVolumeClaim>::namespaced(cluster.client(), NAMESPACE);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let phase = claims
+            .get(CACHE_CLAIM)
+            .await
+            .with_context(|| format!("read claim {CACHE_CLAIM}"))?
+            .status
+            .and_then(|s| s.phase);
+        if phase.as_deref() == Some("Bound") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("claim {CACHE_CLAIM} was not Bound within 120 s (phase {phase:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

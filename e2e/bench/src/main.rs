@@ -1,0 +1,224 @@
+//! `operator-bench`: figures for the operator on the local control plane (issue 5's benchmarks).
+//! Prints; asserts nothing. See README.md for what each figure means.
+
+mod env;
+mod latency;
+mod machine;
+mod memory;
+mod observe;
+mod requests;
+mod stats;
+mod throughput;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kube::api::Api;
+use outlayer_operator::config::OperatorConfig;
+use outlayer_operator::context::Context;
+use outlayer_operator::controllers;
+use outlayer_operator::crd::ExecutionRequest;
+
+use crate::env::{BenchEnv, EXECUTOR_IMAGE, NAMESPACE};
+
+#[derive(Parser)]
+#[command(
+    name = "operator-bench",
+    about = "Measures warm-cache latency, throughput and operator memory on a local control plane"
+)]
+struct Cli {
+    /// Sequential warm-cache runs for the latency figures (default 100; 20 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Requests created at once for the throughput figure (default 200; 40 with --quick).
+    #[arg(long)]
+    burst: Option<usize>,
+    /// ExecutionRequests present for the memory figure (default 10000; 1000 with --quick).
+    #[arg(long)]
+    objects: Option<usize>,
+    /// Smaller counts, for checking the bench itself.
+    #[arg(long)]
+    quick: bool,
+    /// Create calls in flight at once (burst and memory steps).
+    #[arg(long, default_value_t = 32)]
+    create_concurrency: usize,
+    /// CPU request and limit of each executor pod (the node agent advertises 8 CPUs, so this
+    /// bounds how many executor pods run at once). Default: the operator's default.
+    #[arg(long)]
+    executor_cpu: Option<String>,
+    /// Skip steps: any of latency, throughput, memory (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+}
+
+impl Cli {
+    fn count(&self, explicit: Option<usize>, full: usize, quick: usize) -> usize {
+        explicit.unwrap_or(if self.quick { quick } else { full })
+    }
+
+    fn runs_step(&self, step: &str) -> bool {
+        !self.skip.iter().any(|s| s == step)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runs = cli.count(cli.runs, 100, 20);
+    let burst = cli.count(cli.burst, 200, 40);
+    let objects = cli.count(cli.objects, 10_000, 1_000);
+    let bench_started = Instant::now();
+
+    let (executor, executor_profile) = env::built_binary("outlayer-executor")?;
+    let (operator, operator_profile) = env::built_binary("outlayer-operator")?;
+    let guest = env::target_dir().join("wasm32-wasip1/release/example-echo.wasm");
+    anyhow::ensure!(
+        guest.exists(),
+        "{} is missing: run scripts/build-wasm",
+        guest.display()
+    );
+    println!(
+        "{}",
+        machine::describe((&executor, executor_profile), (&operator, operator_profile))
+    );
+    let config = OperatorConfig {
+        executor_image: EXECUTOR_IMAGE.to_string(),
+        executor_cpu: cli
+            .executor_cpu
+            .clone()
+            .unwrap_or_else(|| OperatorConfig::default().executor_cpu),
+        ..OperatorConfig::default()
+    };
+    println!(
+        "settings: runs {runs}, burst {burst}, objects {objects}, create concurrency {}, \
+         executor pod CPU {}, max concurrent reconciles {}",
+        cli.create_concurrency, config.executor_cpu, config.max_concurrent_reconciles
+    );
+
+    println!("[setup] starting the control plane and node agent");
+    let env = BenchEnv::start(&executor).await?;
+    let wasm_sha256 = env.publish(&guest)?;
+    let client = env.cluster.client();
+    println!(
+        "[setup] ready after {:.1} s; echo module {wasm_sha256} in the cache",
+        bench_started.elapsed().as_secs_f64()
+    );
+
+    let mut report = Vec::new();
+    if cli.runs_step("latency") || cli.runs_step("throughput") {
+        let config = OperatorConfig {
+            cache_mount_path: Some(env.cache.path().to_path_buf()),
+            ..config
+        };
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            config,
+            Some("bench".to_string()),
+        ));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let operator_task = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
+            let _ = stopped.await;
+        }));
+        let api: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+        let observer = observe::Observer::start(api.clone()).await?;
+
+        if cli.runs_step("latency") {
+            println!("[1/3 latency] {runs} warm-cache echo runs, one after another");
+            let figures = latency::run(&api, &observer, &wasm_sha256, runs).await?;
+            report.push(format!(
+                "warm-cache latency, client clock:        {}",
+                figures.client
+            ));
+            report.push(format!(
+                "warm-cache latency, server timestamps:   {}",
+                figures.server
+            ));
+            println!("  {}", report[report.len() - 2]);
+            println!("  {}", report[report.len() - 1]);
+        }
+        if cli.runs_step("throughput") {
+            println!("[2/3 throughput] {burst} echo requests created at once");
+            let figures =
+                throughput::run(&api, &observer, &wasm_sha256, burst, cli.create_concurrency)
+                    .await?;
+            report.push(format!(
+                "throughput: {} requests in {:.2} s = {:.1} executions/s (created in {:.2} s)",
+                figures.requests,
+                figures.total_time.as_secs_f64(),
+                figures.per_second,
+                figures.create_time.as_secs_f64()
+            ));
+            report.push(format!(
+                "burst latency per request:               {}",
+                figures.latency
+            ));
+            println!("  {}", report[report.len() - 2]);
+            println!("  {}", report[report.len() - 1]);
+        }
+        drop(observer);
+        let _ = stop.send(());
+        operator_task
+            .await
+            .context("the in-process controllers panicked")?;
+    }
+
+    if cli.runs_step("memory") {
+        println!(
+            "[3/3 memory] {objects} finished ExecutionRequests in {}, operator binary as its own process",
+            memory::NAMESPACE
+        );
+        env.cluster
+            .create_namespace(memory::NAMESPACE, &[])
+            .await
+            .with_context(|| format!("create namespace {}", memory::NAMESPACE))?;
+        let command = memory::OperatorCommand {
+            binary: &operator,
+            kubeconfig: env.cluster.kubeconfig_path(),
+        };
+        let figures = memory::run(
+            client.clone(),
+            &command,
+            &wasm_sha256,
+            objects,
+            cli.create_concurrency,
+        )
+        .await?;
+        report.push(format!(
+            "operator memory, idle (empty namespace): {}",
+            figures.idle
+        ));
+        report.push(format!(
+            "operator memory, {} objects reconciled:  {} (all reconciled {:.1} s after start; \
+             objects created in {:.1} s, ~{} B of JSON each)",
+            figures.objects,
+            figures.after_reconcile,
+            figures.reconcile_time.as_secs_f64(),
+            figures.create_time.as_secs_f64(),
+            figures.object_json_bytes
+        ));
+        report.push(format!(
+            "operator memory, 10 s later:            {}",
+            figures.steady
+        ));
+        for line in &report[report.len() - 3..] {
+            println!("  {line}");
+        }
+    }
+
+    println!(
+        "\nsummary (total {:.0} s):",
+        bench_started.elapsed().as_secs_f64()
+    );
+    for line in &report {
+        println!("  {line}");
+    }
+    Ok(())
+}
