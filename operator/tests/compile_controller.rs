@@ -7,13 +7,14 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
-use common::{COMPILER_IMAGE, EXECUTOR_IMAGE, NAMESPACE, OperatorEnv, target_dir, wait_for};
+use common::{
+    COMPILER_IMAGE, EXECUTOR_IMAGE, NAMESPACE, OperatorEnv, start_operator, target_dir,
+    test_context, wait_for,
+};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, PostParams};
 use outlayer_operator::config::{CompilerConfig, OperatorConfig};
-use outlayer_operator::context::Context;
 use outlayer_operator::controllers;
 use outlayer_operator::crd::{
     CodeRef, CompileJob, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
@@ -192,15 +193,8 @@ async fn repositories_compile_once_into_the_cache_and_run() {
     let env = OperatorEnv::start().await;
     let client = env.cluster.client();
     let config = operator_config(repos.path());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config,
-        Some("test".to_string()),
-    ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
-        let _ = stopped.await;
-    }));
+    let ctx = test_context(client.clone(), config);
+    let operator = start_operator(ctx);
     let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
     let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
     let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
@@ -289,8 +283,7 @@ async fn repositories_compile_once_into_the_cache_and_run() {
         refused.message
     );
 
-    stop.send(()).unwrap();
-    operator.await.unwrap();
+    operator.stop().await;
 }
 
 #[tokio::test]
@@ -303,11 +296,7 @@ async fn builds_have_no_network_and_concurrent_requests_share_one_build_across_a
 
     let env = OperatorEnv::start().await;
     let client = env.cluster.client();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        operator_config(repos.path()),
-        Some("test".to_string()),
-    ));
+    let ctx = test_context(client.clone(), operator_config(repos.path()));
     let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
     let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
     let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
@@ -343,10 +332,7 @@ async fn builds_have_no_network_and_concurrent_requests_share_one_build_across_a
     .await;
     first_run.abort();
     let _ = first_run.await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let second_run = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
-        let _ = stopped.await;
-    }));
+    let second_run = start_operator(ctx);
 
     for name in &names {
         let status = finished(&executions, name).await;
@@ -394,8 +380,7 @@ async fn builds_have_no_network_and_concurrent_requests_share_one_build_across_a
         .collect();
     assert_eq!(stages.len(), 4, "{stages:?}");
     drop(probe);
-    stop.send(()).unwrap();
-    second_run.await.unwrap();
+    second_run.stop().await;
 }
 
 #[tokio::test]
@@ -412,15 +397,8 @@ async fn failed_compiles_rerun_on_retry_and_the_cache_evicts_least_recently_used
         cache_mount_path: Some(env.cache.path().to_path_buf()),
         ..operator_config(repos.path())
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config,
-        Some("test".to_string()),
-    ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
-        let _ = stopped.await;
-    }));
+    let ctx = test_context(client.clone(), config);
+    let operator = start_operator(ctx);
     let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
     let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
     let post = PostParams::default();
@@ -517,6 +495,5 @@ async fn failed_compiles_rerun_on_retry_and_the_cache_evicts_least_recently_used
             .exists()
     );
 
-    stop.send(()).unwrap();
-    operator.await.unwrap();
+    operator.stop().await;
 }

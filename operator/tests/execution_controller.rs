@@ -4,14 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{NAMESPACE, OperatorEnv, wait_for};
+use common::{NAMESPACE, OperatorEnv, start_operator, test_context, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use outlayer_operator::config::OperatorConfig;
-use outlayer_operator::context::Context;
-use outlayer_operator::controllers;
 use outlayer_operator::crd::{
     CodeRef, CompileJob, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
     Phase, ResponseFormat, condition_status,
@@ -70,16 +66,9 @@ async fn execution_requests_run_to_a_result_in_status() {
         cache_mount_path: Some(env.cache.path().to_path_buf()),
         ..OperatorConfig::default()
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config,
-        Some("test".to_string()),
-    ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ctx = test_context(client.clone(), config);
     let metrics = ctx.metrics.clone();
-    let operator = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
-        let _ = stopped.await;
-    }));
+    let operator = start_operator(ctx);
 
     let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
     let post = PostParams::default();
@@ -291,6 +280,5 @@ async fn execution_requests_run_to_a_result_in_status() {
         1
     );
 
-    stop.send(()).unwrap();
-    operator.await.unwrap();
+    operator.stop().await;
 }

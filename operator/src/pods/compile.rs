@@ -2,14 +2,10 @@
 //! (compiler-image/README.md has its command line). The fetch Job may reach git and crate hosts (the
 //! chart's NetworkPolicy narrows where); the build Job is sandboxed with no network at all.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, ResourceRequirements, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::core::ObjectMeta;
 
 use super::executor::bounded_name;
@@ -118,17 +114,11 @@ fn stage_job(
         Stage::Fetch => config.compiler.fetch_timeout_seconds,
         Stage::Build => config.compiler.build_timeout_seconds,
     };
-    let resources = BTreeMap::from([
-        ("cpu".to_string(), Quantity(config.compiler.cpu.clone())),
-        (
-            "memory".to_string(),
-            Quantity(config.compiler.memory.clone()),
-        ),
-        (
-            "ephemeral-storage".to_string(),
-            Quantity(config.compiler.ephemeral_storage.clone()),
-        ),
-    ]);
+    let resources = super::guaranteed_resources(
+        &config.compiler.cpu,
+        config.compiler.memory.clone(),
+        &config.compiler.ephemeral_storage,
+    );
     let env: Vec<EnvVar> = config
         .compiler
         .env
@@ -174,25 +164,14 @@ fn stage_job(
                         image: Some(config.compiler.image.clone()),
                         args: Some(args),
                         env: (!env.is_empty()).then_some(env),
-                        resources: Some(ResourceRequirements {
-                            requests: Some(resources.clone()),
-                            limits: Some(resources),
-                            ..Default::default()
-                        }),
+                        resources: Some(resources),
                         security_context: Some(container_security_context()),
                         termination_message_policy: Some("File".to_string()),
                         volume_mounts: Some(volume_mounts(name, stage)),
                         ..Default::default()
                     }],
                     volumes: Some(vec![
-                        Volume {
-                            name: "cache".to_string(),
-                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                                claim_name: config.cache_claim_name.clone(),
-                                read_only: Some(false),
-                            }),
-                            ..Default::default()
-                        },
+                        super::cache_volume(config),
                         Volume {
                             name: "tmp".to_string(),
                             empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -271,6 +250,7 @@ pub fn read_compiler_report<T: serde::de::DeserializeOwned>(
 mod tests {
     use super::*;
     use crate::crd::{BUILD_TARGET_WASIP1, CompileJobSpec, CompileSource};
+    use std::collections::BTreeMap;
 
     fn compile_job() -> CompileJob {
         let mut job = CompileJob::new(

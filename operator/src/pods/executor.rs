@@ -6,10 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, PersistentVolumeClaimVolumeSource, Pod,
-    PodSpec, ResourceRequirements, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, Pod, PodSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::core::ObjectMeta;
 use sha2::{Digest, Sha256};
 
@@ -132,14 +130,11 @@ pub fn executor_pod(
 
     let memory_mb =
         u64::from(spec.limits.max_memory_mb) + u64::from(config.executor_memory_overhead_mb);
-    let resources = BTreeMap::from([
-        ("cpu".to_string(), Quantity(config.executor_cpu.clone())),
-        ("memory".to_string(), Quantity(format!("{memory_mb}Mi"))),
-        (
-            "ephemeral-storage".to_string(),
-            Quantity(config.executor_ephemeral_storage.clone()),
-        ),
-    ]);
+    let resources = super::guaranteed_resources(
+        &config.executor_cpu,
+        format!("{memory_mb}Mi"),
+        &config.executor_ephemeral_storage,
+    );
     let deadline = i64::try_from(spec.limits.max_execution_seconds)
         .unwrap_or(i64::MAX)
         .saturating_add(config.pod_startup_grace_seconds);
@@ -163,11 +158,7 @@ pub fn executor_pod(
                 name: EXECUTOR_CONTAINER.to_string(),
                 image: Some(config.executor_image.clone()),
                 args: Some(args),
-                resources: Some(ResourceRequirements {
-                    requests: Some(resources.clone()),
-                    limits: Some(resources),
-                    ..Default::default()
-                }),
+                resources: Some(resources),
                 security_context: Some(container_security_context()),
                 termination_message_policy: Some("File".to_string()),
                 volume_mounts: Some(vec![
@@ -193,14 +184,7 @@ pub fn executor_pod(
                 ..Default::default()
             }],
             volumes: Some(vec![
-                Volume {
-                    name: "cache".to_string(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: config.cache_claim_name.clone(),
-                        read_only: Some(false),
-                    }),
-                    ..Default::default()
-                },
+                super::cache_volume(config),
                 Volume {
                     name: "input".to_string(),
                     config_map: Some(ConfigMapVolumeSource {
@@ -241,6 +225,7 @@ pub fn is_sha256_hex(value: &str) -> bool {
 mod tests {
     use super::*;
     use crate::crd::{CodeRef, ExecutionRequestSpec, Limits, OnChain};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     const SHA: &str = "3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b3f0c2a9b";
 

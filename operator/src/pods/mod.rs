@@ -30,3 +30,42 @@ pub(crate) fn owner_identity<K: kube::Resource<DynamicType = ()>>(
         .ok_or(crate::Error::MissingMetadata("metadata.uid"))?;
     Ok((name, namespace, reference))
 }
+
+/// Requests equal to limits (Guaranteed QoS), as every sandboxed container gets.
+pub(crate) fn guaranteed_resources(
+    cpu: &str,
+    memory: String,
+    ephemeral_storage: &str,
+) -> k8s_openapi::api::core::v1::ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let amounts = std::collections::BTreeMap::from([
+        ("cpu".to_string(), Quantity(cpu.to_string())),
+        ("memory".to_string(), Quantity(memory)),
+        (
+            "ephemeral-storage".to_string(),
+            Quantity(ephemeral_storage.to_string()),
+        ),
+    ]);
+    k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(amounts.clone()),
+        limits: Some(amounts),
+        ..Default::default()
+    }
+}
+
+/// The module cache volume (`cache`), the configured PersistentVolumeClaim; each container mounts the
+/// parts it needs.
+pub(crate) fn cache_volume(
+    config: &crate::config::OperatorConfig,
+) -> k8s_openapi::api::core::v1::Volume {
+    k8s_openapi::api::core::v1::Volume {
+        name: "cache".to_string(),
+        persistent_volume_claim: Some(
+            k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                claim_name: config.cache_claim_name.clone(),
+                read_only: Some(false),
+            },
+        ),
+        ..Default::default()
+    }
+}

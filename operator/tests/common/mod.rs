@@ -194,3 +194,42 @@ pub async fn create_cache_volume(cluster: &Cluster, dir: &Path) {
         .await
         .unwrap();
 }
+
+/// The operator's controllers running in this test process until [`RunningOperator::stop`].
+pub struct RunningOperator {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A controller context for tests (Events reported by instance "test").
+pub fn test_context(
+    client: kube::Client,
+    config: outlayer_operator::config::OperatorConfig,
+) -> std::sync::Arc<outlayer_operator::context::Context> {
+    std::sync::Arc::new(outlayer_operator::context::Context::new(
+        client,
+        config,
+        Some("test".to_string()),
+    ))
+}
+
+/// Runs the controllers in [`NAMESPACE`] with `ctx`.
+pub fn start_operator(ctx: std::sync::Arc<outlayer_operator::context::Context>) -> RunningOperator {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(outlayer_operator::controllers::run(
+        ctx,
+        NAMESPACE,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    RunningOperator { stop, task }
+}
+
+impl RunningOperator {
+    /// Shuts the controllers down gracefully and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("the controllers' task panicked");
+    }
+}
