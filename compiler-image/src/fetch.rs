@@ -31,6 +31,56 @@ pub struct FetchConfig {
     pub timeout: Duration,
     pub max_workspace_bytes: u64,
     pub tools: Tools,
+    /// Where repositories are really fetched from (an internal git mirror); see [`Mirrors`].
+    pub mirrors: Mirrors,
+}
+
+/// URL prefix rewrites applied after the allow-list check: the repository's identity (what the
+/// CompileJob and the cache are keyed by) stays the public URL, the bytes come from the mirror.
+/// Clusters without egress to GitHub, and the tests (no internet), fetch this way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mirrors(Vec<(String, String)>);
+
+impl Mirrors {
+    /// Parses `PREFIX=REPLACEMENT` pairs; both sides must end in '/' so a rewrite never joins a
+    /// prefix with part of a name (`https://github.com/al` must not turn `alice` into another path).
+    pub fn parse(pairs: &[String]) -> Result<Self> {
+        let mut mirrors = Vec::new();
+        for pair in pairs {
+            // The pair may carry a token in its URL: name the prefix only.
+            let invalid = |reason: &str| {
+                let prefix = pair.split_once('=').map_or("", |(prefix, _)| prefix);
+                Error::InvalidConfig(format!("--git-mirror for {prefix:?}: {reason}"))
+            };
+            let (prefix, replacement) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid("expected PREFIX=REPLACEMENT"))?;
+            if !prefix.ends_with('/') || !replacement.ends_with('/') {
+                return Err(invalid("both sides must end with '/'"));
+            }
+            if !(replacement.starts_with("https://") || replacement.starts_with("file:///")) {
+                return Err(invalid(
+                    "the replacement must be an https:// or file:/// URL",
+                ));
+            }
+            if replacement.contains("..") {
+                return Err(invalid("the replacement must not contain '..'"));
+            }
+            mirrors.push((prefix.to_string(), replacement.to_string()));
+        }
+        Ok(Self(mirrors))
+    }
+
+    /// The URL to fetch `repo` from: the first matching prefix rewritten, else `repo` itself.
+    pub fn rewrite(&self, repo: &str) -> String {
+        self.0
+            .iter()
+            .find_map(|(prefix, replacement)| {
+                repo.strip_prefix(prefix.as_str())
+                    .map(|rest| format!("{replacement}{rest}"))
+            })
+            .unwrap_or_else(|| repo.to_string())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +137,9 @@ pub fn run_fetch(config: &FetchConfig, log: &Arc<Log>) -> (FetchReport, String) 
 
 pub fn fetch(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
     // Everything the user controls is checked before the first process starts.
-    let is_file = validate_repo(&config.repo, &config.allow)?;
+    validate_repo(&config.repo, &config.allow)?;
+    let source = config.mirrors.rewrite(&config.repo);
+    let is_file = source.starts_with("file://");
     let wanted = parse_ref(&config.reference)?;
     let workspace = Workspace::new(&config.workspace)?;
     workspace.reset_for_fetch()?;
@@ -101,10 +153,18 @@ pub fn fetch(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
         is_file,
         log,
         limits: &limits,
-        repo: &config.repo,
+        repo: &source,
     };
 
-    log.step(&format!("fetching {} at {}", config.repo, config.reference));
+    let via = if source == config.repo {
+        ""
+    } else {
+        " (from the configured mirror)"
+    };
+    log.step(&format!(
+        "fetching {} at {}{via}",
+        config.repo, config.reference
+    ));
     std::fs::create_dir_all(workspace.src())
         .map_err(|e| Error::io("creating the checkout directory", workspace.src(), e))?;
     git.run("git init", &["init", "--quiet"])?;
@@ -327,4 +387,44 @@ fn vendor(tools: &Tools, workspace: &Workspace, log: &Arc<Log>, limits: &Limits)
 
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_rewrite_whole_path_segments_only() {
+        let mirrors =
+            Mirrors::parse(&["https://github.com/=file:///srv/mirror/".to_string()]).unwrap();
+        assert_eq!(
+            mirrors.rewrite("https://github.com/alice/app"),
+            "file:///srv/mirror/alice/app"
+        );
+        assert_eq!(
+            mirrors.rewrite("https://gitlab.com/alice/app"),
+            "https://gitlab.com/alice/app"
+        );
+        assert_eq!(
+            Mirrors::default().rewrite("https://github.com/a/b"),
+            "https://github.com/a/b"
+        );
+    }
+
+    #[test]
+    fn bad_mirrors_are_refused_without_echoing_the_replacement() {
+        for bad in [
+            "https://github.com/",
+            "https://github.com=file:///srv/",
+            "https://github.com/=file:///srv",
+            "https://github.com/=ssh://git@host/",
+            "https://github.com/=file:///srv/../etc/",
+        ] {
+            let error = Mirrors::parse(&[bad.to_string()]).unwrap_err().to_string();
+            assert!(error.contains("--git-mirror"), "{bad}: {error}");
+            if let Some((_, replacement)) = bad.split_once('=') {
+                assert!(!error.contains(replacement), "{error}");
+            }
+        }
+    }
 }

@@ -36,6 +36,41 @@ pub struct OperatorConfig {
     pub cache_max_bytes: Option<u64>,
     /// Reconciles running at once, per controller (each mostly waits on the API server).
     pub max_concurrent_reconciles: u16,
+    /// Executor pods that end without a result (our fault, not the guest's) are re-run this many
+    /// times before the execution fails as a platform failure.
+    pub platform_retries: u32,
+    pub on_chain: OnChainConfig,
+}
+
+/// How the operator plans on-chain requests around the contract's yield window.
+#[derive(Clone, Debug)]
+pub struct OnChainConfig {
+    /// The contract's yield times out this many blocks after the request (NEAR protocol constant).
+    pub yield_timeout_blocks: u64,
+    /// Block time assumed when turning blocks left into seconds left (mainnet: ~600 ms).
+    pub expected_block_time: std::time::Duration,
+    /// What an uncached compile is assumed to need: a request whose module is not in the cache is
+    /// not started with less time than this (plus its time limit) left.
+    pub compile_budget: std::time::Duration,
+    /// What the resolve transaction needs to land before the yield times out.
+    pub report_margin: std::time::Duration,
+    /// How often the Pricing resource is compared with the chain (drift made there is reverted).
+    pub pricing_sync_interval: std::time::Duration,
+    /// How often the watcher asks the contract for new requests.
+    pub poll_interval: std::time::Duration,
+}
+
+impl Default for OnChainConfig {
+    fn default() -> Self {
+        Self {
+            yield_timeout_blocks: 200,
+            expected_block_time: std::time::Duration::from_millis(600),
+            compile_budget: std::time::Duration::from_secs(60),
+            report_margin: std::time::Duration::from_secs(5),
+            pricing_sync_interval: std::time::Duration::from_secs(5),
+            poll_interval: std::time::Duration::from_secs(1),
+        }
+    }
 }
 
 /// How CompileJobs run their fetch and build Jobs.
@@ -45,6 +80,9 @@ pub struct CompilerConfig {
     pub image: String,
     /// URL prefixes a repository must start with (the compiler's `--allow-repo-prefix`).
     pub allowed_repo_prefixes: Vec<String>,
+    /// `PREFIX=REPLACEMENT` URL rewrites for the fetch (an internal git mirror), applied after the
+    /// allow-list; the repository keeps its public identity. Visible in the Job spec: no credentials.
+    pub git_mirrors: Vec<String>,
     pub fetch_timeout_seconds: u64,
     pub build_timeout_seconds: u64,
     pub cpu: String,
@@ -61,6 +99,7 @@ impl Default for CompilerConfig {
         Self {
             image: "ghcr.io/outlayer/outlayer-compiler:0.1.0".to_string(),
             allowed_repo_prefixes: vec!["https://github.com/".to_string()],
+            git_mirrors: Vec::new(),
             fetch_timeout_seconds: 300,
             build_timeout_seconds: 600,
             cpu: "2".to_string(),
@@ -91,6 +130,8 @@ impl Default for OperatorConfig {
             compiler: CompilerConfig::default(),
             cache_max_bytes: None,
             max_concurrent_reconciles: 16,
+            platform_retries: 2,
+            on_chain: OnChainConfig::default(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! What every reconcile needs, shared as `Arc<Context>`: no globals.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
+use crate::chain::{ChainClient, ChainError};
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 
@@ -16,6 +18,10 @@ pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
     pub metrics: Arc<Metrics>,
+    /// The NEAR client, when the operator serves a contract; without it on-chain requests wait.
+    pub chain: Option<Arc<ChainClient>>,
+    /// The chain's head height, refreshed at most every block time, for yield-deadline decisions.
+    pub head: HeadCache,
     recorder: Recorder,
 }
 
@@ -27,10 +33,18 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            head: HeadCache::new(config.on_chain.expected_block_time),
             client,
             config,
             metrics: Arc::new(Metrics::new()),
+            chain: None,
         }
+    }
+
+    /// Serves on-chain requests through `chain`.
+    pub fn with_chain(mut self, chain: Arc<ChainClient>) -> Self {
+        self.chain = Some(chain);
+        self
     }
 
     /// Shares `metrics` (the registry the `/metrics` endpoint serves) instead of a private one.
@@ -59,5 +73,33 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             warn!(%error, reason, "publishing an event failed");
         }
+    }
+}
+
+/// The last head height seen and when: many reconciles ask within one block, one RPC answers them.
+pub struct HeadCache {
+    max_age: Duration,
+    last: Mutex<Option<(u64, Instant)>>,
+}
+
+impl HeadCache {
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The head height, from the cache when it is younger than one block time.
+    pub async fn height(&self, chain: &ChainClient) -> Result<u64, ChainError> {
+        let cached = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((height, at)) = cached
+            && at.elapsed() < self.max_age
+        {
+            return Ok(height);
+        }
+        let height = chain.block_height().await?;
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((height, Instant::now()));
+        Ok(height)
     }
 }

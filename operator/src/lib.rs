@@ -2,8 +2,9 @@
 //! the code in a sandboxed Job into a content-addressed cache, runs it in a per-execution executor pod and
 //! reports the result on chain. See DESIGN.md for the architecture.
 //!
-//! Today the crate holds the custom resource types (`crd`), the `crdgen` binary, the operator's
-//! configuration and the pure builders of the pods it creates (`pods`); the controllers come next.
+//! Layout: `crd` (resource types; `crdgen` writes them to `crds/`), `controllers` (execution, compile,
+//! pricing), `watcher` (contract → ExecutionRequests), `chain` (the NEAR client), `pods` (pure builders
+//! of the pods and Jobs the operator creates), `cache`, `leader`, `metrics`, `http`, `config`, `context`.
 
 pub mod cache;
 pub mod chain;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
+pub mod watcher;
 
 /// Everything the operator's library can fail with; each variant names what failed and with which input.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,12 @@ pub enum Error {
     },
     #[error("the API server did not answer about Lease {0} in time")]
     LeaseTimeout(String),
+    #[error("{what}: {source}")]
+    Chain {
+        what: String,
+        #[source]
+        source: chain::ChainError,
+    },
 }
 
 impl Error {
@@ -60,6 +68,7 @@ impl Error {
             Self::Api { .. } => "api",
             Self::LeaseTimeout(_) => "lease_timeout",
             Self::StaleObject { .. } => "stale_object",
+            Self::Chain { .. } => "chain",
         }
     }
 }

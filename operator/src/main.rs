@@ -12,7 +12,8 @@ use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use kube::Api;
 use kube::api::ListParams;
-use outlayer_operator::config::{CompilerConfig, OperatorConfig};
+use outlayer_operator::chain::{ChainClient, ChainConfig, OperatorSigner};
+use outlayer_operator::config::{CompilerConfig, OnChainConfig, OperatorConfig};
 use outlayer_operator::context::Context;
 use outlayer_operator::controllers;
 use outlayer_operator::crd::{CompileJob, ExecutionRequest};
@@ -118,6 +119,55 @@ struct RunArgs {
     /// Finished fetch/build Jobs are garbage-collected this many seconds after they end.
     #[arg(long, env = "OUTLAYER_COMPILE_JOB_TTL_SECONDS", default_value_t = CompilerConfig::default().job_ttl_seconds)]
     compile_job_ttl_seconds: i32,
+    /// Fetch repositories under PREFIX from REPLACEMENT (an internal git mirror), after the allow-list
+    /// check; repeat or comma-separate. The Job spec shows it: no credentials in the URL.
+    #[arg(
+        long = "git-mirror",
+        env = "OUTLAYER_GIT_MIRRORS",
+        value_delimiter = ',',
+        value_name = "PREFIX=REPLACEMENT"
+    )]
+    git_mirrors: Vec<String>,
+    /// Executor pods that end without a result (a platform failure) are re-run this many times.
+    #[arg(long, env = "OUTLAYER_PLATFORM_RETRIES", default_value_t = OperatorConfig::default().platform_retries)]
+    platform_retries: u32,
+
+    /// NEAR JSON-RPC endpoint; repeat (or comma-separate) for failover. May embed an API key: never
+    /// logged. Without one the operator serves kubectl requests only.
+    #[arg(
+        long = "rpc-url",
+        env = "OUTLAYER_RPC_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    rpc_urls: Vec<String>,
+    /// The operator's NEAR account (signs resolve_execution and set_pricing).
+    #[arg(long, env = "OUTLAYER_OPERATOR_ACCOUNT_ID")]
+    operator_account_id: Option<String>,
+    /// File holding the operator account's private key (`ed25519:…`), e.g. a mounted Secret.
+    #[arg(long, env = "OUTLAYER_OPERATOR_KEY_FILE")]
+    operator_key_file: Option<PathBuf>,
+    /// How often the contract is polled for new requests, in milliseconds.
+    #[arg(long, env = "OUTLAYER_POLL_INTERVAL_MS", default_value_t = 1000)]
+    poll_interval_ms: u64,
+    /// Block time assumed when turning blocks left into seconds left, in milliseconds.
+    #[arg(long, env = "OUTLAYER_EXPECTED_BLOCK_TIME_MS", default_value_t = 600)]
+    expected_block_time_ms: u64,
+    /// An uncached compile is not started for an on-chain request with less than this (plus its
+    /// time limit) left before the yield times out.
+    #[arg(long, env = "OUTLAYER_COMPILE_BUDGET_SECONDS", default_value_t = 60)]
+    compile_budget_seconds: u64,
+    /// Time kept for the resolve transaction before the yield times out, in seconds.
+    #[arg(long, env = "OUTLAYER_REPORT_MARGIN_SECONDS", default_value_t = 5)]
+    report_margin_seconds: u64,
+    /// How often Pricing/default is compared with the chain, in seconds.
+    #[arg(
+        long,
+        env = "OUTLAYER_PRICING_SYNC_INTERVAL_SECONDS",
+        default_value_t = 5
+    )]
+    pricing_sync_interval_seconds: u64,
+
     /// Extra KEY=VALUE environment for the compiler container; repeatable.
     #[arg(long = "compiler-env", value_name = "KEY=VALUE")]
     compiler_env: Vec<String>,
@@ -172,9 +222,19 @@ impl RunArgs {
             failed_pod_retention: Duration::from_secs(self.failed_pod_retention_seconds),
             cache_max_bytes: self.cache_max_bytes,
             max_concurrent_reconciles: self.max_concurrent_reconciles,
+            platform_retries: self.platform_retries,
+            on_chain: OnChainConfig {
+                expected_block_time: Duration::from_millis(self.expected_block_time_ms),
+                compile_budget: Duration::from_secs(self.compile_budget_seconds),
+                report_margin: Duration::from_secs(self.report_margin_seconds),
+                pricing_sync_interval: Duration::from_secs(self.pricing_sync_interval_seconds),
+                poll_interval: Duration::from_millis(self.poll_interval_ms),
+                ..OnChainConfig::default()
+            },
             compiler: CompilerConfig {
                 image: self.compiler_image.clone(),
                 allowed_repo_prefixes: self.allowed_repo_prefixes.clone(),
+                git_mirrors: self.git_mirrors.clone(),
                 fetch_timeout_seconds: self.fetch_timeout_seconds,
                 build_timeout_seconds: self.build_timeout_seconds,
                 cpu: self.compiler_cpu.clone(),
@@ -184,6 +244,37 @@ impl RunArgs {
                 env,
             },
         })
+    }
+
+    /// The chain client, when RPC URLs are given; then the contract and the operator's key are needed.
+    fn chain_client(&self) -> anyhow::Result<Option<ChainClient>> {
+        if self.rpc_urls.is_empty() {
+            return Ok(None);
+        }
+        let contract_id = self
+            .contract_id
+            .as_deref()
+            .context("--rpc-url needs --contract-id (the OutLayer contract's account)")?;
+        let contract_id = contract_id
+            .parse()
+            .with_context(|| format!("--contract-id {contract_id:?} is not a NEAR account id"))?;
+        let account_id = self
+            .operator_account_id
+            .as_deref()
+            .context("--rpc-url needs --operator-account-id")?;
+        let key_file = self
+            .operator_key_file
+            .as_ref()
+            .context("--rpc-url needs --operator-key-file (the operator account's private key)")?;
+        // The error names the file, never its content.
+        let key = std::fs::read_to_string(key_file)
+            .with_context(|| format!("reading --operator-key-file {}", key_file.display()))?;
+        let signer = OperatorSigner::from_secret_strings(account_id, &key)
+            .with_context(|| format!("the key in {}", key_file.display()))?;
+        let config = ChainConfig::new(self.rpc_urls.clone(), contract_id);
+        Ok(Some(
+            ChainClient::new(config, Some(signer)).context("building the NEAR RPC client")?,
+        ))
     }
 
     fn identity(&self) -> anyhow::Result<String> {
@@ -240,6 +331,7 @@ async fn on_shutdown(mut shutdown: watch::Receiver<bool>) {
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = args.operator_config()?;
     let identity = args.identity()?;
+    let chain = args.chain_client()?.map(Arc::new);
     // Handlers first, so a signal that arrives during start-up is not the default "terminate now".
     let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
@@ -269,7 +361,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default()
         .await
         .context("configure the Kubernetes client (in-cluster service account or KUBECONFIG)")?;
-    info!(namespace = %args.namespace, %identity, leader_election = args.leader_election, "starting");
+    info!(namespace = %args.namespace, %identity, leader_election = args.leader_election, on_chain = chain.is_some(), "starting");
 
     let leadership = if args.leader_election {
         let lease_namespace = args.lease_namespace.as_deref().unwrap_or(&args.namespace);
@@ -304,10 +396,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             () = on_shutdown(shutdown.clone()) => return,
         }
         readiness.set_ready();
-        let ctx = Arc::new(
-            Context::new(client.clone(), config, Some(identity.clone()))
-                .with_metrics(metrics.clone()),
-        );
+        let mut ctx = Context::new(client.clone(), config, Some(identity.clone()))
+            .with_metrics(metrics.clone());
+        if let Some(chain) = chain {
+            ctx = ctx.with_chain(chain);
+        }
+        let ctx = Arc::new(ctx);
         controllers::run(ctx, &args.namespace, on_shutdown(shutdown.clone())).await;
     };
     // kube-runtime 5's Controller never finishes a graceful shutdown that starts before its

@@ -44,6 +44,8 @@ pub enum Phase {
     CompileWait,
     /// From the executor pod's creation until its result is recorded.
     Execute,
+    /// From the recorded result until the resolve transaction is final (on-chain requests).
+    Report,
 }
 
 impl Phase {
@@ -51,6 +53,7 @@ impl Phase {
         match self {
             Self::CompileWait => "compile_wait",
             Self::Execute => "execute",
+            Self::Report => "report",
         }
     }
 }
@@ -78,6 +81,8 @@ impl CompileOutcome {
 pub enum ControllerKind {
     Execution,
     Compile,
+    Pricing,
+    Watcher,
 }
 
 impl ControllerKind {
@@ -85,6 +90,8 @@ impl ControllerKind {
         match self {
             Self::Execution => "execution",
             Self::Compile => "compile",
+            Self::Pricing => "pricing",
+            Self::Watcher => "watcher",
         }
     }
 }

@@ -6,40 +6,19 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{
-    COMPILER_IMAGE, EXECUTOR_IMAGE, NAMESPACE, OperatorEnv, start_operator, target_dir,
-    test_context, wait_for,
+    NAMESPACE, OperatorEnv, echo_main_branch, git, operator_config, repositories_dir,
+    start_operator, test_context, wait_for,
 };
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, PostParams};
-use outlayer_operator::config::{CompilerConfig, OperatorConfig};
+use outlayer_operator::config::OperatorConfig;
 use outlayer_operator::controllers;
 use outlayer_operator::crd::{
     CodeRef, CompileJob, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
     Phase, ResponseFormat, condition_status,
 };
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args([
-            "-c",
-            "user.name=OutLayer Tests",
-            "-c",
-            "user.email=tests@outlayer.dev",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
 
 /// A git repository holding the echo example as a standalone crate on `main`, and a `broken` branch
 /// whose code does not compile. It lives under target/ (not /tmp) because sandboxed pods see the host's
@@ -52,20 +31,7 @@ fn echo_repository(root: &Path) -> std::path::PathBuf {
 /// whose build script tries to reach `127.0.0.1:<port>`.
 fn echo_repository_with(root: &Path, network_probe_port: Option<u16>) -> std::path::PathBuf {
     let repo = root.join("echo");
-    std::fs::create_dir_all(repo.join("src")).unwrap();
-    std::fs::write(
-        repo.join("Cargo.toml"),
-        "[package]\nname = \"echo\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n",
-    )
-    .unwrap();
-    let main = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/echo/src/main.rs"),
-    )
-    .unwrap();
-    std::fs::write(repo.join("src/main.rs"), main).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "echo"]);
+    echo_main_branch(&repo);
     git(&repo, &["checkout", "-q", "-b", "broken"]);
     std::fs::write(
         repo.join("src/main.rs"),
@@ -130,57 +96,6 @@ async fn finished(api: &Api<ExecutionRequest>, name: &str) -> ExecutionRequestSt
             .then_some(status)
     })
     .await
-}
-
-/// The operator's configuration for these tests: test images, the repositories' directory as the only
-/// allowed prefix, and the host toolchain for the compiler (a real compiler image has it baked in; the
-/// node agent starts containers with an empty environment).
-fn operator_config(repos: &Path) -> OperatorConfig {
-    let rustup_home = std::env::var("RUSTUP_HOME")
-        .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap()));
-    OperatorConfig {
-        executor_image: EXECUTOR_IMAGE.to_string(),
-        compiler: CompilerConfig {
-            image: COMPILER_IMAGE.to_string(),
-            allowed_repo_prefixes: vec![format!("file://{}/", repos.display())],
-            env: vec![
-                ("PATH".to_string(), std::env::var("PATH").unwrap()),
-                ("OUTLAYER_GIT".to_string(), which("git")),
-                ("OUTLAYER_CARGO".to_string(), which("cargo")),
-                ("RUSTUP_HOME".to_string(), rustup_home),
-            ],
-            ..CompilerConfig::default()
-        },
-        ..OperatorConfig::default()
-    }
-}
-
-/// A fresh directory for test repositories, spelled without `..` (repository URLs may not contain it),
-/// somewhere sandboxed pods can read: they see the host's filesystem read-only but get an empty /tmp, so
-/// a checkout under /tmp (as CI may use) keeps its test repositories in the e2e cache instead.
-fn repositories_dir() -> tempfile::TempDir {
-    let candidates = [
-        Some(target_dir().join("e2e-repos")),
-        e2e_cluster::binaries::cache_root().map(|root| root.join("test-repos")),
-    ];
-    for root in candidates.into_iter().flatten() {
-        std::fs::create_dir_all(&root).unwrap();
-        let root = std::fs::canonicalize(root).unwrap();
-        if !root.starts_with("/tmp") {
-            return tempfile::tempdir_in(root).unwrap();
-        }
-    }
-    panic!(
-        "no place outside /tmp for test repositories: set OUTLAYER_E2E_CACHE to a directory outside /tmp"
-    )
-}
-
-fn which(program: &str) -> String {
-    let output = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
 #[tokio::test]

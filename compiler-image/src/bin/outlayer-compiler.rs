@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use outlayer_compiler::build::{BuildConfig, run_build};
-use outlayer_compiler::fetch::{FetchConfig, run_fetch};
+use outlayer_compiler::fetch::{FetchConfig, Mirrors, run_fetch};
 use outlayer_compiler::log::Log;
 use outlayer_compiler::module::DEFAULT_MAX_MODULE_BYTES;
 use outlayer_compiler::repo::{AllowList, DEFAULT_ALLOWED_PREFIX};
@@ -85,6 +85,16 @@ struct FetchArgs {
         default_value = DEFAULT_ALLOWED_PREFIX
     )]
     allow_repo_prefixes: Vec<String>,
+    /// Fetch repositories under PREFIX from REPLACEMENT instead (`https://github.com/=https://git.internal/github/`),
+    /// after the allow-list check; repeat or comma-separate.
+    #[arg(
+        long = "git-mirror",
+        env = "OUTLAYER_GIT_MIRRORS",
+        value_delimiter = ',',
+        value_name = "PREFIX=REPLACEMENT",
+        hide_env_values = true
+    )]
+    git_mirrors: Vec<String>,
     /// Limit for the whole command (git and cargo vendor together).
     #[arg(long, env = "OUTLAYER_TIMEOUT_SECONDS", default_value_t = 300)]
     timeout_seconds: u64,
@@ -165,7 +175,17 @@ fn fetch(args: FetchArgs) -> (PathBuf, String) {
             );
         }
     };
+    let mirrors = match Mirrors::parse(&args.git_mirrors) {
+        Ok(mirrors) => mirrors,
+        Err(error) => {
+            return (
+                common.result_path,
+                failed(FetchReport::failed(&error), &error),
+            );
+        }
+    };
     let config = FetchConfig {
+        mirrors,
         repo: args.repo,
         reference: args.commit,
         workspace: common.workspace.clone(),

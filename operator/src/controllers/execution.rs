@@ -24,12 +24,14 @@ use crate::crd::{
 use crate::metrics::{self, ControllerKind, ExecutionResult};
 use crate::pods::executor::{RESULTS_SUBDIR, is_sha256_hex};
 use crate::pods::result::ResultMessage;
-use crate::pods::{ExecutorOutcome, executor_pod, executor_pod_name, read_executor_outcome};
+use crate::pods::{ExecutorOutcome, executor_pod, executor_pod_name_for, read_executor_outcome};
 use crate::{Error, Result};
 
 pub const CONDITION_COMPILED: &str = "Compiled";
 pub const CONDITION_EXECUTED: &str = "Executed";
 pub const CONDITION_SUCCEEDED: &str = "Succeeded";
+/// On-chain requests: the result is on chain (or final without it, e.g. already resolved).
+pub const CONDITION_REPORTED: &str = "Reported";
 /// CompileJob condition that says its module is in the cache.
 pub const CONDITION_READY: &str = "Ready";
 
@@ -64,9 +66,23 @@ enum Module {
         compile_job: String,
         message: String,
     },
+    /// Not in the cache, and too little time is left to compile it: nothing was started.
+    TooLate { compile_job: String },
 }
 
-fn now() -> Time {
+/// Waits for a watch event, or for the yield deadline of an on-chain request (`time_left`), whichever
+/// comes first; the reconcile at the deadline expires the request.
+fn wait_until_deadline(ctx: &Context, time_left: Option<Duration>) -> Action {
+    match time_left {
+        Some(left) => Action::requeue(
+            left.saturating_sub(ctx.config.on_chain.report_margin)
+                .max(Duration::from_millis(100)),
+        ),
+        None => Action::await_change(),
+    }
+}
+
+pub(super) fn now() -> Time {
     Time(Timestamp::now())
 }
 
@@ -83,9 +99,40 @@ impl ExecutionRequest {
         if status.phase.is_some_and(Phase::is_terminal) {
             return self.after_finish(ctx, &status).await;
         }
+        if status.phase == Some(Phase::Reporting) {
+            return self.report(ctx, status).await;
+        }
         let mut status = status;
         let generation = self.metadata.generation;
-        match self.module(ctx).await? {
+        // On-chain requests must finish inside the contract's yield window.
+        let time_left = self.time_left(ctx).await?;
+        if let Some(left) = time_left
+            && left <= ctx.config.on_chain.report_margin
+        {
+            let message = format!(
+                "the yield times out in {}s, too soon to finish and report",
+                left.as_secs()
+            );
+            return self.expire(ctx, status, "YieldDeadline", message).await;
+        }
+        let may_compile = time_left.is_none_or(|left| {
+            left >= ctx.config.on_chain.compile_budget
+                + Duration::from_secs(self.spec.limits.max_execution_seconds)
+                + ctx.config.on_chain.report_margin
+        });
+        let module = self.module(ctx, may_compile).await?;
+        if status.cache_hit.is_none() {
+            status.cache_hit = Some(matches!(module, Module::Ready { .. }));
+        }
+        match module {
+            Module::TooLate { compile_job } => {
+                let message = format!(
+                    "module not in the cache and an uncached compile (budget {}s) cannot finish in the {}s left before the yield times out; precompile it with CompileJob {compile_job}",
+                    ctx.config.on_chain.compile_budget.as_secs(),
+                    time_left.unwrap_or_default().as_secs()
+                );
+                self.expire(ctx, status, "NoTimeToCompile", message).await
+            }
             Module::Compiling {
                 compile_job,
                 message,
@@ -113,8 +160,9 @@ impl ExecutionRequest {
                     )
                     .await;
                 }
-                // The CompileJob watch wakes this request when the build finishes.
-                Ok(Action::await_change())
+                // The CompileJob watch wakes this request when the build finishes; an on-chain request
+                // also wakes at its deadline.
+                Ok(wait_until_deadline(ctx, time_left))
             }
             Module::Failed {
                 compile_job,
@@ -155,13 +203,13 @@ impl ExecutionRequest {
                     generation,
                     now(),
                 );
-                self.execute(ctx, status, &sha256).await
+                self.execute(ctx, status, &sha256, time_left).await
             }
         }
     }
 
     /// The module from `spec.code`: named by hash, or built by the CompileJob for its source.
-    async fn module(&self, ctx: &Context) -> Result<Module> {
+    async fn module(&self, ctx: &Context, may_compile: bool) -> Result<Module> {
         if let Some(sha256) = &self.spec.code.wasm_sha256 {
             return Ok(Module::Ready {
                 sha256: sha256.clone(),
@@ -199,6 +247,7 @@ impl ExecutionRequest {
                 }
                 existing
             }
+            None if !may_compile => return Ok(Module::TooLate { compile_job: name }),
             None => {
                 let wanted = CompileJob::new(
                     &name,
@@ -260,18 +309,32 @@ impl ExecutionRequest {
         ctx: &Context,
         mut status: ExecutionRequestStatus,
         sha256: &str,
+        time_left: Option<Duration>,
     ) -> Result<Action> {
         let name = self.name_any();
         let namespace = self.namespace_or_err()?;
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-        let pod_name = executor_pod_name(&name);
+        let retries = status.retries.unwrap_or(0);
+        let pod_name = executor_pod_name_for(&name, retries);
         let generation = self.metadata.generation;
         let Some(pod) = pods
             .get_opt(&pod_name)
             .await
             .map_err(Error::api("reading pod", &pod_name))?
         else {
-            let built = executor_pod(self, sha256, &ctx.config)?;
+            let needed = Duration::from_secs(self.spec.limits.max_execution_seconds)
+                + ctx.config.on_chain.report_margin;
+            if let Some(left) = time_left
+                && left < needed
+            {
+                let message = format!(
+                    "the run may take up to {}s and the yield times out in {}s",
+                    self.spec.limits.max_execution_seconds,
+                    left.as_secs()
+                );
+                return self.expire(ctx, status, "NoTimeToExecute", message).await;
+            }
+            let built = executor_pod(self, sha256, retries, &ctx.config)?;
             let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
             create_if_absent(&config_maps, &built.input).await?;
             create_if_absent(&pods, &built.pod).await?;
@@ -298,7 +361,7 @@ impl ExecutionRequest {
                 format!("pod {pod_name} runs module {sha256}"),
             )
             .await;
-            return Ok(Action::await_change());
+            return Ok(wait_until_deadline(ctx, time_left));
         };
         let Some(outcome) = read_executor_outcome(&pod) else {
             if status.phase != Some(Phase::Executing) {
@@ -307,10 +370,35 @@ impl ExecutionRequest {
                 self.apply_status(ctx, &status).await?;
             }
             // Pod status changes wake this request (the controller owns its pods).
-            return Ok(Action::await_change());
+            return Ok(wait_until_deadline(ctx, time_left));
         };
         match outcome {
             ExecutorOutcome::Finished(result) => self.record_result(ctx, status, result).await,
+            ExecutorOutcome::PlatformFailure(reason)
+                if retries < ctx.config.platform_retries
+                    && time_left.is_none_or(|left| {
+                        left >= Duration::from_secs(self.spec.limits.max_execution_seconds)
+                            + ctx.config.on_chain.report_margin
+                    }) =>
+            {
+                // Our fault, not the guest's: run it again in a fresh pod. The failed one stays
+                // (until cleanup) for `kubectl describe`.
+                warn!(pod = %pod_name, %reason, retries, "executor pod failed without a result; re-running");
+                status.retries = Some(retries + 1);
+                status.pod_name = Some(executor_pod_name_for(&name, retries + 1));
+                status.message = Some(format!("re-running after a platform failure: {reason}"));
+                self.apply_status(ctx, &status).await?;
+                ctx.event(
+                    self,
+                    true,
+                    "Retrying",
+                    format!(
+                        "executor pod {pod_name} ended without a result ({reason}); re-running"
+                    ),
+                )
+                .await;
+                Ok(Action::requeue(Duration::from_millis(100)))
+            }
             ExecutorOutcome::PlatformFailure(reason) => {
                 set_condition(
                     &mut status.conditions,
@@ -395,7 +483,7 @@ impl ExecutionRequest {
 
     /// Reads `results/<sha256>` from the operator's cache mount and checks its hash; `None` when the
     /// operator has no mount or the output is larger than the status may hold.
-    fn read_large_output(
+    pub(super) fn read_large_output(
         &self,
         ctx: &Context,
         sha256: &str,
@@ -443,6 +531,11 @@ impl ExecutionRequest {
         reason: &str,
         message: String,
     ) -> Result<Action> {
+        if self.spec.on_chain.is_some() {
+            return self
+                .start_reporting(ctx, status, success, reason, message)
+                .await;
+        }
         status.phase = Some(if success {
             Phase::Succeeded
         } else {
@@ -461,23 +554,23 @@ impl ExecutionRequest {
         );
         self.apply_status(ctx, &status).await?;
         info!(success, reason, "execution finished");
-        self.record_metrics(ctx, &status, success, reason);
-        ctx.event(self, !success, reason, message).await;
-        self.after_finish(ctx, &status).await
-    }
-
-    fn record_metrics(
-        &self,
-        ctx: &Context,
-        status: &ExecutionRequestStatus,
-        success: bool,
-        reason: &str,
-    ) {
         let result = if success {
             ExecutionResult::Succeeded
         } else {
             ExecutionResult::Failed
         };
+        self.record_metrics(ctx, &status, result, reason);
+        ctx.event(self, !success, reason, message).await;
+        self.after_finish(ctx, &status).await
+    }
+
+    pub(super) fn record_metrics(
+        &self,
+        ctx: &Context,
+        status: &ExecutionRequestStatus,
+        result: ExecutionResult,
+        reason: &str,
+    ) {
         ctx.metrics.execution_finished(result, reason);
         let compiled_at = status
             .conditions
@@ -502,7 +595,11 @@ impl ExecutionRequest {
 
     /// Cleans up after a finished execution: the pod and its input go at once on success and after the
     /// retention period on failure; the request itself goes after its TTL.
-    async fn after_finish(&self, ctx: &Context, status: &ExecutionRequestStatus) -> Result<Action> {
+    pub(super) async fn after_finish(
+        &self,
+        ctx: &Context,
+        status: &ExecutionRequestStatus,
+    ) -> Result<Action> {
         let finished_at = status
             .conditions
             .iter()
@@ -531,11 +628,14 @@ impl ExecutionRequest {
         Ok(Action::requeue(pod_retention - age))
     }
 
-    async fn delete_children(&self, ctx: &Context) -> Result<()> {
+    pub(super) async fn delete_children(&self, ctx: &Context) -> Result<()> {
         let namespace = self.namespace_or_err()?;
         let name = self.name_any();
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-        delete_if_present(&pods, &executor_pod_name(&name)).await?;
+        let retries = self.status.as_ref().and_then(|s| s.retries).unwrap_or(0);
+        for attempt in 0..=retries {
+            delete_if_present(&pods, &executor_pod_name_for(&name, attempt)).await?;
+        }
         let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
         delete_if_present(
             &config_maps,
@@ -544,11 +644,15 @@ impl ExecutionRequest {
         .await
     }
 
-    async fn apply_status(&self, ctx: &Context, status: &ExecutionRequestStatus) -> Result<()> {
+    pub(super) async fn apply_status(
+        &self,
+        ctx: &Context,
+        status: &ExecutionRequestStatus,
+    ) -> Result<()> {
         super::apply_status(ctx, self, status).await
     }
 
-    fn namespace_or_err(&self) -> Result<String> {
+    pub(super) fn namespace_or_err(&self) -> Result<String> {
         self.namespace()
             .ok_or(Error::MissingMetadata("metadata.namespace"))
     }

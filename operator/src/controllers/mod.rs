@@ -2,6 +2,8 @@
 
 pub mod compile;
 pub mod execution;
+mod onchain;
+pub mod pricing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +20,10 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{CompileJob, ExecutionRequest};
+use crate::crd::{CompileJob, ExecutionRequest, Pricing};
 
-/// Runs the controllers in `namespace` until `shutdown` resolves.
+/// Runs the controllers in `namespace` until `shutdown` resolves; with a chain client also the
+/// chain watcher (requests → ExecutionRequests) and the pricing sync.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: &str,
@@ -34,6 +37,35 @@ pub async fn run(
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job_selector = watcher::Config::default().labels(crate::pods::compile::COMPILE_JOB_LABEL);
     let (stop_compile, compile_stopped) = tokio::sync::oneshot::channel::<()>();
+    // One shutdown signal fans out to every loop.
+    let (stop_all, stopped) = tokio::sync::watch::channel(false);
+    let stopped_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let chain_watcher = crate::watcher::run(
+        ctx.clone(),
+        namespace.to_string(),
+        stopped_signal(stopped.clone()),
+    );
+    let pricing_controller = {
+        let ctx = ctx.clone();
+        let stop = stopped_signal(stopped.clone());
+        async move {
+            if ctx.chain.is_none() {
+                return;
+            }
+            let pricings: Api<Pricing> = Api::all(ctx.client.clone());
+            Controller::new(pricings, watcher::Config::default())
+                .graceful_shutdown_on(stop)
+                .run(pricing::reconcile, pricing::error_policy, ctx)
+                .for_each(|result| async move {
+                    if let Err(error) = result {
+                        warn!(%error, "pricing reconcile failed");
+                    }
+                })
+                .await;
+        }
+    };
     let concurrency =
         controller::Config::default().concurrency(ctx.config.max_concurrent_reconciles);
     let compile_controller = Controller::new(compile_jobs.clone(), watcher::Config::default())
@@ -74,6 +106,7 @@ pub async fn run(
         .graceful_shutdown_on(async move {
             shutdown.await;
             let _ = stop_compile.send(());
+            let _ = stop_all.send(true);
         })
         .run(execution::reconcile, execution::error_policy, ctx)
         .for_each(|result| async move {
@@ -82,7 +115,12 @@ pub async fn run(
                 Err(error) => warn!(%error, "reconcile failed"),
             }
         });
-    futures::join!(compile_controller, execution_controller);
+    futures::join!(
+        compile_controller,
+        execution_controller,
+        chain_watcher,
+        pricing_controller
+    );
 }
 
 /// Writes `status` whole with server-side apply under the operator's field manager, conditional on the

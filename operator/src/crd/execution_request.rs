@@ -191,6 +191,25 @@ pub struct ExecutionRequestStatus {
     /// A one-line summary of the outcome or of what the request waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Whether the module was already in the cache when the request first looked (a miss waited
+    /// for a compile, whose time an on-chain request is charged for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_hit: Option<bool>,
+    /// Executor pods started so far beyond the first (platform failures are re-run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The run's own outcome, kept while an on-chain request is `Reporting` it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunOutcome>,
+}
+
+/// How the run ended, before it is reported: what becomes the `Succeeded` condition afterwards.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOutcome {
+    pub success: bool,
+    pub reason: String,
+    pub message: String,
 }
 
 impl CodeRef {

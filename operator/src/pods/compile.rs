@@ -71,6 +71,9 @@ pub fn fetch_job(compile_job: &CompileJob, config: &OperatorConfig) -> Result<Jo
     for prefix in &config.compiler.allowed_repo_prefixes {
         args.extend(["--allow-repo-prefix".to_string(), prefix.clone()]);
     }
+    for mirror in &config.compiler.git_mirrors {
+        args.extend(["--git-mirror".to_string(), mirror.clone()]);
+    }
     stage_job(compile_job, Stage::Fetch, args, config)
 }
 

@@ -38,6 +38,15 @@ pub fn executor_pod_name(execution_name: &str) -> String {
     bounded_name(execution_name, "-run")
 }
 
+/// The pod of a re-run after `retries` platform failures: `<execution>-run`, then `-run-2`, `-run-3`…
+/// A new name, so the failed pod can linger for `describe` without blocking the re-run.
+pub fn executor_pod_name_for(execution_name: &str, retries: u32) -> String {
+    match retries {
+        0 => executor_pod_name(execution_name),
+        n => bounded_name(execution_name, &format!("-run-{}", n + 1)),
+    }
+}
+
 pub fn input_config_map_name(execution_name: &str) -> String {
     bounded_name(execution_name, "-input")
 }
@@ -61,6 +70,7 @@ pub fn bounded_name(base: &str, suffix: &str) -> String {
 pub fn executor_pod(
     execution: &ExecutionRequest,
     module_sha256: &str,
+    retries: u32,
     config: &OperatorConfig,
 ) -> Result<ExecutorPod> {
     let (name, namespace, owner) = super::owner_identity(execution)?;
@@ -68,7 +78,7 @@ pub fn executor_pod(
         return Err(Error::InvalidModuleHash(module_sha256.to_string()));
     }
     let spec = &execution.spec;
-    let pod_name = executor_pod_name(name);
+    let pod_name = executor_pod_name_for(name, retries);
     let input_name = input_config_map_name(name);
     let labels = sandbox_labels(
         "outlayer-executor",
@@ -257,7 +267,7 @@ mod tests {
 
     #[test]
     fn pod_runs_the_module_with_the_requested_limits() {
-        let built = executor_pod(&execution("req-1"), SHA, &OperatorConfig::default()).unwrap();
+        let built = executor_pod(&execution("req-1"), SHA, 0, &OperatorConfig::default()).unwrap();
         let spec = built.pod.spec.unwrap();
         let container = &spec.containers[0];
         let args = container.args.clone().unwrap();
@@ -287,7 +297,7 @@ mod tests {
 
     #[test]
     fn pod_is_hardened_and_owned_by_its_request() {
-        let built = executor_pod(&execution("req-1"), SHA, &OperatorConfig::default()).unwrap();
+        let built = executor_pod(&execution("req-1"), SHA, 0, &OperatorConfig::default()).unwrap();
         let pod = built.pod;
         assert_eq!(pod.metadata.name.as_deref(), Some("req-1-run"));
         let owner = &pod.metadata.owner_references.unwrap()[0];
@@ -328,7 +338,7 @@ mod tests {
             runtime_class_name: Some("gvisor".to_string()),
             ..OperatorConfig::default()
         };
-        let spec = executor_pod(&execution, SHA, &config)
+        let spec = executor_pod(&execution, SHA, 0, &config)
             .unwrap()
             .pod
             .spec
@@ -345,13 +355,13 @@ mod tests {
     fn bad_module_hashes_and_unsaved_requests_are_refused() {
         let config = OperatorConfig::default();
         assert!(matches!(
-            executor_pod(&execution("a"), "../../etc/passwd", &config),
+            executor_pod(&execution("a"), "../../etc/passwd", 0, &config),
             Err(Error::InvalidModuleHash(_))
         ));
         let mut unsaved = execution("a");
         unsaved.metadata.uid = None;
         assert!(matches!(
-            executor_pod(&unsaved, SHA, &config),
+            executor_pod(&unsaved, SHA, 0, &config),
             Err(Error::MissingMetadata("metadata.uid"))
         ));
     }
@@ -365,5 +375,9 @@ mod tests {
         assert!(pod_a.ends_with("-run"));
         assert_ne!(pod_a, executor_pod_name(&long_b));
         assert_eq!(executor_pod_name("req-1"), "req-1-run");
+        assert_eq!(executor_pod_name_for("req-1", 0), "req-1-run");
+        assert_eq!(executor_pod_name_for("req-1", 1), "req-1-run-2");
+        assert!(executor_pod_name_for(&long_a, 1).ends_with("-run-2"));
+        assert!(executor_pod_name_for(&long_a, 1).len() <= 63);
     }
 }

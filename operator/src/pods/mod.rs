@@ -6,7 +6,7 @@ pub mod executor;
 pub mod hardening;
 pub mod result;
 
-pub use executor::{ExecutorPod, executor_pod, executor_pod_name};
+pub use executor::{ExecutorPod, executor_pod, executor_pod_name, executor_pod_name_for};
 pub use result::{ExecutorOutcome, read_executor_outcome};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

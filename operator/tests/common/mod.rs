@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e_cluster::{Cluster, DEFAULT_NODE, NodeAgent};
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PostParams;
 use kube::api::{Api, Patch, PatchParams};
+use outlayer_operator::config::{CompilerConfig, OperatorConfig};
 use outlayer_operator::crd;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -227,9 +229,104 @@ pub fn start_operator(ctx: std::sync::Arc<outlayer_operator::context::Context>) 
 }
 
 impl RunningOperator {
+    /// Stops the controllers the way a crash does: no drain, in-flight work cut off where it is.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// Shuts the controllers down gracefully and waits for them.
     pub async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.expect("the controllers' task panicked");
     }
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args([
+            "-c",
+            "user.name=OutLayer Tests",
+            "-c",
+            "user.email=tests@outlayer.dev",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// Commits the echo example as a standalone crate on branch `main` of a new repository at `repo`.
+pub fn echo_main_branch(repo: &Path) {
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    std::fs::write(
+        repo.join("Cargo.toml"),
+        "[package]\nname = \"echo\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n",
+    )
+    .unwrap();
+    let main = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/echo/src/main.rs"),
+    )
+    .unwrap();
+    std::fs::write(repo.join("src/main.rs"), main).unwrap();
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "echo"]);
+}
+
+/// The operator's configuration for these tests: test images, the repositories' directory as the only
+/// allowed prefix, and the host toolchain for the compiler (a real compiler image has it baked in; the
+/// node agent starts containers with an empty environment).
+pub fn operator_config(repos: &Path) -> OperatorConfig {
+    let rustup_home = std::env::var("RUSTUP_HOME")
+        .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap()));
+    OperatorConfig {
+        executor_image: EXECUTOR_IMAGE.to_string(),
+        compiler: CompilerConfig {
+            image: COMPILER_IMAGE.to_string(),
+            allowed_repo_prefixes: vec![format!("file://{}/", repos.display())],
+            env: vec![
+                ("PATH".to_string(), std::env::var("PATH").unwrap()),
+                ("OUTLAYER_GIT".to_string(), which("git")),
+                ("OUTLAYER_CARGO".to_string(), which("cargo")),
+                ("RUSTUP_HOME".to_string(), rustup_home),
+            ],
+            ..CompilerConfig::default()
+        },
+        ..OperatorConfig::default()
+    }
+}
+
+/// A fresh directory for test repositories, spelled without `..` (repository URLs may not contain it),
+/// somewhere sandboxed pods can read: they see the host's filesystem read-only but get an empty /tmp, so
+/// a checkout under /tmp (as CI may use) keeps its test repositories in the e2e cache instead.
+pub fn repositories_dir() -> tempfile::TempDir {
+    let candidates = [
+        Some(target_dir().join("e2e-repos")),
+        e2e_cluster::binaries::cache_root().map(|root| root.join("test-repos")),
+    ];
+    for root in candidates.into_iter().flatten() {
+        std::fs::create_dir_all(&root).unwrap();
+        let root = std::fs::canonicalize(root).unwrap();
+        if !root.starts_with("/tmp") {
+            return tempfile::tempdir_in(root).unwrap();
+        }
+    }
+    panic!(
+        "no place outside /tmp for test repositories: set OUTLAYER_E2E_CACHE to a directory outside /tmp"
+    )
+}
+
+pub fn which(program: &str) -> String {
+    let output = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }

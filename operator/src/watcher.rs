@@ -1,0 +1,341 @@
+//! The chain watcher (leader only): polls the contract's `get_pending_requests` and turns each pending
+//! request into an `ExecutionRequest` named `req-<id>` with `spec.onChain`. Creating is idempotent
+//! (409 = already there), so a restart may safely see a request again.
+//!
+//! The cursor is the next request id not yet turned into an ExecutionRequest; it lives in the
+//! ConfigMap `outlayer-watcher` so a new leader continues where the last one stopped. Ids are
+//! allocated in order and a view sees every request up to its block, so advancing past an id that
+//! was created never skips one. A restart (or a new leader) first rescans everything still pending
+//! from id 0 — the pending set is bounded by the 200-block yield window — so a request whose
+//! ExecutionRequest was deleted while it was still pending is picked up again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use tracing::{debug, info, warn};
+
+use crate::chain::{ChainClient, ChainError, ExecutionResponse, PendingRequest, ResourceMetrics};
+use crate::context::{Context, FIELD_MANAGER};
+use crate::crd::{
+    BUILD_TARGET_WASIP1, CodeRef, CompileSource, ExecutionRequest, ExecutionRequestSpec, Limits,
+    OnChain, ResponseFormat, SecretsRef,
+};
+use crate::metrics::ControllerKind;
+use crate::{Error, Result};
+
+/// The ConfigMap holding the cursor, in the operator's namespace.
+pub const CURSOR_CONFIG_MAP: &str = "outlayer-watcher";
+const CURSOR_KEY: &str = "nextRequestId";
+/// The contract's page cap.
+const PAGE: u32 = 100;
+/// Labels on ExecutionRequests from the chain, for `kubectl get exr -l outlayer.dev/source=chain`.
+pub const SOURCE_LABEL: &str = "outlayer.dev/source";
+pub const REQUEST_ID_LABEL: &str = "outlayer.dev/request-id";
+
+/// `req-<id>`: the ExecutionRequest of on-chain request `id`.
+pub fn execution_name(request_id: u64) -> String {
+    format!("req-{request_id}")
+}
+
+/// Runs until `shutdown` resolves. Without a chain client there is nothing to watch.
+pub async fn run(ctx: Arc<Context>, namespace: String, shutdown: impl Future<Output = ()>) {
+    let Some(chain) = ctx.chain.clone() else {
+        return;
+    };
+    let mut watcher = Watcher {
+        executions: Api::namespaced(ctx.client.clone(), &namespace),
+        cursors: Api::namespaced(ctx.client.clone(), &namespace),
+        ctx,
+        chain,
+        cursor: 0,
+        saved_cursor: None,
+    };
+    tokio::pin!(shutdown);
+    let interval = watcher.ctx.config.on_chain.poll_interval;
+    // Until the stored cursor is read, nothing is created: a blind start from 0 would still be
+    // correct, but reading first keeps the cursor monotonic across leaders.
+    loop {
+        match watcher.load_cursor().await {
+            Ok(()) => break,
+            Err(error) => warn!(%error, "reading the watcher cursor failed; retrying"),
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    info!(
+        cursor = watcher.cursor,
+        "watching the contract for requests"
+    );
+    let mut rescan = true;
+    loop {
+        let from = if rescan { 0 } else { watcher.cursor };
+        match watcher.poll(from).await {
+            Ok(()) => rescan = false,
+            Err(error) => {
+                watcher
+                    .ctx
+                    .metrics
+                    .reconcile_error(ControllerKind::Watcher, &error);
+                warn!(%error, from, "polling the contract failed; retrying");
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+struct Watcher {
+    ctx: Arc<Context>,
+    chain: Arc<ChainClient>,
+    executions: Api<ExecutionRequest>,
+    cursors: Api<ConfigMap>,
+    cursor: u64,
+    saved_cursor: Option<u64>,
+}
+
+impl Watcher {
+    async fn load_cursor(&mut self) -> Result<()> {
+        let stored = self
+            .cursors
+            .get_opt(CURSOR_CONFIG_MAP)
+            .await
+            .map_err(Error::api("reading ConfigMap", CURSOR_CONFIG_MAP))?;
+        let value = stored
+            .as_ref()
+            .and_then(|cm| cm.data.as_ref())
+            .and_then(|data| data.get(CURSOR_KEY));
+        self.cursor = match value {
+            Some(text) => text.parse().map_err(|_| {
+                Error::InvalidSpec(format!(
+                    "ConfigMap {CURSOR_CONFIG_MAP} has {CURSOR_KEY} {text:?}, not a request id"
+                ))
+            })?,
+            None => 0,
+        };
+        self.saved_cursor = value.map(|_| self.cursor);
+        Ok(())
+    }
+
+    /// One pass over the pending requests from id `from`; the cursor is saved even when the pass
+    /// stops early, so progress is never lost and never overstated.
+    async fn poll(&mut self, from: u64) -> Result<()> {
+        let scanned = self.scan(from).await;
+        let saved = self.save_cursor().await;
+        scanned.and(saved)
+    }
+
+    async fn scan(&mut self, mut from: u64) -> Result<()> {
+        loop {
+            let page = self
+                .chain
+                .get_pending_requests(from, PAGE)
+                .await
+                .map_err(chain_error("reading the pending requests"))?;
+            for request in &page {
+                self.create(request).await?;
+                self.cursor = self.cursor.max(request.request_id + 1);
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => from = last.request_id + 1,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    async fn save_cursor(&mut self) -> Result<()> {
+        if self.saved_cursor == Some(self.cursor) {
+            return Ok(());
+        }
+        let config_map = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(CURSOR_CONFIG_MAP.to_string()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                CURSOR_KEY.to_string(),
+                self.cursor.to_string(),
+            )])),
+            ..Default::default()
+        };
+        let mut patch = serde_json::to_value(&config_map).map_err(|e| {
+            Error::InvalidSpec(format!("encoding ConfigMap {CURSOR_CONFIG_MAP}: {e}"))
+        })?;
+        patch["apiVersion"] = "v1".into();
+        patch["kind"] = "ConfigMap".into();
+        self.cursors
+            .patch(
+                CURSOR_CONFIG_MAP,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Error::api("writing ConfigMap", CURSOR_CONFIG_MAP))?;
+        debug!(cursor = self.cursor, "watcher cursor saved");
+        self.saved_cursor = Some(self.cursor);
+        Ok(())
+    }
+
+    /// Creates `req-<id>`; an existing one is fine. A request the API server refuses (it breaks a
+    /// schema rule the contract does not have) is answered on chain at once with the reason, rather
+    /// than left to block the cursor and time out.
+    async fn create(&self, request: &PendingRequest) -> Result<()> {
+        let id = request.request_id;
+        let name = execution_name(id);
+        let input = match (&request.input_data, request.input_omitted) {
+            (Some(input), false) => input.clone(),
+            _ => match self
+                .chain
+                .get_request(id)
+                .await
+                .map_err(chain_error("reading a large input"))?
+            {
+                Some(full) => full.input_data,
+                // Settled since the page was read.
+                None => return Ok(()),
+            },
+        };
+        let execution = execution_request(
+            request,
+            input,
+            self.ctx.config.on_chain.yield_timeout_blocks,
+        );
+        match self
+            .executions
+            .create(&PostParams::default(), &execution)
+            .await
+        {
+            Ok(_) => {
+                info!(request_id = id, execution = %name, sender = %request.sender_id, "on-chain request accepted");
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 422 => self.refuse(id, &e.message).await,
+            Err(e) => Err(Error::api("creating ExecutionRequest", &name)(e)),
+        }
+    }
+
+    async fn refuse(&self, request_id: u64, reason: &str) -> Result<()> {
+        warn!(request_id, %reason, "the cluster refused the request; answering it as failed");
+        let response = ExecutionResponse {
+            success: false,
+            output: None,
+            error: Some(format!("the operator cannot run this request: {reason}")),
+            resources_used: ResourceMetrics {
+                instructions: 0,
+                time_ms: 0,
+                compile_time_ms: None,
+            },
+        };
+        self.chain
+            .report_execution(request_id, response)
+            .await
+            .map(|_| ())
+            .map_err(chain_error("answering a refused request"))
+    }
+}
+
+fn chain_error(what: &'static str) -> impl FnOnce(ChainError) -> Error {
+    move |source| Error::Chain {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// The ExecutionRequest for a pending on-chain request.
+pub fn execution_request(
+    request: &PendingRequest,
+    input: String,
+    yield_timeout_blocks: u64,
+) -> ExecutionRequest {
+    let code = &request.code_source;
+    let mut execution = ExecutionRequest::new(
+        &execution_name(request.request_id),
+        ExecutionRequestSpec {
+            code: CodeRef {
+                source: Some(CompileSource {
+                    repo: code.repo.clone(),
+                    commit: code.commit.clone(),
+                    build_target: code
+                        .build_target
+                        .clone()
+                        .unwrap_or_else(|| BUILD_TARGET_WASIP1.to_string()),
+                }),
+                wasm_sha256: None,
+            },
+            input,
+            limits: Limits {
+                max_instructions: request.resource_limits.max_instructions,
+                max_memory_mb: request.resource_limits.max_memory_mb,
+                max_execution_seconds: request.resource_limits.max_execution_seconds,
+            },
+            response_format: match request.response_format {
+                outlayer_contract::ResponseFormat::Text => ResponseFormat::Text,
+                outlayer_contract::ResponseFormat::Json => ResponseFormat::Json,
+                outlayer_contract::ResponseFormat::Bytes => ResponseFormat::Bytes,
+            },
+            secrets_ref: request.secrets_ref.as_ref().map(|secrets| SecretsRef {
+                account_id: secrets.account_id.to_string(),
+                profile: secrets.profile.clone(),
+            }),
+            on_chain: Some(OnChain {
+                request_id: request.request_id,
+                data_id: request.data_id.clone(),
+                sender: request.sender_id.to_string(),
+                deposit: request.payment.0.to_string(),
+                block_height: request.created_at_block,
+                yield_deadline_height: request.created_at_block + yield_timeout_blocks,
+            }),
+        },
+    );
+    execution.metadata.labels = Some(BTreeMap::from([
+        (SOURCE_LABEL.to_string(), "chain".to_string()),
+        (REQUEST_ID_LABEL.to_string(), request.request_id.to_string()),
+    ]));
+    execution
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(json: serde_json::Value) -> PendingRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn pending_requests_become_execution_requests_with_their_deadline() {
+        let request = pending(serde_json::json!({
+            "request_id": 42, "data_id": "3xQ", "sender_id": "client.near",
+            "code_source": {"repo": "https://github.com/alice/app", "commit": "main"},
+            "resource_limits": {"max_instructions": 5_000_000u64, "max_memory_mb": 64,
+                                "max_execution_seconds": 7},
+            "input_data": "hi", "input_omitted": false,
+            "secrets_ref": {"profile": "prod", "account_id": "alice.near"},
+            "response_format": "Json", "payment": "1000", "created_at_block": 900,
+            "created_at_ns": 1
+        }));
+        let execution = execution_request(&request, "hi".to_string(), 200);
+        assert_eq!(execution.metadata.name.as_deref(), Some("req-42"));
+        let spec = &execution.spec;
+        let source = spec.code.source.as_ref().unwrap();
+        assert_eq!(source.repo, "https://github.com/alice/app");
+        assert_eq!(source.commit, "main");
+        assert_eq!(source.build_target, BUILD_TARGET_WASIP1);
+        assert_eq!(spec.limits.max_execution_seconds, 7);
+        assert_eq!(spec.response_format, ResponseFormat::Json);
+        assert_eq!(spec.secrets_ref.as_ref().unwrap().account_id, "alice.near");
+        let on_chain = spec.on_chain.as_ref().unwrap();
+        assert_eq!(on_chain.deposit, "1000");
+        assert_eq!(on_chain.yield_deadline_height, 1100);
+        assert_eq!(
+            execution.metadata.labels.as_ref().unwrap()[REQUEST_ID_LABEL],
+            "42"
+        );
+    }
+}
