@@ -282,3 +282,60 @@ async fn execution_requests_run_to_a_result_in_status() {
 
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn platform_failures_rerun_and_finished_requests_go_after_their_ttl() {
+    let env = OperatorEnv::start().await;
+    let echo = env.publish("example-echo");
+    let client = env.cluster.client();
+    let config = OperatorConfig {
+        executor_image: common::FLAKY_EXECUTOR_IMAGE.to_string(),
+        execution_ttl: std::time::Duration::from_secs(3),
+        ..OperatorConfig::default()
+    };
+    let operator = start_operator(test_context(client.clone(), config));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    executions
+        .create(
+            &PostParams::default(),
+            &request("flaky", by_module(&echo), "second time lucky", 100_000_000),
+        )
+        .await
+        .unwrap();
+
+    // The first pod dies without a result (our fault): a second pod runs it.
+    let done = status_when(&executions, "flaky", "finished", |s| {
+        s.phase.is_some_and(|p| p.is_terminal())
+    })
+    .await;
+    assert_eq!(done.phase, Some(Phase::Succeeded), "{:?}", done.message);
+    assert_eq!(done.output.as_deref(), Some("second time lucky"));
+    assert_eq!(done.retries, Some(1));
+    assert_eq!(done.pod_name.as_deref(), Some("flaky-run-2"));
+    let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default().fields("involvedObject.name=flaky"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"Retrying".to_string()), "{reasons:?}");
+
+    // After its TTL the request goes, and with it both pods and the input.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client, NAMESPACE);
+    wait_for(
+        "the request, its pods and its input to be deleted",
+        || async {
+            let request_gone = executions.get_opt("flaky").await.ok()?.is_none();
+            let pods_gone = pods.get_opt("flaky-run").await.ok()?.is_none()
+                && pods.get_opt("flaky-run-2").await.ok()?.is_none();
+            let input_gone = config_maps.get_opt("flaky-input").await.ok()?.is_none();
+            (request_gone && pods_gone && input_gone).then_some(())
+        },
+    )
+    .await;
+    operator.stop().await;
+}

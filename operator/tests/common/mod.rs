@@ -91,6 +91,9 @@ pub fn artifact(relative: &str, how_to_build: &str) -> PathBuf {
 pub const NAMESPACE: &str = "outlayer-jobs";
 /// The image name the node agent maps to the freshly built `outlayer-executor`.
 pub const EXECUTOR_IMAGE: &str = "outlayer/executor:test";
+/// An executor image whose first container in a cluster dies without a result (a platform failure)
+/// and whose later ones run the real executor.
+pub const FLAKY_EXECUTOR_IMAGE: &str = "outlayer/flaky-executor:test";
 /// The image name the node agent maps to the freshly built `outlayer-compiler`.
 pub const COMPILER_IMAGE: &str = "outlayer/compiler:test";
 
@@ -128,7 +131,20 @@ impl OperatorEnv {
             .node_agent_config(DEFAULT_NODE)
             .unwrap()
             .with_image(EXECUTOR_IMAGE, &[executor.to_str().unwrap()])
-            .with_image(COMPILER_IMAGE, &[compiler.to_str().unwrap()]);
+            .with_image(COMPILER_IMAGE, &[compiler.to_str().unwrap()])
+            .with_image(
+                FLAKY_EXECUTOR_IMAGE,
+                &[
+                    "/bin/sh",
+                    "-c",
+                    &format!(
+                        "if [ -e /outputs/.flaky-ran ]; then exec {} \"$@\"; fi; \
+                         touch /outputs/.flaky-ran; exit 3",
+                        executor.display()
+                    ),
+                    "flaky-executor",
+                ],
+            );
         let agent = cluster.start_node_agent(agent_config).await.unwrap();
         cluster
             .create_namespace(
