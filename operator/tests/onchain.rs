@@ -64,6 +64,8 @@ impl ChainEnv {
         echo_main_branch(&repo);
         let commit = git(&repo, &["rev-parse", "main"]);
         let contract = common::artifact("near/outlayer_contract.wasm", "scripts/build-wasm");
+        let client_contract =
+            common::artifact("near/example_client_contract.wasm", "scripts/build-wasm");
         let config = LocalnetConfig::default()
             .with_block_time(block_time)
             .with_tx_wait_timeout(Duration::from_secs(5))
@@ -84,6 +86,15 @@ impl ChainEnv {
                 Some(InitCall {
                     method: "new".to_string(),
                     args: json!({"owner_id": "alice.localnet", "operator_id": "operator.localnet"}),
+                }),
+            )
+            .with_contract(
+                account("client.localnet"),
+                10 * NEAR,
+                client_contract,
+                Some(InitCall {
+                    method: "new".to_string(),
+                    args: json!({"outlayer_id": "outlayer.localnet"}),
                 }),
             );
         let localnet = Localnet::start(config).await.unwrap();
@@ -351,12 +362,54 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
         "a cache hit is not charged for the compile"
     );
 
+    // The same through a client contract: its own callback stores the output.
+    let asked = net
+        .client_as("alice.localnet")
+        .call_function(
+            &account("client.localnet"),
+            "ask",
+            &json!({"repo": REPO, "commit": net.commit, "input": "through a contract"}),
+            Gas::from_teragas(100),
+            Balance::from_yoctonear(DEPOSIT),
+        )
+        .await;
+    if let Err(error) = &asked {
+        // Still waiting for the answer: follow it by hash.
+        assert!(matches!(error, ChainError::Unconfirmed { .. }), "{error}");
+    }
+    let answer = wait_for("the client contract's answer", || async {
+        let answer: Value = net
+            .client_as("alice.localnet")
+            .view_call(
+                &account("client.localnet"),
+                "get_answer",
+                &json!({"question_id": 0}),
+            )
+            .await
+            .ok()?;
+        (answer["status"] != "pending").then_some(answer)
+    })
+    .await;
+    assert_eq!(answer["status"], "answered", "{answer}");
+    assert_eq!(answer["output"], "through a contract");
+    let status = finished(&executions, "req-2").await;
+    assert_eq!(status.phase, Some(Phase::Succeeded));
+    let sender = executions
+        .get("req-2")
+        .await
+        .unwrap()
+        .spec
+        .on_chain
+        .unwrap()
+        .sender;
+    assert_eq!(sender, "client.localnet", "the contract is the requester");
+
     // The watcher's cursor is in the cluster.
     let cursor = Api::<ConfigMap>::namespaced(net.env.cluster.client(), NAMESPACE)
         .get(outlayer_operator::watcher::CURSOR_CONFIG_MAP)
         .await
         .unwrap();
-    assert_eq!(cursor.data.unwrap()["nextRequestId"], "2");
+    assert_eq!(cursor.data.unwrap()["nextRequestId"], "3");
 
     // GitOps pricing: alice (the owner) makes the operator the pricing manager; the Pricing
     // resource then drives the contract.
