@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl) from their Go modules into a per-version cache directory.
+# kube-scheduler, kubectl) and the helm CLI from their Go modules into a per-version cache directory.
 #
 # Idempotent: binaries already in the cache that report the pinned version are reused, and so are
 # binaries found in $KUBEBUILDER_ASSETS (the controller-runtime envtest convention). Versions are
@@ -22,6 +22,7 @@ source "$here/versions.env"
 cache_root="${OUTLAYER_E2E_CACHE:-$HOME/.cache/outlayer-e2e}"
 k8s_bin="$cache_root/k8s-$KUBERNETES_VERSION/bin"
 etcd_bin="$cache_root/etcd-$ETCD_VERSION/bin"
+helm_bin="$cache_root/helm-$HELM_VERSION/bin"
 k8s_minor="${KUBERNETES_VERSION#v1.}"
 k8s_minor="${k8s_minor%%.*}"
 started=$SECONDS
@@ -34,6 +35,7 @@ reported_version() {
     case "$(basename "$bin")" in
         etcd) out="$("$bin" --version 2>/dev/null | sed -n 's/^etcd Version: */v/p')" ;;
         kubectl) out="$("$bin" version --client 2>/dev/null | sed -n 's/^Client Version: *//p')" ;;
+        helm) out="$("$bin" version --template '{{.Version}}' 2>/dev/null)" ;;
         *) out="$("$bin" --version 2>/dev/null | sed -n 's/^Kubernetes *//p')" ;;
     esac
     printf '%s' "$out"
@@ -145,7 +147,12 @@ elif has_version "$etcd_bin/etcd" "$ETCD_VERSION"; then
     found[etcd]="$etcd_bin/etcd"
 fi
 
-if ((${#missing_k8s[@]} > 0)) || [[ -z "${found[etcd]:-}" ]]; then
+# helm is not in envtest's assets; only the cache counts.
+if has_version "$helm_bin/helm" "$HELM_VERSION"; then
+    found[helm]="$helm_bin/helm"
+fi
+
+if ((${#missing_k8s[@]} > 0)) || [[ -z "${found[etcd]:-}" ]] || [[ -z "${found[helm]:-}" ]]; then
     GO="$(find_go)"
     "$GO" version >/dev/null 2>&1 || { log "cannot run Go at $GO"; exit 1; }
     log "using $("$GO" version)"
@@ -200,7 +207,25 @@ else
     log "reusing Kubernetes $KUBERNETES_VERSION binaries"
 fi
 
+if [[ -z "${found[helm]:-}" ]]; then
+    mkdir -p "$helm_bin"
+    tmp="$(mktemp -d "$helm_bin/.build.XXXXXX")"
+    # Helm's Makefile sets the version the same way; without it `helm version` says only "v4.3".
+    go_build "helm $HELM_VERSION" "$here/helm" "$tmp" \
+        "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" helm.sh/helm/v4/cmd/helm
+    mv "$tmp/helm" "$helm_bin/helm"
+    rmdir "$tmp"
+    has_version "$helm_bin/helm" "$HELM_VERSION" || {
+        log "built helm reports '$(reported_version "$helm_bin/helm")', expected $HELM_VERSION"
+        exit 1
+    }
+    found[helm]="$helm_bin/helm"
+    log "helm $HELM_VERSION ready"
+else
+    log "reusing ${found[helm]}"
+fi
+
 log "done"
-for tool in etcd "${k8s_tools[@]}"; do
+for tool in etcd "${k8s_tools[@]}" helm; do
     printf '%s=%s\n' "$tool" "${found[$tool]}"
 done

@@ -76,6 +76,37 @@ impl Binaries {
     }
 }
 
+/// The helm CLI that `e2e/control-plane/build.sh` builds (`scripts/install-deps` runs it):
+/// `$OUTLAYER_E2E_HELM` when set, else `<cache>/helm-<version>/bin/helm`.
+pub fn helm() -> Result<PathBuf> {
+    helm_in(
+        std::env::var_os("OUTLAYER_E2E_HELM").map(PathBuf::from),
+        cache_root(),
+    )
+}
+
+/// [`helm`] with explicit locations instead of the environment.
+pub fn helm_in(explicit: Option<PathBuf>, cache: Option<PathBuf>) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = match explicit {
+        Some(path) => vec![path],
+        None => cache
+            .map(|c| c.join(format!("helm-{}/bin/helm", versions::pinned().helm)))
+            .into_iter()
+            .collect(),
+    };
+    match candidates.iter().find(|p| is_executable(p)) {
+        Some(found) => Ok(found.clone()),
+        None => Err(Error::HelmMissing {
+            version: versions::pinned().helm,
+            searched: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
@@ -95,6 +126,30 @@ mod tests {
         assert!(message.contains("e2e/control-plane/build.sh"), "{message}");
         assert!(message.contains("kube-apiserver"), "{message}");
         assert!(message.contains("k8s-v1.36.3/bin"), "{message}");
+    }
+
+    #[test]
+    fn missing_helm_points_at_the_build_script() {
+        let empty = tempfile::tempdir().unwrap();
+        let message = helm_in(None, Some(empty.path().to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("scripts/install-deps"), "{message}");
+        assert!(message.contains("helm-v4.3.1/bin/helm"), "{message}");
+    }
+
+    #[test]
+    fn helm_is_found_in_the_cache() {
+        use std::os::unix::fs::PermissionsExt;
+        let cache = tempfile::tempdir().unwrap();
+        let dir = cache
+            .path()
+            .join(format!("helm-{}/bin", versions::pinned().helm));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("helm");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(helm_in(None, Some(cache.path().to_owned())).unwrap(), path);
     }
 
     #[test]

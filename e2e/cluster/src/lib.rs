@@ -33,6 +33,15 @@ pub enum Error {
          KUBEBUILDER_ASSETS to a directory that holds them"
     )]
     BinariesMissing { missing: String, searched: String },
+    #[error(
+        "helm {version} missing (looked in: {searched}). Run `scripts/install-deps`, which builds it \
+         from its Go module with `e2e/control-plane/build.sh` (about 2 minutes the first time, cached \
+         afterwards), or set OUTLAYER_E2E_HELM to a helm binary"
+    )]
+    HelmMissing {
+        version: &'static str,
+        searched: String,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -9,6 +9,8 @@ pub struct Versions {
     pub kubernetes: &'static str,
     /// e.g. `v3.6.8`
     pub etcd: &'static str,
+    /// The helm CLI, e.g. `v4.3.1`.
+    pub helm: &'static str,
 }
 
 /// The versions pinned in `e2e/control-plane/versions.env`.
@@ -16,6 +18,7 @@ pub fn pinned() -> Versions {
     Versions {
         kubernetes: value("KUBERNETES_VERSION"),
         etcd: value("ETCD_VERSION"),
+        helm: value("HELM_VERSION"),
     }
 }
 
@@ -38,7 +41,7 @@ mod tests {
     #[test]
     fn versions_env_pins_exact_versions() {
         let versions = pinned();
-        for v in [versions.kubernetes, versions.etcd] {
+        for v in [versions.kubernetes, versions.etcd, versions.helm] {
             let parts: Vec<_> = v.trim_start_matches('v').split('.').collect();
             assert!(v.starts_with('v') && parts.len() == 3, "{v} is not vX.Y.Z");
             assert!(

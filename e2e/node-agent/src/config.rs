@@ -25,6 +25,20 @@ pub struct AgentConfig {
     /// Capacity the Node advertises.
     #[serde(default)]
     pub capacity: Capacity,
+    /// Where pods reach the API server, passed to every container as `KUBERNETES_SERVICE_HOST`/
+    /// `_PORT` as the kubelet does (there, from the `kubernetes` Service): in-cluster clients
+    /// (kube-rs, client-go) read them with the service account files. Unset: not passed.
+    #[serde(default)]
+    pub kubernetes_service: Option<KubernetesService>,
+}
+
+/// The API server address given to pods (the local control plane's 127.0.0.1:<port>; the
+/// Service's ClusterIP is not routable without a kube-proxy).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesService {
+    pub host: String,
+    pub port: u16,
 }
 
 /// The local stand-in for a container image.
@@ -72,6 +86,7 @@ impl AgentConfig {
             images: BTreeMap::new(),
             bwrap: default_bwrap(),
             capacity: Capacity::default(),
+            kubernetes_service: None,
         }
     }
 
@@ -142,5 +157,21 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(config.capacity.pods, "110");
+        assert_eq!(config.kubernetes_service, None);
+    }
+
+    #[test]
+    fn parses_the_kubernetes_service() {
+        let config: AgentConfig = serde_saphyr::from_str(
+            "nodeName: n1\nstateDir: /x\nkubernetesService: {host: 127.0.0.1, port: 6443}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.kubernetes_service,
+            Some(KubernetesService {
+                host: "127.0.0.1".into(),
+                port: 6443
+            })
+        );
     }
 }

@@ -27,7 +27,7 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{AgentConfig, ImageSpec};
+pub use config::{AgentConfig, ImageSpec, KubernetesService};
 pub use pod::SANDBOX_LABEL;
 
 /// Every pod on this node shares the host network, so its IP is the host's loopback address.

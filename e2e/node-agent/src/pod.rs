@@ -394,7 +394,21 @@ impl PodWorker {
 
     async fn spawn(&mut self, container: &Container) -> Result<Instance> {
         let objects = self.fetch_objects().await?;
-        let env = container_env(&self.pod, container, &objects, &self.shared.allocatable)?;
+        let mut env = container_env(&self.pod, container, &objects, &self.shared.allocatable)?;
+        if let Some(service) = &self.shared.config.kubernetes_service {
+            // The kubelet puts these first; a container's own env of the same name wins.
+            let port = service.port.to_string();
+            let service_env = [
+                ("KUBERNETES_SERVICE_HOST", service.host.clone()),
+                ("KUBERNETES_SERVICE_PORT", port.clone()),
+                ("KUBERNETES_SERVICE_PORT_HTTPS", port),
+            ];
+            for (name, value) in service_env.into_iter().rev() {
+                if !env.iter().any(|(n, _)| n == name) {
+                    env.insert(0, (name.to_string(), value));
+                }
+            }
+        }
         let image = container.image.clone().unwrap_or_default();
         let spec = self
             .shared
