@@ -40,6 +40,9 @@ pub struct OperatorConfig {
     /// times before the execution fails as a platform failure.
     pub platform_retries: u32,
     pub on_chain: OnChainConfig,
+    /// The sealing key is replaced by a new one (old ones still open old secrets) this often; `None`:
+    /// never.
+    pub sealing_key_rotation: Option<std::time::Duration>,
 }
 
 /// How the operator plans on-chain requests around the contract's yield window.
@@ -132,6 +135,7 @@ impl Default for OperatorConfig {
             max_concurrent_reconciles: 16,
             platform_retries: 2,
             on_chain: OnChainConfig::default(),
+            sealing_key_rotation: Some(std::time::Duration::from_secs(90 * 24 * 60 * 60)),
         }
     }
 }

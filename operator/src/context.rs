@@ -1,6 +1,6 @@
 //! What every reconcile needs, shared as `Arc<Context>`: no globals.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use kube::Client;
@@ -10,6 +10,7 @@ use tracing::warn;
 use crate::chain::{ChainClient, ChainError};
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
+use crate::sealing::Keyring;
 
 /// The field manager of everything the operator writes with server-side apply.
 pub const FIELD_MANAGER: &str = "outlayer-operator";
@@ -22,6 +23,8 @@ pub struct Context {
     pub chain: Option<Arc<ChainClient>>,
     /// The chain's head height, refreshed at most every block time, for yield-deadline decisions.
     pub head: HeadCache,
+    /// The sealing keys, once loaded (or created) from their Secret; `None` until then.
+    keyring: RwLock<Option<Arc<Keyring>>>,
     recorder: Recorder,
 }
 
@@ -38,7 +41,20 @@ impl Context {
             config,
             metrics: Arc::new(Metrics::new()),
             chain: None,
+            keyring: RwLock::new(None),
         }
+    }
+
+    /// The sealing keys, if loaded.
+    pub fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_keyring(&self, keyring: Keyring) {
+        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(keyring));
     }
 
     /// Serves on-chain requests through `chain`.

@@ -16,6 +16,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
+pub mod sealing;
 pub mod watcher;
 
 /// Everything the operator's library can fail with; each variant names what failed and with which input.
@@ -42,6 +43,9 @@ pub enum Error {
     },
     #[error("the API server did not answer about Lease {0} in time")]
     LeaseTimeout(String),
+    /// Finding or checking an execution's secrets failed in a way worth retrying (API, RPC).
+    #[error("preparing the execution's secrets: {0}")]
+    Secrets(String),
     #[error("{what}: {source}")]
     Chain {
         what: String,
@@ -69,6 +73,7 @@ impl Error {
             Self::LeaseTimeout(_) => "lease_timeout",
             Self::StaleObject { .. } => "stale_object",
             Self::Chain { .. } => "chain",
+            Self::Secrets(_) => "secrets",
         }
     }
 }

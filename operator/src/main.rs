@@ -39,6 +39,11 @@ struct Cli {
 enum Command {
     /// Run the operator (controllers, leader election, metrics and health endpoints).
     Run(Box<RunArgs>),
+    /// Seal secrets (JSON object on stdin) to the operator's public key for one scope; prints a
+    /// Kubernetes Secret manifest (safe to commit) or the contract's `store_secrets` arguments.
+    Seal(outlayer_operator::sealing::cli::SealArgs),
+    /// Print the operator's current sealing public key.
+    Pubkey(outlayer_operator::sealing::cli::PubkeyArgs),
     /// Print the version and exit.
     Version,
 }
@@ -168,6 +173,11 @@ struct RunArgs {
     )]
     pricing_sync_interval_seconds: u64,
 
+    /// Days after which the sealing key is replaced by a new one (old keys keep opening old secrets);
+    /// 0 never rotates.
+    #[arg(long, env = "OUTLAYER_SEALING_KEY_ROTATION_DAYS", default_value_t = 90)]
+    sealing_key_rotation_days: u64,
+
     /// Extra KEY=VALUE environment for the compiler container; repeatable.
     #[arg(long = "compiler-env", value_name = "KEY=VALUE")]
     compiler_env: Vec<String>,
@@ -223,6 +233,9 @@ impl RunArgs {
             cache_max_bytes: self.cache_max_bytes,
             max_concurrent_reconciles: self.max_concurrent_reconciles,
             platform_retries: self.platform_retries,
+            sealing_key_rotation: (self.sealing_key_rotation_days > 0).then(|| {
+                Duration::from_secs(self.sealing_key_rotation_days.saturating_mul(24 * 60 * 60))
+            }),
             on_chain: OnChainConfig {
                 expected_block_time: Duration::from_millis(self.expected_block_time_ms),
                 compile_budget: Duration::from_secs(self.compile_budget_seconds),
@@ -298,6 +311,8 @@ async fn main() -> ExitCode {
             println!("outlayer-operator {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Seal(args) => report(outlayer_operator::sealing::cli::run_seal(args).await),
+        Command::Pubkey(args) => report(outlayer_operator::sealing::cli::run_pubkey(args).await),
         Command::Run(args) => {
             init_logging();
             match run(*args).await {
@@ -307,6 +322,17 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// A one-shot command's result: errors to stderr (they never carry secret values), exit status 1.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -108,6 +108,16 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnsealLabels {
+    step: &'static str,
+}
+
+/// From 0.5 ms doubling up to ≈ 16 s (a slow RPC on the access check): 16 buckets.
+fn unseal_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CompileLabels {
     outcome: &'static str,
 }
@@ -135,6 +145,7 @@ pub struct Metrics {
     reconcile_errors: Family<ReconcileErrorLabels, Counter>,
     queue_depth: Gauge,
     leader: Gauge,
+    secrets_unseal: Family<UnsealLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -199,6 +210,17 @@ impl Metrics {
             "ExecutionRequests accepted but not yet finished",
             queue_depth.clone(),
         );
+        let secrets_unseal =
+            Family::<UnsealLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                unseal_histogram,
+            );
+        registry.register_with_unit(
+            "secrets_unseal",
+            "Per execution with secrets: finding, authorizing and opening them (step=open, incl. the \
+             lookups' API and RPC calls) and until the ephemeral Secret exists (step=total)",
+            Unit::Seconds,
+            secrets_unseal.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -216,6 +238,7 @@ impl Metrics {
             reconcile_errors,
             queue_depth,
             leader,
+            secrets_unseal,
         }
     }
 
@@ -236,6 +259,16 @@ impl Metrics {
                 phase: phase.as_str(),
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// `opened`: until the plaintext was in memory; `total`: until the ephemeral Secret existed.
+    pub fn secrets_unsealed(&self, opened: Duration, total: Duration) {
+        self.secrets_unseal
+            .get_or_create(&UnsealLabels { step: "open" })
+            .observe(opened.as_secs_f64());
+        self.secrets_unseal
+            .get_or_create(&UnsealLabels { step: "total" })
+            .observe(total.as_secs_f64());
     }
 
     pub fn compile_finished(&self, outcome: CompileOutcome) {

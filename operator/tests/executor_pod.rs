@@ -44,7 +44,7 @@ async fn run(
         executor_image: EXECUTOR_IMAGE.to_string(),
         ..OperatorConfig::default()
     };
-    let built = executor_pod(&request, module, 0, &config).unwrap();
+    let built = executor_pod(&request, module, 0, None, &config).unwrap();
     Api::<ConfigMap>::namespaced(cluster.client(), NAMESPACE)
         .create(&PostParams::default(), &built.input)
         .await

@@ -1,6 +1,7 @@
-//! The cluster the benchmarks run on: a local control plane, a node agent that runs the real executor,
-//! the CRDs, a restricted namespace and the module cache as a hostPath PersistentVolume. Mirrors
-//! `operator/tests/common` (a test module, not a library), with errors instead of panics.
+//! The cluster the benchmarks run on: a local control plane, a node agent that runs the real executor
+//! (and, for the on-chain bench, the real compiler), the CRDs, a restricted namespace and the module
+//! cache as a hostPath PersistentVolume. Mirrors `operator/tests/common` (a test module, not a
+//! library), with errors instead of panics.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 /// The image name the node agent maps to the executor binary under test.
 pub const EXECUTOR_IMAGE: &str = "outlayer/executor:bench";
+/// The image name the node agent maps to the compiler binary (only when one is given).
+pub const COMPILER_IMAGE: &str = "outlayer/compiler:bench";
 /// The namespace of the latency and throughput runs; it enforces Pod Security "restricted" like
 /// the operator's tests, so executor pods pass the real admission on every run.
 pub const NAMESPACE: &str = "outlayer-bench";
@@ -30,10 +33,15 @@ pub struct BenchEnv {
 }
 
 impl BenchEnv {
-    pub async fn start(executor: &Path) -> anyhow::Result<Self> {
-        let executor = executor
-            .to_str()
-            .with_context(|| format!("executor path {} is not UTF-8", executor.display()))?;
+    /// `compiler`: also map [`COMPILER_IMAGE`] to this binary, for benchmarks that compile.
+    pub async fn start(executor: &Path, compiler: Option<&Path>) -> anyhow::Result<Self> {
+        let utf8 = |path: &Path, what: &str| {
+            path.to_str()
+                .map(str::to_string)
+                .with_context(|| format!("{what} path {} is not UTF-8", path.display()))
+        };
+        let executor = utf8(executor, "executor")?;
+        let compiler = compiler.map(|c| utf8(c, "compiler")).transpose()?;
         let cache = tempfile::tempdir().context("create the module cache directory")?;
         std::fs::create_dir_all(cache.path().join("wasm")).context("create <cache>/wasm")?;
         let results = cache.path().join("results");
@@ -47,9 +55,12 @@ impl BenchEnv {
         let cluster = Cluster::start()
             .await
             .context("start the local control plane (e2e/control-plane/build.sh builds it)")?;
-        let agent_config = cluster
+        let mut agent_config = cluster
             .node_agent_config(DEFAULT_NODE)?
-            .with_image(EXECUTOR_IMAGE, &[executor]);
+            .with_image(EXECUTOR_IMAGE, &[executor.as_str()]);
+        if let Some(compiler) = &compiler {
+            agent_config = agent_config.with_image(COMPILER_IMAGE, &[compiler.as_str()]);
+        }
         let agent = cluster
             .start_node_agent(agent_config)
             .await

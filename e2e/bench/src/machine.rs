@@ -3,6 +3,30 @@
 use std::path::Path;
 
 pub fn describe(executor: (&Path, &str), operator: (&Path, &str)) -> String {
+    format!(
+        "{}\n\
+         builds: executor {} ({}), operator binary {} ({}), in-process controllers (steps 1-2) {}\n\
+         control plane, node agent, executor pods, operator and this bench all share these CPUs",
+        machine(),
+        executor.1,
+        executor.0.display(),
+        operator.1,
+        operator.0.display(),
+        in_process_profile(),
+    )
+}
+
+/// The profile this process (and so any in-process controllers) was built with.
+pub fn in_process_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// CPUs, CPU model, memory and the load average right now, on one line.
+pub fn machine() -> String {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get().to_string())
         .unwrap_or_else(|_| "?".to_string());
@@ -21,22 +45,11 @@ pub fn describe(executor: (&Path, &str), operator: (&Path, &str)) -> String {
         })
         .unwrap_or_else(|| "?".to_string());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let in_process = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
     format!(
-        "machine: nproc {cpus}, CPU {model}, MemTotal {memory}, load average at start {}\n\
-         builds: executor {} ({}), operator binary {} ({}), in-process controllers (steps 1-2) {in_process}\n\
-         control plane, node agent, executor pods, operator and this bench all share these {cpus} CPUs",
+        "machine: nproc {cpus}, CPU {model}, MemTotal {memory}, load average at start {}",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
             .join(" "),
-        executor.1,
-        executor.0.display(),
-        operator.1,
-        operator.0.display(),
     )
 }

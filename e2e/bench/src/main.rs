@@ -1,13 +1,10 @@
 //! `operator-bench`: figures for the operator on the local control plane (issue 5's benchmarks).
 //! Prints; asserts nothing. See README.md for what each figure means.
 
-mod env;
 mod latency;
-mod machine;
 mod memory;
 mod observe;
 mod requests;
-mod stats;
 mod throughput;
 
 use std::sync::Arc;
@@ -21,7 +18,8 @@ use outlayer_operator::context::Context;
 use outlayer_operator::controllers;
 use outlayer_operator::crd::ExecutionRequest;
 
-use crate::env::{BenchEnv, EXECUTOR_IMAGE, NAMESPACE};
+use e2e_bench::env::{self, BenchEnv, EXECUTOR_IMAGE, NAMESPACE};
+use e2e_bench::{machine, stats};
 
 #[derive(Parser)]
 #[command(
@@ -104,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     println!("[setup] starting the control plane and node agent");
-    let env = BenchEnv::start(&executor).await?;
+    let env = BenchEnv::start(&executor, None).await?;
     let wasm_sha256 = env.publish(&guest)?;
     let client = env.cluster.client();
     println!(

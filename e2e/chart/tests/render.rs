@@ -348,7 +348,7 @@ fn rbac_is_least_privilege_and_covers_what_the_operator_uses() {
         ("/pods", &["get", "list", "watch", "create", "delete"]),
         ("batch/jobs", &["get", "list", "watch", "create", "delete"]),
         ("/configmaps", &["create", "delete", "get", "patch"]),
-        ("/secrets", &["get", "create", "delete"]),
+        ("/secrets", &["get", "list", "create", "delete", "update"]),
         ("events.k8s.io/events", &["create", "patch"]),
     ]
     .into_iter()
@@ -394,7 +394,20 @@ fn rbac_is_least_privilege_and_covers_what_the_operator_uses() {
         .unwrap();
     assert_eq!(
         strings(&cursor_rule["resourceNames"]),
-        [outlayer_operator::watcher::CURSOR_CONFIG_MAP]
+        [
+            outlayer_operator::watcher::CURSOR_CONFIG_MAP,
+            outlayer_operator::sealing::keys::DEFAULT_PUBKEY_CONFIG_MAP
+        ]
+    );
+    let key_rule = role(&objects, "outlayer-outlayer-operator")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| strings(&r["resources"]) == ["secrets"] && strings(&r["verbs"]) == ["update"])
+        .unwrap();
+    assert_eq!(
+        strings(&key_rule["resourceNames"]),
+        [outlayer_operator::sealing::keys::DEFAULT_KEY_SECRET]
     );
 
     // The bindings name the chart's ServiceAccount and the roles above.

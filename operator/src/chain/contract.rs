@@ -272,6 +272,34 @@ impl ChainClient {
         }
     }
 
+    /// The public key users seal secrets to, as the contract publishes it.
+    pub async fn get_secrets_pubkey(&self) -> Result<Option<String>, ChainError> {
+        self.view_call(self.contract_id(), "get_secrets_pubkey", &json!({}))
+            .await
+    }
+
+    /// Publishes the sealing public key on the contract (as its owner or operator).
+    pub async fn set_secrets_pubkey(&self, pubkey: &str) -> Result<TxOutcome, ChainError> {
+        let outcome = self
+            .call_function(
+                self.contract_id(),
+                "set_secrets_pubkey",
+                &json!({"pubkey": pubkey}),
+                self.config().set_pricing_gas,
+                Balance::from_yoctonear(0),
+            )
+            .await?;
+        match &outcome.status {
+            CallStatus::Success(_) => Ok(outcome),
+            CallStatus::Failure(message) => Err(ChainError::TransactionFailed {
+                method: "set_secrets_pubkey".to_string(),
+                receiver: self.contract_id().clone(),
+                tx_hash: outcome.tx_hash,
+                message: message.clone(),
+            }),
+        }
+    }
+
     /// Sets the contract's fees (as the owner or the pricing manager). A contract refusal is an error.
     pub async fn set_pricing(&self, pricing: &Pricing) -> Result<TxOutcome, ChainError> {
         let outcome = self

@@ -15,7 +15,11 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, instrument, warn};
 
+use super::secrets::SecretsStep;
 use super::{ERROR_BACKOFF, STALE_RETRY};
+
+/// How soon an execution waiting for the sealing keys looks again.
+const SECRETS_RETRY: Duration = Duration::from_secs(10);
 use crate::context::Context;
 use crate::crd::{
     CompileJob, CompileJobSpec, ExecutionRequest, ExecutionRequestStatus, LAST_USED_ANNOTATION,
@@ -334,7 +338,21 @@ impl ExecutionRequest {
                 );
                 return self.expire(ctx, status, "NoTimeToExecute", message).await;
             }
-            let built = executor_pod(self, sha256, retries, &ctx.config)?;
+            let env_secret = match self.prepare_secrets(ctx).await? {
+                SecretsStep::Ready(name) => name,
+                SecretsStep::Denied { reason, message } => {
+                    warn!(reason, "the execution may not use its secrets");
+                    return self.finish(ctx, status, false, reason, message).await;
+                }
+                SecretsStep::Waiting(message) => {
+                    if status.message.as_deref() != Some(message.as_str()) {
+                        status.message = Some(message);
+                        self.apply_status(ctx, &status).await?;
+                    }
+                    return Ok(Action::requeue(SECRETS_RETRY));
+                }
+            };
+            let built = executor_pod(self, sha256, retries, env_secret.as_deref(), &ctx.config)?;
             let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
             create_if_absent(&config_maps, &built.input).await?;
             create_if_absent(&pods, &built.pod).await?;
@@ -373,7 +391,11 @@ impl ExecutionRequest {
             return Ok(wait_until_deadline(ctx, time_left));
         };
         match outcome {
-            ExecutorOutcome::Finished(result) => self.record_result(ctx, status, result).await,
+            ExecutorOutcome::Finished(result) => {
+                // The pod has ended: its secrets go now, not with the request.
+                self.delete_env_secret(ctx).await?;
+                self.record_result(ctx, status, result).await
+            }
             ExecutorOutcome::PlatformFailure(reason)
                 if retries < ctx.config.platform_retries
                     && time_left.is_none_or(|left| {
@@ -400,6 +422,7 @@ impl ExecutionRequest {
                 Ok(Action::requeue(Duration::from_millis(100)))
             }
             ExecutorOutcome::PlatformFailure(reason) => {
+                self.delete_env_secret(ctx).await?;
                 set_condition(
                     &mut status.conditions,
                     CONDITION_EXECUTED,
@@ -641,7 +664,8 @@ impl ExecutionRequest {
             &config_maps,
             &crate::pods::executor::input_config_map_name(&name),
         )
-        .await
+        .await?;
+        self.delete_env_secret(ctx).await
     }
 
     pub(super) async fn apply_status(

@@ -4,6 +4,7 @@ pub mod compile;
 pub mod execution;
 mod onchain;
 pub mod pricing;
+mod secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,11 @@ pub async fn run(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let chain_watcher = crate::watcher::run(
+        ctx.clone(),
+        namespace.to_string(),
+        stopped_signal(stopped.clone()),
+    );
+    let sealing_keys = crate::sealing::keeper::run(
         ctx.clone(),
         namespace.to_string(),
         stopped_signal(stopped.clone()),
@@ -131,7 +137,8 @@ pub async fn run(
         compile_controller,
         execution_controller,
         chain_watcher,
-        pricing_controller
+        pricing_controller,
+        sealing_keys
     );
 }
 

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, Pod, PodSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, Pod, PodSpec, SecretVolumeSource,
+    Volume, VolumeMount,
 };
 use kube::core::ObjectMeta;
 use sha2::{Digest, Sha256};
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::hardening::{container_security_context, pod_security_context, sandbox_labels};
 use crate::config::OperatorConfig;
 use crate::crd::{ExecutionRequest, ResponseFormat};
+use crate::sealing::unseal::ENV_FILE_KEY;
 use crate::{Error, Result};
 
 pub const EXECUTOR_CONTAINER: &str = "executor";
@@ -31,6 +33,11 @@ pub const RESULTS_SUBDIR: &str = "results";
 pub struct ExecutorPod {
     pub input: ConfigMap,
     pub pod: Pod,
+}
+
+/// `<execution>-env`: the ephemeral Secret with the execution's unsealed secrets.
+pub fn env_secret_name(execution_name: &str) -> String {
+    bounded_name(execution_name, "-env")
 }
 
 /// `<execution>-run`, kept within the 63 characters a label value (and a DNS label) allows.
@@ -71,6 +78,7 @@ pub fn executor_pod(
     execution: &ExecutionRequest,
     module_sha256: &str,
     retries: u32,
+    env_secret: Option<&str>,
     config: &OperatorConfig,
 ) -> Result<ExecutorPod> {
     let (name, namespace, owner) = super::owner_identity(execution)?;
@@ -124,6 +132,12 @@ pub fn executor_pod(
         "--output-dir".to_string(),
         OUTPUTS_MOUNT.to_string(),
     ];
+    if env_secret.is_some() {
+        args.extend([
+            "--env-file".to_string(),
+            format!("{SECRETS_MOUNT}/{ENV_FILE_KEY}"),
+        ]);
+    }
     if let Some(on_chain) = &spec.on_chain {
         args.extend([
             "--sender-id".to_string(),
@@ -149,6 +163,7 @@ pub fn executor_pod(
         .unwrap_or(i64::MAX)
         .saturating_add(config.pod_startup_grace_seconds);
 
+    let (volume_mounts, volumes) = executor_volumes(input_name, env_secret, config);
     let pod = Pod {
         metadata: ObjectMeta {
             name: Some(pod_name),
@@ -171,49 +186,84 @@ pub fn executor_pod(
                 resources: Some(resources),
                 security_context: Some(container_security_context()),
                 termination_message_policy: Some("File".to_string()),
-                volume_mounts: Some(vec![
-                    VolumeMount {
-                        name: "cache".to_string(),
-                        mount_path: CACHE_MOUNT.to_string(),
-                        read_only: Some(true),
-                        ..Default::default()
-                    },
-                    VolumeMount {
-                        name: "cache".to_string(),
-                        mount_path: OUTPUTS_MOUNT.to_string(),
-                        sub_path: Some(RESULTS_SUBDIR.to_string()),
-                        ..Default::default()
-                    },
-                    VolumeMount {
-                        name: "input".to_string(),
-                        mount_path: INPUT_MOUNT.to_string(),
-                        read_only: Some(true),
-                        ..Default::default()
-                    },
-                ]),
+                volume_mounts: Some(volume_mounts),
                 ..Default::default()
             }],
-            volumes: Some(vec![
-                super::cache_volume(config),
-                Volume {
-                    name: "input".to_string(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: input_name,
-                        items: Some(vec![KeyToPath {
-                            key: INPUT_KEY.to_string(),
-                            path: INPUT_KEY.to_string(),
-                            mode: Some(0o444),
-                        }]),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ]),
+            volumes: Some(volumes),
             ..Default::default()
         }),
         status: None,
     };
     Ok(ExecutorPod { input, pod })
+}
+
+/// The unsealed secrets, read once by the executor (`--env-file`) and handed to the guest as its
+/// environment.
+const SECRETS_MOUNT: &str = "/secrets";
+
+fn executor_volumes(
+    input_name: String,
+    env_secret: Option<&str>,
+    config: &OperatorConfig,
+) -> (Vec<VolumeMount>, Vec<Volume>) {
+    let mut mounts = vec![
+        VolumeMount {
+            name: "cache".to_string(),
+            mount_path: CACHE_MOUNT.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "cache".to_string(),
+            mount_path: OUTPUTS_MOUNT.to_string(),
+            sub_path: Some(RESULTS_SUBDIR.to_string()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "input".to_string(),
+            mount_path: INPUT_MOUNT.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ];
+    let mut volumes = vec![
+        super::cache_volume(config),
+        Volume {
+            name: "input".to_string(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: input_name,
+                items: Some(vec![KeyToPath {
+                    key: INPUT_KEY.to_string(),
+                    path: INPUT_KEY.to_string(),
+                    mode: Some(0o444),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    if let Some(secret) = env_secret {
+        mounts.push(VolumeMount {
+            name: "secrets".to_string(),
+            mount_path: SECRETS_MOUNT.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "secrets".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_string()),
+                items: Some(vec![KeyToPath {
+                    key: ENV_FILE_KEY.to_string(),
+                    path: ENV_FILE_KEY.to_string(),
+                    mode: Some(0o444),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    (mounts, volumes)
 }
 
 fn response_format_arg(format: ResponseFormat) -> &'static str {
@@ -267,7 +317,14 @@ mod tests {
 
     #[test]
     fn pod_runs_the_module_with_the_requested_limits() {
-        let built = executor_pod(&execution("req-1"), SHA, 0, &OperatorConfig::default()).unwrap();
+        let built = executor_pod(
+            &execution("req-1"),
+            SHA,
+            0,
+            None,
+            &OperatorConfig::default(),
+        )
+        .unwrap();
         let spec = built.pod.spec.unwrap();
         let container = &spec.containers[0];
         let args = container.args.clone().unwrap();
@@ -297,7 +354,14 @@ mod tests {
 
     #[test]
     fn pod_is_hardened_and_owned_by_its_request() {
-        let built = executor_pod(&execution("req-1"), SHA, 0, &OperatorConfig::default()).unwrap();
+        let built = executor_pod(
+            &execution("req-1"),
+            SHA,
+            0,
+            None,
+            &OperatorConfig::default(),
+        )
+        .unwrap();
         let pod = built.pod;
         assert_eq!(pod.metadata.name.as_deref(), Some("req-1-run"));
         let owner = &pod.metadata.owner_references.unwrap()[0];
@@ -338,7 +402,7 @@ mod tests {
             runtime_class_name: Some("gvisor".to_string()),
             ..OperatorConfig::default()
         };
-        let spec = executor_pod(&execution, SHA, 0, &config)
+        let spec = executor_pod(&execution, SHA, 0, None, &config)
             .unwrap()
             .pod
             .spec
@@ -355,13 +419,13 @@ mod tests {
     fn bad_module_hashes_and_unsaved_requests_are_refused() {
         let config = OperatorConfig::default();
         assert!(matches!(
-            executor_pod(&execution("a"), "../../etc/passwd", 0, &config),
+            executor_pod(&execution("a"), "../../etc/passwd", 0, None, &config),
             Err(Error::InvalidModuleHash(_))
         ));
         let mut unsaved = execution("a");
         unsaved.metadata.uid = None;
         assert!(matches!(
-            executor_pod(&unsaved, SHA, 0, &config),
+            executor_pod(&unsaved, SHA, 0, None, &config),
             Err(Error::MissingMetadata("metadata.uid"))
         ));
     }

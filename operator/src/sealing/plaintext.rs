@@ -75,7 +75,9 @@ pub enum PlaintextError {
     InvalidName { name: String },
     #[error("secret name {name} collides with a variable the platform sets")]
     Reserved { name: String },
-    #[error("the value of secret {name} contains a NUL byte, which environment variables cannot hold")]
+    #[error(
+        "the value of secret {name} contains a NUL byte, which environment variables cannot hold"
+    )]
     NulInValue { name: String },
 }
 
@@ -315,8 +317,8 @@ mod tests {
 
     #[test]
     fn a_valid_bundle_round_trips_canonically() {
-        let p = Plaintext::from_json(br#" {"B_KEY":"2","API_KEY":"s\u00e9cret","_x1":""} "#)
-            .unwrap();
+        let p =
+            Plaintext::from_json(br#" {"B_KEY":"2","API_KEY":"s\u00e9cret","_x1":""} "#).unwrap();
         assert_eq!(p.len(), 3);
         assert_eq!(p.get("API_KEY"), Some("sécret"));
         assert_eq!(
@@ -349,7 +351,10 @@ mod tests {
         }
         let p = Plaintext::from_pairs([("API_KEY", SECRET)]).unwrap();
         let debug = format!("{p:?}");
-        assert!(debug.contains("API_KEY") && !debug.contains(SECRET), "{debug}");
+        assert!(
+            debug.contains("API_KEY") && !debug.contains(SECRET),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -384,7 +389,14 @@ mod tests {
 
     #[test]
     fn names_follow_env_var_rules_and_avoid_the_platforms() {
-        for good in ["A", "_", "api_key", "Api_Key_2", "NEAR_PRIVATE_KEY", "PATHS"] {
+        for good in [
+            "A",
+            "_",
+            "api_key",
+            "Api_Key_2",
+            "NEAR_PRIVATE_KEY",
+            "PATHS",
+        ] {
             validate_name(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
         let too_long = "A".repeat(MAX_NAME_LEN + 1);
@@ -405,7 +417,10 @@ mod tests {
             "NEAR_SENDER_ID",
         ] {
             assert!(
-                matches!(validate_name(reserved), Err(PlaintextError::Reserved { .. })),
+                matches!(
+                    validate_name(reserved),
+                    Err(PlaintextError::Reserved { .. })
+                ),
                 "{reserved}"
             );
         }

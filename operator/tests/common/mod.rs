@@ -3,6 +3,8 @@
 
 //! Helpers the operator's cluster tests share.
 
+pub mod chain;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -280,20 +282,28 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 
 /// Commits the echo example as a standalone crate on branch `main` of a new repository at `repo`.
 pub fn echo_main_branch(repo: &Path) {
+    example_main_branch(repo, "echo");
+}
+
+/// Commits `examples/<example>` (a std-only guest) as a standalone crate on branch `main` of a new
+/// repository at `repo`.
+pub fn example_main_branch(repo: &Path, example: &str) {
     std::fs::create_dir_all(repo.join("src")).unwrap();
     std::fs::write(
         repo.join("Cargo.toml"),
-        "[package]\nname = \"echo\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n",
+        format!(
+            "[package]\nname = \"{example}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n"
+        ),
     )
     .unwrap();
     let main = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/echo/src/main.rs"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{example}/src/main.rs")),
     )
     .unwrap();
     std::fs::write(repo.join("src/main.rs"), main).unwrap();
     git(repo, &["init", "-q", "-b", "main"]);
     git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", "echo"]);
+    git(repo, &["commit", "-q", "-m", example]);
 }
 
 /// The operator's configuration for these tests: test images, the repositories' directory as the only

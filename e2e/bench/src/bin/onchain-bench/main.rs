@@ -1,0 +1,199 @@
+//! `onchain-bench`: the on-chain path's figures (issue 6's benchmarks) — latency from a request's
+//! block to its resolve transaction's block with a warm cache, and sustained resolves/s — on the
+//! local control plane and the test localnet running the real contract. Prints; asserts nothing.
+//! See e2e/bench/README.md for what each figure means.
+
+mod latency;
+mod measure;
+mod setup;
+mod throughput;
+mod timeline;
+mod user;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use e2e_bench::cpu::CpuSnapshot;
+use e2e_bench::env::{self, NAMESPACE};
+use e2e_bench::machine;
+use kube::api::Api;
+use outlayer_operator::crd::ExecutionRequest;
+
+use crate::setup::ChainBench;
+
+#[derive(Parser)]
+#[command(
+    name = "onchain-bench",
+    about = "Measures on-chain latency (request block → resolve block) and resolves/s on a localnet"
+)]
+struct Cli {
+    /// Sequential requests for the latency figures (default 50; 10 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Requests sent at once for the throughput figure (default 100; 20 with --quick).
+    #[arg(long)]
+    burst: Option<usize>,
+    /// Smaller counts, for checking the bench itself.
+    #[arg(long)]
+    quick: bool,
+    /// The operator's chain poll interval in ms; several (comma-separated) run every step once per
+    /// value, restarting the in-process operator in between.
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    poll_interval_ms: Vec<u64>,
+    /// The localnet's block time in ms (also the operator's expected block time).
+    #[arg(long, default_value_t = 600)]
+    block_time_ms: u64,
+    /// Skip steps: latency, throughput (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+}
+
+impl Cli {
+    fn count(&self, explicit: Option<usize>, full: usize, quick: usize) -> usize {
+        explicit.unwrap_or(if self.quick { quick } else { full })
+    }
+
+    fn runs_step(&self, step: &str) -> bool {
+        !self.skip.iter().any(|s| s == step)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    anyhow::ensure!(
+        !cli.poll_interval_ms.is_empty(),
+        "--poll-interval-ms needs a value"
+    );
+    let runs = cli.count(cli.runs, 50, 10);
+    let burst = cli.count(cli.burst, 100, 20);
+    let block_time = Duration::from_millis(cli.block_time_ms);
+    let bench_started = Instant::now();
+
+    let (executor, executor_profile) = env::built_binary("outlayer-executor")?;
+    let (compiler, compiler_profile) = env::built_binary("outlayer-compiler")?;
+    let contract = env::target_dir().join("near/outlayer_contract.wasm");
+    anyhow::ensure!(
+        contract.exists(),
+        "{} is missing: run scripts/build-wasm",
+        contract.display()
+    );
+    println!("{}", machine::machine());
+    println!(
+        "builds: executor {executor_profile} ({}), compiler {compiler_profile} ({}), in-process \
+         operator (controllers, chain watcher, submitter) and localnet {}",
+        executor.display(),
+        compiler.display(),
+        machine::in_process_profile()
+    );
+    println!(
+        "settings: runs {runs}, burst {burst}, block time {} ms, poll interval(s) {:?} ms, \
+         operator otherwise at its defaults (chain client, yield planning, 16 concurrent reconciles)",
+        cli.block_time_ms, cli.poll_interval_ms
+    );
+
+    println!("[setup] starting the control plane, node agent and localnet");
+    let bench = ChainBench::start(block_time, &executor, &compiler, contract).await?;
+    let api: Api<ExecutionRequest> = Api::namespaced(bench.env.cluster.client(), NAMESPACE);
+    let observer = timeline::Observer::start(api).await?;
+    let poll = |ms: u64| Duration::from_millis(ms);
+    let mut operator =
+        bench.start_operator(bench.operator_config(poll(cli.poll_interval_ms[0]))?)?;
+    let compile_time = bench.precompile().await?;
+    println!(
+        "[setup] ready after {:.1} s; echo compiled ahead of time in {:.1} s (the cache is warm)",
+        bench_started.elapsed().as_secs_f64(),
+        compile_time.as_secs_f64()
+    );
+    // Not counted: the first request pays for the first executor start and the module entering the
+    // page cache.
+    match latency::once(&bench, &observer, "warm-up").await? {
+        Ok(sample) => println!(
+            "[setup] warm-up request (not counted): {:.3} s from its block to the resolve block",
+            sample.latency().as_secs_f64()
+        ),
+        Err(why) => println!("[setup] warm-up request was not resolved: {why}"),
+    }
+
+    let mut report = Vec::new();
+    for (index, &poll_ms) in cli.poll_interval_ms.iter().enumerate() {
+        if index > 0 {
+            operator.stop().await?;
+            operator = bench.start_operator(bench.operator_config(poll(poll_ms))?)?;
+        }
+        let label = format!("poll {poll_ms} ms");
+        if cli.runs_step("latency") {
+            println!("[latency, {label}] {runs} requests, one after another");
+            let cpu = CpuSnapshot::take();
+            let figures = latency::run(&bench, &observer, runs, &label).await?;
+            let cpu = cpu_use(cpu);
+            report.push(format!(
+                "latency, {label}, block {} ms: {} resolved, {} not",
+                cli.block_time_ms,
+                figures.samples.len(),
+                figures.failures.len()
+            ));
+            report.extend(measure::describe(&figures.samples));
+            report.extend(cpu.map(|c| format!("  {c}")));
+            report.extend(
+                figures
+                    .failures
+                    .iter()
+                    .map(|f| format!("  not resolved: {f}")),
+            );
+        }
+        if cli.runs_step("throughput") {
+            println!("[throughput, {label}] {burst} requests sent at once");
+            let cpu = CpuSnapshot::take();
+            let figures = throughput::run(&bench, &observer, burst, &label).await?;
+            let cpu = cpu_use(cpu);
+            report.push(format!(
+                "throughput, {label}, block {} ms: {} of {} resolved in {:.2} s (first request block → \
+                 last resolve block) = {:.1} resolves/s; the burst landed over {:.2} s of blocks; \
+                 wall clock first send → last user tx settled {:.1} s",
+                cli.block_time_ms,
+                figures.samples.len(),
+                figures.sent,
+                figures.span.as_secs_f64(),
+                figures.per_second,
+                figures.arrival.as_secs_f64(),
+                figures.wall.as_secs_f64()
+            ));
+            report.extend(
+                measure::describe(&figures.samples)
+                    .into_iter()
+                    .map(|l| format!("  in the burst, {l}")),
+            );
+            report.extend(cpu.map(|c| format!("  {c}")));
+            report.extend(
+                figures
+                    .failures
+                    .iter()
+                    .map(|f| format!("  not resolved: {f}")),
+            );
+        }
+    }
+    operator.stop().await?;
+    drop(observer);
+
+    println!(
+        "\nsummary (total {:.0} s):",
+        bench_started.elapsed().as_secs_f64()
+    );
+    for line in &report {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+/// The CPU used since `start`, as a report line (none where /proc is unreadable).
+fn cpu_use(start: Option<CpuSnapshot>) -> Option<String> {
+    let end = CpuSnapshot::take()?;
+    Some(start?.until(&end).to_string())
+}

@@ -1,0 +1,305 @@
+//! The on-chain bench's world, as `operator/tests/onchain.rs` builds it: the cluster (executor and
+//! compiler images), the test localnet running the real contract wasm, a user and the operator's
+//! account, and the echo example in a local git repository that the compiler fetches through a git
+//! mirror (the contract only accepts GitHub URLs).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use e2e_bench::env::{BenchEnv, COMPILER_IMAGE, EXECUTOR_IMAGE, NAMESPACE, target_dir};
+use e2e_localnet::{InitCall, Localnet, LocalnetConfig};
+use kube::api::{Api, PostParams};
+use near_crypto::{KeyType, SecretKey};
+use near_primitives::types::AccountId;
+use outlayer_operator::chain::{ChainClient, ChainConfig, OperatorSigner};
+use outlayer_operator::config::{CompilerConfig, OnChainConfig, OperatorConfig};
+use outlayer_operator::context::Context;
+use outlayer_operator::crd::{
+    BUILD_TARGET_WASIP1, CompileJob, CompileJobSpec, CompileSource, condition_status,
+};
+use serde_json::json;
+
+pub const CONTRACT: &str = "outlayer.localnet";
+pub const USER: &str = "alice.localnet";
+pub const OPERATOR: &str = "operator.localnet";
+/// The repository as users name it; the operator fetches it from the local mirror.
+pub const REPO: &str = "https://github.com/outlayer/echo";
+const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
+/// Bounds a hang, not a figure: a debug-built compile of the echo crate on a loaded 2-core machine.
+const PRECOMPILE_TIMEOUT: Duration = Duration::from_secs(900);
+
+pub fn account(name: &str) -> anyhow::Result<AccountId> {
+    name.parse()
+        .with_context(|| format!("{name:?} is not a NEAR account id"))
+}
+
+/// Deterministic keys: the localnet is throwaway and nothing else ever sees them.
+fn secret(name: &str) -> SecretKey {
+    SecretKey::from_seed(KeyType::ED25519, name)
+}
+
+/// Field order matters: the cluster (and its agent) stops before the localnet.
+pub struct ChainBench {
+    pub env: BenchEnv,
+    pub localnet: Localnet,
+    repos: tempfile::TempDir,
+    pub commit: String,
+    pub block_time: Duration,
+    /// One client for all of the user's calls: its clones share the user's nonce.
+    pub user: ChainClient,
+    /// Views and transaction look-ups only (no key).
+    pub viewer: ChainClient,
+}
+
+impl ChainBench {
+    pub async fn start(
+        block_time: Duration,
+        executor: &Path,
+        compiler: &Path,
+        contract_wasm: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let repos = repositories_dir()?;
+        let repo = repos.path().join("outlayer").join("echo");
+        echo_main_branch(&repo)?;
+        let commit = git(&repo, &["rev-parse", "main"])?;
+        let env = BenchEnv::start(executor, Some(compiler)).await?;
+        let config = LocalnetConfig::default()
+            .with_block_time(block_time)
+            .with_account(account(USER)?, 1000 * NEAR, secret(USER).public_key())
+            .with_account(
+                account(OPERATOR)?,
+                100 * NEAR,
+                secret(OPERATOR).public_key(),
+            )
+            .with_contract(
+                account(CONTRACT)?,
+                10 * NEAR,
+                contract_wasm,
+                Some(InitCall {
+                    method: "new".to_string(),
+                    args: json!({"owner_id": USER, "operator_id": OPERATOR}),
+                }),
+            );
+        let localnet = Localnet::start(config)
+            .await
+            .context("start the localnet with the contract (scripts/build-wasm builds it)")?;
+        let mut user_config = ChainConfig::new(vec![localnet.rpc_url()], account(CONTRACT)?);
+        // A burst of 100 sends from one key races on nonces; each lost race costs one re-sign.
+        user_config.max_resigns = 50;
+        let user = ChainClient::new(user_config, Some(signer(USER)?))
+            .context("build the user's chain client")?;
+        let viewer = ChainClient::new(
+            ChainConfig::new(vec![localnet.rpc_url()], account(CONTRACT)?),
+            None,
+        )
+        .context("build the view-only chain client")?;
+        Ok(Self {
+            env,
+            localnet,
+            repos,
+            commit,
+            block_time,
+            user,
+            viewer,
+        })
+    }
+
+    /// The operator as deployed (default chain client settings and on-chain planning), with the
+    /// bench's images, the git mirror, the localnet's block time and the poll interval under test.
+    pub fn operator_config(&self, poll_interval: Duration) -> anyhow::Result<OperatorConfig> {
+        let rustup_home = match std::env::var("RUSTUP_HOME") {
+            Ok(home) => home,
+            Err(_) => format!(
+                "{}/.rustup",
+                std::env::var("HOME").context("neither RUSTUP_HOME nor HOME is set")?
+            ),
+        };
+        Ok(OperatorConfig {
+            executor_image: EXECUTOR_IMAGE.to_string(),
+            cache_mount_path: Some(self.env.cache.path().to_path_buf()),
+            compiler: CompilerConfig {
+                image: COMPILER_IMAGE.to_string(),
+                allowed_repo_prefixes: vec!["https://github.com/".to_string()],
+                git_mirrors: vec![format!(
+                    "https://github.com/=file://{}/",
+                    self.repos.path().display()
+                )],
+                // The node agent starts containers with an empty environment; a real compiler
+                // image has its toolchain baked in, here it is the host's.
+                env: vec![
+                    (
+                        "PATH".to_string(),
+                        std::env::var("PATH").context("PATH is not set")?,
+                    ),
+                    ("OUTLAYER_GIT".to_string(), which("git")?),
+                    ("OUTLAYER_CARGO".to_string(), which("cargo")?),
+                    ("RUSTUP_HOME".to_string(), rustup_home),
+                ],
+                ..CompilerConfig::default()
+            },
+            on_chain: OnChainConfig {
+                expected_block_time: self.block_time,
+                poll_interval,
+                ..OnChainConfig::default()
+            },
+            ..OperatorConfig::default()
+        })
+    }
+
+    /// The controllers, chain watcher and submitter in this process, signing as the operator with
+    /// the client settings the operator binary uses.
+    pub fn start_operator(&self, config: OperatorConfig) -> anyhow::Result<RunningOperator> {
+        let chain = ChainClient::new(
+            ChainConfig::new(vec![self.localnet.rpc_url()], account(CONTRACT)?),
+            Some(signer(OPERATOR)?),
+        )
+        .context("build the operator's chain client")?;
+        let ctx = Context::new(self.env.cluster.client(), config, Some("bench".to_string()))
+            .with_chain(Arc::new(chain));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(outlayer_operator::controllers::run(
+            Arc::new(ctx),
+            NAMESPACE,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(RunningOperator { stop, task })
+    }
+
+    /// A CompileJob created ahead of time, as `kubectl apply` would: every request then hits the
+    /// cache. Returns how long the compile took.
+    pub async fn precompile(&self) -> anyhow::Result<Duration> {
+        let source = CompileSource {
+            repo: REPO.to_string(),
+            commit: self.commit.clone(),
+            build_target: BUILD_TARGET_WASIP1.to_string(),
+        };
+        let name = source.compile_job_name();
+        let api: Api<CompileJob> = Api::namespaced(self.env.cluster.client(), NAMESPACE);
+        let started = Instant::now();
+        api.create(
+            &PostParams::default(),
+            &CompileJob::new(&name, CompileJobSpec { source }),
+        )
+        .await
+        .with_context(|| format!("create CompileJob {name}"))?;
+        loop {
+            let status = api
+                .get(&name)
+                .await
+                .with_context(|| format!("read CompileJob {name}"))?
+                .status
+                .unwrap_or_default();
+            match condition_status(&status.conditions, "Ready") {
+                Some(true) => return Ok(started.elapsed()),
+                Some(false) => bail!(
+                    "CompileJob {name} failed: {}\n{}",
+                    status.message.unwrap_or_default(),
+                    status.build_log.unwrap_or_default()
+                ),
+                None if started.elapsed() > PRECOMPILE_TIMEOUT => bail!(
+                    "CompileJob {name} was not Ready within {} s",
+                    PRECOMPILE_TIMEOUT.as_secs()
+                ),
+                None => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+/// The operator's controllers running in this process until [`RunningOperator::stop`].
+pub struct RunningOperator {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningOperator {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .context("the in-process controllers panicked")
+    }
+}
+
+fn signer(name: &str) -> anyhow::Result<OperatorSigner> {
+    OperatorSigner::from_secret_strings(name, &secret(name).to_string())
+        .with_context(|| format!("build the signer of {name}"))
+}
+
+/// A fresh directory for the echo repository, spelled without `..` and outside /tmp: sandboxed pods
+/// see the host's filesystem read-only but get an empty /tmp of their own.
+fn repositories_dir() -> anyhow::Result<tempfile::TempDir> {
+    let candidates = [
+        Some(target_dir().join("e2e-repos")),
+        e2e_cluster::binaries::cache_root().map(|root| root.join("bench-repos")),
+    ];
+    for root in candidates.into_iter().flatten() {
+        std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+        let root =
+            std::fs::canonicalize(&root).with_context(|| format!("resolve {}", root.display()))?;
+        if !root.starts_with("/tmp") {
+            return tempfile::tempdir_in(&root)
+                .with_context(|| format!("create a directory in {}", root.display()));
+        }
+    }
+    bail!(
+        "no place outside /tmp for the echo repository: set OUTLAYER_E2E_CACHE to a directory outside /tmp"
+    )
+}
+
+/// Commits the echo example as a standalone crate on branch `main` of a new repository at `repo`.
+fn echo_main_branch(repo: &Path) -> anyhow::Result<()> {
+    let src = repo.join("src");
+    std::fs::create_dir_all(&src).with_context(|| format!("create {}", src.display()))?;
+    std::fs::write(
+        repo.join("Cargo.toml"),
+        "[package]\nname = \"echo\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n",
+    )
+    .with_context(|| format!("write {}/Cargo.toml", repo.display()))?;
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/echo/src/main.rs");
+    std::fs::copy(&example, src.join("main.rs"))
+        .with_context(|| format!("copy {} into {}", example.display(), src.display()))?;
+    git(repo, &["init", "-q", "-b", "main"])?;
+    git(repo, &["add", "."])?;
+    git(repo, &["commit", "-q", "-m", "echo"])?;
+    Ok(())
+}
+
+fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("git")
+        .args([
+            "-c",
+            "user.name=OutLayer Bench",
+            "-c",
+            "user.email=bench@outlayer.dev",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("run git {args:?} in {}", dir.display()))?;
+    if !output.status.success() {
+        bail!(
+            "git {args:?} in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn which(program: &str) -> anyhow::Result<String> {
+    let output = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .with_context(|| format!("look up {program} on PATH"))?;
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if path.is_empty() {
+        bail!("{program} is not on PATH");
+    }
+    Ok(path)
+}

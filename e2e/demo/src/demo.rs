@@ -1,0 +1,370 @@
+//! The demo's stack and flow: start everything ([`Demo::start`]), send the user's request and follow
+//! it to its outcome ([`Demo::run_request`]).
+
+use std::time::Duration;
+
+use e2e_chart::Helm;
+use e2e_cluster::{Cluster, DEFAULT_NODE, NodeAgent};
+use kube::api::Api;
+use outlayer_operator::chain::{Pricing, ResourceMetrics};
+use outlayer_operator::crd::{ExecutionRequest, ExecutionRequestStatus};
+use serde_json::{Value, json};
+
+use crate::artifacts::{Artifacts, set_mode, work_dir};
+use crate::chain::{DemoChain, OPERATOR, USER, secret_key, yocto_to_near};
+use crate::chart::{
+    COMPILER_IMAGE, ChartSettings, EXECUTOR_IMAGE, NAMESPACE, OPERATOR_IMAGE, RELEASE, Release,
+    image_ref,
+};
+use crate::outcome::{Outcome, event, returned_value, tokens_burnt, yocto_field};
+use crate::progress::{Log, Watch};
+use crate::{Error, Example, Kubectl, Result, wait_until};
+
+/// Bounds on waits for the cluster: generous, since the machine may be busy building; only a hang
+/// reaches them.
+const OPERATOR_READY_LIMIT: Duration = Duration::from_secs(180);
+const STATUS_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The localnet's block time; the yield window is 200 blocks of it.
+    pub block_time: Duration,
+    pub example: Example,
+    /// The program's input; the example's own when `None`.
+    pub input: Option<String>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            block_time: Duration::from_millis(600),
+            example: Example::json_transform(),
+            input: None,
+        }
+    }
+}
+
+/// The running stack. Fields drop in declaration order: the progress watch first, then the node
+/// agent (its containers) before the control plane, the working directory last.
+pub struct Demo {
+    pub log: Log,
+    watch: Option<Watch>,
+    release: Release,
+    agent: NodeAgent,
+    chain: DemoChain,
+    cluster: Cluster,
+    kubectl: Kubectl,
+    http_port: u16,
+    options: DemoOptions,
+    commit: String,
+    work: tempfile::TempDir,
+}
+
+impl Demo {
+    /// Boots the control plane with the node agent and the localnet with the contract, then installs
+    /// the chart with `helm install` and waits until the operator pod is ready.
+    pub async fn start(options: DemoOptions, log: Log) -> Result<Self> {
+        // Everything that can be missing is looked for before anything starts.
+        let artifacts = Artifacts::locate()?;
+        let helm = Helm::locate()?;
+        let work = work_dir()?;
+        let mirror_root = work.path().join("repos");
+        let cache = work.path().join("cache");
+        for dir in [cache.join("wasm"), cache.join("results")] {
+            std::fs::create_dir_all(&dir)
+                .map_err(Error::io(format!("create {}", dir.display())))?;
+        }
+        // The operator, executor and compiler run as uid 65532 and write here.
+        set_mode(&cache, 0o777)?;
+        set_mode(&cache.join("results"), 0o777)?;
+        set_mode(&cache.join("wasm"), 0o777)?;
+
+        let commit = options.example.publish(&mirror_root)?;
+        log.line(format_args!(
+            "example {} ({}) committed at {} in a local repository, served as {} through a git mirror",
+            options.example.dir,
+            options.example.what_it_does,
+            short(&commit),
+            options.example.repo
+        ));
+
+        // The control plane and the localnet's genesis (which compiles the contract) start together.
+        let (cluster, chain) = tokio::join!(
+            Cluster::start(),
+            DemoChain::start(&artifacts.contract, options.block_time)
+        );
+        let cluster = cluster?;
+        let chain = chain?;
+        log.line(format_args!(
+            "local control plane up at {}",
+            cluster.server_url()
+        ));
+        log.line(format_args!(
+            "localnet at {} ({} ms blocks): contract {} deployed from {}, user {USER} holds {}",
+            chain.rpc_url(),
+            options.block_time.as_millis(),
+            crate::CONTRACT,
+            artifacts.contract.display(),
+            yocto_to_near(chain.balance(USER).await?),
+        ));
+
+        let agent = cluster
+            .start_node_agent(agent_config(&cluster, &artifacts)?)
+            .await?;
+        log.line("node agent registered: it runs pods as local sandboxed processes (image → built binary)");
+
+        cluster
+            .create_namespace(
+                NAMESPACE,
+                &[("pod-security.kubernetes.io/enforce", "restricted")],
+            )
+            .await?;
+        let client = cluster.client();
+        crate::chart::create_cache_volume(&client, &cache).await?;
+        crate::chart::create_key_secret(&client, OPERATOR, &secret_key(OPERATOR).to_string())
+            .await?;
+        log.line(format_args!(
+            "namespace {NAMESPACE} (Pod Security \"restricted\"), Secret {} with the key of {OPERATOR}",
+            crate::chart::KEY_SECRET
+        ));
+
+        let kubectl = Kubectl::new(
+            cluster.kubectl().ok_or_else(|| {
+                Error::Unexpected("the demo needs the local control plane's kubectl".into())
+            })?,
+            cluster.kubeconfig_path(),
+        );
+        let http_port = e2e_cluster::ports::free_port()?;
+        let values = crate::chart::values(&ChartSettings {
+            http_port,
+            rpc_url: chain.rpc_url(),
+            block_time_ms: u64::try_from(options.block_time.as_millis()).unwrap_or(u64::MAX),
+            mirror_root: &mirror_root,
+        })?;
+        let release = Release::new(
+            helm,
+            cluster.kubeconfig_path(),
+            &work.path().join("values.json"),
+            &values,
+        )?;
+        let watch = Watch::start(client, NAMESPACE, log);
+        let installed = release.install()?;
+        let status = installed
+            .lines()
+            .find(|l| l.starts_with("STATUS:"))
+            .unwrap_or("STATUS: ?");
+        log.line(format_args!(
+            "helm install {RELEASE} charts/outlayer-operator -n {NAMESPACE}: {status}"
+        ));
+        let ready = wait_until("the operator's /readyz", OPERATOR_READY_LIMIT, || {
+            crate::chart::readyz(http_port)
+        })
+        .await?;
+        log.line(format_args!(
+            "operator ready ({}); it watches {} on {}",
+            ready.trim(),
+            crate::CONTRACT,
+            chain.rpc_url()
+        ));
+        Ok(Self {
+            log,
+            watch: Some(watch),
+            release,
+            agent,
+            chain,
+            cluster,
+            kubectl,
+            http_port,
+            options,
+            commit,
+            work,
+        })
+    }
+
+    /// The request the user sends: the example at its commit, its input, limits, the response format.
+    pub fn request_args(&self) -> Value {
+        let example = &self.options.example;
+        json!({
+            "code_source": {"repo": example.repo, "commit": self.commit, "build_target": "wasm32-wasip1"},
+            "resource_limits": {"max_instructions": 1_000_000_000u64, "max_memory_mb": 64,
+                                "max_execution_seconds": 10},
+            "input_data": self.options.input.as_deref().unwrap_or(example.default_input),
+            "response_format": example.response_format,
+        })
+    }
+
+    /// The user's `request_execution`, with a deposit from `estimate_execution_cost` plus storage and
+    /// a compile allowance; waits for the transaction to settle and the ExecutionRequest to finish.
+    pub async fn run_request(&self) -> Result<Outcome> {
+        let args = self.request_args();
+        let deposit = self.chain.deposit_for(&args).await?;
+        let pricing: Pricing =
+            serde_json::from_value(self.chain.view("get_pricing", json!({})).await?)
+                .map_err(|e| Error::Unexpected(format!("get_pricing: {e}")))?;
+        let balance_before = self.chain.balance(USER).await?;
+        self.log.line(format_args!(
+            "{USER} calls {}.request_execution({}@{}, input {} bytes) with {} attached",
+            crate::CONTRACT,
+            self.options.example.repo,
+            short(&self.commit),
+            args["input_data"].as_str().map_or(0, str::len),
+            yocto_to_near(deposit.total())
+        ));
+        let outcome = self
+            .chain
+            .request_execution(&args, deposit.total(), Duration::from_secs(60))
+            .await?;
+        let returned = returned_value(&outcome)?;
+        let requested = event(&outcome, "execution_requested")?;
+        let request_id = requested["request_id"].as_u64().ok_or_else(|| {
+            Error::Unexpected(format!(
+                "execution_requested has no request_id: {requested}"
+            ))
+        })?;
+        let completed = event(&outcome, "execution_completed")?;
+        self.log.line(format_args!(
+            "the user's transaction {} settled: success={}",
+            outcome.tx_hash, completed["success"]
+        ));
+        let used: ResourceMetrics = serde_json::from_value(completed["resources_used"].clone())
+            .map_err(|e| {
+                Error::Unexpected(format!(
+                    "execution_completed's resources_used: {e}: {completed}"
+                ))
+            })?;
+        let execution_name = format!("req-{request_id}");
+        let execution = self.finished(&execution_name).await?;
+        Ok(Outcome {
+            tx_hash: outcome.tx_hash.to_string(),
+            returned,
+            execution_name,
+            execution,
+            deposit,
+            pricing,
+            used,
+            charged: yocto_field(&completed, "payment_charged")?,
+            refunded: yocto_field(&completed, "payment_refunded")?,
+            completed_event: completed,
+            gas_burnt: tokens_burnt(&outcome),
+            balance_before,
+            balance_after: self.chain.balance(USER).await?,
+        })
+    }
+
+    /// The ExecutionRequest's status once it is terminal (and, when it succeeded, reported).
+    async fn finished(&self, name: &str) -> Result<ExecutionRequestStatus> {
+        let api: Api<ExecutionRequest> = Api::namespaced(self.cluster.client(), NAMESPACE);
+        wait_until(
+            &format!("ExecutionRequest {name} to finish"),
+            STATUS_LIMIT,
+            || {
+                let api = api.clone();
+                async move {
+                    let status = api
+                        .get(name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .status
+                        .ok_or("no status yet")?;
+                    match status.phase {
+                        Some(phase) if phase.is_terminal() => Ok(status),
+                        other => Err(format!("phase {other:?}")),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// Stops printing the namespace's changes.
+    pub fn stop_watching(&mut self) {
+        self.watch = None;
+    }
+
+    /// `kubectl args…` against the cluster (what the user would type).
+    pub fn kubectl(&self) -> &Kubectl {
+        &self.kubectl
+    }
+
+    pub fn client(&self) -> kube::Client {
+        self.cluster.client()
+    }
+
+    pub fn chain(&self) -> &DemoChain {
+        &self.chain
+    }
+
+    pub fn release(&self) -> &Release {
+        &self.release
+    }
+
+    pub fn kubeconfig_path(&self) -> &std::path::Path {
+        self.cluster.kubeconfig_path()
+    }
+
+    /// The operator pod's `/metrics`, `/healthz` and `/readyz` port on 127.0.0.1.
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// The operator container's log (the node agent keeps it as the kubelet would).
+    pub fn operator_log(&self) -> String {
+        let pods = self.kubectl.run(
+            &[
+                "-n",
+                NAMESPACE,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/component=operator",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+            None,
+        );
+        match pods {
+            Ok(names) => names
+                .split_whitespace()
+                .map(|pod| {
+                    self.agent
+                        .container_log(NAMESPACE, pod, "operator")
+                        .unwrap_or_else(|e| e.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    pub fn work_dir(&self) -> &std::path::Path {
+        self.work.path()
+    }
+}
+
+/// The node agent's images: the chart's image references run the built binaries. Pods reach the API
+/// server as in-cluster clients do (the operator uses its ServiceAccount's token).
+fn agent_config(cluster: &Cluster, artifacts: &Artifacts) -> Result<e2e_cluster::AgentConfig> {
+    let server = cluster.server_url();
+    let api_port: u16 = server
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| Error::Unexpected(format!("no port in the API server URL {server}")))?;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let mut config = cluster
+        .node_agent_config(DEFAULT_NODE)?
+        .with_image(image_ref(OPERATOR_IMAGE), &[&path(&artifacts.operator)])
+        .with_image(image_ref(EXECUTOR_IMAGE), &[&path(&artifacts.executor)])
+        .with_image(image_ref(COMPILER_IMAGE), &[&path(&artifacts.compiler)]);
+    config.kubernetes_service = Some(e2e_cluster::node_agent::KubernetesService {
+        host: "127.0.0.1".into(),
+        port: api_port,
+    });
+    Ok(config)
+}
+
+/// A commit's first 12 hex digits, as `kubectl get exr` shows it.
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}

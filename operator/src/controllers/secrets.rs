@@ -1,0 +1,171 @@
+//! An execution's secrets: unsealed just before its pod is created, into an immutable Secret
+//! `<exr>-env` owned by the ExecutionRequest that the pod reads as its env file, and deleted as soon
+//! as the pod has ended (owner garbage collection covers every other path).
+//!
+//! Who asks: for an on-chain request the requester is its sender, and the access condition is checked
+//! on chain (cluster secrets first, then the contract's store). A request created with kubectl has no
+//! authenticated account: it acts as the secrets' owner and may use only sealed Secrets in the
+//! operator's namespace (never the contract's store), with chain-based conditions undecidable — so
+//! whoever may create ExecutionRequests there may use that namespace's sealed secrets.
+
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use near_primitives::types::AccountId;
+use tracing::{debug, info};
+
+use crate::chain::ChainClient;
+use crate::context::Context;
+use crate::crd::ExecutionRequest;
+use crate::pods::executor::{EXECUTION_LABEL, bounded_name, env_secret_name};
+use crate::sealing::{Scope, ephemeral_env_secret, unseal};
+use crate::{Error, Result};
+
+/// Where an execution's secrets stand before its pod starts.
+pub(super) enum SecretsStep {
+    /// Nothing to mount, or the ephemeral Secret of this name exists.
+    Ready(Option<String>),
+    /// Refused for good: the execution fails with this reason; the message reveals no secret.
+    Denied {
+        reason: &'static str,
+        message: String,
+    },
+    /// The operator cannot decide yet (keys not loaded); says why.
+    Waiting(String),
+}
+
+/// A full commit SHA names no branch; anything else does (tags are names too).
+fn branch_of(commit: &str) -> Option<&str> {
+    let is_sha = commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit());
+    (!is_sha).then_some(commit)
+}
+
+impl ExecutionRequest {
+    pub(super) async fn prepare_secrets(&self, ctx: &Context) -> Result<SecretsStep> {
+        let Some(secrets_ref) = &self.spec.secrets_ref else {
+            return Ok(SecretsStep::Ready(None));
+        };
+        let namespace = self.namespace_or_err()?;
+        let name = env_secret_name(&self.name_any());
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        if secrets
+            .get_metadata_opt(&name)
+            .await
+            .map_err(Error::api("reading Secret", &name))?
+            .is_some()
+        {
+            // Unsealed before a restart or for an earlier attempt.
+            return Ok(SecretsStep::Ready(Some(name)));
+        }
+        let Some(keyring) = ctx.keyring() else {
+            return Ok(SecretsStep::Waiting(
+                "waiting for the operator's sealing keys (see the operator's log)".to_string(),
+            ));
+        };
+        let Some(source) = &self.spec.code.source else {
+            return Ok(SecretsStep::Denied {
+                reason: "SecretsInvalid",
+                message: "secrets are scoped to a repository; a request by module hash has none"
+                    .to_string(),
+            });
+        };
+        let scope = match Scope::new(
+            &secrets_ref.account_id,
+            &source.repo,
+            branch_of(&source.commit),
+            &secrets_ref.profile,
+        ) {
+            Ok(scope) => scope,
+            Err(error) => {
+                return Ok(SecretsStep::Denied {
+                    reason: "SecretsInvalid",
+                    message: format!("secretsRef does not name a valid scope: {error}"),
+                });
+            }
+        };
+        let (requester, chain) = match &self.spec.on_chain {
+            Some(on_chain) => (on_chain.sender.as_str(), ctx.chain.as_deref()),
+            None => (secrets_ref.account_id.as_str(), None::<&ChainClient>),
+        };
+        let requester: AccountId = match requester.parse() {
+            Ok(account) => account,
+            Err(_) => {
+                return Ok(SecretsStep::Denied {
+                    reason: "SecretsInvalid",
+                    message: format!("{requester:?} is not a NEAR account id"),
+                });
+            }
+        };
+        let started = Instant::now();
+        let unsealed = match unseal(
+            ctx.client.clone(),
+            &namespace,
+            chain,
+            &keyring,
+            &scope,
+            &requester,
+        )
+        .await
+        {
+            Ok(unsealed) => unsealed,
+            Err(error) if error.is_transient() => {
+                return Err(Error::Secrets(error.to_string()));
+            }
+            Err(error) => {
+                return Ok(SecretsStep::Denied {
+                    reason: error.reason(),
+                    message: error.to_string(),
+                });
+            }
+        };
+        let (_, _, owner) = crate::pods::owner_identity(self)?;
+        let labels = [(
+            EXECUTION_LABEL.to_string(),
+            bounded_name(&self.name_any(), ""),
+        )]
+        .into();
+        let secret = ephemeral_env_secret(&name, &namespace, owner, labels, &unsealed.plaintext);
+        drop(unsealed);
+        let prepared = started.elapsed();
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(Error::api("creating Secret", &name)(e)),
+        }
+        ctx.metrics.secrets_unsealed(prepared, started.elapsed());
+        info!(secret = %name, "secrets unsealed for this execution");
+        Ok(SecretsStep::Ready(Some(name)))
+    }
+
+    /// Deletes the ephemeral Secret, if the execution had one; absent is fine.
+    pub(super) async fn delete_env_secret(&self, ctx: &Context) -> Result<()> {
+        if self.spec.secrets_ref.is_none() {
+            return Ok(());
+        }
+        let namespace = self.namespace_or_err()?;
+        let name = env_secret_name(&self.name_any());
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        match secrets.delete(&name, &Default::default()).await {
+            Ok(_) => {
+                debug!(secret = %name, "ephemeral secrets deleted");
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(Error::api("deleting Secret", &name)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_are_branches() {
+        assert_eq!(branch_of("main"), Some("main"));
+        assert_eq!(branch_of("v1.2.0"), Some("v1.2.0"));
+        assert_eq!(branch_of("0123456789abcdef0123456789abcdef01234567"), None);
+    }
+}
