@@ -794,8 +794,21 @@ async fn helm_install_runs_the_operator_as_a_pod() {
                     assert_eq!(object["status"]["phase"], "Succeeded", "{what}");
                 }
             }
-            // Published by kube-controller-manager into every namespace.
-            "ConfigMap" => assert_eq!(name(object), "kube-root-ca.crt", "{what} left behind"),
+            // Published by kube-controller-manager into every namespace, and the sealing public keys,
+            // kept on purpose like the key Secret below (losing the keys loses every sealed secret).
+            "ConfigMap" => assert!(
+                [
+                    "kube-root-ca.crt",
+                    outlayer_operator::sealing::keys::DEFAULT_PUBKEY_CONFIG_MAP
+                ]
+                .contains(&name(object)),
+                "{what} left behind"
+            ),
+            "Secret" => assert_eq!(
+                name(object),
+                outlayer_operator::sealing::keys::DEFAULT_KEY_SECRET,
+                "{what} left behind"
+            ),
             _ => panic!("{what} left behind"),
         }
     }
