@@ -66,8 +66,9 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
         "the user pays exactly the charge plus the gas burnt on its behalf"
     );
 
-    // Cached now, and an output over the 1024-byte yield payload: the two-step path.
-    let large = "0123456789abcdef".repeat(200);
+    // Cached now; an input over 10,000 bytes (left out of the pending list, read with get_request)
+    // and so an output over the 1024-byte yield payload: the two-step path.
+    let large = "0123456789abcdef".repeat(750);
     let outcome = net.request(&large).await.unwrap();
     assert_eq!(returned(&outcome), large.as_str());
     let status = finished(&executions, "req-1").await;
@@ -263,6 +264,30 @@ async fn requests_that_cannot_finish_in_time_expire_and_are_refunded() {
     );
     // The first request was settled before the operator started: it never became an ExecutionRequest.
     assert!(net.executions().get_opt("req-0").await.unwrap().is_none());
+    operator.kill().await;
+
+    // In flight when the operator dies: with a budget that lets the compile start, the work begins;
+    // the operator is back only after the yield timed out, and the request ends Expired, unreported.
+    let mut hasty = net.config();
+    hasty.on_chain.compile_budget = Duration::from_secs(1);
+    let operator = net.start_operator(hasty);
+    let outcome = net.request("in flight");
+    let executions = net.executions();
+    wait_for("req-2 to be accepted", || async {
+        executions.get_opt("req-2").await.ok()?.map(|_| ())
+    })
+    .await;
+    operator.kill().await;
+    let outcome = outcome.await.unwrap();
+    assert_eq!(returned(&outcome), Value::Null, "the timeout settled it");
+    let operator = net.start_operator(net.config());
+    let status = finished(&executions, "req-2").await;
+    assert_eq!(status.phase, Some(Phase::Expired), "{status:?}");
+    assert_eq!(condition_reason(&status, "Succeeded"), "YieldDeadline");
+    assert_eq!(
+        condition_status(&status.conditions, "Reported"),
+        Some(false)
+    );
     operator.stop().await;
 }
 

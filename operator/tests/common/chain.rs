@@ -24,7 +24,8 @@ use super::{
 };
 
 pub const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
-pub const DEPOSIT: u128 = NEAR / 10;
+/// Covers the estimate and the storage of a pending request with an input of up to ~40 KB.
+pub const DEPOSIT: u128 = NEAR / 2;
 /// The repository as users name it; the operator fetches it from a local mirror.
 pub const REPO: &str = "https://github.com/outlayer/echo";
 
