@@ -280,33 +280,27 @@ impl ChainClient {
 
     /// Publishes the sealing public key on the contract (as its owner or operator).
     pub async fn set_secrets_pubkey(&self, pubkey: &str) -> Result<TxOutcome, ChainError> {
-        let outcome = self
-            .call_function(
-                self.contract_id(),
-                "set_secrets_pubkey",
-                &json!({"pubkey": pubkey}),
-                self.config().set_pricing_gas,
-                Balance::from_yoctonear(0),
-            )
-            .await?;
-        match &outcome.status {
-            CallStatus::Success(_) => Ok(outcome),
-            CallStatus::Failure(message) => Err(ChainError::TransactionFailed {
-                method: "set_secrets_pubkey".to_string(),
-                receiver: self.contract_id().clone(),
-                tx_hash: outcome.tx_hash,
-                message: message.clone(),
-            }),
-        }
+        self.admin_call("set_secrets_pubkey", &json!({"pubkey": pubkey}))
+            .await
     }
 
-    /// Sets the contract's fees (as the owner or the pricing manager). A contract refusal is an error.
+    /// Sets the contract's fees (as the owner or the pricing manager).
     pub async fn set_pricing(&self, pricing: &Pricing) -> Result<TxOutcome, ChainError> {
+        self.admin_call("set_pricing", &json!({"pricing": pricing}))
+            .await
+    }
+
+    /// A configuration call without deposit; a contract refusal is an error.
+    async fn admin_call(
+        &self,
+        method: &str,
+        args: &serde_json::Value,
+    ) -> Result<TxOutcome, ChainError> {
         let outcome = self
             .call_function(
                 self.contract_id(),
-                "set_pricing",
-                &json!({"pricing": pricing}),
+                method,
+                args,
                 self.config().set_pricing_gas,
                 Balance::from_yoctonear(0),
             )
@@ -314,7 +308,7 @@ impl ChainClient {
         match &outcome.status {
             CallStatus::Success(_) => Ok(outcome),
             CallStatus::Failure(message) => Err(ChainError::TransactionFailed {
-                method: "set_pricing".to_string(),
+                method: method.to_string(),
                 receiver: self.contract_id().clone(),
                 tx_hash: outcome.tx_hash,
                 message: message.clone(),
