@@ -453,16 +453,18 @@ impl PodWorker {
                 .into(),
             read_only: false,
         }];
-        // The image's program is part of the image: bind it where it is, read-only, so it runs even from
-        // a tree the sandbox otherwise hides (a checkout under /tmp, as CI may use).
-        if let Some(program) = spec.entrypoint.first().map(std::path::PathBuf::from)
-            && program.is_absolute()
-        {
-            mounts.push(Mount {
-                host: program.clone(),
-                container: program,
-                read_only: true,
-            });
+        // The image's program, and any other file its mapping names (e.g. a wrapper script's target),
+        // is part of the image: bind it where it is, read-only, so it runs even from a tree the sandbox
+        // otherwise hides (a checkout under /tmp, as CI may use).
+        for (index, word) in spec.entrypoint.iter().enumerate() {
+            let path = std::path::PathBuf::from(word);
+            if path.is_absolute() && (index == 0 || path.is_file()) {
+                mounts.push(Mount {
+                    host: path.clone(),
+                    container: path,
+                    read_only: true,
+                });
+            }
         }
         for m in container.volume_mounts.iter().flatten() {
             let volume: &HostVolume = self.volumes.get(&m.name).ok_or_else(|| {

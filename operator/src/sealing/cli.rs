@@ -82,6 +82,7 @@ pub struct SealArgs {
     /// Only executions of this branch; omitted: every branch.
     #[arg(long)]
     pub branch: Option<String>,
+    /// The name requests use in secretsRef.profile (e.g. prod, staging): one bundle per profile.
     #[arg(long)]
     pub profile: String,
     /// Who may use them: the contract's AccessCondition as JSON, e.g. '"AllowAll"' or

@@ -136,15 +136,13 @@ impl OperatorEnv {
             .with_image(COMPILER_IMAGE, &[compiler.to_str().unwrap()])
             .with_image(
                 FLAKY_EXECUTOR_IMAGE,
+                // The executor is `$0`: a path of the mapping, so the agent binds it into the sandbox.
                 &[
                     "/bin/sh",
                     "-c",
-                    &format!(
-                        "if [ -e /outputs/.flaky-ran ]; then exec {} \"$@\"; fi; \
-                         touch /outputs/.flaky-ran; exit 3",
-                        executor.display()
-                    ),
-                    "flaky-executor",
+                    "if [ -e /outputs/.flaky-ran ]; then exec \"$0\" \"$@\"; fi; \
+                     touch /outputs/.flaky-ran; exit 3",
+                    executor.to_str().unwrap(),
                 ],
             );
         let agent = cluster.start_node_agent(agent_config).await.unwrap();
