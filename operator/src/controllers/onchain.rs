@@ -160,7 +160,7 @@ impl ExecutionRequest {
             .map_err(chain_error("reading the chain head"))?;
         if head >= on_chain.yield_deadline_height {
             let message = format!(
-                "the yield timed out at block {} before the result was reported",
+                "the yield window closed at block {} before a resolve was confirmed",
                 on_chain.yield_deadline_height
             );
             return self.expire(ctx, status, "YieldTimedOut", message).await;
