@@ -30,6 +30,8 @@ pub const CURSOR_CONFIG_MAP: &str = "outlayer-watcher";
 const CURSOR_KEY: &str = "nextRequestId";
 /// The contract's page cap.
 const PAGE: u32 = 100;
+/// ExecutionRequests created at once while turning a page into objects.
+const CONCURRENT_CREATES: usize = 16;
 /// Labels on ExecutionRequests from the chain, for `kubectl get exr -l outlayer.dev/source=chain`.
 pub const SOURCE_LABEL: &str = "outlayer.dev/source";
 pub const REQUEST_ID_LABEL: &str = "outlayer.dev/request-id";
@@ -137,9 +139,16 @@ impl Watcher {
                 .get_pending_requests(from, PAGE)
                 .await
                 .map_err(chain_error("reading the pending requests"))?;
-            for request in &page {
-                self.create(request).await?;
-                self.cursor = self.cursor.max(request.request_id + 1);
+            // A burst of requests is one page: create a few at a time, but take the results in id order,
+            // so the cursor never passes a request whose create failed.
+            for chunk in page.chunks(CONCURRENT_CREATES) {
+                let created =
+                    futures::future::join_all(chunk.iter().map(|request| self.create(request)))
+                        .await;
+                for (request, result) in chunk.iter().zip(created) {
+                    result?;
+                    self.cursor = self.cursor.max(request.request_id + 1);
+                }
             }
             match page.last() {
                 Some(last) if page.len() == PAGE as usize => from = last.request_id + 1,
