@@ -3,7 +3,8 @@
 //! another tool must still pass), and no error or `Debug` output ever contains a value.
 //!
 //! Name rules: `[A-Za-z_][A-Za-z0-9_]*`, at most [`MAX_NAME_LEN`] bytes, case-sensitive — exactly what
-//! the executor accepts, so nothing sealed here is refused later. Reserved names ([`RESERVED_ENV_NAMES`],
+//! the executor accepts, so nothing sealed here is refused later. Reserved names ([`RESERVED_ENV_NAMES`], the
+//! executor's `SYSTEM_ENV_NAMES`,
 //! [`RESERVED_ENV_PREFIXES`]) are compared case-insensitively: `path` is refused as well as `PATH`, since
 //! some consumers fold case. Values may be empty but may not contain NUL (environment strings cannot).
 
@@ -19,9 +20,9 @@ use zeroize::{Zeroize, Zeroizing};
 pub const MAX_PLAINTEXT_BYTES: usize = 64 * 1024;
 pub const MAX_NAME_LEN: usize = 128;
 
-/// Names the executor or its pod set: a secret must not shadow them. The executor's own guest variables
-/// (`NEAR_SENDER_ID`…) are listed one by one rather than as a `NEAR_` prefix, so users keep names like
-/// `NEAR_PRIVATE_KEY` for their own keys.
+/// Names the pod's environment or common runtimes give meaning to: a secret must not shadow them. The
+/// executor's own guest variables (`outlayer_executor::config::SYSTEM_ENV_NAMES`, `NEAR_SENDER_ID`…) are
+/// reserved too, one by one rather than as a `NEAR_` prefix, so users keep names like `NEAR_PRIVATE_KEY`.
 pub const RESERVED_ENV_NAMES: &[&str] = &[
     "PATH",
     "HOME",
@@ -38,13 +39,6 @@ pub const RESERVED_ENV_NAMES: &[&str] = &[
     "RUST_BACKTRACE",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
-    "NEAR_SENDER_ID",
-    "NEAR_REQUEST_ID",
-    "NEAR_CONTRACT_ID",
-    "NEAR_BLOCK_HEIGHT",
-    "NEAR_MAX_INSTRUCTIONS",
-    "NEAR_MAX_MEMORY_MB",
-    "NEAR_MAX_EXECUTION_SECONDS",
 ];
 
 /// Prefixes of variables the platform sets: the executor's flags (`OUTLAYER_*`), Kubernetes service
@@ -202,6 +196,7 @@ pub fn validate_name(name: &str) -> Result<(), PlaintextError> {
     }
     let upper = name.to_ascii_uppercase();
     let reserved = RESERVED_ENV_NAMES.contains(&upper.as_str())
+        || outlayer_executor::config::SYSTEM_ENV_NAMES.contains(&upper.as_str())
         || RESERVED_ENV_PREFIXES.iter().any(|p| upper.starts_with(p));
     if reserved {
         return Err(PlaintextError::Reserved {
