@@ -58,9 +58,15 @@ impl Mirrors {
             if !prefix.ends_with('/') || !replacement.ends_with('/') {
                 return Err(invalid("both sides must end with '/'"));
             }
-            if !(replacement.starts_with("https://") || replacement.starts_with("file:///")) {
+            // git:// is for a mirror inside the cluster network (the tests' real node serves one with
+            // `git daemon`): unencrypted, so a commit named by its SHA is still verified by git, but a
+            // branch or tag name is only as trustworthy as the network path to the mirror.
+            if !(replacement.starts_with("https://")
+                || replacement.starts_with("file:///")
+                || replacement.starts_with("git://"))
+            {
                 return Err(invalid(
-                    "the replacement must be an https:// or file:/// URL",
+                    "the replacement must be an https://, git:// or file:/// URL",
                 ));
             }
             if replacement.contains("..") {
@@ -139,7 +145,6 @@ pub fn fetch(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
     // Everything the user controls is checked before the first process starts.
     validate_repo(&config.repo, &config.allow)?;
     let source = config.mirrors.rewrite(&config.repo);
-    let is_file = source.starts_with("file://");
     let wanted = parse_ref(&config.reference)?;
     let workspace = Workspace::new(&config.workspace)?;
     workspace.reset_for_fetch()?;
@@ -150,7 +155,6 @@ pub fn fetch(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
     let git = Git {
         tools: &config.tools,
         workspace: &workspace,
-        is_file,
         log,
         limits: &limits,
         repo: &source,
@@ -200,7 +204,6 @@ pub fn fetch(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
 struct Git<'a> {
     tools: &'a Tools,
     workspace: &'a Workspace,
-    is_file: bool,
     log: &'a Arc<Log>,
     limits: &'a Limits,
     repo: &'a str,
@@ -208,7 +211,7 @@ struct Git<'a> {
 
 impl Git<'_> {
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.tools.git(self.workspace, self.is_file);
+        let mut command = self.tools.git(self.workspace, self.repo);
         command.args(args);
         command
     }
@@ -409,6 +412,13 @@ mod tests {
             Mirrors::default().rewrite("https://github.com/a/b"),
             "https://github.com/a/b"
         );
+        // A mirror inside the cluster network, served by `git daemon`.
+        let mirrors =
+            Mirrors::parse(&["https://github.com/=git://10.0.0.5:9418/".to_string()]).unwrap();
+        assert_eq!(
+            mirrors.rewrite("https://github.com/alice/app"),
+            "git://10.0.0.5:9418/alice/app"
+        );
     }
 
     #[test]
@@ -418,6 +428,7 @@ mod tests {
             "https://github.com=file:///srv/",
             "https://github.com/=file:///srv",
             "https://github.com/=ssh://git@host/",
+            "https://github.com/=http://mirror/",
             "https://github.com/=file:///srv/../etc/",
         ] {
             let error = Mirrors::parse(&[bad.to_string()]).unwrap_err().to_string();

@@ -93,8 +93,10 @@ impl Tools {
         command
     }
 
-    /// `git -c … <args>` in the checkout directory.
-    pub fn git(&self, workspace: &Workspace, allow_file_protocol: bool) -> Command {
+    /// `git -c … <args>` in the checkout directory, allowing only https and the transport `source`
+    /// uses: `file://` (a local repository, where the allow-list admits one) or `git://` (a mirror
+    /// inside the cluster network, which only the operator's `--git-mirror` can name).
+    pub fn git(&self, workspace: &Workspace, source: &str) -> Command {
         let mut command = self.base(&self.git, workspace);
         command
             .env("GIT_TERMINAL_PROMPT", "0")
@@ -106,8 +108,10 @@ impl Tools {
         for setting in GIT_CONFIG {
             command.arg("-c").arg(setting);
         }
-        if allow_file_protocol {
+        if source.starts_with("file://") {
             command.arg("-c").arg("protocol.file.allow=always");
+        } else if source.starts_with("git://") {
+            command.arg("-c").arg("protocol.git.allow=always");
         }
         command.arg("-C").arg(workspace.src());
         command

@@ -47,12 +47,27 @@ pub struct ClusterOptions {
     /// Node names that get a kubelet-like identity (`system:node:<name>` in `system:nodes`), for
     /// node agents started later with [`Cluster::node_kubeconfig`].
     pub nodes: Vec<String>,
+    /// Prepare for a real node ([`Cluster::start_real_node`]): the apiserver listens on the node's
+    /// bridge ([`crate::real_node::NODE_IP`]) so pods reach it through the `kubernetes` Service, and
+    /// node CIDRs are allocated. One such cluster runs per machine at a time (a machine-wide lock).
+    pub real_node: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             nodes: vec![crate::DEFAULT_NODE.to_owned()],
+            real_node: false,
+        }
+    }
+}
+
+impl ClusterOptions {
+    /// Default options, prepared for a real node named [`crate::DEFAULT_NODE`].
+    pub fn real_node() -> Self {
+        ClusterOptions {
+            real_node: true,
+            ..ClusterOptions::default()
         }
     }
 }
@@ -87,9 +102,15 @@ fn cluster_slots() -> &'static tokio::sync::Semaphore {
 }
 
 struct LocalControlPlane {
-    /// In start order: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
+    /// In start order: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, then the real
+    /// node's containerd, kubelet, kube-proxy and kube-router when one was started.
     processes: Vec<ManagedProcess>,
+    /// The real node's hold on the machine (bridge, guard, tunables, lock); dropped after the
+    /// processes have stopped, and before the temp dir goes.
+    host: Option<crate::real_node::HostState>,
     dir: tempfile::TempDir,
+    kube_proxy_token: String,
+    real_node_started: bool,
     server: String,
     ca_cert_pem: String,
     node_tokens: BTreeMap<String, String>,
@@ -159,13 +180,28 @@ impl Cluster {
         let pki = Pki::generate()?;
         let files = write_files(&root, &pki, &options)?;
 
+        // Before anything listens: the bridge carries the address the apiserver binds.
+        let host = if options.real_node {
+            Some(crate::real_node::HostState::prepare(&root)?)
+        } else {
+            None
+        };
+        let apiserver_ip = if options.real_node {
+            crate::real_node::NODE_IP
+        } else {
+            "127.0.0.1"
+        };
+
         let etcd_port = free_port()?;
         let etcd_peer_port = free_port()?;
         let apiserver_port = free_port()?;
-        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let server = format!("https://{apiserver_ip}:{apiserver_port}");
 
         let mut local = LocalControlPlane {
             processes: Vec::new(),
+            host,
+            kube_proxy_token: files.kube_proxy_token.clone(),
+            real_node_started: false,
             dir,
             server: server.clone(),
             ca_cert_pem: pki.ca_cert_pem.clone(),
@@ -189,15 +225,15 @@ impl Cluster {
         ];
         local.spawn("etcd", &local.binaries.etcd.clone(), &etcd_args)?;
 
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--cert-dir={}", root.join("certs").display()),
             format!("--tls-cert-file={}", files.serving_cert.display()),
             format!("--tls-private-key-file={}", files.serving_key.display()),
             format!("--client-ca-file={}", files.ca_cert.display()),
             format!("--secure-port={apiserver_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
+            format!("--bind-address={apiserver_ip}"),
+            format!("--advertise-address={apiserver_ip}"),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--allow-privileged=true".into(),
             "--authorization-mode=Node,RBAC".into(),
@@ -213,6 +249,21 @@ impl Cluster {
             ),
             "--profiling=false".into(),
         ];
+        if options.real_node {
+            apiserver_args.extend([
+                // Logs and exec: the apiserver dials the kubelet at the node IP with a client
+                // certificate the kubelet's client CA accepts.
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                format!(
+                    "--kubelet-client-certificate={}",
+                    files.kubelet_client_cert.display()
+                ),
+                format!(
+                    "--kubelet-client-key={}",
+                    files.kubelet_client_key.display()
+                ),
+            ]);
+        }
         local.spawn(
             "kube-apiserver",
             &local.binaries.kube_apiserver.clone(),
@@ -237,7 +288,7 @@ impl Cluster {
                 &files.controller_manager_token,
             ),
         )?;
-        let kcm_args = vec![
+        let mut kcm_args = vec![
             format!("--kubeconfig={}", kcm_kubeconfig.display()),
             format!("--authentication-kubeconfig={}", kcm_kubeconfig.display()),
             format!("--authorization-kubeconfig={}", kcm_kubeconfig.display()),
@@ -251,10 +302,25 @@ impl Cluster {
                 files.sa_key.display()
             ),
             format!("--root-ca-file={}", files.ca_cert.display()),
-            format!("--controllers={}", CONTROLLERS.join(",")),
             format!("--cert-dir={}", root.join("certs").display()),
             "--profiling=false".into(),
         ];
+        if options.real_node {
+            // The node's pod CIDR (kube-router and kube-proxy read it) is the bridge's subnet: the
+            // first /24 of the cluster CIDR goes to the first (only) node.
+            kcm_args.extend([
+                format!(
+                    "--controllers={},node-ipam-controller",
+                    CONTROLLERS.join(",")
+                ),
+                "--allocate-node-cidrs=true".into(),
+                format!("--cluster-cidr={}", crate::real_node::CLUSTER_CIDR),
+                "--node-cidr-mask-size=24".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+            ]);
+        } else {
+            kcm_args.push(format!("--controllers={}", CONTROLLERS.join(",")));
+        }
         local.spawn(
             "kube-controller-manager",
             &local.binaries.kube_controller_manager.clone(),
@@ -439,37 +505,209 @@ impl Cluster {
         let agent = NodeAgent::start(client, config)
             .await
             .map_err(|e| Error::NodeAgent(e.to_string()))?;
-        let api = Api::<Node>::all(self.client.clone());
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            match api.get_opt(&node).await {
-                Ok(Some(n)) => {
-                    let taints: Vec<String> = n
-                        .spec
-                        .and_then(|s| s.taints)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|t| t.key)
-                        .collect();
-                    if taints.is_empty() {
-                        eprintln!(
-                            "node agent {node} schedulable after {:.1} s",
-                            started.elapsed().as_secs_f64()
-                        );
-                        return Ok(agent);
-                    }
-                    last = format!("taints {taints:?}");
-                }
-                Ok(None) => last = "node not registered".into(),
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(POLL).await;
+        wait_for_schedulable(&self.client, &node, None).await?;
+        eprintln!(
+            "node agent {node} schedulable after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(agent)
+    }
+
+    /// Starts a real node named [`crate::DEFAULT_NODE`] on a cluster started with
+    /// [`ClusterOptions::real_node`]: containerd (with `images` imported), the kubelet, kube-proxy and
+    /// kube-router, and waits until pods can be scheduled on it. The node's processes stop, and
+    /// everything it put on the machine is removed, when the cluster drops.
+    pub async fn start_real_node(&mut self, images: &crate::real_node::Images) -> Result<()> {
+        use crate::real_node::{self, config};
+        let node_name = crate::DEFAULT_NODE;
+        let node_kubeconfig = self.node_kubeconfig(node_name)?;
+        let local = self.local.as_mut().ok_or_else(|| {
+            Error::Config("a real node runs only against a local control plane".into())
+        })?;
+        if local.host.is_none() {
+            return Err(Error::Config(
+                "start the cluster with ClusterOptions::real_node() to run a real node".into(),
+            ));
         }
-        Err(Error::Timeout {
-            what: format!("node {node} to become schedulable"),
-            last,
-        })
+        if local.real_node_started {
+            return Err(Error::Config("the real node is already running".into()));
+        }
+        local.real_node_started = true;
+        let binaries = real_node::NodeBinaries::locate()?;
+        let started = Instant::now();
+        let root = local.dir.path().to_owned();
+        let node_dir = root.join("node");
+        let socket = node_dir.join("containerd.sock");
+        let cni_conf_dir = node_dir.join("cni/net.d");
+        let pod_logs = node_dir.join("pod-logs");
+        for dir in [&node_dir, &cni_conf_dir, &pod_logs] {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                what: format!("create {}", dir.display()),
+                source,
+            })?;
+        }
+        let ca_cert = root.join("certs/ca.crt");
+        let paths = config::NodePaths {
+            state_dir: &node_dir,
+            containerd_socket: &socket,
+            runc: &binaries.runc,
+            cni_bin_dir: &binaries.cni_dir,
+            cni_conf_dir: &cni_conf_dir,
+            ca_cert: &ca_cert,
+            pause_image: &images.pause,
+        };
+        let containerd_config = node_dir.join("containerd.toml");
+        write(&containerd_config, &config::containerd_toml(&paths))?;
+        // containerd finds containerd-shim-runc-v2 on PATH.
+        let path_env = format!(
+            "{}:{}",
+            binaries.shim_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        local.spawn_with_env(
+            "containerd",
+            &binaries.containerd,
+            &[format!("--config={}", containerd_config.display())],
+            &[("PATH", path_env.as_str())],
+        )?;
+        local.wait_for_containerd(&binaries.ctr, &socket).await?;
+        let import_started = Instant::now();
+        for (reference, archive) in &images.archives {
+            let output = std::process::Command::new(&binaries.ctr)
+                .arg(format!("--address={}", socket.display()))
+                .args(["-n", "k8s.io", "images", "import", "--local"])
+                .arg(archive)
+                .output()
+                .map_err(|source| Error::Io {
+                    what: format!("run ctr images import {}", archive.display()),
+                    source,
+                })?;
+            if !output.status.success() {
+                return Err(Error::Config(format!(
+                    "ctr images import {} ({reference}) failed: {}",
+                    archive.display(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )));
+            }
+        }
+        let imported = import_started.elapsed();
+
+        write(
+            &cni_conf_dir.join("10-outlayer-e2e.conflist"),
+            &config::cni_conflist(
+                real_node::host::BRIDGE,
+                real_node::POD_CIDR,
+                real_node::NODE_IP,
+                &node_dir.join("cni/ipam"),
+            ),
+        )?;
+
+        let kubelet_kubeconfig = node_dir.join("kubelet.kubeconfig");
+        write(
+            &kubelet_kubeconfig,
+            &serde_json::to_string(&node_kubeconfig)
+                .map_err(|e| Error::Config(format!("serialize the kubelet kubeconfig: {e}")))?,
+        )?;
+        let kubelet_config = node_dir.join("kubelet.json");
+        write(
+            &kubelet_config,
+            &config::kubelet_config(&config::KubeletSettings {
+                node_ip: real_node::NODE_IP,
+                port: free_port()?,
+                healthz_port: free_port()?,
+                containerd_socket: &socket,
+                ca_cert: &ca_cert,
+                pod_logs_dir: &pod_logs,
+                cluster_dns: real_node::CLUSTER_DNS,
+            }),
+        )?;
+        local.spawn(
+            "kubelet",
+            &binaries.kubelet,
+            &[
+                format!("--config={}", kubelet_config.display()),
+                format!("--kubeconfig={}", kubelet_kubeconfig.display()),
+                format!("--root-dir={}", node_dir.join("kubelet").display()),
+                format!("--cert-dir={}", node_dir.join("kubelet-pki").display()),
+                format!("--hostname-override={node_name}"),
+                format!("--node-ip={}", real_node::NODE_IP),
+                "--v=1".into(),
+            ],
+        )?;
+
+        let proxy_kubeconfig = node_dir.join("kube-proxy.kubeconfig");
+        write(
+            &proxy_kubeconfig,
+            &kubeconfig(
+                &local.server,
+                &local.ca_cert_pem,
+                "system:kube-proxy",
+                &local.kube_proxy_token,
+            ),
+        )?;
+        let proxy_config = node_dir.join("kube-proxy.json");
+        write(
+            &proxy_config,
+            &config::kube_proxy_config(&config::ProxySettings {
+                kubeconfig: &proxy_kubeconfig,
+                node_name,
+                cluster_cidr: real_node::CLUSTER_CIDR,
+                node_ip: real_node::NODE_IP,
+                healthz_port: free_port()?,
+                metrics_port: free_port()?,
+            }),
+        )?;
+        local.spawn(
+            "kube-proxy",
+            &binaries.kube_proxy,
+            &[format!("--config={}", proxy_config.display())],
+        )?;
+
+        wait_for_schedulable(&self.client, node_name, self.local.as_mut()).await?;
+        // kube-router only as the NetworkPolicy engine (routing and service proxy stay off): test use
+        // only, see e2e/README.md. It reads pods, namespaces and policies cluster-wide.
+        // It identifies its node by name at start, so it comes after the kubelet registered it.
+        let admin_kubeconfig = self.kubeconfig_path.clone();
+        let health_port = free_port()?;
+        let local = self
+            .local
+            .as_mut()
+            .ok_or_else(|| Error::Config("local control plane gone".into()))?;
+        local.spawn(
+            "kube-router",
+            &binaries.kube_router,
+            &[
+                format!("--kubeconfig={}", admin_kubeconfig.display()),
+                "--run-firewall=true".into(),
+                "--run-router=false".into(),
+                "--run-service-proxy=false".into(),
+                "--run-loadbalancer=false".into(),
+                format!("--hostname-override={node_name}"),
+                "--metrics-port=0".into(),
+                format!("--health-port={health_port}"),
+                "--iptables-sync-period=30s".into(),
+                "--v=1".into(),
+            ],
+        )?;
+
+        local.wait_for_health("kube-router", health_port).await?;
+        let restored = local
+            .host
+            .as_ref()
+            .map(|h| h.restore_tunables())
+            .unwrap_or_default();
+        eprintln!(
+            "real node {node_name} schedulable after {:.1} s (images imported in {:.1} s; kernel \
+             tunables the kubelet changed, restored: {})",
+            started.elapsed().as_secs_f64(),
+            imported.as_secs_f64(),
+            if restored.is_empty() {
+                "none".to_owned()
+            } else {
+                restored.join(", ")
+            }
+        );
+        Ok(())
     }
 
     /// The temp dir holding this cluster's data, certificates and logs (removed on drop).
@@ -498,15 +736,72 @@ impl Drop for Cluster {
         while let Some(mut process) = local.processes.pop() {
             process.stop();
         }
+        // Then the real node's containers, mounts, cgroups and network, while the temp dir (its
+        // state) still exists.
+        local.host.take();
     }
 }
 
 impl LocalControlPlane {
     fn spawn(&mut self, name: &str, program: &Path, args: &[String]) -> Result<()> {
+        self.spawn_with_env(name, program, args, &[])
+    }
+
+    fn spawn_with_env(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<()> {
         let log = self.dir.path().join(format!("{name}.log"));
-        let process = ManagedProcess::spawn(name, program, args, log)?;
+        let process = ManagedProcess::spawn_with_env(name, program, args, env, log)?;
+        if let Some(host) = self.host.as_mut() {
+            // A run killed before its teardown leaves these to the next real node's start.
+            host.remember_pid(process.pid(), program);
+        }
         self.processes.push(process);
         Ok(())
+    }
+
+    /// Waits until `http://127.0.0.1:<port>/healthz` answers 200.
+    async fn wait_for_health(&mut self, component: &str, port: u16) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            self.check_alive()?;
+            match health_check(port).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(Error::Timeout {
+            what: format!("{component} /healthz on 127.0.0.1:{port}"),
+            last,
+        })
+    }
+
+    async fn wait_for_containerd(&mut self, ctr: &Path, socket: &Path) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            self.check_alive()?;
+            let output = std::process::Command::new(ctr)
+                .arg(format!("--address={}", socket.display()))
+                .arg("version")
+                .output();
+            match output {
+                Ok(o) if o.status.success() => return Ok(()),
+                Ok(o) => last = String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(Error::Timeout {
+            what: format!("containerd at {}", socket.display()),
+            last,
+        })
     }
 
     /// Fails fast, with its log, when a component has exited.
@@ -554,6 +849,74 @@ impl LocalControlPlane {
     }
 }
 
+/// One plain HTTP/1.0 `GET /healthz` to 127.0.0.1:`port`; Ok when the status is 200.
+async fn health_check(port: u16) -> std::result::Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    if status.contains(" 200 ") {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
+/// Waits until `node` is registered, Ready and without taints (the not-ready taint the
+/// TaintNodesByCondition admission adds on registration is removed by the node-lifecycle controller).
+async fn wait_for_schedulable(
+    client: &Client,
+    node: &str,
+    mut local: Option<&mut LocalControlPlane>,
+) -> Result<()> {
+    let api = Api::<Node>::all(client.clone());
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some(local) = local.as_deref_mut() {
+            local.check_alive()?;
+        }
+        match api.get_opt(node).await {
+            Ok(Some(n)) => {
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let taints: Vec<String> = n
+                    .spec
+                    .and_then(|s| s.taints)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| t.key)
+                    .collect();
+                if ready && taints.is_empty() {
+                    return Ok(());
+                }
+                last = format!("ready {ready}, taints {taints:?}");
+            }
+            Ok(None) => last = "node not registered".into(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(Error::Timeout {
+        what: format!("node {node} to become schedulable"),
+        last,
+    })
+}
+
 async fn wait_for_service_account(
     client: &Client,
     ns: &str,
@@ -587,7 +950,10 @@ struct Files {
     sa_key: PathBuf,
     sa_public: PathBuf,
     tokens: PathBuf,
+    kubelet_client_cert: PathBuf,
+    kubelet_client_key: PathBuf,
     admin_token: String,
+    kube_proxy_token: String,
     controller_manager_token: String,
     scheduler_token: String,
     node_tokens: BTreeMap<String, String>,
@@ -606,7 +972,10 @@ fn write_files(root: &Path, pki: &Pki, options: &ClusterOptions) -> Result<Files
         sa_key: certs.join("sa.key"),
         sa_public: certs.join("sa.pub"),
         tokens: certs.join("tokens.csv"),
+        kubelet_client_cert: certs.join("kubelet-client.crt"),
+        kubelet_client_key: certs.join("kubelet-client.key"),
         admin_token: random_token()?,
+        kube_proxy_token: random_token()?,
         controller_manager_token: random_token()?,
         scheduler_token: random_token()?,
         node_tokens: options
@@ -620,12 +989,18 @@ fn write_files(root: &Path, pki: &Pki, options: &ClusterOptions) -> Result<Files
     write(&files.serving_key, &pki.serving_key_pem)?;
     write(&files.sa_key, &pki.service_account_key_pem)?;
     write(&files.sa_public, &pki.service_account_public_pem)?;
+    write(&files.kubelet_client_cert, &pki.kubelet_client_cert_pem)?;
+    write(&files.kubelet_client_key, &pki.kubelet_client_key_pem)?;
 
     // Static token file: token,user,uid,"group1,group2". The component users are the ones the
     // bootstrap RBAC policy binds (system:kube-controller-manager, system:kube-scheduler).
+    // system:kube-proxy is bound to system:node-proxier by the bootstrap policy.
     let mut tokens = format!(
-        "{},admin,admin,\"system:masters\"\n{},system:kube-controller-manager,system:kube-controller-manager\n{},system:kube-scheduler,system:kube-scheduler\n",
-        files.admin_token, files.controller_manager_token, files.scheduler_token
+        "{},admin,admin,\"system:masters\"\n{},system:kube-controller-manager,system:kube-controller-manager\n{},system:kube-scheduler,system:kube-scheduler\n{},system:kube-proxy,system:kube-proxy\n",
+        files.admin_token,
+        files.controller_manager_token,
+        files.scheduler_token,
+        files.kube_proxy_token
     );
     for (node, token) in &files.node_tokens {
         tokens.push_str(&format!(

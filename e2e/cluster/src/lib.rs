@@ -16,7 +16,8 @@ pub mod binaries;
 mod cluster;
 pub mod pki;
 pub mod ports;
-mod process;
+pub mod process;
+pub mod real_node;
 pub mod versions;
 
 pub use cluster::{Cluster, ClusterOptions, MAX_LOCAL_CLUSTERS};

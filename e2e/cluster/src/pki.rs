@@ -11,12 +11,17 @@ pub struct Pki {
     pub serving_key_pem: String,
     pub service_account_key_pem: String,
     pub service_account_public_pem: String,
+    /// The apiserver's client certificate towards kubelets (logs, exec), in `system:masters`.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
-/// Names the serving certificate must cover: clients on this machine dial 127.0.0.1, and
-/// in-cluster clients would use the `kubernetes` Service (first IP of 10.0.0.0/24).
-const SERVING_NAMES: [&str; 6] = [
+/// Names the serving certificate must cover: clients on this machine dial 127.0.0.1 (or the real node's
+/// IP, where a real node runs), and in-cluster clients use the `kubernetes` Service (first IP of
+/// 10.0.0.0/24).
+const SERVING_NAMES: [&str; 7] = [
     "127.0.0.1",
+    crate::real_node::NODE_IP,
     "localhost",
     "10.0.0.1",
     "kubernetes",
@@ -62,7 +67,23 @@ impl Pki {
         // ES256 service-account tokens: kube-apiserver accepts PKCS#8 EC keys for signing.
         let sa_key = rcgen::KeyPair::generate().map_err(pki("service-account key"))?;
 
+        let client_key = rcgen::KeyPair::generate().map_err(pki("kubelet client key"))?;
+        let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(pki("kubelet client params"))?;
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:masters");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params
+            .signed_by(&client_key, &ca)
+            .map_err(pki("kubelet client certificate"))?;
+
         Ok(Pki {
+            kubelet_client_cert_pem: client_cert.pem(),
+            kubelet_client_key_pem: client_key.serialize_pem(),
             ca_cert_pem: ca.pem(),
             serving_cert_pem: serving_cert.pem(),
             serving_key_pem: serving_key.serialize_pem(),

@@ -25,6 +25,17 @@ pub struct ManagedProcess {
 impl ManagedProcess {
     /// Spawns `program args` with stdout and stderr appended to `log_path`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log_path: PathBuf) -> Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log_path)
+    }
+
+    /// [`ManagedProcess::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log_path: PathBuf,
+    ) -> Result<Self> {
         let log = File::create(&log_path).map_err(|source| Error::Io {
             what: format!("create log file {}", log_path.display()),
             source,
@@ -36,6 +47,7 @@ impl ManagedProcess {
         let mut command = Command::new(program);
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -11,6 +11,14 @@ pub struct Versions {
     pub etcd: &'static str,
     /// The helm CLI, e.g. `v4.3.1`.
     pub helm: &'static str,
+    /// The real node's containerd, runc, CNI plugins, kube-router and BuildKit.
+    pub containerd: &'static str,
+    pub runc: &'static str,
+    pub cni_plugins: &'static str,
+    pub kube_router: &'static str,
+    pub buildkit: &'static str,
+    /// The sandbox image reference containerd is pinned to.
+    pub pause_image: &'static str,
 }
 
 /// The versions pinned in `e2e/control-plane/versions.env`.
@@ -19,6 +27,12 @@ pub fn pinned() -> Versions {
         kubernetes: value("KUBERNETES_VERSION"),
         etcd: value("ETCD_VERSION"),
         helm: value("HELM_VERSION"),
+        containerd: value("CONTAINERD_VERSION"),
+        runc: value("RUNC_VERSION"),
+        cni_plugins: value("CNI_PLUGINS_VERSION"),
+        kube_router: value("KUBE_ROUTER_VERSION"),
+        buildkit: value("BUILDKIT_VERSION"),
+        pause_image: value("PAUSE_IMAGE"),
     }
 }
 
@@ -41,7 +55,16 @@ mod tests {
     #[test]
     fn versions_env_pins_exact_versions() {
         let versions = pinned();
-        for v in [versions.kubernetes, versions.etcd, versions.helm] {
+        for v in [
+            versions.kubernetes,
+            versions.etcd,
+            versions.helm,
+            versions.containerd,
+            versions.runc,
+            versions.cni_plugins,
+            versions.kube_router,
+            versions.buildkit,
+        ] {
             let parts: Vec<_> = v.trim_start_matches('v').split('.').collect();
             assert!(v.starts_with('v') && parts.len() == 3, "{v} is not vX.Y.Z");
             assert!(
