@@ -133,8 +133,9 @@ impl Contract {
         self.pending_ids.flush();
 
         // Pending requests pay for the state they occupy; it is freed (and so refunded) on completion.
-        // The data id is stored base58, 43 or 44 characters for the same 32 bytes: the reserve counts
-        // the longest, so the amount quoted below also suffices on a retry with another data id.
+        // The data id is stored base58, whose length varies with the 32 bytes (usually 43 or 44
+        // characters, at most 44): the reserve counts the longest, so the amount quoted below also
+        // suffices on a retry, which gets another data id.
         let storage_bytes = env::storage_usage()
             .saturating_sub(storage_before)
             .saturating_add(MAX_DATA_ID_LEN.saturating_sub(data_id.len()) as u64);
