@@ -16,14 +16,17 @@ pub enum Error {
     InvalidRef { reference: String, reason: String },
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// `repo` is the repository as the request named it, never the mirror it was fetched from: the
+    /// message ends up in the on-chain error, which must not expose the platform's paths or hosts.
     #[error("ref {reference:?} was not found in {repo}")]
     RefNotFound { repo: String, reference: String },
     #[error("ref {reference:?} is ambiguous in {repo}: both a branch and a tag have that name")]
     AmbiguousRef { repo: String, reference: String },
     #[error("{step} failed: {detail}")]
     Git { step: &'static str, detail: String },
-    #[error("the repository has no Cargo.toml at its root ({0})")]
-    NoManifest(PathBuf),
+    /// Names the repository as the request did (never the checkout path on the platform's volume).
+    #[error("{repo} has no Cargo.toml at its root at commit {commit}")]
+    NoManifest { repo: String, commit: String },
     #[error("cargo vendor failed: {0}")]
     Vendor(String),
     #[error("cargo metadata failed: {0}")]
@@ -67,7 +70,7 @@ impl Error {
             Error::RefNotFound { .. } => "refNotFound",
             Error::AmbiguousRef { .. } => "ambiguousRef",
             Error::Git { .. } => "git",
-            Error::NoManifest(_) => "noManifest",
+            Error::NoManifest { .. } => "noManifest",
             Error::Vendor(_) => "vendor",
             Error::Metadata(_) => "metadata",
             Error::Binary(_) => "binary",

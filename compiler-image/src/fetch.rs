@@ -158,6 +158,7 @@ pub fn fetch(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
         log,
         limits: &limits,
         repo: &source,
+        public_repo: &config.repo,
     };
 
     let via = if source == config.repo {
@@ -189,7 +190,10 @@ pub fn fetch(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
     limits.check_size("git checkout")?;
 
     if !workspace.manifest().is_file() {
-        return Err(Error::NoManifest(workspace.manifest()));
+        return Err(Error::NoManifest {
+            repo: config.repo.clone(),
+            commit,
+        });
     }
     let lockfile_generated = !workspace.src().join("Cargo.lock").is_file();
     let vendored_crates = vendor(&config.tools, &workspace, log, &limits)?;
@@ -206,7 +210,10 @@ struct Git<'a> {
     workspace: &'a Workspace,
     log: &'a Arc<Log>,
     limits: &'a Limits,
+    /// Where git fetches from: the request's repository, or the mirror it was rewritten to.
     repo: &'a str,
+    /// The repository as the request named it: the only name errors may carry (they reach the chain).
+    public_repo: &'a str,
 }
 
 impl Git<'_> {
@@ -278,7 +285,7 @@ impl Git<'_> {
         }
         let spec = format!("{sha}^{{commit}}");
         self.resolve(&spec).map_err(|_| Error::RefNotFound {
-            repo: self.repo.to_string(),
+            repo: self.public_repo.to_string(),
             reference: sha.to_string(),
         })
     }
@@ -302,14 +309,14 @@ impl Git<'_> {
         let full = match found.as_slice() {
             [] => {
                 return Err(Error::RefNotFound {
-                    repo: self.repo.to_string(),
+                    repo: self.public_repo.to_string(),
                     reference: reference.to_string(),
                 });
             }
             [one] => one.as_str(),
             _ => {
                 return Err(Error::AmbiguousRef {
-                    repo: self.repo.to_string(),
+                    repo: self.public_repo.to_string(),
                     reference: reference.to_string(),
                 });
             }

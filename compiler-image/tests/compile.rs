@@ -291,6 +291,73 @@ fn missing_refs_are_reported_after_asking_the_repository() {
     assert_eq!(report["errorKind"], "repoNotAllowed", "{report}");
 }
 
+/// A fetch of `https://github.com/alice/<name>` served from `root/repos/` by a mirror, as the operator
+/// runs it in clusters without egress; returns the report.
+fn fetch_via_mirror(root: &Path, name: &str, commit: &str, workspace: &Path) -> Value {
+    let mirror = format!(
+        "https://github.com/alice/=file://{}/",
+        root.join("repos").display()
+    );
+    let result = workspace.with_extension("fetch.json");
+    let (code, report) = compiler(
+        &[
+            "fetch",
+            "--repo",
+            &format!("https://github.com/alice/{name}"),
+            "--commit",
+            commit,
+            "--workspace",
+            workspace.to_str().unwrap(),
+            "--allow-repo-prefix",
+            "https://github.com/",
+            "--git-mirror",
+            &mirror,
+        ],
+        &result,
+    );
+    assert_eq!(code, 0, "{report}");
+    report
+}
+
+/// The error reaches the chain: it names the repository as the request did, never the mirror's URL
+/// or a path on the platform's volumes.
+#[test]
+fn fetch_errors_name_the_requested_repository_not_the_mirror_or_paths() {
+    let root = tempfile::tempdir().unwrap();
+    make_repo(root.path());
+    let no_manifest = root.path().join("repos").join("docs");
+    std::fs::create_dir_all(&no_manifest).unwrap();
+    git(&no_manifest, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(no_manifest.join("README.md"), "no crate here\n").unwrap();
+    git(&no_manifest, &["add", "-A"]);
+    git(&no_manifest, &["commit", "--quiet", "-m", "docs"]);
+
+    let root_path = root.path().display().to_string();
+    for (name, commit, kind) in [
+        ("echo", "no-such-branch", "refNotFound"),
+        ("echo", "ab".repeat(20).as_str(), "refNotFound"),
+        ("docs", "main", "noManifest"),
+    ] {
+        let workspace = root
+            .path()
+            .join("work")
+            .join(format!("{name}-{kind}-{}", commit.len()));
+        let report = fetch_via_mirror(root.path(), name, commit, &workspace);
+        assert_eq!(report["errorKind"], kind, "{report}");
+        let error = report["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("https://github.com/alice/{name}")),
+            "{error}"
+        );
+        assert!(!error.contains("file://"), "mirror URL leaked: {error}");
+        assert!(!error.contains(&root_path), "internal path leaked: {error}");
+        assert!(
+            !error.contains("/workspace"),
+            "internal path leaked: {error}"
+        );
+    }
+}
+
 /// A `git` that records being run: proves hostile input is refused before git starts.
 fn tripwire_git(dir: &Path) -> (PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;

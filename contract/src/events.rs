@@ -11,6 +11,9 @@ use crate::types::{PendingRequest, Pricing, ResourceLimits, ResourceMetrics};
 pub struct ExecutionCompletedData {
     pub request_id: u64,
     pub sender_id: AccountId,
+    /// The account charged `payment_charged` and refunded `payment_refunded`: the request's
+    /// `payer_account_id`, else the sender.
+    pub payer_account_id: AccountId,
     pub success: bool,
     /// The guest's error, or a timeout message when the yield expired before the operator answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +45,8 @@ pub struct ExecutionCancelledData {
     pub request_id: u64,
     pub sender_id: AccountId,
     pub cancelled_by: AccountId,
+    /// Where the refund went: the request's `payer_account_id`, else the sender.
+    pub payer_account_id: AccountId,
     pub reason: String,
     pub payment_refunded: U128,
 }

@@ -2,7 +2,7 @@
 
 use near_sdk::json_types::U128;
 use near_sdk::serde_json;
-use near_sdk::{GasWeight, NearToken, PromiseError, env, near, require};
+use near_sdk::{AccountId, GasWeight, NearToken, PromiseError, env, near, require};
 use serde_json::value::RawValue;
 
 use crate::events::{
@@ -11,11 +11,13 @@ use crate::events::{
 };
 use crate::pricing::{Settlement, estimate_cost};
 use crate::types::{
-    CodeSource, ExecutionOutput, ExecutionRequest, ExecutionResponse, PendingRequest,
-    ResourceLimits, ResourceMetrics, ResponseFormat, SecretsReference,
+    CodeSource, ExecutionOutput, ExecutionRequest, ExecutionResponse, ExecutionSource,
+    PendingRequest, RequestParams, ResourceLimits, ResourceMetrics, ResponseFormat,
+    SecretsReference, SourceKind,
 };
 use crate::validation::{
-    validate_code_source, validate_input, validate_limits, validate_secrets_ref,
+    validate_code_source, validate_input, validate_limits, validate_request_params,
+    validate_secrets_ref, validate_wasm_url,
 };
 use crate::{
     CALLBACK_GAS, Contract, ContractExt, MAX_OUTPUT_BYTES, MAX_YIELD_PAYLOAD_BYTES,
@@ -24,34 +26,60 @@ use crate::{
 
 const CALLBACK_METHOD: &str = "on_execution_response";
 const DATA_ID_REGISTER: u64 = 0;
+/// The longest base58 encoding of a 32-byte data id.
+const MAX_DATA_ID_LEN: usize = 44;
 const TIMEOUT_ERROR: &str =
     "timeout: the operator did not resolve the request within the yield window";
 
 #[near]
 impl Contract {
-    /// Asks the operator to compile `code_source` and run it on `input_data` within `resource_limits`.
-    /// The deposit must cover the estimated cost of the limits plus the storage the request occupies
-    /// while it is pending; what is not used is refunded when the request completes. Returns (through
-    /// the yield) the output: Text as a string, Json as a value, Bytes as base64; `null` on failure.
+    /// Asks the operator to compile the code and run it on `input_data` within `resource_limits`.
+    /// The code is named by exactly one of `code_source` (the seed's flat `{repo, commit,
+    /// build_target?}`) or `source` (OutLayer's `{"GitHub": {...}}` / `{"WasmUrl": {...}}`); both are
+    /// stored as the same [`CodeSource`], so they behave identically. The deposit must cover the
+    /// estimated cost of the limits plus the storage the request occupies while it is pending; what is
+    /// not used is refunded — to `payer_account_id` when given, else to the caller — when the request
+    /// completes. Returns (through the yield) the output: Text as a string, Json as a value, Bytes as
+    /// base64; `null` on failure.
     #[payable]
+    #[allow(clippy::too_many_arguments)] // the JSON arguments OutLayer clients send, one by one
     pub fn request_execution(
         &mut self,
-        code_source: CodeSource,
-        resource_limits: ResourceLimits,
-        input_data: String,
+        code_source: Option<CodeSource>,
+        source: Option<ExecutionSource>,
+        resource_limits: Option<ResourceLimits>,
+        input_data: Option<String>,
         secrets_ref: Option<SecretsReference>,
         response_format: Option<ResponseFormat>,
+        payer_account_id: Option<String>,
+        params: Option<RequestParams>,
     ) {
         require!(
             !self.paused,
             "the contract is paused: new execution requests are not accepted"
         );
+        let (code_source, source_kind) = code_source_of(code_source, source);
         require_valid(validate_code_source(&code_source));
+        require_valid(validate_request_params(&params.unwrap_or_default()));
+        let Some(resource_limits) = resource_limits else {
+            env::panic_str(
+                "resource_limits is required: {max_instructions, max_memory_mb, \
+                 max_execution_seconds}; compile-only requests (no limits) are not supported yet",
+            );
+        };
         require_valid(validate_limits(&resource_limits, &self.max_limits));
+        let input_data = input_data.unwrap_or_default();
         require_valid(validate_input(&input_data));
         if let Some(secrets_ref) = &secrets_ref {
             require_valid(validate_secrets_ref(secrets_ref));
         }
+        let payer_account_id = payer_account_id.map(|payer| {
+            payer.parse::<AccountId>().unwrap_or_else(|e| {
+                env::panic_str(&format!(
+                    "payer_account_id must be a valid NEAR account id, got {payer:?}: {e}"
+                ))
+            })
+        });
         let required_gas = CALLBACK_GAS.saturating_add(MIN_REQUEST_GAS);
         if env::prepaid_gas() < required_gas {
             env::panic_str(&format!(
@@ -61,14 +89,10 @@ impl Contract {
                 env::prepaid_gas().as_tgas()
             ));
         }
+        // The deposit is checked once the request is stored (below), against the estimate plus the
+        // storage it measurably takes, so a client learns the whole amount from one failed call.
         let deposit = env::attached_deposit().as_yoctonear();
         let estimate = estimate_cost(&self.pricing, &resource_limits);
-        if deposit < estimate {
-            env::panic_str(&format!(
-                "attached deposit {deposit} yoctoNEAR does not cover the estimated cost: at least \
-                 {estimate} yoctoNEAR plus the request's storage is required (see estimate_execution_cost)"
-            ));
-        }
 
         let request_id = self.next_request_id;
         self.next_request_id += 1;
@@ -91,6 +115,8 @@ impl Contract {
             data_id: data_id.clone(),
             sender_id: env::predecessor_account_id(),
             code_source,
+            source_kind,
+            payer_account_id,
             resource_limits,
             input_data,
             secrets_ref,
@@ -107,14 +133,20 @@ impl Contract {
         self.pending_ids.flush();
 
         // Pending requests pay for the state they occupy; it is freed (and so refunded) on completion.
-        let storage_bytes = env::storage_usage().saturating_sub(storage_before);
+        // The data id is stored base58, whose length varies with the 32 bytes (usually 43 or 44
+        // characters, at most 44): the reserve counts the longest, so the amount quoted below also
+        // suffices on a retry, which gets another data id.
+        let storage_bytes = env::storage_usage()
+            .saturating_sub(storage_before)
+            .saturating_add(MAX_DATA_ID_LEN.saturating_sub(data_id.len()) as u64);
         let storage_cost =
             u128::from(storage_bytes).saturating_mul(env::storage_byte_cost().as_yoctonear());
         let required = estimate.saturating_add(storage_cost);
         if deposit < required {
             env::panic_str(&format!(
                 "attached deposit {deposit} yoctoNEAR is too small: {required} yoctoNEAR is required \
-                 (estimated cost {estimate} + storage of the pending request {storage_cost})"
+                 (estimated cost {estimate} + storage of the pending request {storage_cost}; \
+                 the storage part is refunded when the request completes)"
             ));
         }
 
@@ -226,7 +258,7 @@ impl Contract {
 
         let settlement = Settlement::for_outcome(&self.pricing, request.payment.0, success, &used);
         if settlement.refunded > 0 {
-            near_sdk::Promise::new(request.sender_id.clone())
+            near_sdk::Promise::new(request.payer().clone())
                 .transfer(NearToken::from_yoctonear(settlement.refunded))
                 .detach();
         }
@@ -245,6 +277,7 @@ impl Contract {
 
         OutlayerEvent::ExecutionCompleted(vec![ExecutionCompletedData {
             request_id,
+            payer_account_id: request.payer().clone(),
             sender_id: request.sender_id,
             success,
             error,
@@ -314,7 +347,7 @@ impl Contract {
         self.pending_ids.remove(&request_id);
         self.outputs.remove(&request_id);
         if request.payment.0 > 0 {
-            near_sdk::Promise::new(request.sender_id.clone())
+            near_sdk::Promise::new(request.payer().clone())
                 .transfer(NearToken::from_yoctonear(request.payment.0))
                 .detach();
         }
@@ -322,12 +355,62 @@ impl Contract {
         self.stats.cancelled += 1;
         OutlayerEvent::ExecutionCancelled(vec![ExecutionCancelledData {
             request_id,
+            payer_account_id: request.payer().clone(),
             sender_id: request.sender_id,
             cancelled_by: env::predecessor_account_id(),
             reason: reason.to_string(),
             payment_refunded: request.payment,
         }])
         .emit();
+    }
+}
+
+/// Exactly one of the two shapes names the code; both become the stored [`CodeSource`].
+fn code_source_of(
+    code_source: Option<CodeSource>,
+    source: Option<ExecutionSource>,
+) -> (CodeSource, SourceKind) {
+    match (code_source, source) {
+        (Some(code_source), None) => (code_source, SourceKind::CodeSource),
+        (
+            None,
+            Some(ExecutionSource::GitHub {
+                repo,
+                commit,
+                build_target,
+            }),
+        ) => (
+            CodeSource {
+                repo,
+                commit,
+                build_target,
+            },
+            SourceKind::GitHub,
+        ),
+        (
+            None,
+            Some(ExecutionSource::WasmUrl {
+                url,
+                hash,
+                build_target,
+            }),
+        ) => {
+            require_valid(validate_wasm_url(&url, &hash, &build_target));
+            // Honest refusal rather than a request no operator would pick up: the operator compiles
+            // from repositories only, so a stored WasmUrl request would just time out.
+            env::panic_str(
+                "source WasmUrl is not supported yet: this OutLayer deployment runs code from \
+                 GitHub only; use source {\"GitHub\": {repo, commit}} or code_source",
+            )
+        }
+        (Some(_), Some(_)) => env::panic_str(
+            "give the code once: either code_source {repo, commit, build_target?} or source \
+             {\"GitHub\": {...}}, not both",
+        ),
+        (None, None) => env::panic_str(
+            "the code to run is missing: pass code_source {repo, commit, build_target?} or source \
+             {\"GitHub\": {repo, commit, build_target?}}",
+        ),
     }
 }
 
@@ -378,9 +461,29 @@ mod tests {
         contract
     }
 
+    /// `request_execution` with the seed's flat `code_source` shape.
+    fn request_with(
+        contract: &mut Contract,
+        code: CodeSource,
+        limits: ResourceLimits,
+        input: String,
+        secrets: Option<SecretsReference>,
+    ) {
+        contract.request_execution(
+            Some(code),
+            None,
+            Some(limits),
+            Some(input),
+            secrets,
+            None,
+            None,
+            None,
+        );
+    }
+
     fn request(contract: &mut Contract, input: &str) -> ExecutionRequest {
         set_caller(user(), DEPOSIT);
-        contract.request_execution(code(), limits(), input.to_string(), None, None);
+        request_with(contract, code(), limits(), input.to_string(), None);
         let id = contract.next_request_id - 1;
         contract.get_request(id).expect("request stored")
     }
@@ -453,12 +556,16 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "does not cover the estimated cost: at least 26000 yoctoNEAR")]
-    fn deposit_below_the_estimate_is_rejected_with_the_amount() {
+    // The whole amount at once, estimate and storage (not the estimate first, the storage on a retry).
+    #[should_panic(
+        expected = "yoctoNEAR is required (estimated cost 26000 + storage of the pending \
+                               request"
+    )]
+    fn deposit_below_the_estimate_is_rejected_with_the_full_amount() {
         let mut contract = contract();
         // 1000 base + 1e9/1e6 × 10 + 5000 ms × 3 = 26_000
         set_caller(user(), 25_999);
-        contract.request_execution(code(), limits(), String::new(), None, None);
+        request_with(&mut contract, code(), limits(), String::new(), None);
     }
 
     #[test]
@@ -466,7 +573,203 @@ mod tests {
     fn deposit_must_also_cover_the_requests_storage() {
         let mut contract = contract();
         set_caller(user(), 26_000);
-        contract.request_execution(code(), limits(), String::new(), None, None);
+        request_with(&mut contract, code(), limits(), String::new(), None);
+    }
+
+    fn github(code: CodeSource) -> ExecutionSource {
+        ExecutionSource::GitHub {
+            repo: code.repo,
+            commit: code.commit,
+            build_target: code.build_target,
+        }
+    }
+
+    /// `request_execution` with OutLayer's `source` shape and the given payer.
+    fn request_with_source(contract: &mut Contract, source: ExecutionSource, payer: Option<&str>) {
+        set_caller(user(), DEPOSIT);
+        contract.request_execution(
+            None,
+            Some(source),
+            Some(limits()),
+            Some("hi".to_string()),
+            None,
+            None,
+            payer.map(str::to_string),
+            None,
+        );
+    }
+
+    #[test]
+    fn both_request_shapes_store_the_same_code_and_say_which_was_used() {
+        let mut seed = contract();
+        let by_code_source = request(&mut seed, "hi");
+        let seed_event = event("execution_requested");
+        assert_eq!(seed_event["source_kind"], "CodeSource");
+
+        let mut outlayer = contract();
+        request_with_source(&mut outlayer, github(code()), None);
+        let by_source = outlayer.get_request(0).unwrap();
+        let event = event("execution_requested");
+        assert_eq!(event["source_kind"], "GitHub");
+        assert_eq!(event["code_source"], seed_event["code_source"]);
+        assert_eq!(by_source.source_kind, SourceKind::GitHub);
+        assert_eq!(by_source.code_source, by_code_source.code_source);
+        assert_eq!(
+            ExecutionRequest {
+                source_kind: SourceKind::CodeSource,
+                ..by_source
+            },
+            by_code_source
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "give the code once: either code_source")]
+    fn both_shapes_at_once_are_rejected() {
+        let mut contract = contract();
+        set_caller(user(), DEPOSIT);
+        contract.request_execution(
+            Some(code()),
+            Some(github(code())),
+            Some(limits()),
+            None,
+            None,
+            None,
+            None,
+            None,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "the code to run is missing: pass code_source")]
+    fn a_request_without_code_is_rejected() {
+        let mut contract = contract();
+        set_caller(user(), DEPOSIT);
+        contract.request_execution(None, None, Some(limits()), None, None, None, None, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "repo must look like https://github.com/<owner>/<name>")]
+    fn the_github_source_is_validated_like_code_source() {
+        let mut contract = contract();
+        let mut code = code();
+        code.repo = "https://evil.example/x/y".to_string();
+        request_with_source(&mut contract, github(code), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "source WasmUrl is not supported yet")]
+    fn wasm_url_sources_are_validated_then_refused_as_not_supported_yet() {
+        let mut contract = contract();
+        let source = ExecutionSource::WasmUrl {
+            url: "https://example.com/m.wasm".to_string(),
+            hash: "ab".repeat(32),
+            build_target: "wasm32-wasip1".to_string(),
+        };
+        request_with_source(&mut contract, source, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "source.WasmUrl.url must start with https://")]
+    fn wasm_url_sources_over_http_are_rejected() {
+        let mut contract = contract();
+        let source = ExecutionSource::WasmUrl {
+            url: "http://example.com/m.wasm".to_string(),
+            hash: "ab".repeat(32),
+            build_target: "wasm32-wasip1".to_string(),
+        };
+        request_with_source(&mut contract, source, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "params.compile_only is not supported yet")]
+    fn compile_only_is_refused_rather_than_run() {
+        let mut contract = contract();
+        set_caller(user(), DEPOSIT);
+        let params = RequestParams {
+            compile_only: true,
+            ..RequestParams::default()
+        };
+        contract.request_execution(
+            Some(code()),
+            None,
+            Some(limits()),
+            None,
+            None,
+            None,
+            None,
+            Some(params),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "resource_limits is required")]
+    fn missing_limits_are_rejected() {
+        let mut contract = contract();
+        set_caller(user(), DEPOSIT);
+        contract.request_execution(Some(code()), None, None, None, None, None, None, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "payer_account_id must be a valid NEAR account id")]
+    fn an_invalid_payer_is_rejected() {
+        let mut contract = contract();
+        request_with_source(&mut contract, github(code()), Some("Not An Account"));
+    }
+
+    #[test]
+    fn refunds_and_charges_go_to_the_payer() {
+        let mut contract = contract();
+        request_with_source(&mut contract, github(code()), Some("payer.near"));
+        let payer: AccountId = "payer.near".parse().unwrap();
+        let stored = contract.get_request(0).unwrap();
+        assert_eq!(stored.sender_id, user());
+        assert_eq!(stored.payer_account_id, Some(payer.clone()));
+        assert_eq!(
+            event("execution_requested")["payer_account_id"],
+            "payer.near"
+        );
+
+        as_callback();
+        contract.on_execution_response(0, Ok(response(true, Some(text("HI")))));
+        let cost = 1_000 + 20 + 30 + 200;
+        assert_eq!(transfers(), vec![(payer.clone(), DEPOSIT - cost)]);
+        let completed = event("execution_completed");
+        assert_eq!(completed["sender_id"], user().to_string());
+        assert_eq!(completed["payer_account_id"], "payer.near");
+        assert_eq!(completed["payment_charged"], cost.to_string());
+    }
+
+    #[test]
+    fn without_a_payer_the_sender_is_refunded_and_named_as_payer() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        assert!(
+            event("execution_requested")
+                .get("payer_account_id")
+                .is_none()
+        );
+        as_callback();
+        contract.on_execution_response(0, Err(PromiseError::Failed));
+        assert_eq!(transfers(), vec![(user(), DEPOSIT - 1_000)]);
+        assert_eq!(
+            event("execution_completed")["payer_account_id"],
+            user().to_string()
+        );
+    }
+
+    #[test]
+    fn cancels_refund_the_payer() {
+        let mut contract = contract();
+        request_with_source(&mut contract, github(code()), Some("payer.near"));
+        set_caller(owner(), 0);
+        contract.emergency_cancel_execution(0);
+        let payer: AccountId = "payer.near".parse().unwrap();
+        assert_eq!(transfers(), vec![(payer, DEPOSIT)]);
+        assert_eq!(
+            event("execution_cancelled")["payer_account_id"],
+            "payer.near"
+        );
     }
 
     #[test]
@@ -484,7 +787,7 @@ mod tests {
         set_caller(user(), DEPOSIT);
         let mut limits = limits();
         limits.max_execution_seconds = 61;
-        contract.request_execution(code(), limits, String::new(), None, None);
+        request_with(&mut contract, code(), limits, String::new(), None);
     }
 
     #[test]
@@ -494,7 +797,7 @@ mod tests {
         set_caller(user(), DEPOSIT);
         let mut code = code();
         code.repo = "https://evil.example/x/y".to_string();
-        contract.request_execution(code, limits(), String::new(), None, None);
+        request_with(&mut contract, code, limits(), String::new(), None);
     }
 
     #[test]
@@ -504,7 +807,7 @@ mod tests {
         set_caller(user(), DEPOSIT);
         let mut code = code();
         code.commit = "--upload-pack=touch".to_string();
-        contract.request_execution(code, limits(), String::new(), None, None);
+        request_with(&mut contract, code, limits(), String::new(), None);
     }
 
     #[test]
@@ -514,7 +817,7 @@ mod tests {
         set_caller(user(), DEPOSIT);
         let mut code = code();
         code.build_target = Some("x86_64".to_string());
-        contract.request_execution(code, limits(), String::new(), None, None);
+        request_with(&mut contract, code, limits(), String::new(), None);
     }
 
     #[test]
@@ -533,7 +836,13 @@ mod tests {
             profile: "bad profile".to_string(),
             account_id: user(),
         };
-        contract.request_execution(code(), limits(), String::new(), Some(secrets), None);
+        request_with(
+            &mut contract,
+            code(),
+            limits(),
+            String::new(),
+            Some(secrets),
+        );
     }
 
     #[test]
@@ -545,7 +854,7 @@ mod tests {
                 .prepaid_gas(near_sdk::Gas::from_tgas(25))
                 .build()
         );
-        contract.request_execution(code(), limits(), String::new(), None, None);
+        request_with(&mut contract, code(), limits(), String::new(), None);
     }
 
     #[test]

@@ -32,6 +32,53 @@ impl CodeSource {
     }
 }
 
+/// OutLayer's current `source` argument of `request_execution` (the seed's flat `code_source` is the
+/// older shape of the same thing). Only the variants this contract understands are listed; any other
+/// (e.g. OutLayer's `Project`) fails to deserialize.
+#[near(serializers = [json])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecutionSource {
+    GitHub {
+        repo: String,
+        commit: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        build_target: Option<String>,
+    },
+    /// A prebuilt module at an https URL, named by the sha256 of its bytes (64 hex).
+    WasmUrl {
+        url: String,
+        hash: String,
+        build_target: String,
+    },
+}
+
+/// Which argument of `request_execution` named the code: the seed's flat `code_source`, or OutLayer's
+/// `source` enum with its variant. The code itself is always stored as a [`CodeSource`], so the
+/// operator handles every kind the same way; this only tells clients and indexers what was sent.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `code_source: {repo, commit, build_target?}`; also what requests stored before the kind
+    /// existed report.
+    #[default]
+    CodeSource,
+    /// `source: {"GitHub": {repo, commit, build_target?}}`.
+    GitHub,
+}
+
+/// OutLayer's optional `params` of `request_execution`. Every option is off by default; the ones this
+/// contract cannot honour yet are refused when switched on, never silently ignored.
+#[near(serializers = [json])]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestParams {
+    #[serde(default)]
+    pub compile_only: bool,
+    #[serde(default)]
+    pub force_rebuild: bool,
+    #[serde(default)]
+    pub store_on_fastfs: bool,
+}
+
 /// The most a request may use; the deposit must cover what these limits could cost.
 #[near(serializers = [json, borsh])]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +183,12 @@ pub struct ExecutionRequest {
     pub data_id: String,
     pub sender_id: AccountId,
     pub code_source: CodeSource,
+    /// Which argument named the code (`CodeSource` for requests stored before the field existed).
+    #[serde(default)]
+    pub source_kind: SourceKind,
+    /// Who gets the refunds, when not the sender (`payer_account_id` of the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer_account_id: Option<AccountId>,
     pub resource_limits: ResourceLimits,
     pub input_data: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +203,14 @@ pub struct ExecutionRequest {
     pub resolved: bool,
 }
 
+impl ExecutionRequest {
+    /// The account refunds go to and the events name as charged: `payer_account_id` when the request
+    /// set one, else the sender.
+    pub fn payer(&self) -> &AccountId {
+        self.payer_account_id.as_ref().unwrap_or(&self.sender_id)
+    }
+}
+
 /// A request as the operator's watcher (`get_pending_requests`) and indexers (`execution_requested`)
 /// see it. Inputs of 10,000 bytes or more are left out and flagged (read them with `get_request`): a
 /// page of requests stays small and an event fits NEAR's log limit.
@@ -160,6 +221,10 @@ pub struct PendingRequest {
     pub data_id: String,
     pub sender_id: AccountId,
     pub code_source: CodeSource,
+    #[serde(default)]
+    pub source_kind: SourceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer_account_id: Option<AccountId>,
     pub resource_limits: ResourceLimits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_data: Option<String>,
@@ -184,6 +249,8 @@ impl From<&ExecutionRequest> for PendingRequest {
             data_id: request.data_id.clone(),
             sender_id: request.sender_id.clone(),
             code_source: request.code_source.clone(),
+            source_kind: request.source_kind,
+            payer_account_id: request.payer_account_id.clone(),
             resource_limits: request.resource_limits.clone(),
             input_data: (!input_omitted).then(|| request.input_data.clone()),
             input_omitted,
@@ -287,4 +354,32 @@ pub struct SecretsKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     pub profile: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The operator parses `get_pending_requests` / `get_request` with these types: a contract from
+    /// before the source kind and payer existed must still parse (as the seed's shape, no payer).
+    #[test]
+    fn pending_requests_without_the_new_fields_still_parse() {
+        let old = serde_json::json!({
+            "request_id": 7, "data_id": "x", "sender_id": "alice.near",
+            "code_source": {"repo": "https://github.com/a/b", "commit": "main"},
+            "resource_limits": {"max_instructions": 1, "max_memory_mb": 1, "max_execution_seconds": 1},
+            "input_data": "", "input_omitted": false, "response_format": "Text",
+            "payment": "1", "created_at_block": 1, "created_at_ns": 1
+        });
+        let parsed: PendingRequest = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(parsed.source_kind, SourceKind::CodeSource);
+        assert_eq!(parsed.payer_account_id, None);
+
+        let mut new = old;
+        new["source_kind"] = "GitHub".into();
+        new["payer_account_id"] = "payer.near".into();
+        let parsed: PendingRequest = serde_json::from_value(new).unwrap();
+        assert_eq!(parsed.source_kind, SourceKind::GitHub);
+        assert_eq!(parsed.payer_account_id, Some("payer.near".parse().unwrap()));
+    }
 }

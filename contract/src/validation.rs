@@ -2,7 +2,8 @@
 //! developer can fix the call from the failed transaction alone.
 
 use crate::types::{
-    AccessCondition, BUILD_TARGET_WASIP1, CodeSource, ResourceLimits, SecretsReference,
+    AccessCondition, BUILD_TARGET_WASIP1, CodeSource, RequestParams, ResourceLimits,
+    SecretsReference,
 };
 
 pub const MAX_REPO_LEN: usize = 512;
@@ -100,6 +101,69 @@ pub fn validate_code_source(code: &CodeSource) -> Result<(), String> {
     if target != BUILD_TARGET_WASIP1 {
         return Err(format!(
             "build_target {target:?} is not supported; the only supported target is {BUILD_TARGET_WASIP1:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// OutLayer's `params`: the options this deployment cannot honour yet are refused when switched on,
+/// so a client never gets an execution it did not ask for.
+pub fn validate_request_params(params: &RequestParams) -> Result<(), String> {
+    for (name, on) in [
+        ("compile_only", params.compile_only),
+        ("force_rebuild", params.force_rebuild),
+        ("store_on_fastfs", params.store_on_fastfs),
+    ] {
+        if on {
+            return Err(format!(
+                "params.{name} is not supported yet; omit it or set it to false"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The longest URL a `WasmUrl` source may name.
+pub const MAX_WASM_URL_LEN: usize = 2048;
+
+/// A `WasmUrl` source: an https URL without credentials, the module's sha256 as 64 hex characters and
+/// the one supported build target. (Whether the host is private is decided where the URL is fetched,
+/// after DNS resolution; the contract cannot know.)
+pub fn validate_wasm_url(url: &str, hash: &str, build_target: &str) -> Result<(), String> {
+    if url.len() > MAX_WASM_URL_LEN {
+        return Err(format!(
+            "source.WasmUrl.url must be at most {MAX_WASM_URL_LEN} characters, got {}",
+            url.len()
+        ));
+    }
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(format!(
+            "source.WasmUrl.url must start with https://, got {url:?}"
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("source.WasmUrl.url has no host, got {url:?}"));
+    }
+    if authority.contains('@') {
+        // Never echo the URL here: the part before '@' is a credential.
+        return Err(
+            "source.WasmUrl.url must not carry credentials (user:password@host)".to_string(),
+        );
+    }
+    if let Some(bad) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "source.WasmUrl.url must not contain whitespace or control characters, found {bad:?}"
+        ));
+    }
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "source.WasmUrl.hash must be the module's sha256 as 64 hex characters, got {hash:?}"
+        ));
+    }
+    if build_target != BUILD_TARGET_WASIP1 {
+        return Err(format!(
+            "build_target {build_target:?} is not supported; the only supported target is {BUILD_TARGET_WASIP1:?}"
         ));
     }
     Ok(())
@@ -262,6 +326,54 @@ mod tests {
             repo: repo.to_string(),
             commit: commit.to_string(),
             build_target: target.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn wasm_urls_must_be_https_without_credentials_with_a_sha256() {
+        let hash = "ab".repeat(32);
+        let target = BUILD_TARGET_WASIP1;
+        assert_eq!(
+            validate_wasm_url("https://example.com/m.wasm?v=1", &hash, target),
+            Ok(())
+        );
+        for (url, hash, target, expected) in [
+            (
+                "http://example.com/m.wasm",
+                hash.as_str(),
+                target,
+                "must start with https://",
+            ),
+            ("https:///m.wasm", &hash, target, "has no host"),
+            (
+                "https://u:secret@example.com/m.wasm",
+                &hash,
+                target,
+                "must not carry credentials",
+            ),
+            ("https://example.com/a b", &hash, target, "whitespace"),
+            (
+                "https://example.com/m.wasm",
+                "ab",
+                target,
+                "64 hex characters",
+            ),
+            (
+                "https://example.com/m.wasm",
+                &"zz".repeat(32),
+                target,
+                "64 hex characters",
+            ),
+            (
+                "https://example.com/m.wasm",
+                &hash,
+                "x86_64",
+                "is not supported",
+            ),
+        ] {
+            let error = validate_wasm_url(url, hash, target).unwrap_err();
+            assert!(error.contains(expected), "{url}: {error}");
+            assert!(!error.contains("secret"), "credentials echoed: {error}");
         }
     }
 

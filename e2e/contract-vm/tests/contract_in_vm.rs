@@ -515,3 +515,169 @@ fn lifecycle_gas_with_trie_node_stand_in() {
         println!("  {step:<24} burnt {:>12}", tgas(outcome.gas_burnt));
     }
 }
+
+/// The arguments an OutLayer client contract sends today (`source` enum, optional limits and input,
+/// `payer_account_id`, `params`), byte for byte what its `ext_outlayer` call serializes.
+fn outlayer_client_args(payer: &str) -> Value {
+    json!({
+        "source": {"GitHub": {
+            "repo": "https://github.com/outlayer/examples",
+            "commit": "0123456789abcdef0123456789abcdef01234567",
+            "build_target": "wasm32-wasip1"
+        }},
+        "resource_limits": {
+            "max_instructions": 1_000_000_000u64,
+            "max_memory_mb": 128,
+            "max_execution_seconds": 10
+        },
+        "input_data": "{\"question\":\"6x7\"}",
+        "secrets_ref": null,
+        "response_format": "Json",
+        "payer_account_id": payer,
+        "params": null
+    })
+}
+
+#[test]
+fn an_outlayer_client_request_runs_like_the_seed_shape_and_refunds_the_payer() {
+    let mut chain = Chain::new();
+    let client = chain.client.clone();
+    let requested = chain.call(
+        &client,
+        "request_execution",
+        &outlayer_client_args("payer.near"),
+        DEPOSIT,
+        REQUEST_GAS,
+    );
+    assert_success(&requested, "request_execution");
+    let event = single_event(&requested, "execution_requested");
+    assert_eq!(event["source_kind"], "GitHub");
+    assert_eq!(event["sender_id"], "client.near");
+    assert_eq!(event["payer_account_id"], "payer.near");
+    // Stored exactly as the seed's flat shape: the operator's watcher reads it unchanged.
+    assert_eq!(
+        event["code_source"],
+        json!({
+            "repo": "https://github.com/outlayer/examples",
+            "commit": "0123456789abcdef0123456789abcdef01234567",
+            "build_target": "wasm32-wasip1"
+        })
+    );
+    assert_eq!(event["response_format"], "Json");
+    let stored = chain.view("get_request", &json!({"request_id": 0}));
+    assert_eq!(stored["source_kind"], "GitHub");
+    assert_eq!(stored["code_source"], event["code_source"]);
+    assert_eq!(stored["payer_account_id"], "payer.near");
+    let pending = chain.view("get_pending_requests", &json!({}));
+    assert_eq!(pending[0]["source_kind"], "GitHub");
+    assert_eq!(pending[0]["code_source"], event["code_source"]);
+
+    let data_id = requested.yields_created().next().unwrap().0;
+    let response = json!({
+        "success": true,
+        "output": {"Json": {"answer": 42}},
+        "resources_used": {"instructions": 5_000_000u64, "time_ms": 12}
+    });
+    let resolved = chain.resolve(0, response);
+    assert_success(&resolved, "resolve_execution");
+    let resume = resolved.yield_resumes[0].clone();
+    assert_eq!(resume.data_id, data_id);
+    let completed = chain.callback(&resume.yielded, PromiseResult::Successful(resume.payload));
+    let output: Value = serde_json::from_slice(completed.value().unwrap()).unwrap();
+    assert_eq!(output, json!({"answer": 42}));
+    let cost = BASE_FEE + 5 * PER_MILLION_INSTRUCTIONS + 12 * PER_MS;
+    assert_eq!(
+        refund_to(&completed, &account("payer.near")),
+        DEPOSIT.as_yoctonear() - cost,
+        "the refund goes to the payer, not the caller"
+    );
+    let event = single_event(&completed, "execution_completed");
+    assert_eq!(event["payer_account_id"], "payer.near");
+    assert_eq!(event["sender_id"], "client.near");
+    assert_eq!(yocto(&event["payment_charged"]), cost);
+}
+
+#[test]
+fn request_shapes_are_exactly_one_and_the_payer_a_valid_account() {
+    let mut chain = Chain::new();
+    let client = chain.client.clone();
+    let seed_source = json!({
+        "repo": "https://github.com/outlayer/examples",
+        "commit": "0123456789abcdef0123456789abcdef01234567"
+    });
+    let mut both = outlayer_client_args("payer.near");
+    both["code_source"] = seed_source;
+    let mut neither = outlayer_client_args("payer.near");
+    neither.as_object_mut().unwrap().remove("source");
+    let mut wasm_url = outlayer_client_args("payer.near");
+    wasm_url["source"] = json!({"WasmUrl": {
+        "url": "https://example.com/m.wasm", "hash": "ab".repeat(32), "build_target": "wasm32-wasip1"
+    }});
+    let mut compile_only = outlayer_client_args("payer.near");
+    compile_only["params"] = json!({"compile_only": true});
+    for (args, expected) in [
+        (both, "give the code once: either code_source"),
+        (neither, "the code to run is missing"),
+        (
+            outlayer_client_args("Bad Payer"),
+            "payer_account_id must be a valid NEAR account id",
+        ),
+        (wasm_url, "source WasmUrl is not supported yet"),
+        (compile_only, "params.compile_only is not supported yet"),
+    ] {
+        let outcome = chain.call(&client, "request_execution", &args, DEPOSIT, REQUEST_GAS);
+        assert_fails_with(&outcome, expected);
+    }
+    assert_eq!(chain.view("get_pending_requests", &json!({})), json!([]));
+}
+
+#[test]
+fn a_too_small_deposit_is_refused_once_with_the_full_amount() {
+    let mut chain = Chain::new();
+    let client = chain.client.clone();
+    let args = outlayer_client_args("payer.near");
+    let refused = chain.call(
+        &client,
+        "request_execution",
+        &args,
+        Balance::from_yoctonear(1),
+        REQUEST_GAS,
+    );
+    let message = refused
+        .error_message()
+        .expect("a 1-yocto deposit is refused");
+    let required: u128 = message
+        .split("is too small: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|amount| amount.parse().ok())
+        .unwrap_or_else(|| panic!("no required amount in {message:?}"));
+    let estimate = BASE_FEE + 1_000 * PER_MILLION_INSTRUCTIONS + 10_000 * PER_MS;
+    assert!(
+        required > estimate,
+        "estimate {estimate} plus storage: {message}"
+    );
+    assert!(
+        message.contains("storage of the pending request"),
+        "{message}"
+    );
+
+    // One yocto less is still refused; exactly the quoted amount is enough (whatever data id the
+    // yield gets this time).
+    let short = chain.call(
+        &client,
+        "request_execution",
+        &args,
+        Balance::from_yoctonear(required - 1),
+        REQUEST_GAS,
+    );
+    assert_fails_with(&short, &format!("{required} yoctoNEAR is required"));
+    let accepted = chain.call(
+        &client,
+        "request_execution",
+        &args,
+        Balance::from_yoctonear(required),
+        REQUEST_GAS,
+    );
+    assert_success(&accepted, "request_execution with the quoted deposit");
+}

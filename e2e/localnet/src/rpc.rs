@@ -3,9 +3,14 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use near_chain_configs::{GenesisConfig, ProtocolConfig, ProtocolConfigView};
+use near_crypto::PublicKeyHandle;
 use near_crypto::{KeyType, PublicKey};
 use near_jsonrpc_primitives::errors::RpcError;
 use near_jsonrpc_primitives::types::blocks::{RpcBlockError, RpcBlockRequest};
+use near_jsonrpc_primitives::types::config::{
+    RpcProtocolConfigError, RpcProtocolConfigRequest, RpcProtocolConfigResponse,
+};
 use near_jsonrpc_primitives::types::gas_price::RpcGasPriceError;
 use near_jsonrpc_primitives::types::query::{
     QueryResponseKind, RpcQueryError, RpcQueryRequest, RpcQueryResponse,
@@ -17,11 +22,12 @@ use near_jsonrpc_primitives::types::transactions::{
 use near_primitives::hash::CryptoHash;
 use near_primitives::transaction::SignedTransaction;
 use near_primitives::types::{AccountId, BlockId, BlockReference, MaybeBlockId};
+use near_primitives::types::{StoreKey, StoreValue};
 use near_primitives::version::Version;
 use near_primitives::views::{
-    AccessKeyPermissionView, AccessKeyView, AccountView, BlockHeaderView, BlockView, CallResult,
-    ContractCodeView, FinalExecutionOutcomeViewEnum, GasPriceView, QueryRequest, StatusResponse,
-    StatusSyncInfo, TxExecutionStatus,
+    AccessKeyInfoView, AccessKeyList, AccessKeyView, AccountView, BlockHeaderView, BlockView,
+    CallResult, ContractCodeView, FinalExecutionOutcomeViewEnum, GasPriceView, QueryRequest,
+    StateItem, StatusResponse, StatusSyncInfo, TxExecutionStatus, ViewStateResult,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -70,6 +76,7 @@ impl Rpc {
             "health" => to_value(near_jsonrpc_primitives::types::status::RpcHealthResponse),
             "block" => self.block(params),
             "gas_price" => self.gas_price(params),
+            "EXPERIMENTAL_protocol_config" => self.protocol_config(params),
             "query" => self.query(params),
             "broadcast_tx_async" => {
                 let (tx,): (SignedTransaction,) = parse(params)?;
@@ -233,6 +240,47 @@ impl Rpc {
         to_value(block_view(&chain, block))
     }
 
+    /// The genesis and runtime parameters, as nearcore's `EXPERIMENTAL_protocol_config` shows them:
+    /// the runtime config is nearcore's own for the protocol version; the genesis fields are
+    /// nearcore's defaults with what the localnet really uses (chain id, protocol version, genesis
+    /// height and time, gas price, validity period).
+    fn protocol_config(&self, params: Value) -> Answer {
+        let request: RpcProtocolConfigRequest = parse(params)?;
+        let chain = self.chain();
+        if find_block(&chain, &request.block_reference).is_none() {
+            return Err(RpcProtocolConfigError::UnknownBlock {
+                error_message: format!("{:?}", request.block_reference),
+            }
+            .into());
+        }
+        let genesis = chain.genesis_block();
+        let genesis_time = near_time::serde_utc_as_iso::serialize(
+            &utc(genesis.timestamp_ns),
+            serde_json::value::Serializer,
+        )
+        .and_then(serde_json::from_value)
+        .map_err(|e| RpcProtocolConfigError::InternalError {
+            error_message: format!("genesis time: {e}"),
+        })?;
+        let gas_price = near_primitives::types::Balance::from_yoctonear(chain.gas_price());
+        let genesis_config = GenesisConfig {
+            protocol_version: chain.protocol_version(),
+            genesis_time,
+            chain_id: chain.chain_id().to_string(),
+            genesis_height: genesis.height,
+            min_gas_price: gas_price,
+            max_gas_price: gas_price,
+            transaction_validity_period: chain.validity_period(),
+            ..GenesisConfig::default()
+        };
+        to_value(RpcProtocolConfigResponse {
+            config_view: ProtocolConfigView::from(ProtocolConfig {
+                genesis_config,
+                runtime_config: chain.runtime_config().clone(),
+            }),
+        })
+    }
+
     fn gas_price(&self, params: Value) -> Answer {
         let block_id: MaybeBlockId = match params {
             Value::Array(mut items) if items.len() == 1 => parse(items.remove(0))?,
@@ -315,7 +363,7 @@ impl Rpc {
                 account_id,
                 public_key,
             } => {
-                let nonce = chain
+                let access_key = chain
                     .account(account_id)
                     .and_then(|account| account.access_keys.get(public_key))
                     .ok_or_else(|| RpcQueryError::UnknownAccessKey {
@@ -323,9 +371,89 @@ impl Rpc {
                         block_height: head.height,
                         block_hash: head.hash,
                     })?;
-                QueryResponseKind::AccessKey(AccessKeyView {
-                    nonce: *nonce,
-                    permission: AccessKeyPermissionView::FullAccess,
+                QueryResponseKind::AccessKey(AccessKeyView::from(access_key.clone()))
+            }
+            QueryRequest::ViewAccessKeyList {
+                account_id,
+                after_key,
+                limit,
+            } => {
+                let account = chain
+                    .account(account_id)
+                    .ok_or_else(|| unknown_account(account_id))?;
+                let mut keys: Vec<(PublicKeyHandle, AccessKeyView)> = account
+                    .access_keys
+                    .iter()
+                    .map(|(key, access_key)| (key.clone().into(), access_key.clone().into()))
+                    .filter(|(handle, _)| after_key.as_ref().is_none_or(|after| handle > after))
+                    .collect();
+                keys.sort_by(|a, b| a.0.cmp(&b.0));
+                let page = limit.map_or(keys.len(), |limit| limit.get() as usize);
+                let last_key = (keys.len() > page)
+                    .then(|| {
+                        keys.get(page.saturating_sub(1))
+                            .map(|(handle, _)| handle.clone())
+                    })
+                    .flatten();
+                keys.truncate(page);
+                QueryResponseKind::AccessKeyList(AccessKeyList {
+                    keys: keys
+                        .into_iter()
+                        .map(|(handle, view)| AccessKeyInfoView::new(handle, view))
+                        .collect(),
+                    last_key,
+                })
+            }
+            QueryRequest::ViewState {
+                account_id,
+                prefix,
+                after_key,
+                limit,
+                include_proof: _,
+            } => {
+                let account = chain
+                    .account(account_id)
+                    .ok_or_else(|| unknown_account(account_id))?;
+                let empty = std::collections::BTreeMap::new();
+                let storage = account.contract.as_ref().map_or(&empty, |vm| vm.storage());
+                let prefix: &[u8] = prefix.as_ref();
+                let after: Option<&[u8]> = after_key.as_ref().map(|key| key.as_ref());
+                let mut matching = storage
+                    .range(prefix.to_vec()..)
+                    .take_while(|(key, _)| key.starts_with(prefix))
+                    .filter(|(key, _)| after.is_none_or(|after| key.as_slice() > after));
+                // nearcore's default `trie_viewer_state_size_limit` (50 kB of keys and values).
+                let view_state_size_limit =
+                    near_chain_configs::default_trie_viewer_state_size_limit().unwrap_or(u64::MAX);
+                let mut values = Vec::new();
+                let mut size = 0usize;
+                let mut last_key = None;
+                for (key, value) in matching.by_ref() {
+                    if limit.is_some_and(|limit| values.len() >= limit.get() as usize) {
+                        last_key = values.last().map(|item: &StateItem| item.key.clone());
+                        break;
+                    }
+                    size = size.saturating_add(key.len()).saturating_add(value.len());
+                    // The size limit bounds a whole listing; a paged one (`limit`) is bounded by
+                    // its page instead.
+                    if limit.is_none() && size as u64 > view_state_size_limit {
+                        return Err(RpcQueryError::TooLargeContractState {
+                            contract_account_id: account_id.clone(),
+                            block_height: head.height,
+                            block_hash: head.hash,
+                        }
+                        .into());
+                    }
+                    values.push(StateItem {
+                        key: StoreKey::from(key.clone()),
+                        value: StoreValue::from(value.clone()),
+                    });
+                }
+                // No proofs: the localnet keeps no trie (an empty proof, as for `include_proof: false`).
+                QueryResponseKind::ViewState(ViewStateResult {
+                    values,
+                    proof: Vec::new(),
+                    last_key,
                 })
             }
             QueryRequest::ViewCode { account_id } => {

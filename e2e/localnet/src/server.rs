@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,9 +28,15 @@ pub(crate) struct App {
     pub faults: FaultSwitch,
 }
 
+/// nearcore's RPC `json_payload_max_size` default (10 MiB): larger request bodies are refused.
+pub(crate) const JSON_PAYLOAD_MAX_SIZE: usize = 10 * 1024 * 1024;
+
 pub(crate) fn router(app: App) -> Router {
     Router::new()
-        .route("/", post(json_rpc))
+        .route(
+            "/",
+            post(json_rpc).layer(DefaultBodyLimit::max(JSON_PAYLOAD_MAX_SIZE)),
+        )
         .route(
             "/admin/fault",
             get(get_fault).post(set_fault).delete(clear_fault),
@@ -37,7 +44,19 @@ pub(crate) fn router(app: App) -> Router {
         .with_state(app)
 }
 
-async fn json_rpc(State(app): State<App>, body: Bytes) -> Response {
+async fn json_rpc(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            // A client reads JSON-RPC errors, not axum's plain-text 413: a request nearcore cannot
+            // read is a parse error (HTTP 400 by nearcore's mapping) in the JSON-RPC envelope.
+            let error = RpcError::parse_error(format!(
+                "the request body was not read ({}); bodies are limited to {JSON_PAYLOAD_MAX_SIZE} bytes",
+                rejection.body_text()
+            ));
+            return (http_status(&error), Json(envelope(Value::Null, Err(error)))).into_response();
+        }
+    };
     let request: Value = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {

@@ -12,11 +12,19 @@ use near_jsonrpc_client::errors::{JsonRpcError, JsonRpcServerError};
 use near_jsonrpc_client::{JsonRpcClient, methods};
 use near_jsonrpc_primitives::types::query::QueryResponseKind;
 use near_jsonrpc_primitives::types::transactions::{RpcTransactionError, TransactionInfo};
-use near_primitives::action::{Action, FunctionCallAction, TransferAction};
-use near_primitives::errors::InvalidTxError;
+use std::num::NonZeroU32;
+
+use near_crypto::PublicKeyHandle;
+use near_primitives::account::{AccessKey, AccessKeyPermission, FunctionCallPermission};
+use near_primitives::action::{
+    Action, AddKeyAction, CreateAccountAction, DeleteKeyAction, FunctionCallAction, TransferAction,
+};
+use near_primitives::errors::{ActionsValidationError, InvalidTxError};
 use near_primitives::hash::CryptoHash;
 use near_primitives::transaction::{SignedTransaction, Transaction, TransactionV0};
+use near_primitives::types::StoreKey;
 use near_primitives::types::{AccountId, Balance, BlockReference, Finality, FunctionArgs, Gas};
+use near_primitives::views::{AccessKeyPermissionView, AccessKeyView};
 use near_primitives::views::{
     ExecutionStatusView, FinalExecutionOutcomeView, FinalExecutionOutcomeViewEnum,
     FinalExecutionStatus, QueryRequest, TxExecutionStatus,
@@ -593,7 +601,10 @@ async fn invalid_transactions_are_rejected_as_nearcore_does() {
     );
     match commit(delete).await {
         Err(JsonRpcError::ServerError(JsonRpcServerError::InternalError { info: Some(info) })) => {
-            assert!(info.contains("only Transfer and FunctionCall"), "{info}")
+            assert!(
+                info.contains("models Transfer, FunctionCall, CreateAccount, DeleteKey and AddKey"),
+                "{info}"
+            )
         }
         other => panic!("expected a not-modelled error, got {other:?}"),
     }
@@ -1303,5 +1314,646 @@ async fn a_missing_wasm_is_a_clear_genesis_error() {
     assert!(
         error.contains("/nonexistent/outlayer_contract.wasm"),
         "{error}"
+    );
+}
+
+// ---- What a standard NEAR client needs (issue 16 item 7) ----
+
+impl Net {
+    async fn query(&self, request: QueryRequest) -> Result<QueryResponseKind, String> {
+        self.client
+            .call(methods::query::RpcQueryRequest {
+                block_reference: BlockReference::Finality(Finality::Final),
+                request,
+            })
+            .await
+            .map(|response| response.kind)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    async fn access_key(
+        &self,
+        account_id: &AccountId,
+        public_key: &PublicKey,
+    ) -> Option<AccessKeyView> {
+        match self
+            .query(QueryRequest::ViewAccessKey {
+                account_id: account_id.clone(),
+                public_key: public_key.clone(),
+            })
+            .await
+        {
+            Ok(QueryResponseKind::AccessKey(view)) => Some(view),
+            Err(error) if error.contains("UnknownAccessKey") => None,
+            other => panic!("expected an access key view, got {other:?}"),
+        }
+    }
+
+    /// Sends and waits for the final outcome (status may be a failure).
+    async fn run(
+        &self,
+        key: &Key,
+        receiver: &AccountId,
+        actions: Vec<Action>,
+    ) -> FinalExecutionOutcomeView {
+        let tx = self.sign(key, receiver, actions).await;
+        self.commit(tx).await
+    }
+}
+
+/// A function-call key restricted to the OutLayer contract's methods, as the operator's key pool adds.
+fn function_call_key(receiver: &AccountId, methods: &[&str], allowance: Option<u128>) -> AccessKey {
+    AccessKey {
+        nonce: 0,
+        permission: AccessKeyPermission::FunctionCall(FunctionCallPermission {
+            allowance: allowance.map(Balance::from_yoctonear),
+            receiver_id: receiver.to_string(),
+            method_names: methods.iter().map(|m| m.to_string()).collect(),
+        }),
+    }
+}
+
+fn add_key(public_key: PublicKey, access_key: AccessKey) -> Action {
+    Action::AddKey(Box::new(AddKeyAction {
+        public_key,
+        access_key,
+    }))
+}
+
+#[tokio::test]
+async fn protocol_config_is_nearcores_for_the_protocol_version() {
+    let net = Net::start(false).await;
+    #[allow(deprecated)]
+    let config = net
+        .client
+        .call(
+            methods::EXPERIMENTAL_protocol_config::RpcProtocolConfigRequest {
+                block_reference: BlockReference::Finality(Finality::Final),
+            },
+        )
+        .await
+        .unwrap();
+    let expected = near_parameters::RuntimeConfigStore::new(None)
+        .get_config(config.protocol_version)
+        .clone();
+    assert_eq!(config.chain_id, "localnet");
+    assert_eq!(config.protocol_version, e2e_contract_vm::PROTOCOL_VERSION);
+    // What near-api-js's getBalance / getState read.
+    assert_eq!(
+        config.runtime_config.storage_amount_per_byte,
+        expected.fees.storage_usage_config.storage_amount_per_byte
+    );
+    assert_eq!(
+        config
+            .runtime_config
+            .wasm_config
+            .limit_config
+            .max_total_prepaid_gas,
+        Gas::from_teragas(1_000)
+    );
+    assert_eq!(config.min_gas_price.as_yoctonear(), 100_000_000);
+    assert!(config.genesis_time.timestamp() > 0);
+
+    // An unknown block is nearcore's UNKNOWN_BLOCK.
+    #[allow(deprecated)]
+    let unknown = net
+        .client
+        .call(
+            methods::EXPERIMENTAL_protocol_config::RpcProtocolConfigRequest {
+                block_reference: BlockReference::BlockId(near_primitives::types::BlockId::Height(
+                    1_000_000,
+                )),
+            },
+        )
+        .await;
+    assert!(
+        format!("{unknown:?}").contains("UnknownBlock"),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn access_key_list_shows_every_key_with_its_permission_and_pages() {
+    let net = Net::start(true).await;
+    let alice = &net.alice;
+    let pool_key = SecretKey::from_seed(KeyType::ED25519, "pool-1").public_key();
+    let restricted = function_call_key(&net.outlayer, &["resolve_execution"], None);
+    let outcome = net
+        .run(
+            alice,
+            &alice.account_id,
+            vec![add_key(pool_key.clone(), restricted.clone())],
+        )
+        .await;
+    success_value(&outcome);
+
+    let list = |after_key, limit| {
+        net.query(QueryRequest::ViewAccessKeyList {
+            account_id: alice.account_id.clone(),
+            after_key,
+            limit,
+        })
+    };
+    let Ok(QueryResponseKind::AccessKeyList(all)) = list(None, None).await else {
+        panic!("expected an access key list");
+    };
+    assert_eq!(all.keys.len(), 2, "{all:?}");
+    assert_eq!(all.last_key, None);
+    let by_key = |key: &PublicKey| {
+        all.keys
+            .iter()
+            .find(|info| info.public_key == PublicKeyHandle::from(key.clone()))
+            .map(|info| info.access_key.permission.clone())
+    };
+    assert_eq!(
+        by_key(&alice.public_key()),
+        Some(AccessKeyPermissionView::FullAccess)
+    );
+    assert_eq!(
+        by_key(&pool_key),
+        Some(AccessKeyPermissionView::from(restricted.permission))
+    );
+
+    // Paged: one key, then the rest after the cursor.
+    let one = NonZeroU32::new(1);
+    let Ok(QueryResponseKind::AccessKeyList(first)) = list(None, one).await else {
+        panic!("expected a page");
+    };
+    assert_eq!(first.keys.len(), 1);
+    let cursor = first.last_key.clone().expect("a cursor while keys remain");
+    let Ok(QueryResponseKind::AccessKeyList(second)) = list(Some(cursor), one).await else {
+        panic!("expected a page");
+    };
+    assert_eq!(second.keys.len(), 1);
+    assert_eq!(second.last_key, None);
+    assert_ne!(first.keys[0].public_key, second.keys[0].public_key);
+
+    let missing = net
+        .query(QueryRequest::ViewAccessKeyList {
+            account_id: account("ghost.localnet"),
+            after_key: None,
+            limit: None,
+        })
+        .await;
+    assert!(
+        format!("{missing:?}").contains("UnknownAccount"),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn view_state_lists_the_contracts_storage_by_prefix() {
+    let net = Net::start(true).await;
+    let view_state = |prefix: &[u8], limit| {
+        net.query(QueryRequest::ViewState {
+            account_id: net.outlayer.clone(),
+            prefix: StoreKey::from(prefix.to_vec()),
+            after_key: None,
+            limit,
+            include_proof: false,
+        })
+    };
+    // near-sdk keeps the contract struct under "STATE".
+    let Ok(QueryResponseKind::ViewState(all)) = view_state(b"", None).await else {
+        panic!("expected a state view");
+    };
+    assert!(!all.values.is_empty());
+    let Ok(QueryResponseKind::ViewState(state)) = view_state(b"STATE", None).await else {
+        panic!("expected a state view");
+    };
+    assert_eq!(state.values.len(), 1, "{state:?}");
+    let key: &[u8] = state.values[0].key.as_ref();
+    assert_eq!(key, b"STATE");
+    assert!(all.values.iter().any(|item| item == &state.values[0]));
+    let Ok(QueryResponseKind::ViewState(none)) = view_state(b"no such prefix", None).await else {
+        panic!("expected a state view");
+    };
+    assert!(none.values.is_empty());
+    // A page of one names the cursor when more entries remain.
+    if all.values.len() > 1 {
+        let Ok(QueryResponseKind::ViewState(page)) = view_state(b"", NonZeroU32::new(1)).await
+        else {
+            panic!("expected a state view");
+        };
+        assert_eq!(page.values.len(), 1);
+        assert_eq!(page.last_key.as_ref(), Some(&page.values[0].key));
+    }
+    // An account without code has an empty state.
+    let Ok(QueryResponseKind::ViewState(plain)) = net
+        .query(QueryRequest::ViewState {
+            account_id: net.bob.account_id.clone(),
+            prefix: StoreKey::from(Vec::new()),
+            after_key: None,
+            limit: None,
+            include_proof: false,
+        })
+        .await
+    else {
+        panic!("expected a state view");
+    };
+    assert!(plain.values.is_empty());
+}
+
+#[tokio::test]
+async fn a_function_call_key_signs_only_what_its_permission_allows() {
+    let net = Net::start(true).await;
+    let operator = &net.operator;
+    let pool = Key {
+        account_id: operator.account_id.clone(),
+        secret: SecretKey::from_seed(KeyType::ED25519, "operator-pool-1"),
+    };
+    let outcome = net
+        .run(
+            operator,
+            &operator.account_id,
+            vec![add_key(
+                pool.public_key(),
+                function_call_key(&net.outlayer, &["get_stats", "get_config"], Some(NEAR / 20)),
+            )],
+        )
+        .await;
+    success_value(&outcome);
+    let added = net
+        .access_key(&operator.account_id, &pool.public_key())
+        .await
+        .unwrap();
+    // nearcore starts a new key's nonce at (block height - 1) × 10⁶.
+    assert_eq!(added.nonce % 1_000_000, 0);
+    assert!(added.nonce > 0);
+
+    // Allowed: one call, no deposit, to the contract, a listed method.
+    let allowed = net
+        .run(
+            &pool,
+            &net.outlayer,
+            vec![function_call("get_stats", &json!({}), 10, 0)],
+        )
+        .await;
+    success_value(&allowed);
+    let after = net
+        .access_key(&operator.account_id, &pool.public_key())
+        .await
+        .unwrap();
+    let AccessKeyPermissionView::FunctionCall {
+        allowance: Some(left),
+        ..
+    } = after.permission
+    else {
+        panic!("expected a function-call key, got {:?}", after.permission);
+    };
+    assert!(
+        left.as_yoctonear() < NEAR / 20,
+        "the gas came out of the allowance"
+    );
+
+    let rejected = |actions: Vec<Action>, receiver: AccountId| {
+        let pool = &pool;
+        let net = &net;
+        async move {
+            let tx = net.sign(pool, &receiver, actions).await;
+            invalid_tx(
+                net.client
+                    .call(methods::broadcast_tx_commit::RpcBroadcastTxCommitRequest {
+                        signed_transaction: tx,
+                    })
+                    .await,
+            )
+        }
+    };
+    use near_primitives::errors::InvalidAccessKeyError as E;
+    let error = |e| InvalidTxError::InvalidAccessKeyError(e);
+    assert_eq!(
+        rejected(
+            vec![function_call("set_paused", &json!({"paused": true}), 10, 0)],
+            net.outlayer.clone()
+        )
+        .await,
+        error(E::MethodNameMismatch {
+            method_name: "set_paused".to_string()
+        })
+    );
+    assert!(matches!(
+        rejected(
+            vec![function_call("get_stats", &json!({}), 10, 0)],
+            net.bob.account_id.clone()
+        )
+        .await,
+        InvalidTxError::InvalidAccessKeyError(E::ReceiverMismatch { .. })
+    ));
+    assert_eq!(
+        rejected(vec![transfer(1)], net.outlayer.clone()).await,
+        error(E::RequiresFullAccess)
+    );
+    assert_eq!(
+        rejected(
+            vec![function_call("get_stats", &json!({}), 10, 1)],
+            net.outlayer.clone()
+        )
+        .await,
+        error(E::DepositWithFunctionCall)
+    );
+    assert!(matches!(
+        // 600 Tgas at the fixed price (0.06 NEAR) is more than the 0.05 NEAR allowance.
+        rejected(
+            vec![function_call("get_stats", &json!({}), 600, 0)],
+            net.outlayer.clone()
+        )
+        .await,
+        InvalidTxError::InvalidAccessKeyError(E::NotEnoughAllowance { .. })
+    ));
+}
+
+#[tokio::test]
+async fn delete_key_removes_the_key_and_its_signatures() {
+    let net = Net::start(false).await;
+    let alice = &net.alice;
+    let spare = Key {
+        account_id: alice.account_id.clone(),
+        secret: SecretKey::from_seed(KeyType::ED25519, "alice-spare"),
+    };
+    success_value(
+        &net.run(
+            alice,
+            &alice.account_id,
+            vec![add_key(spare.public_key(), AccessKey::full_access())],
+        )
+        .await,
+    );
+    // The new full-access key signs.
+    success_value(
+        &net.run(&spare, &net.bob.account_id, vec![transfer(NEAR)])
+            .await,
+    );
+    success_value(
+        &net.run(
+            alice,
+            &alice.account_id,
+            vec![Action::DeleteKey(Box::new(DeleteKeyAction {
+                public_key: spare.public_key(),
+            }))],
+        )
+        .await,
+    );
+    assert_eq!(
+        net.access_key(&alice.account_id, &spare.public_key()).await,
+        None
+    );
+    let tx = net.sign_with(
+        &spare,
+        &spare.secret,
+        u64::MAX / 2,
+        net.final_block_hash().await,
+        &net.bob.account_id,
+        vec![transfer(1)],
+    );
+    assert!(matches!(
+        invalid_tx(
+            net.client
+                .call(methods::broadcast_tx_commit::RpcBroadcastTxCommitRequest {
+                    signed_transaction: tx
+                })
+                .await
+        ),
+        InvalidTxError::InvalidAccessKeyError(_)
+    ));
+    // Deleting it again fails the receipt with nearcore's error.
+    let again = net
+        .run(
+            alice,
+            &alice.account_id,
+            vec![Action::DeleteKey(Box::new(DeleteKeyAction {
+                public_key: spare.public_key(),
+            }))],
+        )
+        .await;
+    assert!(
+        format!("{:?}", again.status).contains("DeleteKeyDoesNotExist"),
+        "{:?}",
+        again.status
+    );
+}
+
+#[tokio::test]
+async fn create_account_with_a_key_and_a_transfer() {
+    let net = Net::start(false).await;
+    let alice = &net.alice;
+    let sub = Key::new("app.alice.localnet");
+    let outcome = net
+        .run(
+            alice,
+            &sub.account_id,
+            vec![
+                Action::CreateAccount(CreateAccountAction {}),
+                transfer(5 * NEAR),
+                add_key(sub.public_key(), AccessKey::full_access()),
+            ],
+        )
+        .await;
+    success_value(&outcome);
+    assert_eq!(net.balance(&sub.account_id).await, 5 * NEAR);
+    // The new account signs with its key.
+    success_value(
+        &net.run(&sub, &net.bob.account_id, vec![transfer(NEAR)])
+            .await,
+    );
+
+    // Existing accounts cannot be created again; others' sub-accounts cannot be created at all;
+    // and a failed creation leaves nothing behind and refunds the deposit.
+    let before = net.balance(&alice.account_id).await;
+    let exists = net
+        .run(
+            alice,
+            &sub.account_id,
+            vec![
+                Action::CreateAccount(CreateAccountAction {}),
+                transfer(NEAR),
+            ],
+        )
+        .await;
+    assert!(
+        format!("{:?}", exists.status).contains("AccountAlreadyExists"),
+        "{:?}",
+        exists.status
+    );
+    let foreign = account("app.bob.localnet");
+    let not_allowed = net
+        .run(
+            alice,
+            &foreign,
+            vec![
+                Action::CreateAccount(CreateAccountAction {}),
+                transfer(NEAR),
+            ],
+        )
+        .await;
+    assert!(
+        format!("{:?}", not_allowed.status).contains("CreateAccountNotAllowed"),
+        "{:?}",
+        not_allowed.status
+    );
+    assert!(
+        net.query(QueryRequest::ViewAccount {
+            account_id: foreign
+        })
+        .await
+        .is_err()
+    );
+    let spent = before - net.balance(&alice.account_id).await;
+    assert_eq!(
+        spent,
+        tokens_burnt(&exists) + tokens_burnt(&not_allowed),
+        "only gas was spent"
+    );
+    // Keys of another account cannot be added by a stranger.
+    let stranger = net
+        .run(
+            alice,
+            &net.bob.account_id,
+            vec![add_key(sub.public_key(), AccessKey::full_access())],
+        )
+        .await;
+    assert!(
+        format!("{:?}", stranger.status).contains("ActorNoPermission"),
+        "{:?}",
+        stranger.status
+    );
+}
+
+#[tokio::test]
+async fn gas_above_the_protocol_limit_is_refused() {
+    let net = Net::start(false).await;
+    let tx = net
+        .sign(
+            &net.alice,
+            &net.bob.account_id,
+            vec![
+                function_call("a", &json!({}), 600, 0),
+                function_call("b", &json!({}), 401, 0),
+            ],
+        )
+        .await;
+    let error = invalid_tx(
+        net.client
+            .call(methods::broadcast_tx_commit::RpcBroadcastTxCommitRequest {
+                signed_transaction: tx,
+            })
+            .await,
+    );
+    assert_eq!(
+        error,
+        InvalidTxError::ActionsValidation(ActionsValidationError::TotalPrepaidGasExceeded {
+            total_prepaid_gas: Gas::from_teragas(1_001),
+            limit: Gas::from_teragas(1_000),
+        })
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_a_json_rpc_error() {
+    let net = Net::start(false).await;
+    let body = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\",\"params\":[\"{}\"]}}",
+        "x".repeat(11 * 1024 * 1024)
+    );
+    let response = reqwest::Client::new()
+        .post(net.localnet.rpc_url())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::BAD_REQUEST);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["jsonrpc"], "2.0");
+    assert_eq!(
+        answer["error"]["name"], "REQUEST_VALIDATION_ERROR",
+        "{answer}"
+    );
+    assert_eq!(answer["error"]["cause"]["name"], "PARSE_ERROR", "{answer}");
+    assert!(
+        answer["error"]["cause"]["info"]["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("10485760 bytes"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn nonces_above_the_committed_one_wait_in_the_pool_in_any_order() {
+    // Slow blocks, so both submissions land between the same two blocks.
+    let alice = Key::new("alice.localnet");
+    let bob = Key::new("bob.localnet");
+    let localnet = Localnet::start(
+        LocalnetConfig::default()
+            .with_block_time(Duration::from_secs(2))
+            .with_account(alice.account_id.clone(), 100 * NEAR, alice.public_key())
+            .with_account(bob.account_id.clone(), 10 * NEAR, bob.public_key()),
+    )
+    .await
+    .unwrap();
+    let client = JsonRpcClient::connect(localnet.rpc_url());
+    let net = Net {
+        localnet,
+        client,
+        alice,
+        bob,
+        operator: Key::new("operator.localnet"),
+        outlayer: account("outlayer.localnet"),
+    };
+    let committed = net.nonce(&net.alice).await;
+    // Start right after a block, so the next one is ~2 s away.
+    let block_hash = net.final_block_hash().await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while net.final_block_hash().await == block_hash {
+        assert!(tokio::time::Instant::now() < deadline, "no new block");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let block_hash = net.final_block_hash().await;
+    let sign = |nonce, amount| {
+        net.sign_with(
+            &net.alice,
+            &net.alice.secret,
+            nonce,
+            block_hash,
+            &net.bob.account_id,
+            vec![transfer(amount)],
+        )
+    };
+    let send = |tx: SignedTransaction| {
+        net.client
+            .call(methods::broadcast_tx_async::RpcBroadcastTxAsyncRequest {
+                signed_transaction: tx,
+            })
+    };
+    // The higher nonce first, then the lower: both above the committed nonce, both accepted.
+    let later = send(sign(committed + 2, 2)).await.unwrap();
+    let earlier = send(sign(committed + 1, 1)).await.unwrap();
+    for tx_hash in [earlier, later] {
+        let outcome = net.final_outcome(tx_hash, &net.alice.account_id).await;
+        success_value(&outcome);
+    }
+    assert_eq!(net.nonce(&net.alice).await, committed + 2);
+    // Now committed: the same nonce again is stale, as in nearcore.
+    let stale = net.sign_with(
+        &net.alice,
+        &net.alice.secret,
+        committed + 1,
+        net.final_block_hash().await,
+        &net.bob.account_id,
+        vec![transfer(3)],
+    );
+    assert_eq!(
+        invalid_tx(
+            net.client
+                .call(methods::broadcast_tx_commit::RpcBroadcastTxCommitRequest {
+                    signed_transaction: stale
+                })
+                .await
+        ),
+        InvalidTxError::InvalidNonce {
+            tx_nonce: committed + 1,
+            ak_nonce: committed + 2
+        }
     );
 }

@@ -5,24 +5,21 @@ use std::collections::BTreeMap;
 use e2e_contract_vm::{AccountState, ContractVm};
 use near_crypto::PublicKey;
 use near_parameters::RuntimeFeesConfig;
-use near_primitives::types::{Balance, Nonce, StorageUsage};
+use near_primitives::account::AccessKey;
+use near_primitives::types::{Balance, StorageUsage};
 
 /// nearcore lets accounts this small exist without any balance for their storage
 /// (near-primitives `ZERO_BALANCE_ACCOUNT_STORAGE_LIMIT`).
 const ZERO_BALANCE_ACCOUNT_STORAGE_LIMIT: StorageUsage = 770;
-/// Borsh size of an ed25519 `PublicKey` (tag + 32 bytes) and of a full-access `AccessKey`
-/// (nonce + permission tag): what nearcore stores per key.
-const ED25519_KEY_BYTES: u64 = 33;
-const FULL_ACCESS_KEY_BYTES: u64 = 9;
-
 pub struct Account {
-    /// Full-access keys and their nonces.
-    pub access_keys: BTreeMap<PublicKey, Nonce>,
+    /// Access keys (full-access or function-call) with their committed nonces.
+    pub access_keys: BTreeMap<PublicKey, AccessKey>,
     plain: AccountState,
     pub contract: Option<ContractVm>,
 }
 
 impl Account {
+    /// An account with no keys and no code, as `CreateAccount` or genesis makes it.
     pub fn new(balance: u128, fees: &RuntimeFeesConfig) -> Self {
         Self {
             access_keys: BTreeMap::new(),
@@ -46,15 +43,43 @@ impl Account {
     }
 
     pub fn add_full_access_key(&mut self, key: PublicKey, fees: &RuntimeFeesConfig) {
-        if self.access_keys.insert(key, 0).is_none() {
-            let bytes = key_storage(fees);
-            let state = self.state_mut();
-            state.storage_usage = state.storage_usage.saturating_add(bytes);
+        self.add_key(key, AccessKey::full_access(), fees);
+    }
+
+    /// Adds `access_key` under `key` and counts its storage as nearcore does; false (and nothing
+    /// changed) when the key exists.
+    pub fn add_key(
+        &mut self,
+        key: PublicKey,
+        access_key: AccessKey,
+        fees: &RuntimeFeesConfig,
+    ) -> bool {
+        if self.access_keys.contains_key(&key) {
+            return false;
         }
+        let bytes = key_storage(fees, &key, &access_key);
+        self.access_keys.insert(key, access_key);
+        let state = self.state_mut();
+        state.storage_usage = state.storage_usage.saturating_add(bytes);
+        true
+    }
+
+    /// Removes `key` and frees its storage; false when there is no such key.
+    pub fn delete_key(&mut self, key: &PublicKey, fees: &RuntimeFeesConfig) -> bool {
+        let Some(access_key) = self.access_keys.remove(key) else {
+            return false;
+        };
+        let bytes = key_storage(fees, key, &access_key);
+        let state = self.state_mut();
+        state.storage_usage = state.storage_usage.saturating_sub(bytes);
+        true
     }
 
     fn keys_storage(&self, fees: &RuntimeFeesConfig) -> u64 {
-        key_storage(fees).saturating_mul(self.access_keys.len() as u64)
+        self.access_keys
+            .iter()
+            .map(|(key, access_key)| key_storage(fees, key, access_key))
+            .fold(0, u64::saturating_add)
     }
 
     pub fn state(&self) -> &AccountState {
@@ -93,9 +118,14 @@ impl Account {
     }
 }
 
-fn key_storage(fees: &RuntimeFeesConfig) -> u64 {
+/// What nearcore counts for one access key: the record overhead plus the borsh sizes of the public key
+/// and of the access key (nonce and permission, a function-call key's receiver and methods included).
+fn key_storage(fees: &RuntimeFeesConfig, key: &PublicKey, access_key: &AccessKey) -> u64 {
+    // Borsh into a length counter cannot fail for these in-memory values.
+    let key_len = borsh::object_length(key).unwrap_or_default() as u64;
+    let access_key_len = borsh::object_length(access_key).unwrap_or_default() as u64;
     fees.storage_usage_config
         .num_extra_bytes_record
-        .saturating_add(ED25519_KEY_BYTES)
-        .saturating_add(FULL_ACCESS_KEY_BYTES)
+        .saturating_add(key_len)
+        .saturating_add(access_key_len)
 }

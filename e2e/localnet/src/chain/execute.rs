@@ -261,6 +261,7 @@ impl Chain {
         promise_results: Vec<PromiseResult>,
         block: &BlockRecord,
     ) -> Applied {
+        let fees = std::sync::Arc::clone(&self.fees);
         let mut applied = Applied {
             logs: Vec::new(),
             gas_burnt: 0,
@@ -283,7 +284,9 @@ impl Chain {
             ));
             return applied;
         }
-        if !self.accounts.contains_key(&receipt.receiver_id) {
+        let creates_account = matches!(receipt.actions.first(), Some(Action::CreateAccount(_)));
+        let existed = self.accounts.contains_key(&receipt.receiver_id);
+        if !existed && !creates_account {
             applied.status = Err(fail(
                 0,
                 ActionErrorKind::AccountDoesNotExist {
@@ -292,13 +295,79 @@ impl Chain {
             ));
             return applied;
         }
+        // Key actions are undone with the rest of a failed receipt: remember the keys they touch.
+        let keys_before = self
+            .accounts
+            .get(&receipt.receiver_id)
+            .map(|account| (account.access_keys.clone(), account.state().storage_usage));
+        // nearcore's `check_actor_permissions`: the predecessor acts, and after a CreateAccount the
+        // new account itself (so a receipt may create an account and add its first key).
+        let mut actor_id = receipt.predecessor_id.clone();
         let reward = self.fees.burnt_gas_reward;
         let mut credited: u128 = 0;
         for (index, action) in receipt.actions.iter().enumerate() {
+            if let Action::CreateAccount(_) = action {
+                match self.create_account(receipt, index) {
+                    Ok(()) => {
+                        actor_id = receipt.receiver_id.clone();
+                        applied.status = Ok(Returned::Value(Vec::new()));
+                        continue;
+                    }
+                    Err(error) => {
+                        applied.status = Err(error);
+                        break;
+                    }
+                }
+            }
             let Some(account) = self.accounts.get_mut(&receipt.receiver_id) else {
                 break;
             };
+            if matches!(action, Action::AddKey(_) | Action::DeleteKey(_))
+                && actor_id != receipt.receiver_id
+            {
+                applied.status = Err(fail(
+                    index,
+                    ActionErrorKind::ActorNoPermission {
+                        account_id: receipt.receiver_id.clone(),
+                        actor_id: actor_id.clone(),
+                    },
+                ));
+                break;
+            }
             match action {
+                Action::AddKey(add) => {
+                    let mut access_key = add.access_key.clone();
+                    // nearcore starts a new key's nonce at (height - 1) × 10⁶, so transactions
+                    // signed for a deleted and re-added key cannot be replayed.
+                    access_key.nonce = block
+                        .height
+                        .saturating_sub(1)
+                        .saturating_mul(super::transactions::ACCESS_KEY_NONCE_RANGE_MULTIPLIER);
+                    if !account.add_key(add.public_key.clone(), access_key, &fees) {
+                        applied.status = Err(fail(
+                            index,
+                            ActionErrorKind::AddKeyAlreadyExists {
+                                account_id: receipt.receiver_id.clone(),
+                                public_key: Box::new(add.public_key.clone()),
+                            },
+                        ));
+                        break;
+                    }
+                    applied.status = Ok(Returned::Value(Vec::new()));
+                }
+                Action::DeleteKey(delete) => {
+                    if !account.delete_key(&delete.public_key, &fees) {
+                        applied.status = Err(fail(
+                            index,
+                            ActionErrorKind::DeleteKeyDoesNotExist {
+                                account_id: receipt.receiver_id.clone(),
+                                public_key: Box::new(delete.public_key.clone()),
+                            },
+                        ));
+                        break;
+                    }
+                    applied.status = Ok(Returned::Value(Vec::new()));
+                }
                 Action::Transfer(TransferAction { deposit }) => {
                     let deposit = deposit.as_yoctonear();
                     account.set_balance(account.balance().saturating_add(deposit));
@@ -375,7 +444,8 @@ impl Chain {
                     applied.status = Err(fail(
                         index,
                         ActionErrorKind::FunctionCallError(FunctionCallError::ExecutionError(
-                            "the test localnet models only Transfer and FunctionCall actions"
+                            "the test localnet models only Transfer, FunctionCall, CreateAccount, \
+                             AddKey and DeleteKey actions"
                                 .to_string(),
                         )),
                     ));
@@ -383,11 +453,34 @@ impl Chain {
                 }
             }
         }
+        if applied.status.is_ok()
+            && let Some(account) = self.accounts.get(&receipt.receiver_id)
+            && account.contract.is_none()
+        {
+            // nearcore's storage-stake check after the actions (a contract call checks its own).
+            let required = account.storage_required(&fees);
+            if account.balance() < required {
+                applied.status = Err(ActionError {
+                    index: None,
+                    kind: ActionErrorKind::LackBalanceForState {
+                        account_id: receipt.receiver_id.clone(),
+                        amount: Balance::from_yoctonear(required - account.balance()),
+                    },
+                });
+            }
+        }
         if applied.status.is_err() {
             // A failed receipt changes nothing: transfers applied before the failure go back
-            // (the deposit is refunded as a whole), and nothing it created is sent.
-            if let Some(account) = self.accounts.get_mut(&receipt.receiver_id) {
+            // (the deposit is refunded as a whole), keys are restored, an account it created is
+            // removed, and nothing it created is sent.
+            if !existed {
+                self.accounts.remove(&receipt.receiver_id);
+            } else if let Some(account) = self.accounts.get_mut(&receipt.receiver_id) {
                 account.set_balance(account.balance().saturating_sub(credited));
+                if let Some((keys, storage_usage)) = keys_before {
+                    account.access_keys = keys;
+                    account.state_mut().storage_usage = storage_usage;
+                }
             }
             applied.created.clear();
             applied.resumes.clear();
@@ -396,6 +489,42 @@ impl Chain {
         applied
     }
 }
+
+impl Chain {
+    /// nearcore's `CreateAccount`: the receiver must not exist and must be a sub-account of the
+    /// predecessor (or a top-level name of 32+ characters, which anyone may create).
+    fn create_account(
+        &mut self,
+        receipt: &ActionReceiptData,
+        index: usize,
+    ) -> Result<(), ActionError> {
+        let account_id = &receipt.receiver_id;
+        let fail = |kind| ActionError {
+            index: Some(index as u64),
+            kind,
+        };
+        if self.accounts.contains_key(account_id) {
+            return Err(fail(ActionErrorKind::AccountAlreadyExists {
+                account_id: account_id.clone(),
+            }));
+        }
+        let allowed = account_id.is_sub_account_of(&receipt.predecessor_id)
+            || (account_id.is_top_level()
+                && account_id.len() >= MIN_ALLOWED_TOP_LEVEL_ACCOUNT_LENGTH);
+        if !allowed {
+            return Err(fail(ActionErrorKind::CreateAccountNotAllowed {
+                account_id: account_id.clone(),
+                predecessor_id: receipt.predecessor_id.clone(),
+            }));
+        }
+        self.accounts
+            .insert(account_id.clone(), super::Account::new(0, &self.fees));
+        Ok(())
+    }
+}
+
+/// nearcore's `MIN_ALLOWED_TOP_LEVEL_ACCOUNT_LENGTH`: shorter top-level names belong to the registrar.
+const MIN_ALLOWED_TOP_LEVEL_ACCOUNT_LENGTH: usize = 32;
 
 /// Turns the receipts a call created into chain receipts: ids, data dependencies
 /// (`promise_then`), and the caller's data receivers moved to a returned promise.

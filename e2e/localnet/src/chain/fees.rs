@@ -33,6 +33,42 @@ pub fn receipt_fees(
                 );
                 add(base, per_byte)
             }
+            Action::CreateAccount(_) => {
+                one(fees, ActionCosts::create_account, 1, sender_is_receiver)
+            }
+            Action::DeleteKey(_) => one(fees, ActionCosts::delete_key, 1, sender_is_receiver),
+            Action::AddKey(add_key) => {
+                match add_key.access_key.permission.function_call_permission() {
+                    // nearcore charges a function-call key per byte of its method names (+1 each).
+                    Some(permission) => {
+                        let bytes = permission
+                            .method_names
+                            .iter()
+                            .map(|name| name.len() as u64 + 1)
+                            .fold(0u64, u64::saturating_add);
+                        add(
+                            one(
+                                fees,
+                                ActionCosts::add_function_call_key_base,
+                                1,
+                                sender_is_receiver,
+                            ),
+                            one(
+                                fees,
+                                ActionCosts::add_function_call_key_byte,
+                                bytes,
+                                sender_is_receiver,
+                            ),
+                        )
+                    }
+                    None => one(
+                        fees,
+                        ActionCosts::add_full_access_key,
+                        1,
+                        sender_is_receiver,
+                    ),
+                }
+            }
             _ => ReceiptFees::default(),
         };
         total = add(total, part);

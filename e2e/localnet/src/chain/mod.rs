@@ -71,6 +71,9 @@ pub struct Chain {
     gas_price: u128,
     protocol_version: ProtocolVersion,
     validity_period: u64,
+    /// nearcore's `max_total_prepaid_gas` of the protocol version: no transaction may attach more.
+    max_total_prepaid_gas: u64,
+    runtime_config: Arc<near_parameters::RuntimeConfig>,
     fees: Arc<RuntimeFeesConfig>,
     accounts: BTreeMap<AccountId, Account>,
     blocks: Vec<BlockRecord>,
@@ -97,6 +100,11 @@ impl Chain {
             .get_config(protocol_version)
             .clone();
         let fees = Arc::clone(&runtime_config.fees);
+        let max_total_prepaid_gas = runtime_config
+            .wasm_config
+            .limit_config
+            .max_total_prepaid_gas
+            .as_gas();
         let genesis_block = BlockRecord {
             height: GENESIS_HEIGHT,
             hash: block_hash(GENESIS_HEIGHT, &CryptoHash::default(), now_ns),
@@ -108,6 +116,8 @@ impl Chain {
             gas_price: config.gas_price,
             protocol_version,
             validity_period: config.transaction_validity_period,
+            max_total_prepaid_gas,
+            runtime_config: Arc::clone(&runtime_config),
             fees,
             accounts: BTreeMap::new(),
             block_by_hash: HashMap::from([(genesis_block.hash, 0)]),
@@ -203,6 +213,15 @@ impl Chain {
 
     pub fn protocol_version(&self) -> ProtocolVersion {
         self.protocol_version
+    }
+
+    /// The protocol's runtime parameters (what `EXPERIMENTAL_protocol_config` shows).
+    pub fn runtime_config(&self) -> &near_parameters::RuntimeConfig {
+        &self.runtime_config
+    }
+
+    pub fn validity_period(&self) -> u64 {
+        self.validity_period
     }
 
     pub fn fees(&self) -> &RuntimeFeesConfig {
