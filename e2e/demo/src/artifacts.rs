@@ -14,7 +14,8 @@ pub fn target_dir() -> PathBuf {
     std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
-/// The built binaries the node agent runs for the chart's images, and the contract the localnet hosts.
+/// The built binaries the images are made from (`e2e/real-node/images.sh`), and the contract the
+/// localnet hosts.
 #[derive(Debug, Clone)]
 pub struct Artifacts {
     pub operator: PathBuf,
@@ -89,20 +90,4 @@ pub fn work_dir() -> Result<tempfile::TempDir> {
 pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(Error::io(format!("chmod {mode:o} {}", path.display())))
-}
-
-/// `command -v program`, for the compiler's environment (the node agent starts containers with an
-/// empty one).
-pub(crate) fn which(program: &str) -> Result<String> {
-    let output = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .map_err(Error::io(format!("look up {program} on PATH")))?;
-    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if path.is_empty() {
-        return Err(Error::Unexpected(format!(
-            "{program} is not on PATH (the compile Jobs need it)"
-        )));
-    }
-    Ok(path)
 }

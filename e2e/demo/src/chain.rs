@@ -83,7 +83,11 @@ pub struct DemoChain {
 impl DemoChain {
     /// Genesis with the contract deployed on [`CONTRACT`] and initialised (`new(owner, operator)`),
     /// 100 NEAR for the user, 10 for the owner and the operator.
-    pub async fn start(contract_wasm: &Path, block_time: Duration) -> Result<Self> {
+    /// The RPC server listens on `bind` (the real node's IP, so the operator pod reaches it).
+    pub async fn start(contract_wasm: &Path, block_time: Duration, bind: &str) -> Result<Self> {
+        let bind: std::net::IpAddr = bind
+            .parse()
+            .map_err(|e| crate::Error::Unexpected(format!("bind address {bind:?}: {e}")))?;
         let config = LocalnetConfig::default()
             .with_block_time(block_time)
             // Below the client's own timeout, so a long wait ends in the node's answer and the
@@ -105,7 +109,7 @@ impl DemoChain {
                     args: json!({"owner_id": OWNER, "operator_id": OPERATOR}),
                 }),
             );
-        let localnet = Localnet::start(config).await?;
+        let localnet = Localnet::start_on(config, std::net::SocketAddr::new(bind, 0)).await?;
         let user = client_for(&localnet, USER)?;
         let owner = client_for(&localnet, OWNER)?;
         Ok(Self {

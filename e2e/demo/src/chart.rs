@@ -17,60 +17,63 @@ pub const NAMESPACE: &str = "outlayer-system";
 pub const KEY_SECRET: &str = "outlayer-operator-key";
 const STORAGE_CLASS: &str = "demo-hostpath";
 
-/// Image references in the chart's values, and the local binaries the node agent runs for them.
-pub const OPERATOR_IMAGE: (&str, &str) = ("outlayer/operator", "demo");
-pub const EXECUTOR_IMAGE: (&str, &str) = ("outlayer/executor", "demo");
-pub const COMPILER_IMAGE: (&str, &str) = ("outlayer/compiler", "demo");
-
-pub fn image_ref((repository, tag): (&str, &str)) -> String {
-    format!("{repository}:{tag}")
+/// `(repository, tag)` of an image reference, as the chart's `image` values take it.
+pub fn split_image(reference: &str) -> Result<(&str, &str)> {
+    reference
+        .rsplit_once(':')
+        .filter(|(repository, tag)| !repository.is_empty() && !tag.contains('/'))
+        .ok_or_else(|| Error::Unexpected(format!("image reference {reference:?} has no tag")))
 }
 
 /// Everything the values depend on that is only known at run time.
 pub struct ChartSettings<'a> {
-    pub http_port: u16,
+    pub images: &'a e2e_cluster::real_node::Images,
     pub rpc_url: String,
     pub block_time_ms: u64,
-    /// `file://` root the `https://github.com/` mirror rewrite points at.
-    pub mirror_root: &'a Path,
+    /// The `git://` mirror the `https://github.com/` rewrite points at (`git daemon` on the node).
+    pub git_mirror: String,
+    /// Where the fetch Jobs, and the operator, may connect: the node's address and the ports of the
+    /// git mirror, the API server and the localnet.
+    pub node_ip: &'a str,
+    pub mirror_port: u16,
+    pub api_server_port: u16,
+    pub rpc_port: u16,
 }
 
-/// The values file: one operator replica (pods share the host's network here, so one port), the
-/// images the node agent maps, the cache on the demo's volume, the chain, and the compile Jobs'
-/// toolchain (a real compiler image has it baked in; the node agent starts containers with an empty
-/// environment). A file, not `--set`: PATH may hold characters `--set` would split on.
+/// The values file: one operator replica, the images built from the repository's Dockerfiles, the
+/// cache on the demo's volume, the chain, the git mirror, and NetworkPolicies narrowed to this
+/// machine's node (the fetch Jobs may reach the mirror only; the operator the API server and the
+/// localnet only).
 pub fn values(settings: &ChartSettings<'_>) -> Result<Value> {
-    let image = |(repository, tag): (&str, &str)| json!({"repository": repository, "tag": tag});
-    let rustup_home = match std::env::var("RUSTUP_HOME") {
-        Ok(home) => home,
-        Err(_) => format!(
-            "{}/.rustup",
-            std::env::var("HOME").map_err(|_| Error::Unexpected(
-                "neither RUSTUP_HOME nor HOME is set: the compile Jobs need the toolchain".into()
-            ))?
-        ),
+    let image = |reference: &str| -> Result<Value> {
+        let (repository, tag) = split_image(reference)?;
+        Ok(json!({"repository": repository, "tag": tag, "pullPolicy": "Never"}))
     };
-    let path = std::env::var("PATH")
-        .map_err(|_| Error::Unexpected("PATH is not set: the compile Jobs need cargo".into()))?;
+    let node = format!("{}/32", settings.node_ip);
     Ok(json!({
         "operator": {
             "replicas": 1,
-            "httpPort": settings.http_port,
-            "image": image(OPERATOR_IMAGE),
+            "image": image(&settings.images.operator)?,
         },
-        "executor": {"image": image(EXECUTOR_IMAGE)},
+        "executor": {"image": image(&settings.images.executor)?},
         "compiler": {
-            "image": image(COMPILER_IMAGE),
+            "image": image(&settings.images.compiler)?,
             "allowedRepoPrefixes": ["https://github.com/"],
-            "gitMirrors": [format!("https://github.com/=file://{}/", settings.mirror_root.display())],
-            "env": {
-                "PATH": path,
-                "OUTLAYER_GIT": crate::artifacts::which("git")?,
-                "OUTLAYER_CARGO": crate::artifacts::which("cargo")?,
-                "RUSTUP_HOME": rustup_home,
-            },
+            "gitMirrors": [format!("https://github.com/={}", settings.git_mirror)],
+            // The node has 2 CPUs and the operator requests some: a 2-CPU Job would never schedule.
+            "cpu": "1",
+            "memory": "2Gi",
         },
         "cache": {"storageClassName": STORAGE_CLASS, "size": "1Gi"},
+        "networkPolicy": {
+            "fetchEgress": {"ports": [settings.mirror_port], "cidrs": [{"cidr": node}]},
+            "operatorEgress": {
+                "apiServerCidrs": [node],
+                "apiServerPorts": [settings.api_server_port],
+                "rpcPorts": [settings.rpc_port],
+                "rpcCidrs": [{"cidr": node}],
+            },
+        },
         "chain": {
             "contractId": crate::CONTRACT,
             "rpcUrls": [settings.rpc_url],
@@ -179,16 +182,16 @@ impl Release {
     }
 }
 
-/// One GET of the operator's `/readyz` on 127.0.0.1:`port`: `Ok` with the body when ready.
-pub async fn readyz(port: u16) -> std::result::Result<String, String> {
-    // Loopback: never through a proxy from the environment.
+/// One GET of the operator's `/readyz` at `address` (its pod IP and port): `Ok` with the body when ready.
+pub async fn readyz(address: std::net::SocketAddr) -> std::result::Result<String, String> {
+    // A node-local address: never through a proxy from the environment.
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(std::time::Duration::from_secs(2))
         .build()
         .map_err(|e| e.to_string())?;
     let response = client
-        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .get(format!("http://{address}/readyz"))
         .send()
         .await
         .map_err(|e| e.to_string())?;

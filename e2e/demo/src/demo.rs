@@ -4,18 +4,18 @@
 use std::time::Duration;
 
 use e2e_chart::Helm;
-use e2e_cluster::{Cluster, DEFAULT_NODE, NodeAgent};
-use kube::api::Api;
+use e2e_cluster::process::ManagedProcess;
+use e2e_cluster::real_node::{self, NODE_IP};
+use e2e_cluster::{Cluster, ClusterOptions};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use outlayer_operator::chain::{Pricing, ResourceMetrics};
 use outlayer_operator::crd::{ExecutionRequest, ExecutionRequestStatus};
 use serde_json::{Value, json};
 
-use crate::artifacts::{Artifacts, set_mode, work_dir};
+use crate::artifacts::{Artifacts, set_mode, target_dir, work_dir};
 use crate::chain::{DemoChain, OPERATOR, USER, secret_key, yocto_to_near};
-use crate::chart::{
-    COMPILER_IMAGE, ChartSettings, EXECUTOR_IMAGE, NAMESPACE, OPERATOR_IMAGE, RELEASE, Release,
-    image_ref,
-};
+use crate::chart::{ChartSettings, NAMESPACE, RELEASE, Release};
 use crate::outcome::{Outcome, event, returned_value, tokens_burnt, yocto_field};
 use crate::progress::{Log, Watch};
 use crate::{Error, Example, Kubectl, Result, wait_until};
@@ -44,25 +44,29 @@ impl Default for DemoOptions {
     }
 }
 
-/// The running stack. Fields drop in declaration order: the progress watch first, then the node
-/// agent (its containers) before the control plane, the working directory last.
+/// The operator's `/metrics`, `/healthz` and `/readyz` port (the chart's default `operator.httpPort`).
+const OPERATOR_HTTP_PORT: u16 = 8080;
+
+/// The running stack. Fields drop in declaration order: the progress watch first, the git mirror and
+/// the chain, then the cluster with its real node (containers, network), the working directory last.
 pub struct Demo {
     pub log: Log,
     watch: Option<Watch>,
     release: Release,
-    agent: NodeAgent,
+    _mirror: ManagedProcess,
     chain: DemoChain,
     cluster: Cluster,
     kubectl: Kubectl,
-    http_port: u16,
+    operator_address: std::net::SocketAddr,
     options: DemoOptions,
     commit: String,
     work: tempfile::TempDir,
 }
 
 impl Demo {
-    /// Boots the control plane with the node agent and the localnet with the contract, then installs
-    /// the chart with `helm install` and waits until the operator pod is ready.
+    /// Boots the control plane with a real node (kubelet, containerd, kube-proxy, kube-router; images
+    /// built from the repository's Dockerfiles) and the localnet with the contract, then installs the
+    /// chart with `helm install` and waits until the operator pod is ready.
     pub async fn start(options: DemoOptions, log: Log) -> Result<Self> {
         // Everything that can be missing is looked for before anything starts.
         let artifacts = Artifacts::locate()?;
@@ -88,17 +92,31 @@ impl Demo {
             options.example.repo
         ));
 
-        // The control plane and the localnet's genesis (which compiles the contract) start together.
-        let (cluster, chain) = tokio::join!(
-            Cluster::start(),
-            DemoChain::start(&artifacts.contract, options.block_time)
-        );
-        let cluster = cluster?;
-        let chain = chain?;
+        log.line("images from the repository's Dockerfiles (BuildKit; cached by content)");
+        let bin_dir = target_dir().join("debug");
+        let images = tokio::task::spawn_blocking(move || real_node::build_images(&bin_dir))
+            .await
+            .map_err(|e| Error::Unexpected(format!("the image build task failed: {e}")))??;
+        // The control plane first: it brings up the node's bridge, where the localnet listens too
+        // (the operator, a pod, reaches it there).
+        let mut cluster = Cluster::start_with(ClusterOptions::real_node()).await?;
         log.line(format_args!(
             "local control plane up at {}",
             cluster.server_url()
         ));
+        cluster
+            .start_real_node(&images.only(&[&images.operator, &images.executor, &images.compiler]))
+            .await?;
+        log.line(format_args!(
+            "real node {} ready: kubelet {}, containerd, runc, kube-proxy (nftables), kube-router \
+             enforcing NetworkPolicies; images {}, {}, {}",
+            e2e_cluster::DEFAULT_NODE,
+            e2e_cluster::versions::pinned().kubernetes,
+            images.operator,
+            images.executor,
+            images.compiler
+        ));
+        let chain = DemoChain::start(&artifacts.contract, options.block_time, NODE_IP).await?;
         log.line(format_args!(
             "localnet at {} ({} ms blocks): contract {} deployed from {}, user {USER} holds {}",
             chain.rpc_url(),
@@ -107,11 +125,11 @@ impl Demo {
             artifacts.contract.display(),
             yocto_to_near(chain.balance(USER).await?),
         ));
-
-        let agent = cluster
-            .start_node_agent(agent_config(&cluster, &artifacts)?)
-            .await?;
-        log.line("node agent registered: it runs pods as local sandboxed processes (image → built binary)");
+        let (mirror, mirror_port) = git_mirror(&mirror_root, work.path())?;
+        log.line(format_args!(
+            "git mirror (git daemon) at git://{NODE_IP}:{mirror_port}/ serving {}",
+            mirror_root.display()
+        ));
 
         cluster
             .create_namespace(
@@ -134,12 +152,22 @@ impl Demo {
             })?,
             cluster.kubeconfig_path(),
         );
-        let http_port = e2e_cluster::ports::free_port()?;
+        let port_of = |url: &str| -> Result<u16> {
+            url.trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| Error::Unexpected(format!("no port in {url}")))
+        };
         let values = crate::chart::values(&ChartSettings {
-            http_port,
+            images: &images,
             rpc_url: chain.rpc_url(),
             block_time_ms: u64::try_from(options.block_time.as_millis()).unwrap_or(u64::MAX),
-            mirror_root: &mirror_root,
+            git_mirror: format!("git://{NODE_IP}:{mirror_port}/"),
+            node_ip: NODE_IP,
+            mirror_port,
+            api_server_port: port_of(&cluster.server_url())?,
+            rpc_port: port_of(&chain.rpc_url())?,
         })?;
         let release = Release::new(
             helm,
@@ -156,10 +184,17 @@ impl Demo {
         log.line(format_args!(
             "helm install {RELEASE} charts/outlayer-operator -n {NAMESPACE}: {status}"
         ));
-        let ready = wait_until("the operator's /readyz", OPERATOR_READY_LIMIT, || {
-            crate::chart::readyz(http_port)
-        })
-        .await?;
+        let pods: Api<Pod> = Api::namespaced(cluster.client(), NAMESPACE);
+        let (operator_address, ready) =
+            wait_until("the operator's /readyz", OPERATOR_READY_LIMIT, || {
+                let pods = pods.clone();
+                async move {
+                    let address = operator_address(&pods).await?;
+                    let body = crate::chart::readyz(address).await?;
+                    Ok((address, body))
+                }
+            })
+            .await?;
         log.line(format_args!(
             "operator ready ({}); it watches {} on {}",
             ready.trim(),
@@ -170,11 +205,11 @@ impl Demo {
             log,
             watch: Some(watch),
             release,
-            agent,
+            _mirror: mirror,
             chain,
             cluster,
             kubectl,
-            http_port,
+            operator_address,
             options,
             commit,
             work,
@@ -302,38 +337,29 @@ impl Demo {
         self.cluster.kubeconfig_path()
     }
 
-    /// The operator pod's `/metrics`, `/healthz` and `/readyz` port on 127.0.0.1.
-    pub fn http_port(&self) -> u16 {
-        self.http_port
+    /// The operator pod's `/metrics`, `/healthz` and `/readyz` address (pod IP and port).
+    pub fn operator_address(&self) -> std::net::SocketAddr {
+        self.operator_address
     }
 
-    /// The operator container's log (the node agent keeps it as the kubelet would).
+    /// The operator containers' logs (`kubectl logs`: through the API server from the kubelet).
     pub fn operator_log(&self) -> String {
-        let pods = self.kubectl.run(
-            &[
-                "-n",
-                NAMESPACE,
-                "get",
-                "pods",
-                "-l",
-                "app.kubernetes.io/component=operator",
-                "-o",
-                "jsonpath={.items[*].metadata.name}",
-            ],
-            None,
-        );
-        match pods {
-            Ok(names) => names
-                .split_whitespace()
-                .map(|pod| {
-                    self.agent
-                        .container_log(NAMESPACE, pod, "operator")
-                        .unwrap_or_else(|e| e.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-            Err(e) => e.to_string(),
-        }
+        self.kubectl
+            .run(
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/component=operator",
+                    "-c",
+                    "operator",
+                    "--tail=-1",
+                    "--prefix",
+                ],
+                None,
+            )
+            .unwrap_or_else(|e| e.to_string())
     }
 
     pub fn work_dir(&self) -> &std::path::Path {
@@ -341,27 +367,44 @@ impl Demo {
     }
 }
 
-/// The node agent's images: the chart's image references run the built binaries. Pods reach the API
-/// server as in-cluster clients do (the operator uses its ServiceAccount's token).
-fn agent_config(cluster: &Cluster, artifacts: &Artifacts) -> Result<e2e_cluster::AgentConfig> {
-    let server = cluster.server_url();
-    let api_port: u16 = server
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| Error::Unexpected(format!("no port in the API server URL {server}")))?;
-    let path = |p: &std::path::Path| p.display().to_string();
-    let mut config = cluster
-        .node_agent_config(DEFAULT_NODE)?
-        .with_image(image_ref(OPERATOR_IMAGE), &[&path(&artifacts.operator)])
-        .with_image(image_ref(EXECUTOR_IMAGE), &[&path(&artifacts.executor)])
-        .with_image(image_ref(COMPILER_IMAGE), &[&path(&artifacts.compiler)]);
-    config.kubernetes_service = Some(e2e_cluster::node_agent::KubernetesService {
-        host: "127.0.0.1".into(),
-        port: api_port,
-    });
-    Ok(config)
+/// The ready operator pod's IP and HTTP port.
+async fn operator_address(pods: &Api<Pod>) -> std::result::Result<std::net::SocketAddr, String> {
+    let params = ListParams::default().labels("app.kubernetes.io/component=operator");
+    let list = pods.list(&params).await.map_err(|e| e.to_string())?;
+    list.into_iter()
+        .find_map(|pod| {
+            let ip: std::net::IpAddr = pod.status?.pod_ip?.parse().ok()?;
+            Some(std::net::SocketAddr::new(ip, OPERATOR_HTTP_PORT))
+        })
+        .ok_or_else(|| "no operator pod with an IP yet".to_owned())
+}
+
+/// `git daemon` serving the demo's repositories on the node IP: the fetch Jobs clone from it over the
+/// pod network, as a cluster without egress to GitHub would from an internal mirror.
+fn git_mirror(root: &std::path::Path, log_dir: &std::path::Path) -> Result<(ManagedProcess, u16)> {
+    let port = std::net::TcpListener::bind((NODE_IP, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(Error::io(format!("find a free port on {NODE_IP}")))?
+        .port();
+    let exec_path = std::process::Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .map_err(Error::io("run git --exec-path"))?;
+    let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_owned();
+    let daemon = ManagedProcess::spawn(
+        "git-daemon",
+        &std::path::Path::new(&exec_path).join("git-daemon"),
+        &[
+            "--reuseaddr".into(),
+            "--export-all".into(),
+            format!("--base-path={}", root.display()),
+            format!("--listen={NODE_IP}"),
+            format!("--port={port}"),
+            root.display().to_string(),
+        ],
+        log_dir.join("git-daemon.log"),
+    )?;
+    Ok((daemon, port))
 }
 
 /// A commit's first 12 hex digits, as `kubectl get exr` shows it.

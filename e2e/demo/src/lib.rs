@@ -1,4 +1,4 @@
-//! The one-command demo (`scripts/demo`): the local control plane with the node agent, the localnet
+//! The one-command demo (`scripts/demo`): the local control plane with a real node, the localnet
 //! running the real contract, the chart installed with `helm install` (the operator runs as a pod),
 //! and one on-chain `request_execution` from a user account, followed to its outcome — what the
 //! user's transaction returned, the ExecutionRequest's status, the charge, the refund and the

@@ -106,9 +106,11 @@ async fn run(args: Args, kept: &AtomicBool) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nWhole run {:.1} s. Everything ran as local processes: the real Kubernetes control plane \
-         (etcd, kube-apiserver, controller-manager, scheduler), a node agent instead of a kubelet, \
-         and a localnet running the real contract wasm.",
+        "\nWhole run {:.1} s. What ran where: the real Kubernetes control plane (etcd, \
+         kube-apiserver, controller-manager, scheduler) as local processes; the operator, the fetch and \
+         build Jobs and the executor as containers (images built from the repository's Dockerfiles) on a \
+         real node (kubelet, containerd, runc, kube-proxy, NetworkPolicies enforced by kube-router); a \
+         localnet running the real contract wasm in nearcore's VM.",
         log.elapsed().as_secs_f64()
     );
 
@@ -125,13 +127,13 @@ async fn run(args: Args, kept: &AtomicBool) -> anyhow::Result<()> {
              \n  kubectl -n {NAMESPACE} describe exr {}\
              \n  kubectl -n {NAMESPACE} get cjob,pods,jobs\
              \n  kubectl -n {NAMESPACE} get events --sort-by=.lastTimestamp\
-             \n  curl -s http://127.0.0.1:{}/metrics | grep ^outlayer_\
+             \n  curl -s http://{}/metrics | grep ^outlayer_\
              \n\nNEAR RPC (localnet): {} — contract {}, user {}\
              \nFiles (repository, cache, values): {}\
              \nCtrl-C stops and removes everything.",
             demo.kubeconfig_path().display(),
             outcome.execution_name,
-            demo.http_port(),
+            demo.operator_address(),
             demo.chain().rpc_url(),
             outlayer_demo::CONTRACT,
             outlayer_demo::USER,

@@ -1,5 +1,6 @@
-//! The demo's flow as CI runs it, then the chart's day-2 path: the chart-installed operator (a pod run
-//! by the node agent, with the chart's ServiceAccount, RBAC, env and key Secret) serves an on-chain
+//! The demo's flow as CI runs it, then the chart's day-2 path: the chart-installed operator (a container
+//! on the real node, with the chart's ServiceAccount, RBAC, env and key Secret, reaching the API server
+//! through the `kubernetes` Service and the localnet through its NetworkPolicy) serves an on-chain
 //! request end to end; `helm upgrade` with new `pricing.*` values changes the contract's pricing;
 //! `helm uninstall` leaves nothing behind that was created for an execution.
 //!
