@@ -44,7 +44,7 @@ pub async fn run(
     let stopped_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let chain_watcher = crate::watcher::run(
+    let chain_watcher = crate::chain_watcher::run(
         ctx.clone(),
         namespace.to_string(),
         stopped_signal(stopped.clone()),
