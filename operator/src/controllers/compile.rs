@@ -14,6 +14,7 @@
 //! [`next_step`] decides from the CompileJob and its Jobs' reports; [`stage_result`] reads a report the
 //! same way for both stages; `write_outcome` writes.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,123 +223,146 @@ pub(crate) fn next_step(compile_job: &CompileJob, observed: &Observed, now: Time
         }));
     }
     if ready.is_some() {
+        // Ready, or failed for good: nothing to do until deleted or retried.
         return Step::Write(Box::new(Outcome::idle()));
     }
-    let source = &compile_job.spec.source;
-    let name = compile_job.metadata.name.clone().unwrap_or_default();
-    let resolved_commit = match (
-        status.condition(ConditionType::Fetched),
-        status.resolved_commit.clone(),
-    ) {
-        (Some(true), Some(commit)) => commit,
-        _ => match &observed.fetch {
-            None => return Step::Look(CompileStage::Fetch, None),
-            Some(StageState::Running) => {
-                if status.find_condition(ConditionType::Fetched).is_some() {
-                    return Step::Write(Box::new(Outcome::idle()));
-                }
-                status.set(
-                    ConditionType::Fetched,
-                    ConditionStatus::False,
-                    Reason::Fetching,
-                    format!("fetching {}@{}", source.repo, source.commit),
-                );
-                return started(
-                    status,
-                    Reason::Fetching,
-                    format!(
-                        "fetch Job {} started",
-                        compile_stage_job_name(&name, CompileStage::Fetch)
-                    ),
-                );
-            }
-            Some(StageState::Finished(report)) => {
-                match stage_result(CompileStage::Fetch, report.clone()) {
-                    StageResult::Fetched { commit } => {
-                        status.set(
-                            ConditionType::Fetched,
-                            ConditionStatus::True,
-                            Reason::Fetched,
-                            format!("resolved to {commit}"),
-                        );
-                        status.resolved_commit = Some(commit.clone());
-                        commit
-                    }
-                    StageResult::Failed(failure) => return fail(status, failure),
-                    StageResult::Built { .. } => {
-                        unreachable!("stage_result(Fetch, _) never reads a build report")
-                    }
-                }
-            }
-        },
+    let resolved_commit = match fetch_step(compile_job, &mut status, observed) {
+        ControlFlow::Continue(commit) => commit,
+        ControlFlow::Break(step) => return step,
     };
-    match &observed.build {
-        None => Step::Look(CompileStage::Build, Some(resolved_commit)),
+    if status.find_condition(ConditionType::Built).is_some()
+        && observed.build == Some(StageState::Running)
+    {
+        // Only what this reconcile learnt about the fetch, if anything, is new.
+        let changed = *status != original;
+        return Step::Write(Box::new(Outcome {
+            status: changed.then(|| status.into_inner()),
+            ..Outcome::idle()
+        }));
+    }
+    build_step(compile_job, status, observed, resolved_commit)
+}
+
+/// The fetch: the commit it resolved (recorded in `status` when it was just learnt), or the step
+/// that waits for it or records its failure.
+fn fetch_step(
+    compile_job: &CompileJob,
+    status: &mut StatusUpdate<CompileJobStatus>,
+    observed: &Observed,
+) -> ControlFlow<Step, String> {
+    if status.condition(ConditionType::Fetched) == Some(true)
+        && let Some(commit) = status.resolved_commit.clone()
+    {
+        return ControlFlow::Continue(commit);
+    }
+    let source = &compile_job.spec.source;
+    match &observed.fetch {
+        None => ControlFlow::Break(Step::Look(CompileStage::Fetch, None)),
         Some(StageState::Running) => {
-            if status.find_condition(ConditionType::Built).is_some() {
-                // Only what this reconcile learnt about the fetch, if anything, is new.
-                let changed = *status != original;
-                return Step::Write(Box::new(Outcome {
-                    status: changed.then(|| status.into_inner()),
-                    ..Outcome::idle()
-                }));
+            if status.find_condition(ConditionType::Fetched).is_some() {
+                return ControlFlow::Break(Step::Write(Box::new(Outcome::idle())));
             }
+            status.set(
+                ConditionType::Fetched,
+                ConditionStatus::False,
+                Reason::Fetching,
+                format!("fetching {}@{}", source.repo, source.commit),
+            );
+            ControlFlow::Break(started(
+                status.clone(),
+                Reason::Fetching,
+                format!(
+                    "fetch Job {} started",
+                    compile_stage_job_name(&compile_job.name_any(), CompileStage::Fetch)
+                ),
+            ))
+        }
+        Some(StageState::Finished(report)) => {
+            match stage_result(CompileStage::Fetch, report.clone()) {
+                StageResult::Fetched { commit } => {
+                    status.set(
+                        ConditionType::Fetched,
+                        ConditionStatus::True,
+                        Reason::Fetched,
+                        format!("resolved to {commit}"),
+                    );
+                    status.resolved_commit = Some(commit.clone());
+                    ControlFlow::Continue(commit)
+                }
+                StageResult::Failed(failure) => ControlFlow::Break(fail(status.clone(), failure)),
+                StageResult::Built { .. } => {
+                    unreachable!("stage_result(Fetch, _) never reads a build report")
+                }
+            }
+        }
+    }
+}
+
+/// The build of `resolved_commit`: start it, wait for it, or record the module or the failure.
+fn build_step(
+    compile_job: &CompileJob,
+    mut status: StatusUpdate<CompileJobStatus>,
+    observed: &Observed,
+    resolved_commit: String,
+) -> Step {
+    let report = match &observed.build {
+        None => return Step::Look(CompileStage::Build, Some(resolved_commit)),
+        Some(StageState::Running) => {
             status.set(
                 ConditionType::Built,
                 ConditionStatus::False,
                 Reason::Building,
                 format!("building {resolved_commit} offline"),
             );
-            started(
+            return started(
                 status,
                 Reason::Building,
                 format!(
                     "build Job {} started",
-                    compile_stage_job_name(&name, CompileStage::Build)
+                    compile_stage_job_name(&compile_job.name_any(), CompileStage::Build)
                 ),
-            )
+            );
         }
-        Some(StageState::Finished(report)) => {
-            match stage_result(CompileStage::Build, report.clone()) {
-                StageResult::Built {
-                    sha256,
-                    size_bytes,
-                    compile_time_ms,
-                } => {
-                    status.wasm_sha256 = Some(sha256.clone());
-                    status.size_bytes = size_bytes;
-                    status.compile_time_ms = compile_time_ms;
-                    status.last_used = Some(status.now().clone());
-                    status.observed_generation = status.generation();
-                    status.message = Some(format!("module {sha256} is in the cache"));
-                    status.set(
-                        ConditionType::Built,
-                        ConditionStatus::True,
-                        Reason::Built,
-                        format!("built in {} ms", compile_time_ms.unwrap_or(0)),
-                    );
-                    status.set(
-                        ConditionType::Ready,
-                        ConditionStatus::True,
-                        Reason::ModuleReady,
-                        format!("wasm/{sha256}.wasm ({} bytes)", size_bytes.unwrap_or(0)),
-                    );
-                    Step::Write(Box::new(Outcome {
-                        status: Some(status.into_inner()),
-                        note: Some(Note::Normal(
-                            Reason::ModuleReady,
-                            format!("wasm/{sha256}.wasm"),
-                        )),
-                        finished: Some(CompileOutcome::Succeeded),
-                        after: vec![Effect::EnforceCacheBound { just_built: sha256 }],
-                        ..Outcome::idle()
-                    }))
-                }
-                StageResult::Failed(failure) => fail(status, failure),
-                StageResult::Fetched { .. } => {
-                    unreachable!("stage_result(Build, _) never reads a fetch report")
-                }
-            }
+        Some(StageState::Finished(report)) => report,
+    };
+    match stage_result(CompileStage::Build, report.clone()) {
+        StageResult::Built {
+            sha256,
+            size_bytes,
+            compile_time_ms,
+        } => {
+            status.wasm_sha256 = Some(sha256.clone());
+            status.size_bytes = size_bytes;
+            status.compile_time_ms = compile_time_ms;
+            status.last_used = Some(status.now().clone());
+            status.observed_generation = status.generation();
+            status.message = Some(format!("module {sha256} is in the cache"));
+            status.set(
+                ConditionType::Built,
+                ConditionStatus::True,
+                Reason::Built,
+                format!("built in {} ms", compile_time_ms.unwrap_or(0)),
+            );
+            status.set(
+                ConditionType::Ready,
+                ConditionStatus::True,
+                Reason::ModuleReady,
+                format!("wasm/{sha256}.wasm ({} bytes)", size_bytes.unwrap_or(0)),
+            );
+            Step::Write(Box::new(Outcome {
+                status: Some(status.into_inner()),
+                note: Some(Note::Normal(
+                    Reason::ModuleReady,
+                    format!("wasm/{sha256}.wasm"),
+                )),
+                finished: Some(CompileOutcome::Succeeded),
+                after: vec![Effect::EnforceCacheBound { just_built: sha256 }],
+                ..Outcome::idle()
+            }))
+        }
+        StageResult::Failed(failure) => fail(status, failure),
+        StageResult::Fetched { .. } => {
+            unreachable!("stage_result(Build, _) never reads a fetch report")
         }
     }
 }
