@@ -52,6 +52,10 @@ pub enum Error {
     /// Finding or checking an execution's secrets failed in a way worth retrying (API, RPC).
     #[error("preparing the execution's secrets: {0}")]
     Secrets(String),
+    /// A reconcile kept asking to observe without ever deciding: a bug in its decision function,
+    /// caught instead of looping.
+    #[error("the {0} reconcile did not reach a decision")]
+    Undecided(&'static str),
     #[error("{what}: {source}")]
     Chain {
         what: String,
@@ -80,6 +84,7 @@ impl Error {
             Self::StaleObject { .. } => "stale_object",
             Self::Chain { .. } => "chain",
             Self::Secrets(_) => "secrets",
+            Self::Undecided(_) => "undecided",
         }
     }
 }

@@ -484,6 +484,7 @@ mod tests {
             crate::Error::InvalidSpec("x".to_string()),
             crate::Error::InvalidResult("x".to_string()),
             crate::Error::LeaseTimeout("x".to_string()),
+            crate::Error::Undecided("ExecutionRequest"),
         ];
         let labels: std::collections::HashSet<_> =
             kinds.iter().map(crate::Error::metric_label).collect();

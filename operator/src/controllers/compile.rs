@@ -28,7 +28,7 @@ use kube::runtime::controller::Action;
 use outlayer_compiler::report::{BuildReport, FetchReport};
 use tracing::{debug, info, instrument, warn};
 
-use super::{ERROR_BACKOFF, STALE_RETRY};
+use super::{ERROR_BACKOFF, MAX_LOOKS, STALE_RETRY};
 use crate::context::{Context, Note};
 use crate::crd::{
     CompileJob, CompileJobStatus, CompileStage, ConditionStatus, ConditionType, HasConditions,
@@ -427,7 +427,7 @@ impl CompileJob {
     #[instrument(skip(self, ctx), fields(compile_job = %self.name_any()))]
     async fn reconcile(&self, ctx: &Context) -> Result<Action> {
         let mut observed = Observed::default();
-        loop {
+        for _ in 0..MAX_LOOKS {
             match next_step(self, &observed, Timestamp::now()) {
                 Step::Look(stage, resolved_commit) => {
                     let state = self.stage(ctx, stage, resolved_commit.as_deref()).await?;
@@ -439,6 +439,7 @@ impl CompileJob {
                 Step::Write(outcome) => return self.write_outcome(ctx, *outcome).await,
             }
         }
+        Err(Error::Undecided("CompileJob"))
     }
 
     /// The one writer: effects, status, metric, Event, then what comes next.

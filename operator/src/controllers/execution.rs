@@ -20,7 +20,7 @@ use super::execution_steps::{
     Cleanup, Effect, Finished, Look, ModuleObservation, Observed, Outcome, PodObservation,
     Rejection, Step, Then, cleanup_step, next_step,
 };
-use super::{ERROR_BACKOFF, STALE_RETRY};
+use super::{ERROR_BACKOFF, MAX_LOOKS, STALE_RETRY};
 use crate::context::{Context, Note};
 use crate::crd::{
     CompileJob, CompileJobSpec, ConditionType, ExecutionRequest, ExecutionRequestStatus,
@@ -51,7 +51,7 @@ impl ExecutionRequest {
     #[instrument(skip(self, ctx), fields(execution = %self.name_any()))]
     async fn reconcile(&self, ctx: &Context) -> Result<Action> {
         let mut observed = Observed::default();
-        loop {
+        for _ in 0..MAX_LOOKS {
             match next_step(self, &observed, Timestamp::now(), &ctx.config) {
                 Step::Look(look) => self.observe(ctx, look, &mut observed).await?,
                 Step::Write(outcome) => return self.write_outcome(ctx, *outcome).await,
@@ -61,6 +61,7 @@ impl ExecutionRequest {
                 }
             }
         }
+        Err(Error::Undecided("ExecutionRequest"))
     }
 
     /// Fills in what `look` asks for.

@@ -213,6 +213,10 @@ where
 /// How soon a reconcile that lost a race with its own earlier write runs again.
 pub const STALE_RETRY: Duration = Duration::from_millis(200);
 
+/// The most observations one reconcile makes before it must decide: each kind is made at most once,
+/// so more means a decision function asks again for what it was given.
+pub const MAX_LOOKS: usize = 16;
+
 /// How long a failed reconcile waits before the next try.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
 

@@ -284,10 +284,30 @@ fn written(step: Step) -> Outcome {
     }
 }
 
+/// Whether `look` asks for something `observed` already has: the reconcile loop would never end.
+fn asks_again(look: &Look, observed: &Observed) -> bool {
+    match look {
+        Look::YieldWindow => observed.window.is_some(),
+        Look::Module { .. } => observed.module.is_some(),
+        Look::Pod => observed.pod.is_some(),
+        Look::Secrets => observed.secrets.is_some(),
+        Look::StoredOutput { .. } => observed.stored_output.is_some(),
+        Look::ChainHead => observed.head.is_some(),
+        Look::RequestOnChain => observed.request.is_some(),
+        Look::Send(_) => observed.sent.is_some(),
+    }
+}
+
 fn check(rows: Vec<(&str, ExecutionRequest, Observed, &str)>) {
     let mut failures = Vec::new();
     for (name, request, observed, expected) in rows {
-        let got = summary(&step(&request, &observed));
+        let step = step(&request, &observed);
+        if let Step::Look(look) = &step
+            && asks_again(look, &observed)
+        {
+            failures.push(format!("{name}: asks again for {look:?}"));
+        }
+        let got = summary(&step);
         if got != expected {
             failures.push(format!("{name}:\n  expected {expected}\n  got      {got}"));
         }
