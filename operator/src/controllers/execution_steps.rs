@@ -483,57 +483,7 @@ fn execute_step(
                 );
                 return expire(execution, status, Reason::NoTimeToExecute, message);
             }
-            let Some(secrets) = &observed.secrets else {
-                return Step::Look(Look::Secrets);
-            };
-            let env_secret = match secrets {
-                SecretsStep::Ready(env_secret) => env_secret.clone(),
-                SecretsStep::Denied { reason, message } => {
-                    return finish(
-                        execution,
-                        status,
-                        false,
-                        reason.clone(),
-                        message.clone(),
-                        Vec::new(),
-                    );
-                }
-                SecretsStep::Waiting(message) => {
-                    let then = Then::Requeue(SECRETS_RETRY);
-                    if status.message.as_deref() == Some(message.as_str()) {
-                        return Step::write(Outcome::wait(then));
-                    }
-                    status.message = Some(message.clone());
-                    return Step::write(Outcome::write(status, then));
-                }
-            };
-            let mut start = vec![Effect::StartPod {
-                sha256: sha256.to_string(),
-                attempt: retries,
-                env_secret,
-            }];
-            if let Some(compile_job) = &status.compile_job {
-                start.push(Effect::MarkUsed {
-                    compile_job: compile_job.clone(),
-                });
-            }
-            status.phase = Some(Phase::Executing);
-            status.pod_name = Some(pod_name.clone());
-            status.message = Some(format!("running in pod {pod_name}"));
-            status.set(
-                ConditionType::Executed,
-                ConditionStatus::False,
-                Reason::Running,
-                format!("executor pod {pod_name} started"),
-            );
-            Step::write(
-                Outcome::write(status, wait_for_change(time_left, config))
-                    .before(start)
-                    .with_note(Note::Normal(
-                        Reason::ExecutorStarted,
-                        format!("pod {pod_name} runs module {sha256}"),
-                    )),
-            )
+            start_step(execution, status, observed, sha256, time_left, config)
         }
         // Pod status changes wake this request (the controller owns its pods).
         PodObservation::Running => {
@@ -582,6 +532,73 @@ fn execute_step(
             )
         }
     }
+}
+
+/// No pod yet and time for the run: the secrets first, then the pod of the current attempt.
+fn start_step(
+    execution: &ExecutionRequest,
+    mut status: StatusUpdate<ExecutionRequestStatus>,
+    observed: &Observed,
+    sha256: &str,
+    time_left: Option<Duration>,
+    config: &OperatorConfig,
+) -> Step {
+    let Some(secrets) = &observed.secrets else {
+        return Step::Look(Look::Secrets);
+    };
+    let env_secret = match secrets {
+        SecretsStep::Ready(env_secret) => env_secret.clone(),
+        SecretsStep::Denied { reason, message } => {
+            return finish(
+                execution,
+                status,
+                false,
+                reason.clone(),
+                message.clone(),
+                Vec::new(),
+            );
+        }
+        SecretsStep::Waiting(message) => {
+            let then = Then::Requeue(SECRETS_RETRY);
+            if status.message.as_deref() == Some(message.as_str()) {
+                return Step::write(Outcome::wait(then));
+            }
+            status.message = Some(message.clone());
+            return Step::write(Outcome::write(status, then));
+        }
+    };
+    let retries = status.retries.unwrap_or(0);
+    let pod_name = executor_pod_name_for(
+        &execution.metadata.name.clone().unwrap_or_default(),
+        retries,
+    );
+    let mut start = vec![Effect::StartPod {
+        sha256: sha256.to_string(),
+        attempt: retries,
+        env_secret,
+    }];
+    if let Some(compile_job) = &status.compile_job {
+        start.push(Effect::MarkUsed {
+            compile_job: compile_job.clone(),
+        });
+    }
+    status.phase = Some(Phase::Executing);
+    status.pod_name = Some(pod_name.clone());
+    status.message = Some(format!("running in pod {pod_name}"));
+    status.set(
+        ConditionType::Executed,
+        ConditionStatus::False,
+        Reason::Running,
+        format!("executor pod {pod_name} started"),
+    );
+    Step::write(
+        Outcome::write(status, wait_for_change(time_left, config))
+            .before(start)
+            .with_note(Note::Normal(
+                Reason::ExecutorStarted,
+                format!("pod {pod_name} runs module {sha256}"),
+            )),
+    )
 }
 
 /// The executor's result: the guest's failure, or its output into the status.
@@ -849,9 +866,19 @@ fn report_step(
         Ok(response) => response,
         Err(rejection) => return Step::Reject(rejection),
     };
-    let Some(sent) = &observed.sent else {
-        return Step::Look(Look::Send(Box::new(response)));
-    };
+    match &observed.sent {
+        None => Step::Look(Look::Send(Box::new(response))),
+        Some(sent) => sent_step(execution, status, &outcome, sent),
+    }
+}
+
+/// What the resolve did decides the end: reported, expired, or retried after a refusal.
+fn sent_step(
+    execution: &ExecutionRequest,
+    mut status: StatusUpdate<ExecutionRequestStatus>,
+    outcome: &RunOutcome,
+    sent: &Sent,
+) -> Step {
     match sent {
         Sent::Applied {
             tx_hash,
@@ -866,11 +893,11 @@ fn report_step(
                 }
                 None => format!("resolved in transaction {tx_hash}"),
             };
-            reported(status, &outcome, Reason::Resolved, message)
+            reported(status, outcome, Reason::Resolved, message)
         }
         Sent::AlreadyResolved { tx_hash, message } => {
             status.tx_hash = Some(tx_hash.clone());
-            reported(status, &outcome, Reason::AlreadyResolved, message.clone())
+            reported(status, outcome, Reason::AlreadyResolved, message.clone())
         }
         Sent::YieldTimedOut { message } => {
             expire(execution, status, Reason::YieldTimedOut, message.clone())
