@@ -30,7 +30,7 @@ pub fn choose_evictions(
     in_use: &HashSet<String>,
     max_bytes: u64,
 ) -> Vec<CachedModule> {
-    let mut total: u64 = modules.iter().map(|m| m.size_bytes).sum();
+    let mut total = cache_bytes(&modules);
     modules.sort_by_key(|m| m.last_used);
     let mut evicted = Vec::new();
     for module in modules {
@@ -49,13 +49,14 @@ pub fn choose_evictions(
 /// Applies the size bound in `namespace`: reads the index (Ready CompileJobs), the modules unfinished
 /// executions need, and deletes what [`choose_evictions`] picks. `just_built` is never evicted: a module
 /// compiled ahead of time (a precompiling CompileJob) has no execution yet but is about to be used.
+/// Returns the bytes of the modules the cache holds afterwards.
 pub async fn enforce_cache_bound(
     client: &kube::Client,
     namespace: &str,
     cache_mount: &Path,
     max_bytes: u64,
     just_built: &str,
-) -> Result<()> {
+) -> Result<u64> {
     let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), namespace);
     let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), namespace);
     let mut modules: BTreeMap<String, CachedModule> = BTreeMap::new();
@@ -101,10 +102,12 @@ pub async fn enforce_cache_bound(
         in_use.extend(status.wasm_sha256.or(exr.spec.code.wasm_sha256));
         waiting_on.extend(status.compile_job);
     }
+    let mut cache_bytes = cache_bytes(modules.values());
     for module in choose_evictions(modules.into_values().collect(), &in_use, max_bytes) {
         if module.compile_jobs.iter().any(|j| waiting_on.contains(j)) {
             continue;
         }
+        cache_bytes = cache_bytes.saturating_sub(module.size_bytes);
         for name in &module.compile_jobs {
             match compile_jobs.delete(name, &DeleteParams::background()).await {
                 Ok(_) => {}
@@ -120,7 +123,14 @@ pub async fn enforce_cache_bound(
         );
         info!(sha256 = %module.sha256, size_bytes = module.size_bytes, "evicted module from the cache");
     }
-    Ok(())
+    Ok(cache_bytes)
+}
+
+/// The size of `modules` together.
+pub fn cache_bytes<'a>(modules: impl IntoIterator<Item = &'a CachedModule>) -> u64 {
+    modules
+        .into_iter()
+        .fold(0, |total, module| total.saturating_add(module.size_bytes))
 }
 
 fn remove(path: &Path) {
@@ -172,5 +182,16 @@ mod tests {
     fn nothing_goes_while_the_cache_fits() {
         let modules = vec![module("a", 10, 1), module("b", 10, 2)];
         assert!(choose_evictions(modules, &HashSet::new(), 20).is_empty());
+    }
+
+    #[test]
+    fn the_cache_size_is_the_sum_of_its_modules() {
+        let modules = [module("a", 40, 1), module("b", 30, 2)];
+        assert_eq!(cache_bytes(&modules), 70);
+        assert_eq!(
+            cache_bytes(&[module("huge", u64::MAX, 1), module("b", 1, 2)]),
+            u64::MAX
+        );
+        assert_eq!(cache_bytes(&[]), 0);
     }
 }

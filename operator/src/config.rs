@@ -1,141 +1,361 @@
-//! What the operator is configured with (from flags / the chart's values). Defaults suit a small cluster.
+//! What the operator is configured with. Each setting is declared once, here: its flag, environment
+//! variable, default and help (`clap` reads them into these structs, flattened into `run`), and
+//! `Default` is those same defaults. Defaults suit a small cluster.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
 
 /// Settings every reconcile reads. Cheap to clone; shared through the controller context.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Args)]
 pub struct OperatorConfig {
     /// Image of the executor container (one pod per execution).
+    #[arg(
+        long,
+        env = "OUTLAYER_EXECUTOR_IMAGE",
+        default_value = "ghcr.io/outlayer/outlayer-executor:0.1.0"
+    )]
     pub executor_image: String,
-    /// The PersistentVolumeClaim holding the module cache (`wasm/`) and large outputs (`results/`).
+    /// PersistentVolumeClaim holding the module cache (wasm/) and large outputs (results/).
+    #[arg(
+        long = "cache-claim",
+        env = "OUTLAYER_CACHE_CLAIM",
+        default_value = "outlayer-cache"
+    )]
     pub cache_claim_name: String,
-    /// Optional RuntimeClass (gVisor, Kata…) for sandboxed pods.
+    /// RuntimeClass (gVisor, Kata…) for executor and build pods.
+    #[arg(long, env = "OUTLAYER_RUNTIME_CLASS_NAME")]
     pub runtime_class_name: Option<String>,
     /// Largest stdout the executor accepts; more fails the execution (never truncated).
+    #[arg(long, env = "OUTLAYER_EXECUTOR_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024)]
     pub executor_max_output_bytes: u64,
-    /// Outputs up to this size are copied into `status.output`.
+    /// Outputs up to this size are copied into status.output.
+    #[arg(long, env = "OUTLAYER_MAX_STATUS_OUTPUT_BYTES", default_value_t = 64 * 1024)]
     pub max_status_output_bytes: usize,
-    /// Added to an execution's time limit for the pod's `activeDeadlineSeconds` (image start, module load).
+    /// Added to an execution's time limit for the pod's activeDeadlineSeconds (image start, module
+    /// load).
+    #[arg(long, env = "OUTLAYER_POD_STARTUP_GRACE_SECONDS", default_value_t = 30)]
     pub pod_startup_grace_seconds: i64,
     /// CPU request and limit of an executor container (wasmi runs the guest on one thread).
+    #[arg(long, env = "OUTLAYER_EXECUTOR_CPU", default_value = "1")]
     pub executor_cpu: String,
-    /// Memory on top of the guest's limit: the executor itself (≈ 5 MiB measured) plus headroom.
+    /// Memory on top of the guest's limit for the executor container, in MiB: the executor itself
+    /// (≈ 5 MiB measured) plus headroom.
+    #[arg(
+        long,
+        env = "OUTLAYER_EXECUTOR_MEMORY_OVERHEAD_MB",
+        default_value_t = 64
+    )]
     pub executor_memory_overhead_mb: u32,
     /// Ephemeral storage of an executor container (it writes nothing but its termination message).
+    #[arg(
+        long,
+        env = "OUTLAYER_EXECUTOR_EPHEMERAL_STORAGE",
+        default_value = "16Mi"
+    )]
     pub executor_ephemeral_storage: String,
-    /// The OutLayer contract's account, passed to guests as `NEAR_CONTRACT_ID` for on-chain requests.
+    /// The OutLayer contract's account, passed to guests of on-chain requests as NEAR_CONTRACT_ID.
+    #[arg(long, env = "OUTLAYER_CONTRACT_ID")]
     pub contract_id: Option<String>,
-    /// Where the operator's own pod mounts the cache volume, to read outputs too large for a result
-    /// message (`results/<sha256>`). Without it such outputs are reported by hash only.
-    pub cache_mount_path: Option<std::path::PathBuf>,
-    /// Finished ExecutionRequests are deleted this long after they finished.
-    pub execution_ttl: std::time::Duration,
-    /// Executor pods of failed executions are kept this long for `kubectl logs`/`describe`.
-    pub failed_pod_retention: std::time::Duration,
+    /// Where this pod mounts the cache volume, to read outputs too large for a result message
+    /// (results/<sha256>); without it such outputs are reported by hash only.
+    #[arg(long, env = "OUTLAYER_CACHE_MOUNT_PATH")]
+    pub cache_mount_path: Option<PathBuf>,
+    /// Finished ExecutionRequests are deleted this many seconds after they finished.
+    #[arg(
+        long = "execution-ttl-seconds",
+        env = "OUTLAYER_EXECUTION_TTL_SECONDS",
+        default_value = "86400",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub execution_ttl: Duration,
+    /// Executor pods of failed executions are kept this many seconds for kubectl logs/describe.
+    #[arg(
+        long = "failed-pod-retention-seconds",
+        env = "OUTLAYER_FAILED_POD_RETENTION_SECONDS",
+        default_value = "3600",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub failed_pod_retention: Duration,
+    #[command(flatten, next_help_heading = "Compiling")]
     pub compiler: CompilerConfig,
-    /// Evict least recently used modules (and their CompileJobs and workspaces) once the cache holds more
-    /// than this; needs `cache_mount_path`. Modules of unfinished executions are never evicted.
+    /// Evict least recently used modules (and their CompileJobs and workspaces) once the cache holds
+    /// more than this many bytes (needs --cache-mount-path); unset keeps everything. Modules of
+    /// unfinished executions are never evicted.
+    #[arg(long, env = "OUTLAYER_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<u64>,
     /// Reconciles running at once, per controller (each mostly waits on the API server).
+    #[arg(long, env = "OUTLAYER_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
     pub max_concurrent_reconciles: u16,
     /// Executor pods that end without a result (our fault, not the guest's) are re-run this many
     /// times before the execution fails as a platform failure.
+    #[arg(long, env = "OUTLAYER_PLATFORM_RETRIES", default_value_t = 2)]
     pub platform_retries: u32,
+    #[command(flatten, next_help_heading = "On chain")]
     pub on_chain: OnChainConfig,
-    /// The sealing key is replaced by a new one (old ones still open old secrets) this often; `None`:
-    /// never.
-    pub sealing_key_rotation: Option<std::time::Duration>,
+    /// Days after which the sealing key is replaced by a new one (old keys keep opening old
+    /// secrets); 0 never rotates.
+    #[arg(
+        long = "sealing-key-rotation-days",
+        env = "OUTLAYER_SEALING_KEY_ROTATION_DAYS",
+        default_value = "90",
+        value_name = "DAYS",
+        value_parser = rotation_days
+    )]
+    // Spelled out so clap takes the parser's `Option` as the value, not as "the flag may be absent".
+    pub sealing_key_rotation: ::std::option::Option<Duration>,
 }
 
 /// How the operator plans on-chain requests around the contract's yield window.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Args)]
 pub struct OnChainConfig {
     /// The contract's yield times out this many blocks after the request (NEAR protocol constant).
+    #[arg(skip = 200u64)]
     pub yield_timeout_blocks: u64,
-    /// Block time assumed when turning blocks left into seconds left (mainnet: ~600 ms).
-    pub expected_block_time: std::time::Duration,
-    /// What an uncached compile is assumed to need: a request whose module is not in the cache is
-    /// not started with less time than this (plus its time limit) left.
-    pub compile_budget: std::time::Duration,
-    /// What the resolve transaction needs to land before the yield times out.
-    pub report_margin: std::time::Duration,
-    /// How often the Pricing resource is compared with the chain (drift made there is reverted).
-    pub pricing_sync_interval: std::time::Duration,
-    /// How often the watcher asks the contract for new requests.
-    pub poll_interval: std::time::Duration,
-}
-
-impl Default for OnChainConfig {
-    fn default() -> Self {
-        Self {
-            yield_timeout_blocks: 200,
-            expected_block_time: std::time::Duration::from_millis(600),
-            compile_budget: std::time::Duration::from_secs(60),
-            report_margin: std::time::Duration::from_secs(5),
-            pricing_sync_interval: std::time::Duration::from_secs(5),
-            poll_interval: std::time::Duration::from_secs(1),
-        }
-    }
+    /// Block time assumed when turning blocks left into seconds left, in milliseconds (mainnet:
+    /// ~600 ms).
+    #[arg(
+        long = "expected-block-time-ms",
+        env = "OUTLAYER_EXPECTED_BLOCK_TIME_MS",
+        default_value = "600",
+        value_name = "MS",
+        value_parser = millis
+    )]
+    pub expected_block_time: Duration,
+    /// An uncached compile is not started for an on-chain request with less than this many seconds
+    /// (plus its time limit) left before the yield times out.
+    #[arg(
+        long = "compile-budget-seconds",
+        env = "OUTLAYER_COMPILE_BUDGET_SECONDS",
+        default_value = "60",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub compile_budget: Duration,
+    /// Time kept for the resolve transaction before the yield times out, in seconds.
+    #[arg(
+        long = "report-margin-seconds",
+        env = "OUTLAYER_REPORT_MARGIN_SECONDS",
+        default_value = "5",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub report_margin: Duration,
+    /// How often Pricing/default is compared with the chain (drift made there is reverted), in
+    /// seconds.
+    #[arg(
+        long = "pricing-sync-interval-seconds",
+        env = "OUTLAYER_PRICING_SYNC_INTERVAL_SECONDS",
+        default_value = "5",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub pricing_sync_interval: Duration,
+    /// How often the contract is polled for new requests, in milliseconds.
+    #[arg(
+        long = "poll-interval-ms",
+        env = "OUTLAYER_POLL_INTERVAL_MS",
+        default_value = "1000",
+        value_name = "MS",
+        value_parser = millis
+    )]
+    pub poll_interval: Duration,
 }
 
 /// How CompileJobs run their fetch and build Jobs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Args)]
 pub struct CompilerConfig {
-    /// Image with `outlayer-compiler`, git and a Rust toolchain with the wasm32-wasip1 target.
+    /// Image with outlayer-compiler, git and a Rust toolchain with the wasm32-wasip1 target.
+    #[arg(
+        long = "compiler-image",
+        env = "OUTLAYER_COMPILER_IMAGE",
+        default_value = "ghcr.io/outlayer/outlayer-compiler:0.1.0"
+    )]
     pub image: String,
-    /// URL prefixes a repository must start with (the compiler's `--allow-repo-prefix`).
+    /// URL prefix a repository must start with (the compiler's --allow-repo-prefix); repeat the flag
+    /// (or comma-separate the variable).
+    #[arg(
+        long = "allowed-repo-prefix",
+        env = "OUTLAYER_ALLOWED_REPO_PREFIXES",
+        value_delimiter = ',',
+        default_value = "https://github.com/"
+    )]
     pub allowed_repo_prefixes: Vec<String>,
-    /// `PREFIX=REPLACEMENT` URL rewrites for the fetch (an internal git mirror), applied after the
-    /// allow-list; the repository keeps its public identity. Visible in the Job spec: no credentials.
+    /// Fetch repositories under PREFIX from REPLACEMENT (an internal git mirror), after the
+    /// allow-list check; repeat or comma-separate. The Job spec shows it: no credentials in the URL.
+    #[arg(
+        long = "git-mirror",
+        env = "OUTLAYER_GIT_MIRRORS",
+        value_delimiter = ',',
+        value_name = "PREFIX=REPLACEMENT"
+    )]
     pub git_mirrors: Vec<String>,
+    /// Deadline of a fetch Job, in seconds.
+    #[arg(long, env = "OUTLAYER_FETCH_TIMEOUT_SECONDS", default_value_t = 300)]
     pub fetch_timeout_seconds: u64,
+    /// Deadline of a build Job, in seconds.
+    #[arg(long, env = "OUTLAYER_BUILD_TIMEOUT_SECONDS", default_value_t = 600)]
     pub build_timeout_seconds: u64,
+    /// CPU request and limit of a compiler container.
+    #[arg(
+        long = "compiler-cpu",
+        env = "OUTLAYER_COMPILER_CPU",
+        default_value = "2"
+    )]
     pub cpu: String,
+    /// Memory request and limit of a compiler container.
+    #[arg(
+        long = "compiler-memory",
+        env = "OUTLAYER_COMPILER_MEMORY",
+        default_value = "4Gi"
+    )]
     pub memory: String,
+    /// Ephemeral storage of a compiler container.
+    #[arg(
+        long = "compiler-ephemeral-storage",
+        env = "OUTLAYER_COMPILER_EPHEMERAL_STORAGE",
+        default_value = "1Gi"
+    )]
     pub ephemeral_storage: String,
-    /// Finished fetch/build Jobs are garbage-collected this long after they end.
+    /// Finished fetch/build Jobs are garbage-collected this many seconds after they end.
+    #[arg(
+        long = "compile-job-ttl-seconds",
+        env = "OUTLAYER_COMPILE_JOB_TTL_SECONDS",
+        default_value_t = 3600
+    )]
     pub job_ttl_seconds: i32,
-    /// Extra environment for the compiler container (e.g. where the toolchain lives).
+    /// Extra KEY=VALUE environment for the compiler container (e.g. where the toolchain lives);
+    /// repeatable.
+    #[arg(long = "compiler-env", value_name = "KEY=VALUE", value_parser = key_value)]
     pub env: Vec<(String, String)>,
 }
 
-impl Default for CompilerConfig {
-    fn default() -> Self {
-        Self {
-            image: "ghcr.io/outlayer/outlayer-compiler:0.1.0".to_string(),
-            allowed_repo_prefixes: vec!["https://github.com/".to_string()],
-            git_mirrors: Vec::new(),
-            fetch_timeout_seconds: 300,
-            build_timeout_seconds: 600,
-            cpu: "2".to_string(),
-            memory: "4Gi".to_string(),
-            ephemeral_storage: "1Gi".to_string(),
-            job_ttl_seconds: 3600,
-            env: Vec::new(),
-        }
-    }
+/// The defaults of `T`'s flags, as `run --help` shows them: parsed from no arguments, with the
+/// environment ignored so a stray `OUTLAYER_*` variable never changes a default.
+fn flag_defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults"))
+        .mut_args(|arg| arg.env(None::<&'static str>));
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .expect("every flag of the operator's configuration has a default or is optional");
+    T::from_arg_matches(&matches).expect("the defaults parse into the configuration they describe")
 }
 
 impl Default for OperatorConfig {
     fn default() -> Self {
-        Self {
-            executor_image: "ghcr.io/outlayer/outlayer-executor:0.1.0".to_string(),
-            cache_claim_name: "outlayer-cache".to_string(),
-            runtime_class_name: None,
-            executor_max_output_bytes: 1024 * 1024,
-            max_status_output_bytes: 64 * 1024,
-            pod_startup_grace_seconds: 30,
-            executor_cpu: "1".to_string(),
-            executor_memory_overhead_mb: 64,
-            executor_ephemeral_storage: "16Mi".to_string(),
-            contract_id: None,
-            cache_mount_path: None,
-            execution_ttl: std::time::Duration::from_secs(24 * 60 * 60),
-            failed_pod_retention: std::time::Duration::from_secs(60 * 60),
-            compiler: CompilerConfig::default(),
-            cache_max_bytes: None,
-            max_concurrent_reconciles: 16,
-            platform_retries: 2,
-            on_chain: OnChainConfig::default(),
-            sealing_key_rotation: Some(std::time::Duration::from_secs(90 * 24 * 60 * 60)),
-        }
+        flag_defaults()
+    }
+}
+
+impl Default for OnChainConfig {
+    fn default() -> Self {
+        flag_defaults()
+    }
+}
+
+impl Default for CompilerConfig {
+    fn default() -> Self {
+        flag_defaults()
+    }
+}
+
+fn seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{value:?} is not a whole number of seconds"))
+}
+
+fn millis(value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{value:?} is not a whole number of milliseconds"))
+}
+
+/// Whole days; 0 is "never".
+fn rotation_days(value: &str) -> Result<Option<Duration>, String> {
+    let days: u64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number of days"))?;
+    Ok((days > 0).then(|| Duration::from_secs(days.saturating_mul(24 * 60 * 60))))
+}
+
+fn key_value(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{pair:?} is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_flags_defaults() {
+        let config = OperatorConfig::default();
+        assert_eq!(
+            config.executor_image,
+            "ghcr.io/outlayer/outlayer-executor:0.1.0"
+        );
+        assert_eq!(config.cache_claim_name, "outlayer-cache");
+        assert_eq!(config.runtime_class_name, None);
+        assert_eq!(config.executor_max_output_bytes, 1024 * 1024);
+        assert_eq!(config.max_status_output_bytes, 64 * 1024);
+        assert_eq!(config.execution_ttl, Duration::from_secs(24 * 60 * 60));
+        assert_eq!(config.failed_pod_retention, Duration::from_secs(60 * 60));
+        assert_eq!(config.cache_max_bytes, None);
+        assert_eq!(config.max_concurrent_reconciles, 16);
+        assert_eq!(config.platform_retries, 2);
+        assert_eq!(
+            config.sealing_key_rotation,
+            Some(Duration::from_secs(90 * 24 * 60 * 60))
+        );
+        let on_chain = &config.on_chain;
+        assert_eq!(on_chain.yield_timeout_blocks, 200);
+        assert_eq!(on_chain.expected_block_time, Duration::from_millis(600));
+        assert_eq!(on_chain.compile_budget, Duration::from_secs(60));
+        assert_eq!(on_chain.report_margin, Duration::from_secs(5));
+        assert_eq!(on_chain.pricing_sync_interval, Duration::from_secs(5));
+        assert_eq!(on_chain.poll_interval, Duration::from_secs(1));
+        let compiler = &config.compiler;
+        assert_eq!(compiler.image, "ghcr.io/outlayer/outlayer-compiler:0.1.0");
+        assert_eq!(compiler.allowed_repo_prefixes, ["https://github.com/"]);
+        assert!(compiler.git_mirrors.is_empty() && compiler.env.is_empty());
+        assert_eq!(
+            (
+                compiler.fetch_timeout_seconds,
+                compiler.build_timeout_seconds
+            ),
+            (300, 600)
+        );
+        assert_eq!(
+            (
+                compiler.cpu.as_str(),
+                compiler.memory.as_str(),
+                compiler.ephemeral_storage.as_str()
+            ),
+            ("2", "4Gi", "1Gi")
+        );
+        assert_eq!(compiler.job_ttl_seconds, 3600);
+    }
+
+    #[test]
+    fn values_parse_or_say_why_not() {
+        assert_eq!(seconds("7"), Ok(Duration::from_secs(7)));
+        assert!(seconds("7s").unwrap_err().contains("seconds"));
+        assert_eq!(millis("250"), Ok(Duration::from_millis(250)));
+        assert_eq!(rotation_days("0"), Ok(None));
+        assert_eq!(
+            rotation_days("1"),
+            Ok(Some(Duration::from_secs(24 * 60 * 60)))
+        );
+        assert_eq!(key_value("A=b=c"), Ok(("A".to_string(), "b=c".to_string())));
+        assert!(key_value("=x").is_err());
+        assert!(key_value("novalue").is_err());
     }
 }

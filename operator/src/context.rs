@@ -9,6 +9,7 @@ use tracing::warn;
 
 use crate::chain::{ChainClient, ChainError};
 use crate::config::OperatorConfig;
+use crate::crd::Reason;
 use crate::metrics::Metrics;
 use crate::sealing::Keyring;
 
@@ -69,27 +70,59 @@ impl Context {
         self
     }
 
-    /// Publishes a Kubernetes Event about `object`. An Event that cannot be written is logged, never
-    /// fatal: the status carries the same facts.
-    pub async fn event<K>(&self, object: &K, warning: bool, reason: &str, note: String)
+    /// Publishes a Normal Event about `object`: a step of its normal life.
+    pub async fn note<K>(&self, object: &K, reason: Reason, note: impl Into<String>)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        self.send_event(object, EventType::Normal, reason, note.into())
+            .await;
+    }
+
+    /// Publishes a Warning Event about `object`: something failed or was refused.
+    pub async fn warn<K>(&self, object: &K, reason: Reason, note: impl Into<String>)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        self.send_event(object, EventType::Warning, reason, note.into())
+            .await;
+    }
+
+    /// Publishes `note` (an Event decided by a pure step) about `object`.
+    pub async fn publish<K>(&self, object: &K, note: Note)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        match note {
+            Note::Normal(reason, message) => self.note(object, reason, message).await,
+            Note::Warning(reason, message) => self.warn(object, reason, message).await,
+        }
+    }
+
+    /// An Event that cannot be written is logged, never fatal: the status carries the same facts.
+    async fn send_event<K>(&self, object: &K, type_: EventType, reason: Reason, note: String)
     where
         K: kube::Resource<DynamicType = ()>,
     {
         let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
+            type_,
+            reason: reason.as_str().to_string(),
             note: Some(note),
-            action: reason.to_string(),
+            action: reason.as_str().to_string(),
             secondary: None,
         };
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            warn!(%error, reason, "publishing an event failed");
+            warn!(%error, reason = reason.as_str(), "publishing an event failed");
         }
     }
+}
+
+/// A Kubernetes Event a step decided on: Normal (a step of the object's normal life) or Warning
+/// (something failed or was refused), by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    Normal(Reason, String),
+    Warning(Reason, String),
 }
 
 /// The last head height seen and when: many reconciles ask within one block, one RPC answers them.

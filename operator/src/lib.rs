@@ -2,12 +2,16 @@
 //! the code in a sandboxed Job into a content-addressed cache, runs it in a per-execution executor pod and
 //! reports the result on chain. See DESIGN.md for the architecture.
 //!
-//! Layout: `crd` (resource types; `crdgen` writes them to `crds/`), `controllers` (execution, compile,
-//! pricing), `watcher` (contract → ExecutionRequests), `chain` (the NEAR client), `pods` (pure builders
-//! of the pods and Jobs the operator creates), `cache`, `leader`, `metrics`, `http`, `config`, `context`.
+//! Layout: `crd` (resource types, typed conditions and reasons; `crdgen` writes them to `crds/`),
+//! `controllers` (execution with its pure decisions in `execution_steps`, on-chain reporting and
+//! secrets; compile; pricing), `chain_watcher` (contract → ExecutionRequests), `chain` (the NEAR
+//! client), `sealing` (sealed secrets: keys, manifests, access conditions, unsealing), `pods` (pure
+//! builders of the pods and Jobs the operator creates), `cache`, `leader`, `metrics`, `http`, `config`,
+//! `context`.
 
 pub mod cache;
 pub mod chain;
+pub mod chain_watcher;
 pub mod config;
 pub mod context;
 pub mod controllers;
@@ -17,7 +21,9 @@ pub mod leader;
 pub mod metrics;
 pub mod pods;
 pub mod sealing;
-pub mod watcher;
+/// The chain watcher under its former name, for code outside this crate that still uses it.
+#[doc(hidden)]
+pub use chain_watcher as watcher;
 
 /// Everything the operator's library can fail with; each variant names what failed and with which input.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,10 @@ pub enum Error {
     /// Finding or checking an execution's secrets failed in a way worth retrying (API, RPC).
     #[error("preparing the execution's secrets: {0}")]
     Secrets(String),
+    /// A reconcile kept asking to observe without ever deciding: a bug in its decision function,
+    /// caught instead of looping.
+    #[error("the {0} reconcile did not reach a decision")]
+    Undecided(&'static str),
     #[error("{what}: {source}")]
     Chain {
         what: String,
@@ -74,6 +84,7 @@ impl Error {
             Self::StaleObject { .. } => "stale_object",
             Self::Chain { .. } => "chain",
             Self::Secrets(_) => "secrets",
+            Self::Undecided(_) => "undecided",
         }
     }
 }

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use kube::Api;
 use kube::api::ListParams;
 use outlayer_operator::chain::{ChainClient, ChainConfig, OperatorSigner};
-use outlayer_operator::config::{CompilerConfig, OnChainConfig, OperatorConfig};
+use outlayer_operator::config::OperatorConfig;
 use outlayer_operator::context::Context;
 use outlayer_operator::controllers;
 use outlayer_operator::crd::{CompileJob, ExecutionRequest};
@@ -53,89 +53,9 @@ struct RunArgs {
     /// Namespace the ExecutionRequests, CompileJobs and their pods and Jobs live in.
     #[arg(long, env = "OUTLAYER_NAMESPACE")]
     namespace: String,
-    /// Image of the executor container (one pod per execution).
-    #[arg(long, env = "OUTLAYER_EXECUTOR_IMAGE", default_value_t = OperatorConfig::default().executor_image)]
-    executor_image: String,
-    /// PersistentVolumeClaim holding the module cache (wasm/) and large outputs (results/).
-    #[arg(long, env = "OUTLAYER_CACHE_CLAIM", default_value_t = OperatorConfig::default().cache_claim_name)]
-    cache_claim: String,
-    /// Where this pod mounts the cache volume, to read outputs too large for a termination message.
-    #[arg(long, env = "OUTLAYER_CACHE_MOUNT_PATH")]
-    cache_mount_path: Option<PathBuf>,
-    /// RuntimeClass (gVisor, Kata…) for executor and build pods.
-    #[arg(long, env = "OUTLAYER_RUNTIME_CLASS_NAME")]
-    runtime_class_name: Option<String>,
-    /// Largest stdout the executor accepts; more fails the execution.
-    #[arg(long, env = "OUTLAYER_EXECUTOR_MAX_OUTPUT_BYTES", default_value_t = OperatorConfig::default().executor_max_output_bytes)]
-    executor_max_output_bytes: u64,
-    /// Outputs up to this size are copied into status.output.
-    #[arg(long, env = "OUTLAYER_MAX_STATUS_OUTPUT_BYTES", default_value_t = OperatorConfig::default().max_status_output_bytes)]
-    max_status_output_bytes: usize,
-    /// Added to an execution's time limit for the pod's activeDeadlineSeconds.
-    #[arg(long, env = "OUTLAYER_POD_STARTUP_GRACE_SECONDS", default_value_t = OperatorConfig::default().pod_startup_grace_seconds)]
-    pod_startup_grace_seconds: i64,
-    /// CPU request and limit of an executor container.
-    #[arg(long, env = "OUTLAYER_EXECUTOR_CPU", default_value_t = OperatorConfig::default().executor_cpu)]
-    executor_cpu: String,
-    /// Memory on top of the guest's limit for the executor container, in MiB.
-    #[arg(long, env = "OUTLAYER_EXECUTOR_MEMORY_OVERHEAD_MB", default_value_t = OperatorConfig::default().executor_memory_overhead_mb)]
-    executor_memory_overhead_mb: u32,
-    /// Ephemeral storage of an executor container.
-    #[arg(long, env = "OUTLAYER_EXECUTOR_EPHEMERAL_STORAGE", default_value_t = OperatorConfig::default().executor_ephemeral_storage)]
-    executor_ephemeral_storage: String,
-    /// The OutLayer contract's account, passed to guests of on-chain requests as NEAR_CONTRACT_ID.
-    #[arg(long, env = "OUTLAYER_CONTRACT_ID")]
-    contract_id: Option<String>,
-    /// Finished ExecutionRequests are deleted this many seconds after they finished.
-    #[arg(long, env = "OUTLAYER_EXECUTION_TTL_SECONDS", default_value_t = OperatorConfig::default().execution_ttl.as_secs())]
-    execution_ttl_seconds: u64,
-    /// Executor pods of failed executions are kept this many seconds.
-    #[arg(long, env = "OUTLAYER_FAILED_POD_RETENTION_SECONDS", default_value_t = OperatorConfig::default().failed_pod_retention.as_secs())]
-    failed_pod_retention_seconds: u64,
-    /// Reconciles running at once, per controller.
-    #[arg(long, env = "OUTLAYER_MAX_CONCURRENT_RECONCILES", default_value_t = OperatorConfig::default().max_concurrent_reconciles)]
-    max_concurrent_reconciles: u16,
-    /// Evict least recently used modules once the cache holds more than this many bytes (needs
-    /// --cache-mount-path); unset keeps everything.
-    #[arg(long, env = "OUTLAYER_CACHE_MAX_BYTES")]
-    cache_max_bytes: Option<u64>,
-
-    /// Image with outlayer-compiler, git and the Rust toolchain.
-    #[arg(long, env = "OUTLAYER_COMPILER_IMAGE", default_value_t = CompilerConfig::default().image)]
-    compiler_image: String,
-    /// URL prefix a repository must start with; repeat the flag (or comma-separate the variable).
-    #[arg(long = "allowed-repo-prefix", env = "OUTLAYER_ALLOWED_REPO_PREFIXES", value_delimiter = ',', default_values_t = CompilerConfig::default().allowed_repo_prefixes)]
-    allowed_repo_prefixes: Vec<String>,
-    /// Deadline of a fetch Job, in seconds.
-    #[arg(long, env = "OUTLAYER_FETCH_TIMEOUT_SECONDS", default_value_t = CompilerConfig::default().fetch_timeout_seconds)]
-    fetch_timeout_seconds: u64,
-    /// Deadline of a build Job, in seconds.
-    #[arg(long, env = "OUTLAYER_BUILD_TIMEOUT_SECONDS", default_value_t = CompilerConfig::default().build_timeout_seconds)]
-    build_timeout_seconds: u64,
-    /// CPU request and limit of a compiler container.
-    #[arg(long, env = "OUTLAYER_COMPILER_CPU", default_value_t = CompilerConfig::default().cpu)]
-    compiler_cpu: String,
-    /// Memory request and limit of a compiler container.
-    #[arg(long, env = "OUTLAYER_COMPILER_MEMORY", default_value_t = CompilerConfig::default().memory)]
-    compiler_memory: String,
-    /// Ephemeral storage of a compiler container.
-    #[arg(long, env = "OUTLAYER_COMPILER_EPHEMERAL_STORAGE", default_value_t = CompilerConfig::default().ephemeral_storage)]
-    compiler_ephemeral_storage: String,
-    /// Finished fetch/build Jobs are garbage-collected this many seconds after they end.
-    #[arg(long, env = "OUTLAYER_COMPILE_JOB_TTL_SECONDS", default_value_t = CompilerConfig::default().job_ttl_seconds)]
-    compile_job_ttl_seconds: i32,
-    /// Fetch repositories under PREFIX from REPLACEMENT (an internal git mirror), after the allow-list
-    /// check; repeat or comma-separate. The Job spec shows it: no credentials in the URL.
-    #[arg(
-        long = "git-mirror",
-        env = "OUTLAYER_GIT_MIRRORS",
-        value_delimiter = ',',
-        value_name = "PREFIX=REPLACEMENT"
-    )]
-    git_mirrors: Vec<String>,
-    /// Executor pods that end without a result (a platform failure) are re-run this many times.
-    #[arg(long, env = "OUTLAYER_PLATFORM_RETRIES", default_value_t = OperatorConfig::default().platform_retries)]
-    platform_retries: u32,
+    /// What every reconcile reads: executor, cache, compiler and on-chain settings.
+    #[command(flatten, next_help_heading = "Executions")]
+    config: OperatorConfig,
 
     /// NEAR JSON-RPC endpoint; repeat (or comma-separate) for failover. May embed an API key: never
     /// logged. Without one the operator serves kubectl requests only.
@@ -143,128 +63,73 @@ struct RunArgs {
         long = "rpc-url",
         env = "OUTLAYER_RPC_URLS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = "Chain client"
     )]
     rpc_urls: Vec<String>,
     /// The operator's NEAR account (signs resolve_execution and set_pricing).
-    #[arg(long, env = "OUTLAYER_OPERATOR_ACCOUNT_ID")]
-    operator_account_id: Option<String>,
-    /// File holding the operator account's private key (`ed25519:…`), e.g. a mounted Secret.
-    #[arg(long, env = "OUTLAYER_OPERATOR_KEY_FILE")]
-    operator_key_file: Option<PathBuf>,
-    /// How often the contract is polled for new requests, in milliseconds.
-    #[arg(long, env = "OUTLAYER_POLL_INTERVAL_MS", default_value_t = 1000)]
-    poll_interval_ms: u64,
-    /// Block time assumed when turning blocks left into seconds left, in milliseconds.
-    #[arg(long, env = "OUTLAYER_EXPECTED_BLOCK_TIME_MS", default_value_t = 600)]
-    expected_block_time_ms: u64,
-    /// An uncached compile is not started for an on-chain request with less than this (plus its
-    /// time limit) left before the yield times out.
-    #[arg(long, env = "OUTLAYER_COMPILE_BUDGET_SECONDS", default_value_t = 60)]
-    compile_budget_seconds: u64,
-    /// Time kept for the resolve transaction before the yield times out, in seconds.
-    #[arg(long, env = "OUTLAYER_REPORT_MARGIN_SECONDS", default_value_t = 5)]
-    report_margin_seconds: u64,
-    /// How often Pricing/default is compared with the chain, in seconds.
     #[arg(
         long,
-        env = "OUTLAYER_PRICING_SYNC_INTERVAL_SECONDS",
-        default_value_t = 5
+        env = "OUTLAYER_OPERATOR_ACCOUNT_ID",
+        help_heading = "Chain client"
     )]
-    pricing_sync_interval_seconds: u64,
-
-    /// Days after which the sealing key is replaced by a new one (old keys keep opening old secrets);
-    /// 0 never rotates.
-    #[arg(long, env = "OUTLAYER_SEALING_KEY_ROTATION_DAYS", default_value_t = 90)]
-    sealing_key_rotation_days: u64,
-
-    /// Extra KEY=VALUE environment for the compiler container; repeatable.
-    #[arg(long = "compiler-env", value_name = "KEY=VALUE")]
-    compiler_env: Vec<String>,
+    operator_account_id: Option<String>,
+    /// File holding the operator account's private key (`ed25519:…`), e.g. a mounted Secret.
+    #[arg(
+        long,
+        env = "OUTLAYER_OPERATOR_KEY_FILE",
+        help_heading = "Chain client"
+    )]
+    operator_key_file: Option<PathBuf>,
 
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "OUTLAYER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "OUTLAYER_METRICS_ADDR",
+        default_value = "0.0.0.0:8080",
+        help_heading = "Process"
+    )]
     metrics_addr: SocketAddr,
     /// Contend for a Lease so only one replica runs the controllers (`--leader-election false` for a
     /// single replica).
-    #[arg(long, env = "OUTLAYER_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "OUTLAYER_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set, help_heading = "Process")]
     leader_election: bool,
     /// Name of the leader Lease.
-    #[arg(long, env = "OUTLAYER_LEASE_NAME", default_value = "outlayer-operator")]
+    #[arg(
+        long,
+        env = "OUTLAYER_LEASE_NAME",
+        default_value = "outlayer-operator",
+        help_heading = "Process"
+    )]
     lease_name: String,
     /// Namespace of the leader Lease (default: the pod's namespace, else --namespace).
-    #[arg(long, env = "POD_NAMESPACE")]
+    #[arg(long, env = "POD_NAMESPACE", help_heading = "Process")]
     lease_namespace: Option<String>,
     /// How long a leader's last renewal keeps other replicas away.
-    #[arg(long, env = "OUTLAYER_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "OUTLAYER_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600), help_heading = "Process")]
     lease_duration_seconds: u64,
     /// After SIGTERM, how long in-flight reconciles may finish before they are cancelled (keep it
     /// under the pod's terminationGracePeriodSeconds, 30 by default, so the Lease is still released).
-    #[arg(long, env = "OUTLAYER_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "OUTLAYER_SHUTDOWN_TIMEOUT_SECONDS",
+        default_value_t = 20,
+        help_heading = "Process"
+    )]
     shutdown_timeout_seconds: u64,
     /// This replica's holder identity (default: $POD_NAME, else the host name).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = "POD_NAME", help_heading = "Process")]
     identity: Option<String>,
 }
 
 impl RunArgs {
-    fn operator_config(&self) -> anyhow::Result<OperatorConfig> {
-        let mut env = Vec::new();
-        for pair in &self.compiler_env {
-            let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-                bail!("--compiler-env {pair:?} is not KEY=VALUE");
-            };
-            env.push((key.to_string(), value.to_string()));
-        }
-        Ok(OperatorConfig {
-            executor_image: self.executor_image.clone(),
-            cache_claim_name: self.cache_claim.clone(),
-            runtime_class_name: self.runtime_class_name.clone(),
-            executor_max_output_bytes: self.executor_max_output_bytes,
-            max_status_output_bytes: self.max_status_output_bytes,
-            pod_startup_grace_seconds: self.pod_startup_grace_seconds,
-            executor_cpu: self.executor_cpu.clone(),
-            executor_memory_overhead_mb: self.executor_memory_overhead_mb,
-            executor_ephemeral_storage: self.executor_ephemeral_storage.clone(),
-            contract_id: self.contract_id.clone(),
-            cache_mount_path: self.cache_mount_path.clone(),
-            execution_ttl: Duration::from_secs(self.execution_ttl_seconds),
-            failed_pod_retention: Duration::from_secs(self.failed_pod_retention_seconds),
-            cache_max_bytes: self.cache_max_bytes,
-            max_concurrent_reconciles: self.max_concurrent_reconciles,
-            platform_retries: self.platform_retries,
-            sealing_key_rotation: (self.sealing_key_rotation_days > 0).then(|| {
-                Duration::from_secs(self.sealing_key_rotation_days.saturating_mul(24 * 60 * 60))
-            }),
-            on_chain: OnChainConfig {
-                expected_block_time: Duration::from_millis(self.expected_block_time_ms),
-                compile_budget: Duration::from_secs(self.compile_budget_seconds),
-                report_margin: Duration::from_secs(self.report_margin_seconds),
-                pricing_sync_interval: Duration::from_secs(self.pricing_sync_interval_seconds),
-                poll_interval: Duration::from_millis(self.poll_interval_ms),
-                ..OnChainConfig::default()
-            },
-            compiler: CompilerConfig {
-                image: self.compiler_image.clone(),
-                allowed_repo_prefixes: self.allowed_repo_prefixes.clone(),
-                git_mirrors: self.git_mirrors.clone(),
-                fetch_timeout_seconds: self.fetch_timeout_seconds,
-                build_timeout_seconds: self.build_timeout_seconds,
-                cpu: self.compiler_cpu.clone(),
-                memory: self.compiler_memory.clone(),
-                ephemeral_storage: self.compiler_ephemeral_storage.clone(),
-                job_ttl_seconds: self.compile_job_ttl_seconds,
-                env,
-            },
-        })
-    }
-
     /// The chain client, when RPC URLs are given; then the contract and the operator's key are needed.
     fn chain_client(&self) -> anyhow::Result<Option<ChainClient>> {
         if self.rpc_urls.is_empty() {
             return Ok(None);
         }
         let contract_id = self
+            .config
             .contract_id
             .as_deref()
             .context("--rpc-url needs --contract-id (the OutLayer contract's account)")?;
@@ -355,7 +220,7 @@ async fn on_shutdown(mut shutdown: watch::Receiver<bool>) {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = args.operator_config()?;
+    let config = args.config.clone();
     let identity = args.identity()?;
     let chain = args.chain_client()?.map(Arc::new);
     // Handlers first, so a signal that arrives during start-up is not the default "terminate now".
@@ -507,5 +372,89 @@ async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow:
         Ok(Ok(())) => Ok(ExitCode::SUCCESS),
         Ok(Err(error)) => Err(error).context("the metrics server failed"),
         Err(error) => Err(error).context("the metrics server task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The flags and environment variables the README's flag table documents: the first word of each
+    /// backticked span in the first two columns.
+    fn documented() -> (BTreeSet<String>, BTreeSet<String>) {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("| Flag | Environment |")
+            .expect("README.md has the flag table");
+        let (mut flags, mut variables) = (BTreeSet::new(), BTreeSet::new());
+        for row in readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+        {
+            // `\|` is a pipe inside a cell, not a column break.
+            let row = row.replace("\\|", "/");
+            let cells: Vec<&str> = row.split('|').collect();
+            let spans = |cell: &str| -> Vec<String> {
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .filter_map(|span| span.split_whitespace().next())
+                    .map(str::to_string)
+                    .collect()
+            };
+            flags.extend(spans(cells[1]).into_iter().filter(|s| s.starts_with("--")));
+            variables.extend(spans(cells[2]).into_iter().filter(|s| {
+                s.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            }));
+        }
+        (flags, variables)
+    }
+
+    #[test]
+    fn the_readme_documents_every_run_flag_and_variable() {
+        let command = Cli::command();
+        let run = command
+            .find_subcommand("run")
+            .expect("the CLI has a run subcommand");
+        let arguments: Vec<_> = run
+            .get_arguments()
+            .filter(|arg| arg.get_long() != Some("help"))
+            .collect();
+        let flags: BTreeSet<String> = arguments
+            .iter()
+            .filter_map(|arg| arg.get_long())
+            .map(|long| format!("--{long}"))
+            .collect();
+        let variables: BTreeSet<String> = arguments
+            .iter()
+            .filter_map(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .collect();
+        let (documented_flags, documented_variables) = documented();
+        assert_eq!(
+            documented_flags, flags,
+            "README.md flag table vs run --help"
+        );
+        assert_eq!(
+            documented_variables, variables,
+            "README.md flag table vs run --help"
+        );
+    }
+
+    #[test]
+    fn run_parses_with_only_a_namespace() {
+        let cli = Cli::try_parse_from(["outlayer-operator", "run", "--namespace", "jobs"])
+            .expect("--namespace is the only required flag");
+        let Command::Run(args) = cli.command else {
+            panic!("parsed as another subcommand")
+        };
+        assert_eq!(args.namespace, "jobs");
+        assert!(args.rpc_urls.is_empty());
     }
 }

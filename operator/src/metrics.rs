@@ -39,7 +39,7 @@ impl ExecutionResult {
 
 /// The timed stretches of an execution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Phase {
+pub enum TimedPhase {
     /// From the request's creation until its module is in the cache (zero-ish on a cache hit).
     CompileWait,
     /// From the executor pod's creation until its result is recorded.
@@ -48,7 +48,12 @@ pub enum Phase {
     Report,
 }
 
-impl Phase {
+/// The former name of [`TimedPhase`] (it clashed with `crd::Phase`), for code outside this crate that
+/// still uses it.
+#[doc(hidden)]
+pub type Phase = TimedPhase;
+
+impl TimedPhase {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CompileWait => "compile_wait",
@@ -253,7 +258,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn phase_duration(&self, phase: Phase, duration: Duration) {
+    pub fn phase_duration(&self, phase: TimedPhase, duration: Duration) {
         self.phase_duration
             .get_or_create(&PhaseLabels {
                 phase: phase.as_str(),
@@ -434,9 +439,9 @@ mod tests {
     #[test]
     fn phase_durations_fill_histogram_buckets() {
         let metrics = Metrics::new();
-        metrics.phase_duration(Phase::Execute, Duration::from_millis(30));
-        metrics.phase_duration(Phase::Execute, Duration::from_millis(700));
-        metrics.phase_duration(Phase::CompileWait, Duration::from_secs(90));
+        metrics.phase_duration(TimedPhase::Execute, Duration::from_millis(30));
+        metrics.phase_duration(TimedPhase::Execute, Duration::from_millis(700));
+        metrics.phase_duration(TimedPhase::CompileWait, Duration::from_secs(90));
         let text = metrics.encode();
         assert_described(&text, &["outlayer_phase_duration_seconds histogram"]);
         let execute =
@@ -479,6 +484,7 @@ mod tests {
             crate::Error::InvalidSpec("x".to_string()),
             crate::Error::InvalidResult("x".to_string()),
             crate::Error::LeaseTimeout("x".to_string()),
+            crate::Error::Undecided("ExecutionRequest"),
         ];
         let labels: std::collections::HashSet<_> =
             kinds.iter().map(crate::Error::metric_label).collect();

@@ -313,6 +313,7 @@ async fn failed_compiles_rerun_on_retry_and_the_cache_evicts_least_recently_used
         ..operator_config(repos.path())
     };
     let ctx = test_context(client.clone(), config);
+    let metrics = ctx.metrics.clone();
     let operator = start_operator(ctx);
     let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
     let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
@@ -402,6 +403,19 @@ async fn failed_compiles_rerun_on_retry_and_the_cache_evicts_least_recently_used
         compile_jobs.get_opt(&kept).await.unwrap().is_some(),
         "the module in use was evicted"
     );
+    // The cache-size gauge follows the bound: after the eviction it holds the kept module alone.
+    let kept_bytes = compile_jobs
+        .get(&kept)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.size_bytes)
+        .unwrap();
+    let gauge = format!("outlayer_cache_bytes {kept_bytes}");
+    wait_for("the cache-size gauge to show the kept module", || async {
+        metrics.encode().lines().any(|l| l == gauge).then_some(())
+    })
+    .await;
     assert!(
         env.cache
             .path()

@@ -95,6 +95,18 @@ async fn execution_requests_run_to_a_result_in_status() {
     );
     slow.spec.limits.max_execution_seconds = 1;
     executions.create(&post, &slow).await.unwrap();
+    // Accepted, unfinished requests are the queue: the gauge counts them while they run.
+    let queue_depth = || {
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("outlayer_queue_depth ")?.parse::<u64>().ok())
+    };
+    wait_for(
+        "the queue-depth gauge to count the running requests",
+        || async { queue_depth().filter(|depth| *depth > 0) },
+    )
+    .await;
 
     let done = |s: &ExecutionRequestStatus| s.phase.is_some_and(|p| p.is_terminal());
     let echoed = status_when(&executions, "echo", "finished", done).await;
@@ -217,6 +229,11 @@ async fn execution_requests_run_to_a_result_in_status() {
     })
     .await;
     assert!(pods.get_opt("over-budget-run").await.unwrap().is_some());
+
+    wait_for("the queue to drain", || async {
+        queue_depth().filter(|depth| *depth == 0)
+    })
+    .await;
 
     // Outcomes are counted by result and reason.
     let text = metrics.encode();

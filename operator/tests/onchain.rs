@@ -141,7 +141,7 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
 
     // The watcher's cursor is in the cluster.
     let cursor = Api::<ConfigMap>::namespaced(net.env.cluster.client(), NAMESPACE)
-        .get(outlayer_operator::watcher::CURSOR_CONFIG_MAP)
+        .get(outlayer_operator::chain_watcher::CURSOR_CONFIG_MAP)
         .await
         .unwrap();
     assert_eq!(cursor.data.unwrap()["nextRequestId"], "3");

@@ -2,6 +2,7 @@
 
 pub mod compile;
 pub mod execution;
+mod execution_steps;
 mod onchain;
 pub mod pricing;
 mod secrets;
@@ -21,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{CompileJob, ExecutionRequest, Pricing};
+use crate::crd::{CompileJob, ExecutionRequest, Phase, Pricing};
 
 /// Runs the controllers in `namespace` until `shutdown` resolves; with a chain client also the
 /// chain watcher (requests → ExecutionRequests) and the pricing sync.
@@ -43,7 +44,7 @@ pub async fn run(
     let stopped_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let chain_watcher = crate::watcher::run(
+    let chain_watcher = crate::chain_watcher::run(
         ctx.clone(),
         namespace.to_string(),
         stopped_signal(stopped.clone()),
@@ -103,6 +104,7 @@ pub async fn run(
         .touched_objects();
     let controller =
         Controller::for_stream(execution_stream, store.clone()).with_config(concurrency);
+    let (queued, metrics) = (store.clone(), ctx.metrics.clone());
     let execution_controller = controller
         .owns_stream(pod_stream)
         // A CompileJob is shared, not owned: wake every request waiting on it.
@@ -127,10 +129,14 @@ pub async fn run(
             let _ = stop_all.send(true);
         })
         .run(execution::reconcile, execution::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => info!(execution = %object.name, "reconciled"),
-                Err(error) => warn!(%error, "reconcile failed"),
+        .for_each(move |result| {
+            // Every reconcile may have moved a request into or out of the queue.
+            metrics.set_queue_depth(queue_depth(queued.state().iter().map(Arc::as_ref)));
+            async move {
+                match result {
+                    Ok((object, _)) => info!(execution = %object.name, "reconciled"),
+                    Err(error) => warn!(%error, "reconcile failed"),
+                }
             }
         });
     futures::join!(
@@ -140,6 +146,20 @@ pub async fn run(
         pricing_controller,
         sealing_keys
     );
+}
+
+/// ExecutionRequests accepted but not yet finished: what `outlayer_queue_depth` shows.
+pub fn queue_depth<'a>(executions: impl IntoIterator<Item = &'a ExecutionRequest>) -> usize {
+    executions
+        .into_iter()
+        .filter(|execution| {
+            !execution
+                .status
+                .as_ref()
+                .and_then(|status| status.phase)
+                .is_some_and(Phase::is_terminal)
+        })
+        .count()
 }
 
 fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
@@ -193,5 +213,60 @@ where
 /// How soon a reconcile that lost a race with its own earlier write runs again.
 pub const STALE_RETRY: Duration = Duration::from_millis(200);
 
+/// The most observations one reconcile makes before it must decide: each kind is made at most once,
+/// so more means a decision function asks again for what it was given.
+pub const MAX_LOOKS: usize = 16;
+
 /// How long a failed reconcile waits before the next try.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CodeRef, ExecutionRequestSpec, Limits, ResponseFormat};
+
+    fn execution(phase: Option<Phase>) -> ExecutionRequest {
+        let mut execution = ExecutionRequest::new(
+            "req",
+            ExecutionRequestSpec {
+                code: CodeRef::from_repo("https://github.com/alice/echo", "main"),
+                input: String::new(),
+                limits: Limits {
+                    max_instructions: 1,
+                    max_memory_mb: 1,
+                    max_execution_seconds: 1,
+                },
+                response_format: ResponseFormat::Text,
+                secrets_ref: None,
+                on_chain: None,
+            },
+        );
+        execution.status = phase.map(|phase| crate::crd::ExecutionRequestStatus {
+            phase: Some(phase),
+            ..Default::default()
+        });
+        execution
+    }
+
+    #[test]
+    fn the_queue_holds_what_is_not_finished() {
+        let executions: Vec<_> = [
+            None,
+            Some(Phase::Pending),
+            Some(Phase::Compiling),
+            Some(Phase::Executing),
+            Some(Phase::Reporting),
+            Some(Phase::Succeeded),
+            Some(Phase::Failed),
+            Some(Phase::Expired),
+        ]
+        .into_iter()
+        .map(execution)
+        .collect();
+        assert_eq!(queue_depth(&executions), 5);
+        assert_eq!(queue_depth(&executions[5..]), 0);
+        let metrics = crate::metrics::Metrics::new();
+        metrics.set_queue_depth(queue_depth(&executions));
+        assert!(metrics.encode().contains("outlayer_queue_depth 5"));
+    }
+}

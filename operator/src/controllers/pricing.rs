@@ -15,15 +15,18 @@ use outlayer_contract::Pricing as ContractPricing;
 use outlayer_contract::admin::MAX_FEE_YOCTO;
 use tracing::{debug, info, instrument, warn};
 
-use super::execution::now;
 use super::{ERROR_BACKOFF, STALE_RETRY};
 use crate::chain::ChainError;
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{PRICING_SINGLETON, Pricing, PricingSpec, PricingStatus, set_condition};
+use crate::crd::{
+    ConditionStatus, ConditionType, HasConditions, PRICING_SINGLETON, Pricing, PricingSpec,
+    PricingStatus, Reason, StatusUpdate,
+};
 use crate::metrics::ControllerKind;
 use crate::{Error, Result};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
-pub const CONDITION_SYNCED: &str = "Synced";
 /// After a refusal that retrying soon will not fix (not the pricing manager, contract paused…).
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
@@ -91,11 +94,16 @@ impl Pricing {
         let wanted = match contract_pricing(&self.spec) {
             Ok(wanted) => wanted,
             Err(message) => {
-                let changed = self.set_synced(&mut status, false, "InvalidSpec", &message);
+                let changed = self.set_synced(
+                    &mut status,
+                    ConditionStatus::False,
+                    Reason::InvalidSpec,
+                    &message,
+                );
                 status.observed_generation = generation;
                 self.write_status(ctx, &status).await?;
                 if changed {
-                    ctx.event(self, true, "InvalidSpec", message).await;
+                    ctx.warn(self, Reason::InvalidSpec, message).await;
                 }
                 return Ok(Action::await_change());
             }
@@ -109,8 +117,8 @@ impl Pricing {
             status.observed_generation = generation;
             let changed = self.set_synced(
                 &mut status,
-                true,
-                "InSync",
+                ConditionStatus::True,
+                Reason::InSync,
                 "the on-chain pricing equals the spec",
             );
             if changed || self.status.as_ref() != Some(&status) {
@@ -121,17 +129,14 @@ impl Pricing {
         // The spec was applied before and has not changed since, yet the chain differs: someone else
         // changed it. Git wins.
         let drifted = status.observed_generation == generation
-            && status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == CONDITION_SYNCED && c.status == "True");
+            && status.condition(ConditionType::Synced) == Some(true);
         if drifted {
             let message = format!(
                 "the on-chain pricing was changed outside the cluster (base fee {} yocto, spec {}); reverting to the spec",
                 on_chain.base_fee.0, wanted.base_fee.0
             );
             warn!(%message, "pricing drift");
-            ctx.event(self, true, "OnChainDrift", message).await;
+            ctx.warn(self, Reason::OnChainDrift, message).await;
         }
         match chain.set_pricing(&wanted).await {
             Ok(outcome) => {
@@ -142,15 +147,14 @@ impl Pricing {
                 status.observed_generation = generation;
                 self.set_synced(
                     &mut status,
-                    true,
-                    "Applied",
+                    ConditionStatus::True,
+                    Reason::Applied,
                     &format!("set_pricing in transaction {tx_hash}"),
                 );
                 self.write_status(ctx, &status).await?;
-                ctx.event(
+                ctx.note(
                     self,
-                    false,
-                    "PricingApplied",
+                    Reason::PricingApplied,
                     format!("set_pricing in transaction {tx_hash}"),
                 )
                 .await;
@@ -164,10 +168,15 @@ impl Pricing {
                 let message = refusal_message(&error);
                 status.on_chain = Some(spec_of(&on_chain));
                 status.observed_generation = generation;
-                let changed = self.set_synced(&mut status, false, "SetPricingFailed", &message);
+                let changed = self.set_synced(
+                    &mut status,
+                    ConditionStatus::False,
+                    Reason::SetPricingFailed,
+                    &message,
+                );
                 self.write_status(ctx, &status).await?;
                 if changed {
-                    ctx.event(self, true, "SetPricingFailed", message).await;
+                    ctx.warn(self, Reason::SetPricingFailed, message).await;
                 }
                 Ok(Action::requeue(REFUSED_RETRY))
             }
@@ -178,26 +187,22 @@ impl Pricing {
     fn set_synced(
         &self,
         status: &mut PricingStatus,
-        synced: bool,
-        reason: &str,
+        synced: ConditionStatus,
+        reason: Reason,
         message: &str,
     ) -> bool {
         let before = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == CONDITION_SYNCED)
+            .find_condition(ConditionType::Synced)
             .map(|c| (c.status.clone(), c.reason.clone()));
-        set_condition(
-            &mut status.conditions,
-            CONDITION_SYNCED,
-            synced,
-            reason,
-            message.to_string(),
+        let after = (synced.as_str().to_string(), reason.as_str().to_string());
+        let mut update = StatusUpdate::new(
+            std::mem::take(status),
             self.metadata.generation,
-            now(),
+            Time(Timestamp::now()),
         );
-        let expected = if synced { "True" } else { "False" };
-        before != Some((expected.to_string(), reason.to_string()))
+        update.set(ConditionType::Synced, synced, reason, message);
+        *status = update.into_inner();
+        before != Some(after)
     }
 
     async fn write_status(&self, ctx: &Context, status: &PricingStatus) -> Result<()> {

@@ -14,24 +14,22 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use near_primitives::types::AccountId;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::chain::ChainClient;
 use crate::context::Context;
-use crate::crd::ExecutionRequest;
+use crate::crd::{ExecutionRequest, Reason};
 use crate::pods::executor::{EXECUTION_LABEL, bounded_name, env_secret_name};
 use crate::sealing::{Scope, ephemeral_env_secret, unseal};
 use crate::{Error, Result};
 
 /// Where an execution's secrets stand before its pod starts.
-pub(super) enum SecretsStep {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SecretsStep {
     /// Nothing to mount, or the ephemeral Secret of this name exists.
     Ready(Option<String>),
     /// Refused for good: the execution fails with this reason; the message reveals no secret.
-    Denied {
-        reason: &'static str,
-        message: String,
-    },
+    Denied { reason: Reason, message: String },
     /// The operator cannot decide yet (keys not loaded); says why.
     Waiting(String),
 }
@@ -66,7 +64,7 @@ impl ExecutionRequest {
         };
         let Some(source) = &self.spec.code.source else {
             return Ok(SecretsStep::Denied {
-                reason: "SecretsInvalid",
+                reason: Reason::SecretsInvalid,
                 message: "secrets are scoped to a repository; a request by module hash has none"
                     .to_string(),
             });
@@ -80,7 +78,7 @@ impl ExecutionRequest {
             Ok(scope) => scope,
             Err(error) => {
                 return Ok(SecretsStep::Denied {
-                    reason: "SecretsInvalid",
+                    reason: Reason::SecretsInvalid,
                     message: format!("secretsRef does not name a valid scope: {error}"),
                 });
             }
@@ -93,7 +91,7 @@ impl ExecutionRequest {
             Ok(account) => account,
             Err(_) => {
                 return Ok(SecretsStep::Denied {
-                    reason: "SecretsInvalid",
+                    reason: Reason::SecretsInvalid,
                     message: format!("{requester:?} is not a NEAR account id"),
                 });
             }
@@ -114,6 +112,7 @@ impl ExecutionRequest {
                 return Err(Error::Secrets(error.to_string()));
             }
             Err(error) => {
+                warn!(reason = %error.reason(), "the execution may not use its secrets");
                 return Ok(SecretsStep::Denied {
                     reason: error.reason(),
                     message: error.to_string(),

@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::conditions::conditions_schema;
+use super::conditions::{ConditionType, HasConditions, Reason, conditions_schema};
 
 /// The only target the compiler builds today.
 pub const BUILD_TARGET_WASIP1: &str = "wasm32-wasip1";
@@ -47,8 +47,7 @@ impl CompileSource {
             hasher.update([0u8]);
         }
         let digest = hasher.finalize();
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        format!("cj-{hex}")
+        format!("cj-{}", hex::encode(&digest[..8]))
     }
 }
 
@@ -108,6 +107,73 @@ pub struct CompileJobStatus {
     pub retry_token: Option<String>,
 }
 
+impl HasConditions for CompileJobStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+/// The two steps of a CompileJob, each a Job: fetch (network: git and crate hosts), then build (none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompileStage {
+    Fetch,
+    Build,
+}
+
+impl CompileStage {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fetch => "fetch",
+            Self::Build => "build",
+        }
+    }
+}
+
+/// A CompileJob's outcome as the executions that share it see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompileState {
+    /// Not finished (or not started): executions wait.
+    InProgress,
+    /// The module is in the cache.
+    Ready { wasm_sha256: String },
+    /// Final until the retry annotation changes; `message` says why.
+    Failed {
+        stage: CompileStage,
+        message: String,
+    },
+}
+
+impl CompileJobStatus {
+    /// The outcome, from the `Ready` condition: `True` with a module hash is ready, `False` with a
+    /// failure reason is failed, anything else is still in progress.
+    pub fn state(&self) -> CompileState {
+        let Some(ready) = self.find_condition(ConditionType::Ready) else {
+            return CompileState::InProgress;
+        };
+        match (
+            ready.status.as_str(),
+            Reason::parse(&ready.reason),
+            &self.wasm_sha256,
+        ) {
+            ("True", _, Some(sha256)) => CompileState::Ready {
+                wasm_sha256: sha256.clone(),
+            },
+            ("False", Reason::FetchFailed, _) => CompileState::Failed {
+                stage: CompileStage::Fetch,
+                message: ready.message.clone(),
+            },
+            ("False", Reason::BuildFailed, _) => CompileState::Failed {
+                stage: CompileStage::Build,
+                message: ready.message.clone(),
+            },
+            _ => CompileState::InProgress,
+        }
+    }
+}
+
 /// Set to a new value (e.g. a timestamp) to rerun a failed CompileJob.
 pub const RETRY_ANNOTATION: &str = "outlayer.dev/retry";
 /// When an execution last used the module (RFC 3339); LRU eviction orders by it.
@@ -123,6 +189,62 @@ mod tests {
             commit: commit.to_string(),
             build_target: BUILD_TARGET_WASIP1.to_string(),
         }
+    }
+
+    fn with_ready(status: &str, reason: Reason, sha256: Option<&str>) -> CompileJobStatus {
+        let mut compile_job = CompileJobStatus {
+            wasm_sha256: sha256.map(str::to_string),
+            ..CompileJobStatus::default()
+        };
+        super::super::conditions::set_condition(
+            &mut compile_job.conditions,
+            "Ready",
+            status == "True",
+            reason.as_str(),
+            "why",
+            None,
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+        );
+        compile_job
+    }
+
+    #[test]
+    fn the_ready_condition_says_the_compile_state() {
+        assert_eq!(
+            CompileJobStatus::default().state(),
+            CompileState::InProgress
+        );
+        assert_eq!(
+            with_ready("True", Reason::ModuleReady, Some("ab")).state(),
+            CompileState::Ready {
+                wasm_sha256: "ab".to_string()
+            }
+        );
+        // Ready without a hash is not usable yet.
+        assert_eq!(
+            with_ready("True", Reason::ModuleReady, None).state(),
+            CompileState::InProgress
+        );
+        assert_eq!(
+            with_ready("False", Reason::FetchFailed, None).state(),
+            CompileState::Failed {
+                stage: CompileStage::Fetch,
+                message: "why".to_string()
+            }
+        );
+        assert_eq!(
+            with_ready("False", Reason::BuildFailed, None).state(),
+            CompileState::Failed {
+                stage: CompileStage::Build,
+                message: "why".to_string()
+            }
+        );
+        assert_eq!(
+            with_ready("False", Reason::Building, None).state(),
+            CompileState::InProgress
+        );
     }
 
     #[test]

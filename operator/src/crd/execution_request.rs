@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::conditions::conditions_schema;
+use super::conditions::{HasConditions, conditions_schema};
 use super::{BUILD_TARGET_WASIP1, CompileSource};
 
 /// Absolute ceilings, the same as the contract's (`ABSOLUTE_MAX_LIMITS`): a request above them could not
@@ -201,6 +201,15 @@ pub struct ExecutionRequestStatus {
     /// The run's own outcome, kept while an on-chain request is `Reporting` it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RunOutcome>,
+}
+
+impl HasConditions for ExecutionRequestStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
 }
 
 /// How the run ended, before it is reported: what becomes the `Succeeded` condition afterwards.

@@ -6,10 +6,13 @@ mod execution_request;
 mod pricing;
 
 pub use compile_job::{
-    BUILD_TARGET_WASIP1, CompileJob, CompileJobSpec, CompileJobStatus, CompileSource,
-    LAST_USED_ANNOTATION, RETRY_ANNOTATION,
+    BUILD_TARGET_WASIP1, CompileJob, CompileJobSpec, CompileJobStatus, CompileSource, CompileStage,
+    CompileState, LAST_USED_ANNOTATION, RETRY_ANNOTATION,
 };
-pub use conditions::{condition_status, conditions_schema, set_condition};
+pub use conditions::{
+    ConditionStatus, ConditionType, HasConditions, Reason, StatusUpdate, condition_status,
+    conditions_schema, set_condition,
+};
 pub use execution_request::{
     CodeRef, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
     MAX_EXECUTION_SECONDS, MAX_INPUT_BYTES, MAX_INSTRUCTIONS, MAX_MEMORY_MB, OnChain,

@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::conditions::conditions_schema;
+use super::conditions::{HasConditions, conditions_schema};
 
 /// The name of the one Pricing object the operator reads.
 pub const PRICING_SINGLETON: &str = "default";
@@ -53,4 +53,13 @@ pub struct PricingStatus {
     pub on_chain: Option<PricingSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_tx_hash: Option<String>,
+}
+
+impl HasConditions for PricingStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
 }

@@ -31,20 +31,7 @@ const CACHE_MOUNT: &str = "/cache";
 pub const WORKSPACES_SUBDIR: &str = "workspaces";
 
 /// Which of the two steps a Job runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    Fetch,
-    Build,
-}
-
-impl Stage {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stage::Fetch => "fetch",
-            Stage::Build => "build",
-        }
-    }
-}
+pub use crate::crd::CompileStage as Stage;
 
 /// `<compile job>-fetch` / `<compile job>-build`.
 pub fn compile_stage_job_name(compile_job: &str, stage: Stage) -> String {

@@ -66,7 +66,7 @@ pub fn bounded_name(base: &str, suffix: &str) -> String {
         return format!("{base}{suffix}");
     }
     let digest = Sha256::digest(base.as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hex::encode(&digest[..4]);
     let keep = MAX - suffix.len() - hash.len() - 1;
     let prefix = base[..keep].trim_end_matches('-');
     format!("{prefix}-{hash}{suffix}")

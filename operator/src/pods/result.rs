@@ -10,7 +10,7 @@ use super::executor::EXECUTOR_CONTAINER;
 /// The longest piece of an unexpected termination message quoted in a failure reason.
 const MAX_QUOTED: usize = 256;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum ExecutorOutcome {
     /// The executor ran the guest and wrote its result (which may say the guest failed).
     Finished(ResultMessage),

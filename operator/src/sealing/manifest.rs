@@ -259,7 +259,7 @@ impl SealedSecret {
 /// 32 hex characters of sha256 over the scope's unambiguous encoding.
 pub fn scope_hash(scope: &Scope) -> String {
     let digest = Sha256::digest(scope.encode());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..16])
 }
 
 /// A valid label value for `value`: `[A-Za-z0-9._-]`, alphanumeric at both ends, ≤ 63 characters.
@@ -280,7 +280,7 @@ pub fn label_value(value: &str) -> String {
         return trimmed.to_string();
     }
     let digest = Sha256::digest(value.as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hex::encode(&digest[..4]);
     let room = MAX_LABEL_VALUE - hash.len() - 1;
     let prefix =
         trimmed[..trimmed.len().min(room)].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());

@@ -24,6 +24,7 @@ use super::manifest::{ManifestError, find_exact};
 use super::plaintext::Plaintext;
 use super::scope::Scope;
 use crate::chain::ChainClient;
+use crate::crd::Reason;
 
 /// The key of the env file in the ephemeral Secret (the executor's `--env-file`).
 pub const ENV_FILE_KEY: &str = "env.json";
@@ -68,13 +69,13 @@ pub enum UnsealError {
 
 impl UnsealError {
     /// A CamelCase reason for conditions and Events.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::NotFound(_) => "SecretsNotFound",
-            Self::Denied(_) => "SecretsAccessDenied",
-            Self::Access(_) | Self::Contract(_) => "SecretsUnavailable",
-            Self::Open(_) => "SecretsUnreadable",
-            Self::Lookup(_) | Self::ContractRecord { .. } => "SecretsInvalid",
+            Self::NotFound(_) => Reason::SecretsNotFound,
+            Self::Denied(_) => Reason::SecretsAccessDenied,
+            Self::Access(_) | Self::Contract(_) => Reason::SecretsUnavailable,
+            Self::Open(_) => Reason::SecretsUnreadable,
+            Self::Lookup(_) | Self::ContractRecord { .. } => Reason::SecretsInvalid,
         }
     }
 

@@ -1,0 +1,949 @@
+//! Every decision of [`next_step`], as tables: phase × what was observed → the step. No cluster, no
+//! chain: each row is a function call.
+
+use super::*;
+use crate::crd::{CodeRef, CompileJobStatus, ExecutionRequestSpec, Limits, OnChain, set_condition};
+use crate::pods::result::ResultMessage;
+
+const DEADLINE_HEIGHT: u64 = 1_000;
+
+fn now() -> Timestamp {
+    Timestamp::from_second(1_700_000_000).unwrap()
+}
+
+fn config() -> OperatorConfig {
+    let mut config = OperatorConfig::default();
+    config.on_chain.report_margin = Duration::from_secs(5);
+    config.on_chain.compile_budget = Duration::from_secs(60);
+    config.platform_retries = 2;
+    config.failed_pod_retention = Duration::from_secs(3_600);
+    config.execution_ttl = Duration::from_secs(86_400);
+    config
+}
+
+/// A kubectl request for a repository, 10 s time limit.
+fn kubectl() -> ExecutionRequest {
+    let mut request = ExecutionRequest::new(
+        "req-1",
+        ExecutionRequestSpec {
+            code: CodeRef::from_repo("https://github.com/alice/echo", "main"),
+            input: String::new(),
+            limits: Limits {
+                max_instructions: 1_000_000,
+                max_memory_mb: 16,
+                max_execution_seconds: 10,
+            },
+            response_format: ResponseFormat::Text,
+            secrets_ref: None,
+            on_chain: None,
+        },
+    );
+    request.metadata.namespace = Some("ns".to_string());
+    request.metadata.generation = Some(1);
+    request
+}
+
+fn on_chain() -> ExecutionRequest {
+    let mut request = kubectl();
+    request.spec.on_chain = Some(OnChain {
+        request_id: 7,
+        data_id: "data".to_string(),
+        sender: "alice.near".to_string(),
+        deposit: "1000000000000000000000000".to_string(),
+        block_height: 800,
+        yield_deadline_height: DEADLINE_HEIGHT,
+    });
+    request
+}
+
+fn in_phase(mut request: ExecutionRequest, phase: Phase) -> ExecutionRequest {
+    request.status.get_or_insert_with(Default::default).phase = Some(phase);
+    request
+}
+
+fn with_status(
+    mut request: ExecutionRequest,
+    edit: impl FnOnce(&mut ExecutionRequestStatus),
+) -> ExecutionRequest {
+    edit(request.status.get_or_insert_with(Default::default));
+    request
+}
+
+/// An on-chain request reporting the run's outcome.
+fn reporting(success: bool, reason: &str) -> ExecutionRequest {
+    with_status(on_chain(), |status| {
+        status.phase = Some(Phase::Reporting);
+        status.output = Some("hi".to_string());
+        status.outcome = Some(RunOutcome {
+            success,
+            reason: reason.to_string(),
+            message: "the module ran to completion".to_string(),
+        });
+    })
+}
+
+fn window(window: YieldWindow) -> Observed {
+    Observed {
+        window: Some(window),
+        ..Observed::default()
+    }
+}
+
+fn unbounded() -> Observed {
+    window(YieldWindow::Unbounded)
+}
+
+fn seconds_left(seconds: u64) -> Observed {
+    window(YieldWindow::Left(Duration::from_secs(seconds)))
+}
+
+fn compile_job(ready: Option<(bool, Reason)>, sha256: Option<&str>) -> ModuleObservation {
+    let mut status = CompileJobStatus {
+        wasm_sha256: sha256.map(str::to_string),
+        resolved_commit: Some("0123456789abcdef0123456789abcdef01234567".to_string()),
+        compile_time_ms: Some(1_500),
+        ..CompileJobStatus::default()
+    };
+    if let Some((ready, reason)) = ready {
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            ready,
+            reason.as_str(),
+            "git clone failed",
+            Some(1),
+            Time(now()),
+        );
+    }
+    ModuleObservation::CompileJob {
+        name: "cj-1".to_string(),
+        status: Box::new(status),
+    }
+}
+
+fn building() -> ModuleObservation {
+    compile_job(None, None)
+}
+
+fn cached() -> ModuleObservation {
+    compile_job(Some((true, Reason::ModuleReady)), Some("ab12"))
+}
+
+fn compile_failed() -> ModuleObservation {
+    compile_job(Some((false, Reason::FetchFailed)), None)
+}
+
+fn with(mut observed: Observed, edit: impl FnOnce(&mut Observed)) -> Observed {
+    edit(&mut observed);
+    observed
+}
+
+fn module(observed: Observed, module: ModuleObservation) -> Observed {
+    with(observed, |o| o.module = Some(module))
+}
+
+fn pod(observed: Observed, pod: PodObservation) -> Observed {
+    with(module(observed, cached()), |o| o.pod = Some(pod))
+}
+
+fn missing_pod(observed: Observed, secrets: SecretsStep) -> Observed {
+    with(pod(observed, PodObservation::Missing), |o| {
+        o.secrets = Some(secrets)
+    })
+}
+
+fn result(ok: bool, output: Option<&str>, error_kind: Option<&str>) -> ResultMessage {
+    ResultMessage {
+        v: 1,
+        ok,
+        output: output.map(|json| RawValue::from_string(json.to_string()).unwrap()),
+        output_encoding: "text".to_string(),
+        output_sha256: None,
+        output_size: None,
+        instructions: 1_234,
+        time_ms: 56,
+        error: (!ok).then(|| "the guest ran out of time".to_string()),
+        error_kind: error_kind.map(str::to_string),
+        exit_code: None,
+    }
+}
+
+fn large_result() -> ResultMessage {
+    ResultMessage {
+        output_sha256: Some("cd".repeat(32)),
+        output_size: Some(100_000),
+        ..result(true, None, None)
+    }
+}
+
+fn ended(observed: Observed, result: ResultMessage) -> Observed {
+    pod(
+        observed,
+        PodObservation::Ended(ExecutorOutcome::Finished(result)),
+    )
+}
+
+fn platform_failure(observed: Observed) -> Observed {
+    pod(
+        observed,
+        PodObservation::Ended(ExecutorOutcome::PlatformFailure("OOMKilled".to_string())),
+    )
+}
+
+fn at_head(height: u64) -> Observed {
+    Observed {
+        head: Some(ChainHead::At(height)),
+        ..Observed::default()
+    }
+}
+
+fn on_chain_request(request: RequestOnChain) -> Observed {
+    with(at_head(900), |o| o.request = Some(request))
+}
+
+fn sent(sent: Sent) -> Observed {
+    with(on_chain_request(RequestOnChain::Pending), |o| {
+        o.sent = Some(sent)
+    })
+}
+
+fn applied() -> Sent {
+    Sent::Applied {
+        tx_hash: "tx1".to_string(),
+        submit_tx: None,
+        cost_yocto: Some("42".to_string()),
+    }
+}
+
+fn effect_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::StartPod { .. } => "StartPod",
+        Effect::MarkUsed { .. } => "MarkUsed",
+        Effect::DeleteEnvSecret => "DeleteEnvSecret",
+        Effect::DeleteChildren => "DeleteChildren",
+    }
+}
+
+/// A step in one line: what it looks at, or the phase it writes, its Event, metric, effects and
+/// what comes next.
+fn summary(step: &Step) -> String {
+    let outcome = match step {
+        Step::Look(Look::Module { may_compile }) => {
+            return format!("look module may_compile={may_compile}");
+        }
+        Step::Look(Look::Send(_)) => return "look send".to_string(),
+        Step::Look(Look::StoredOutput { .. }) => return "look stored-output".to_string(),
+        Step::Look(look) => return format!("look {look:?}"),
+        Step::Reject(Rejection::Spec(_)) => return "reject spec".to_string(),
+        Step::Reject(Rejection::Result(_)) => return "reject result".to_string(),
+        Step::Write(outcome) => outcome,
+    };
+    let mut parts = vec![match &outcome.status {
+        Some(status) => match status.phase {
+            Some(phase) => format!("phase={phase:?}"),
+            None => "phase=-".to_string(),
+        },
+        None => "unchanged".to_string(),
+    }];
+    match &outcome.note {
+        Some(Note::Normal(reason, _)) => parts.push(format!("note={reason}")),
+        Some(Note::Warning(reason, _)) => parts.push(format!("warn={reason}")),
+        None => {}
+    }
+    if let Some(finished) = &outcome.finished {
+        parts.push(format!(
+            "finished={}/{}",
+            finished.result.as_str(),
+            finished.reason
+        ));
+    }
+    if !outcome.before.is_empty() {
+        let names: Vec<_> = outcome.before.iter().map(effect_name).collect();
+        parts.push(format!("before={}", names.join(",")));
+    }
+    if !outcome.after.is_empty() {
+        let names: Vec<_> = outcome.after.iter().map(effect_name).collect();
+        parts.push(format!("after={}", names.join(",")));
+    }
+    parts.push(match outcome.then {
+        Then::AwaitChange => "await".to_string(),
+        Then::Requeue(after) => format!("requeue={after:?}"),
+        Then::Cleanup => "cleanup".to_string(),
+    });
+    parts.join(" ")
+}
+
+fn step(request: &ExecutionRequest, observed: &Observed) -> Step {
+    next_step(request, observed, now(), &config())
+}
+
+fn written(step: Step) -> Outcome {
+    match step {
+        Step::Write(outcome) => *outcome,
+        other => panic!("expected a write, got {}", summary(&other)),
+    }
+}
+
+/// Whether `look` asks for something `observed` already has: the reconcile loop would never end.
+fn asks_again(look: &Look, observed: &Observed) -> bool {
+    match look {
+        Look::YieldWindow => observed.window.is_some(),
+        Look::Module { .. } => observed.module.is_some(),
+        Look::Pod => observed.pod.is_some(),
+        Look::Secrets => observed.secrets.is_some(),
+        Look::StoredOutput { .. } => observed.stored_output.is_some(),
+        Look::ChainHead => observed.head.is_some(),
+        Look::RequestOnChain => observed.request.is_some(),
+        Look::Send(_) => observed.sent.is_some(),
+    }
+}
+
+fn check(rows: Vec<(&str, ExecutionRequest, Observed, &str)>) {
+    let mut failures = Vec::new();
+    for (name, request, observed, expected) in rows {
+        let step = step(&request, &observed);
+        if let Step::Look(look) = &step
+            && asks_again(look, &observed)
+        {
+            failures.push(format!("{name}: asks again for {look:?}"));
+        }
+        let got = summary(&step);
+        if got != expected {
+            failures.push(format!("{name}:\n  expected {expected}\n  got      {got}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn before_the_module_is_ready() {
+    check(vec![
+        (
+            "first, the yield window",
+            kubectl(),
+            Observed::default(),
+            "look YieldWindow",
+        ),
+        (
+            "kubectl: compile whatever the time",
+            kubectl(),
+            unbounded(),
+            "look module may_compile=true",
+        ),
+        (
+            "on chain, time for compile + run + report",
+            on_chain(),
+            seconds_left(75),
+            "look module may_compile=true",
+        ),
+        (
+            "on chain, too little time to compile",
+            on_chain(),
+            seconds_left(74),
+            "look module may_compile=false",
+        ),
+        (
+            "on chain, within the report margin",
+            on_chain(),
+            seconds_left(5),
+            "phase=Expired warn=YieldDeadline finished=expired/YieldDeadline after=DeleteChildren cleanup",
+        ),
+        (
+            "not cached, no time to compile",
+            on_chain(),
+            module(
+                seconds_left(30),
+                ModuleObservation::NotCompiled {
+                    name: "cj-1".to_string(),
+                },
+            ),
+            "phase=Expired warn=NoTimeToCompile finished=expired/NoTimeToCompile after=DeleteChildren cleanup",
+        ),
+        (
+            "cache miss: waiting for the build, announced once",
+            kubectl(),
+            module(unbounded(), building()),
+            "phase=Compiling note=Compiling await",
+        ),
+        (
+            "still compiling: no second Event",
+            in_phase(kubectl(), Phase::Compiling),
+            module(unbounded(), building()),
+            "phase=Compiling await",
+        ),
+        (
+            "compiling on chain wakes before the deadline",
+            on_chain(),
+            module(seconds_left(100), building()),
+            "phase=Compiling note=Compiling requeue=95s",
+        ),
+        (
+            "compile failed, kubectl",
+            in_phase(kubectl(), Phase::Compiling),
+            module(unbounded(), compile_failed()),
+            "phase=Failed warn=CompileFailed finished=failed/CompileFailed cleanup",
+        ),
+        (
+            "compile failed, on chain: the contract hears about it",
+            in_phase(on_chain(), Phase::Compiling),
+            module(seconds_left(100), compile_failed()),
+            "phase=Reporting await",
+        ),
+        (
+            "a Ready condition without a module hash is still compiling",
+            in_phase(kubectl(), Phase::Compiling),
+            module(
+                unbounded(),
+                compile_job(Some((true, Reason::ModuleReady)), None),
+            ),
+            "phase=Compiling await",
+        ),
+        (
+            "cache hit: the pod next",
+            kubectl(),
+            module(unbounded(), cached()),
+            "look Pod",
+        ),
+        (
+            "by hash: no compile at all",
+            kubectl(),
+            module(unbounded(), ModuleObservation::ByHash("ef".repeat(32))),
+            "look Pod",
+        ),
+    ]);
+}
+
+#[test]
+fn starting_the_executor_pod() {
+    check(vec![
+        (
+            "no pod: the secrets first",
+            kubectl(),
+            pod(unbounded(), PodObservation::Missing),
+            "look Secrets",
+        ),
+        (
+            "no pod, no time for the run on chain",
+            on_chain(),
+            pod(seconds_left(14), PodObservation::Missing),
+            "phase=Expired warn=NoTimeToExecute finished=expired/NoTimeToExecute after=DeleteChildren cleanup",
+        ),
+        (
+            "no pod, just enough time on chain",
+            on_chain(),
+            pod(seconds_left(15), PodObservation::Missing),
+            "look Secrets",
+        ),
+        (
+            "secrets ready: start the pod and mark the module used",
+            kubectl(),
+            missing_pod(unbounded(), SecretsStep::Ready(None)),
+            "phase=Executing note=ExecutorStarted before=StartPod,MarkUsed await",
+        ),
+        (
+            "by hash: no CompileJob to mark",
+            kubectl(),
+            with(
+                module(unbounded(), ModuleObservation::ByHash("ef".repeat(32))),
+                |o| {
+                    o.pod = Some(PodObservation::Missing);
+                    o.secrets = Some(SecretsStep::Ready(None));
+                },
+            ),
+            "phase=Executing note=ExecutorStarted before=StartPod await",
+        ),
+        (
+            "secrets denied, kubectl",
+            kubectl(),
+            missing_pod(
+                unbounded(),
+                SecretsStep::Denied {
+                    reason: Reason::SecretsAccessDenied,
+                    message: "alice.near may not".to_string(),
+                },
+            ),
+            "phase=Failed warn=SecretsAccessDenied finished=failed/SecretsAccessDenied cleanup",
+        ),
+        (
+            "secrets denied, on chain",
+            on_chain(),
+            missing_pod(
+                seconds_left(100),
+                SecretsStep::Denied {
+                    reason: Reason::SecretsNotFound,
+                    message: "none stored".to_string(),
+                },
+            ),
+            "phase=Reporting await",
+        ),
+        (
+            "sealing keys not loaded: say so once",
+            kubectl(),
+            missing_pod(unbounded(), SecretsStep::Waiting("keys".to_string())),
+            "phase=- requeue=10s",
+        ),
+        (
+            "sealing keys not loaded, already said",
+            with_status(kubectl(), |s| s.message = Some("keys".to_string())),
+            missing_pod(unbounded(), SecretsStep::Waiting("keys".to_string())),
+            "unchanged requeue=10s",
+        ),
+        (
+            "pod running, seen for the first time",
+            in_phase(kubectl(), Phase::Compiling),
+            pod(unbounded(), PodObservation::Running),
+            "phase=Executing await",
+        ),
+        (
+            "pod running, nothing new",
+            in_phase(kubectl(), Phase::Executing),
+            pod(unbounded(), PodObservation::Running),
+            "unchanged await",
+        ),
+        (
+            "pod running on chain wakes before the deadline",
+            in_phase(on_chain(), Phase::Executing),
+            pod(seconds_left(60), PodObservation::Running),
+            "unchanged requeue=55s",
+        ),
+    ]);
+}
+
+#[test]
+fn the_executor_result() {
+    let running = |request| in_phase(request, Phase::Executing);
+    check(vec![
+        (
+            "success, kubectl",
+            running(kubectl()),
+            ended(unbounded(), result(true, Some("\"hi\""), None)),
+            "phase=Succeeded note=Succeeded finished=succeeded/Succeeded before=DeleteEnvSecret cleanup",
+        ),
+        (
+            "success, on chain: report it",
+            running(on_chain()),
+            ended(seconds_left(100), result(true, Some("\"hi\""), None)),
+            "phase=Reporting before=DeleteEnvSecret await",
+        ),
+        (
+            "the guest hit its time limit",
+            running(kubectl()),
+            ended(unbounded(), result(false, None, Some("timeLimit"))),
+            "phase=Failed warn=TimeLimit finished=failed/TimeLimit before=DeleteEnvSecret cleanup",
+        ),
+        (
+            "the guest failed without a kind",
+            running(kubectl()),
+            ended(unbounded(), result(false, None, None)),
+            "phase=Failed warn=GuestFailed finished=failed/GuestFailed before=DeleteEnvSecret cleanup",
+        ),
+        (
+            "an output in the cache: read it first",
+            running(kubectl()),
+            ended(unbounded(), large_result()),
+            "look stored-output",
+        ),
+        (
+            "an output in the cache the operator cannot hold",
+            running(kubectl()),
+            with(ended(unbounded(), large_result()), |o| {
+                o.stored_output = Some(None)
+            }),
+            "phase=Succeeded note=Succeeded finished=succeeded/Succeeded before=DeleteEnvSecret cleanup",
+        ),
+        (
+            "platform failure: re-run",
+            running(kubectl()),
+            platform_failure(unbounded()),
+            "phase=Executing warn=Retrying requeue=100ms",
+        ),
+        (
+            "platform failure, retries used up",
+            with_status(running(kubectl()), |s| s.retries = Some(2)),
+            platform_failure(unbounded()),
+            "phase=Failed warn=ExecutorFailed finished=failed/ExecutorFailed before=DeleteEnvSecret cleanup",
+        ),
+        (
+            "platform failure, no time for another run on chain",
+            running(on_chain()),
+            platform_failure(seconds_left(14)),
+            "phase=Reporting before=DeleteEnvSecret await",
+        ),
+    ]);
+}
+
+#[test]
+fn reporting_on_chain() {
+    check(vec![
+        (
+            "first, the head",
+            reporting(true, "Succeeded"),
+            Observed::default(),
+            "look ChainHead",
+        ),
+        (
+            "no chain client: say so",
+            reporting(true, "Succeeded"),
+            with(Observed::default(), |o| o.head = Some(ChainHead::NoClient)),
+            "phase=Reporting requeue=30s",
+        ),
+        (
+            "the yield window closed",
+            reporting(true, "Succeeded"),
+            at_head(DEADLINE_HEIGHT),
+            "phase=Expired warn=YieldTimedOut finished=expired/YieldTimedOut after=DeleteChildren cleanup",
+        ),
+        (
+            "before sending, ask the contract",
+            reporting(true, "Succeeded"),
+            at_head(DEADLINE_HEIGHT - 1),
+            "look RequestOnChain",
+        ),
+        (
+            "gone from the contract: settled",
+            reporting(true, "Succeeded"),
+            on_chain_request(RequestOnChain::Gone),
+            "phase=Succeeded note=AlreadySettled finished=succeeded/Succeeded cleanup",
+        ),
+        (
+            "already resolved: never twice",
+            reporting(true, "Succeeded"),
+            on_chain_request(RequestOnChain::Resolved),
+            "phase=Succeeded note=AlreadyResolved finished=succeeded/Succeeded cleanup",
+        ),
+        (
+            "pending: send",
+            reporting(true, "Succeeded"),
+            on_chain_request(RequestOnChain::Pending),
+            "look send",
+        ),
+        (
+            "an output in the cache: read it before sending",
+            with_status(reporting(true, "Succeeded"), |s| {
+                s.output = None;
+                s.output_sha256 = Some("cd".repeat(32));
+            }),
+            on_chain_request(RequestOnChain::Pending),
+            "look stored-output",
+        ),
+        (
+            "resolved",
+            reporting(true, "Succeeded"),
+            sent(applied()),
+            "phase=Succeeded note=Resolved finished=succeeded/Succeeded cleanup",
+        ),
+        (
+            "a guest failure, resolved: Failed, by the run's reason",
+            reporting(false, "TimeLimit"),
+            sent(applied()),
+            "phase=Failed warn=Resolved finished=failed/TimeLimit cleanup",
+        ),
+        (
+            "the send found it already resolved",
+            reporting(true, "Succeeded"),
+            sent(Sent::AlreadyResolved {
+                tx_hash: "tx2".to_string(),
+                message: "not found or already resolved".to_string(),
+            }),
+            "phase=Succeeded note=AlreadyResolved finished=succeeded/Succeeded cleanup",
+        ),
+        (
+            "the yield timed out under the send",
+            reporting(true, "Succeeded"),
+            sent(Sent::YieldTimedOut {
+                message: "timed out".to_string(),
+            }),
+            "phase=Expired warn=YieldTimedOut finished=expired/YieldTimedOut after=DeleteChildren cleanup",
+        ),
+        (
+            "refused for good: retried until the deadline",
+            reporting(true, "Succeeded"),
+            sent(Sent::Refused {
+                message: "reporting failed (tx): no".to_string(),
+            }),
+            "phase=Reporting warn=ReportFailed requeue=10s",
+        ),
+        (
+            "the outcome was lost: reported as a failure",
+            with_status(reporting(true, "Succeeded"), |s| s.outcome = None),
+            sent(applied()),
+            "phase=Failed warn=Resolved finished=failed/OutcomeLost cleanup",
+        ),
+        (
+            "reporting without spec.onChain",
+            in_phase(kubectl(), Phase::Reporting),
+            Observed::default(),
+            "reject spec",
+        ),
+    ]);
+}
+
+#[test]
+fn finished_requests_only_clean_up() {
+    for phase in [Phase::Succeeded, Phase::Failed, Phase::Expired] {
+        for request in [kubectl(), on_chain()] {
+            assert_eq!(
+                summary(&step(&in_phase(request, phase), &Observed::default())),
+                "unchanged cleanup",
+                "{phase:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_inline_output_that_does_not_decode_is_rejected() {
+    // A JSON string with an invalid escape is valid JSON for RawValue only if it parses; an
+    // unterminated string never reaches here, so use a lone surrogate, which JSON allows and a
+    // Rust String does not.
+    let request = in_phase(kubectl(), Phase::Executing);
+    let observed = ended(unbounded(), result(true, Some("\"\\ud800\""), None));
+    assert_eq!(summary(&step(&request, &observed)), "reject result");
+}
+
+#[test]
+fn compiling_records_the_compile_job_and_why_it_waits() {
+    let outcome = written(step(&kubectl(), &module(unbounded(), building())));
+    let status = outcome.status.unwrap();
+    assert_eq!(status.compile_job.as_deref(), Some("cj-1"));
+    assert_eq!(status.cache_hit, Some(false));
+    let compiled = status.find_condition(ConditionType::Compiled).unwrap();
+    assert_eq!(
+        (compiled.status.as_str(), compiled.reason.as_str()),
+        ("False", "Compiling")
+    );
+    assert_eq!(
+        compiled.message,
+        "waiting for CompileJob cj-1 to build https://github.com/alice/echo@main"
+    );
+    assert_eq!(compiled.observed_generation, Some(1));
+    assert_eq!(compiled.last_transition_time, Time(now()));
+}
+
+#[test]
+fn a_started_pod_records_the_module_and_attempt() {
+    let outcome = written(step(
+        &kubectl(),
+        &missing_pod(
+            unbounded(),
+            SecretsStep::Ready(Some("req-1-env".to_string())),
+        ),
+    ));
+    assert_eq!(
+        outcome.before[0],
+        Effect::StartPod {
+            sha256: "ab12".to_string(),
+            attempt: 0,
+            env_secret: Some("req-1-env".to_string()),
+        }
+    );
+    let status = outcome.status.unwrap();
+    assert_eq!(status.cache_hit, Some(true));
+    assert_eq!(status.wasm_sha256.as_deref(), Some("ab12"));
+    assert_eq!(status.short_commit.as_deref(), Some("0123456789ab"));
+    assert_eq!(status.compile_time_ms, Some(1_500));
+    assert_eq!(status.condition(ConditionType::Compiled), Some(true));
+    assert_eq!(status.condition(ConditionType::Executed), Some(false));
+    assert_eq!(status.pod_name.as_deref(), Some("req-1-run"));
+}
+
+#[test]
+fn a_retry_moves_to_the_next_pod() {
+    let request = with_status(in_phase(kubectl(), Phase::Executing), |s| {
+        s.retries = Some(1)
+    });
+    let status = written(step(&request, &platform_failure(unbounded())))
+        .status
+        .unwrap();
+    assert_eq!(status.retries, Some(2));
+    assert_eq!(status.pod_name.as_deref(), Some("req-1-run-3"));
+}
+
+#[test]
+fn a_result_fills_the_status() {
+    let request = in_phase(kubectl(), Phase::Executing);
+    let status = written(step(
+        &request,
+        &ended(unbounded(), result(true, Some("\"a\\nb\""), None)),
+    ))
+    .status
+    .unwrap();
+    assert_eq!(status.output.as_deref(), Some("a\nb"));
+    assert_eq!(status.output_size, Some(3));
+    assert_eq!(status.instructions, Some(1_234));
+    assert_eq!(status.time.as_deref(), Some("56ms"));
+    assert_eq!(status.observed_generation, Some(1));
+    let succeeded = status.find_condition(ConditionType::Succeeded).unwrap();
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.reason.as_str()),
+        ("True", "Succeeded")
+    );
+}
+
+#[test]
+fn a_stored_output_goes_into_the_status() {
+    let request = in_phase(kubectl(), Phase::Executing);
+    let observed = with(ended(unbounded(), large_result()), |o| {
+        o.stored_output = Some(Some("big".to_string()))
+    });
+    let status = written(step(&request, &observed)).status.unwrap();
+    assert_eq!(status.output.as_deref(), Some("big"));
+    assert_eq!(status.output_sha256, Some("cd".repeat(32)));
+    assert_eq!(status.output_size, Some(3));
+}
+
+#[test]
+fn reporting_keeps_the_run_outcome() {
+    let request = in_phase(on_chain(), Phase::Executing);
+    let status = written(step(
+        &request,
+        &ended(seconds_left(100), result(false, None, Some("timeLimit"))),
+    ))
+    .status
+    .unwrap();
+    assert_eq!(
+        status.outcome,
+        Some(RunOutcome {
+            success: false,
+            reason: "TimeLimit".to_string(),
+            message: "the guest ran out of time".to_string(),
+        })
+    );
+    assert_eq!(
+        status.message.as_deref(),
+        Some("reporting on chain: the guest ran out of time")
+    );
+    assert_eq!(status.condition(ConditionType::Reported), Some(false));
+    assert_eq!(status.condition(ConditionType::Succeeded), None);
+}
+
+#[test]
+fn expiry_on_chain_says_the_contract_refunds() {
+    let status = written(step(&on_chain(), &seconds_left(3))).status.unwrap();
+    let reported = status.find_condition(ConditionType::Reported).unwrap();
+    assert_eq!(
+        (reported.status.as_str(), reported.reason.as_str()),
+        ("False", "YieldDeadline")
+    );
+    assert!(reported.message.contains("refunds"), "{}", reported.message);
+    assert_eq!(
+        status.message.as_deref(),
+        Some("the yield times out in 3s, too soon to finish and report")
+    );
+}
+
+#[test]
+fn a_resolve_records_its_transaction_and_cost() {
+    let status = written(step(&reporting(true, "Succeeded"), &sent(applied())))
+        .status
+        .unwrap();
+    assert_eq!(status.tx_hash.as_deref(), Some("tx1"));
+    assert_eq!(status.cost_yocto.as_deref(), Some("42"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("the module ran to completion")
+    );
+    let reported = status.find_condition(ConditionType::Reported).unwrap();
+    assert_eq!(
+        (reported.status.as_str(), reported.message.as_str()),
+        ("True", "resolved in transaction tx1")
+    );
+}
+
+#[test]
+fn cleanup_follows_retention_and_ttl() {
+    let finished = |success: bool, seconds_ago: i64| {
+        let mut status = ExecutionRequestStatus::default();
+        set_condition(
+            &mut status.conditions,
+            "Succeeded",
+            success,
+            "Succeeded",
+            "",
+            Some(1),
+            Time(Timestamp::from_second(now().as_second() - seconds_ago).unwrap()),
+        );
+        cleanup_step(&status, now(), &config())
+    };
+    assert_eq!(
+        finished(true, 0),
+        Cleanup::DeleteChildren {
+            then: Duration::from_secs(86_400)
+        }
+    );
+    assert_eq!(
+        finished(false, 10),
+        Cleanup::Wait(Duration::from_secs(3_590))
+    );
+    assert_eq!(
+        finished(false, 7_200),
+        Cleanup::DeleteChildren {
+            then: Duration::from_secs(86_400 - 7_200)
+        }
+    );
+    assert_eq!(finished(false, 86_400), Cleanup::DeleteRequest);
+    // No Succeeded condition: counted from now.
+    assert_eq!(
+        cleanup_step(&ExecutionRequestStatus::default(), now(), &config()),
+        Cleanup::Wait(Duration::from_secs(3_600))
+    );
+}
+
+fn response_of(
+    format: ResponseFormat,
+    status: &ExecutionRequestStatus,
+    success: bool,
+) -> Result<ExecutionResponse, Rejection> {
+    let outcome = RunOutcome {
+        success,
+        reason: "Succeeded".to_string(),
+        message: "the guest failed".to_string(),
+    };
+    execution_response(format, status, &outcome, None, 7)
+}
+
+#[test]
+fn responses_say_what_the_contract_can_take() {
+    let mut status = ExecutionRequestStatus {
+        output: Some("not json".to_string()),
+        instructions: Some(10),
+        time_ms: Some(20),
+        compile_time_ms: Some(30),
+        cache_hit: Some(false),
+        ..ExecutionRequestStatus::default()
+    };
+    let text = response_of(ResponseFormat::Text, &status, true).unwrap();
+    assert!(text.success);
+    assert_eq!(text.resources_used.compile_time_ms, Some(30));
+    let json = response_of(ResponseFormat::Json, &status, true).unwrap();
+    assert!(!json.success);
+    assert!(json.error.unwrap().contains("not valid JSON"));
+    assert!(matches!(
+        response_of(ResponseFormat::Bytes, &status, true),
+        Err(Rejection::Result(_))
+    ));
+    let failed = response_of(ResponseFormat::Text, &status, false).unwrap();
+    assert_eq!(failed.error.as_deref(), Some("the guest failed"));
+    // A cache hit is not charged for the compile.
+    status.cache_hit = Some(true);
+    let hit = response_of(ResponseFormat::Text, &status, true).unwrap();
+    assert_eq!(hit.resources_used.compile_time_ms, None);
+    // Too large for the contract: a failure that says so.
+    status.output = Some("x".repeat(2 * 1024 * 1024));
+    let large = response_of(ResponseFormat::Text, &status, true).unwrap();
+    assert!(!large.success);
+    assert!(large.error.unwrap().contains("over the contract's limit"));
+    // Only the hash in the status and nothing read from the cache.
+    status.output = None;
+    status.output_sha256 = Some("cd".repeat(32));
+    status.output_size = Some(99);
+    let unread = response_of(ResponseFormat::Text, &status, true).unwrap();
+    assert!(unread.error.unwrap().contains("(99 bytes)"));
+}
+
+#[test]
+fn inline_outputs_decode_by_their_json_form() {
+    assert_eq!(decode_inline_output("\"a\\nb\"").unwrap(), "a\nb");
+    assert_eq!(decode_inline_output("{\"n\":1}").unwrap(), "{\"n\":1}");
+    assert!(decode_inline_output("\"unterminated").is_err());
+}
