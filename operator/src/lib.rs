@@ -21,9 +21,6 @@ pub mod leader;
 pub mod metrics;
 pub mod pods;
 pub mod sealing;
-/// The chain watcher under its former name, for code outside this crate that still uses it.
-#[doc(hidden)]
-pub use chain_watcher as watcher;
 
 /// Everything the operator's library can fail with; each variant names what failed and with which input.
 #[derive(Debug, thiserror::Error)]

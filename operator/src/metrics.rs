@@ -48,11 +48,6 @@ pub enum TimedPhase {
     Report,
 }
 
-/// The former name of [`TimedPhase`] (it clashed with `crd::Phase`), for code outside this crate that
-/// still uses it.
-#[doc(hidden)]
-pub type Phase = TimedPhase;
-
 impl TimedPhase {
     pub fn as_str(self) -> &'static str {
         match self {

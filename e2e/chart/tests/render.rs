@@ -395,7 +395,7 @@ fn rbac_is_least_privilege_and_covers_what_the_operator_uses() {
     assert_eq!(
         strings(&cursor_rule["resourceNames"]),
         [
-            outlayer_operator::watcher::CURSOR_CONFIG_MAP,
+            outlayer_operator::chain_watcher::CURSOR_CONFIG_MAP,
             outlayer_operator::sealing::keys::DEFAULT_PUBKEY_CONFIG_MAP
         ]
     );
@@ -822,7 +822,7 @@ fn values_schema_rejects_bad_values() {
 #[test]
 fn grafana_dashboard_queries_the_operators_metrics() {
     use outlayer_operator::metrics::{
-        CompileOutcome, ControllerKind, ExecutionResult, Metrics, Phase,
+        CompileOutcome, ControllerKind, ExecutionResult, Metrics, TimedPhase,
     };
     let objects = render(&[]);
     let config_map = single(&objects, "ConfigMap");
@@ -835,7 +835,7 @@ fn grafana_dashboard_queries_the_operators_metrics() {
     // Every family the operator exports, as Prometheus sees it (each touched so it is described).
     let metrics = Metrics::new();
     metrics.execution_finished(ExecutionResult::Succeeded, "Succeeded");
-    metrics.phase_duration(Phase::Execute, std::time::Duration::from_millis(1));
+    metrics.phase_duration(TimedPhase::Execute, std::time::Duration::from_millis(1));
     metrics.compile_finished(CompileOutcome::Succeeded);
     metrics.reconcile_error(
         ControllerKind::Execution,
