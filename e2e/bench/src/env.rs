@@ -1,13 +1,14 @@
 //! The cluster the benchmarks run on: a local control plane, a node agent that runs the real executor
-//! (and, for the on-chain bench, the real compiler), the CRDs, a restricted namespace and the module
-//! cache as a hostPath PersistentVolume. Mirrors `operator/tests/common` (a test module, not a
+//! (and, for the on-chain bench, the real compiler) or a real node running the images built from the
+//! repository's Dockerfiles, the CRDs, a restricted namespace and the module cache as a hostPath
+//! PersistentVolume. Mirrors `operator/tests/common` (a test module, not a
 //! library), with errors instead of panics.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use e2e_cluster::{Cluster, DEFAULT_NODE, NodeAgent};
+use e2e_cluster::{Cluster, ClusterOptions, DEFAULT_NODE, NodeAgent, real_node};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -26,8 +27,11 @@ const CACHE_CLAIM: &str = "outlayer-cache";
 
 /// Field order matters: the agent (and its containers) stops before the control plane.
 pub struct BenchEnv {
-    /// Held for its lifetime: dropping it stops the node agent.
-    _agent: NodeAgent,
+    /// Held for its lifetime: dropping it stops the node agent (none on a real node, which the
+    /// cluster owns).
+    _agent: Option<NodeAgent>,
+    /// The executor image pods run: the node agent's mapped name, or the real node's built image.
+    pub executor_image: String,
     pub cluster: Cluster,
     pub cache: tempfile::TempDir,
 }
@@ -75,7 +79,52 @@ impl BenchEnv {
         install_crds(&cluster).await?;
         create_cache_volume(&cluster, cache.path()).await?;
         Ok(Self {
-            _agent: agent,
+            _agent: Some(agent),
+            executor_image: EXECUTOR_IMAGE.to_string(),
+            cluster,
+            cache,
+        })
+    }
+
+    /// The same on a real node (kubelet, containerd, runc; needs root): images built from the
+    /// repository's Dockerfiles with the binaries in `bin_dir` (`e2e/real-node/images.sh`).
+    pub async fn start_real_node(bin_dir: &Path) -> anyhow::Result<Self> {
+        let cache = tempfile::tempdir().context("create the module cache directory")?;
+        for dir in ["wasm", "results"] {
+            std::fs::create_dir_all(cache.path().join(dir))
+                .with_context(|| format!("create <cache>/{dir}"))?;
+        }
+        // The executor runs as uid 65532 and writes large outputs here; the kubelet reads the rest.
+        for (dir, mode) in [("", 0o755), ("wasm", 0o755), ("results", 0o777)] {
+            std::fs::set_permissions(
+                cache.path().join(dir),
+                std::os::unix::fs::PermissionsExt::from_mode(mode),
+            )
+            .with_context(|| format!("chmod <cache>/{dir}"))?;
+        }
+        let bin_dir = bin_dir.to_path_buf();
+        let images = tokio::task::spawn_blocking(move || real_node::build_images(&bin_dir))
+            .await
+            .context("the image build task")??;
+        let mut cluster = Cluster::start_with(ClusterOptions::real_node())
+            .await
+            .context("start the local control plane")?;
+        cluster
+            .start_real_node(&images.only(&[&images.executor]))
+            .await
+            .context("start the real node (e2e/real-node/build.sh builds it)")?;
+        cluster
+            .create_namespace(
+                NAMESPACE,
+                &[("pod-security.kubernetes.io/enforce", "restricted")],
+            )
+            .await
+            .with_context(|| format!("create namespace {NAMESPACE}"))?;
+        install_crds(&cluster).await?;
+        create_cache_volume(&cluster, cache.path()).await?;
+        Ok(Self {
+            _agent: None,
+            executor_image: images.executor.clone(),
             cluster,
             cache,
         })

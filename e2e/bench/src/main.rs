@@ -18,7 +18,7 @@ use outlayer_operator::context::Context;
 use outlayer_operator::controllers;
 use outlayer_operator::crd::ExecutionRequest;
 
-use e2e_bench::env::{self, BenchEnv, EXECUTOR_IMAGE, NAMESPACE};
+use e2e_bench::env::{self, BenchEnv, NAMESPACE};
 use e2e_bench::{machine, stats};
 
 #[derive(Parser)]
@@ -46,6 +46,11 @@ struct Cli {
     /// bounds how many executor pods run at once). Default: the operator's default.
     #[arg(long)]
     executor_cpu: Option<String>,
+    /// Run executor pods as containers on a real node (kubelet, containerd, runc; needs root) with the
+    /// executor image built from its Dockerfile, instead of under the node agent. The image is built
+    /// from the directory of the executor binary, which must also hold the compiler and operator.
+    #[arg(long)]
+    real_node: bool,
     /// Skip steps: any of latency, throughput, memory (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -88,7 +93,6 @@ async fn main() -> anyhow::Result<()> {
         machine::describe((&executor, executor_profile), (&operator, operator_profile))
     );
     let config = OperatorConfig {
-        executor_image: EXECUTOR_IMAGE.to_string(),
         executor_cpu: cli
             .executor_cpu
             .clone()
@@ -101,8 +105,20 @@ async fn main() -> anyhow::Result<()> {
         cli.create_concurrency, config.executor_cpu, config.max_concurrent_reconciles
     );
 
-    println!("[setup] starting the control plane and node agent");
-    let env = BenchEnv::start(&executor, None).await?;
+    let env = if cli.real_node {
+        println!("[setup] starting the control plane and a real node");
+        let bin_dir = executor
+            .parent()
+            .context("the executor binary has no directory")?;
+        BenchEnv::start_real_node(bin_dir).await?
+    } else {
+        println!("[setup] starting the control plane and node agent");
+        BenchEnv::start(&executor, None).await?
+    };
+    let config = OperatorConfig {
+        executor_image: env.executor_image.clone(),
+        ..config
+    };
     let wasm_sha256 = env.publish(&guest)?;
     let client = env.cluster.client();
     println!(
