@@ -105,8 +105,9 @@ struct RunArgs {
     /// Namespace of the leader Lease (default: the pod's namespace, else --namespace).
     #[arg(long, env = "POD_NAMESPACE", help_heading = "Process")]
     lease_namespace: Option<String>,
-    /// How long a leader's last renewal keeps other replicas away.
-    #[arg(long, env = "OUTLAYER_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600), help_heading = "Process")]
+    /// How long a leader's last renewal keeps other replicas away (short, so a standby takes over a
+    /// killed leader's work within seconds of NEAR's 200-block yield window).
+    #[arg(long, env = "OUTLAYER_LEASE_DURATION_SECONDS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=3600), help_heading = "Process")]
     lease_duration_seconds: u64,
     /// After SIGTERM, how long in-flight reconciles may finish before they are cancelled (keep it
     /// under the pod's terminationGracePeriodSeconds, 30 by default, so the Lease is still released).
