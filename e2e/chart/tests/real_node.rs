@@ -2,7 +2,8 @@
 //! the repository's Dockerfiles), leader election through the Lease, and a real failover — the leader's
 //! operator process SIGKILLed on the node while a burst of requests is in flight: leadership comes back
 //! (the standby, or the restarted container), every request finishes once, and the time without a
-//! leader is printed.
+//! leader is printed. Before that, the chart's NetworkPolicies are shown enforced on pods labelled as
+//! a fetch Job and as a sandbox.
 //!
 //! Needs root, `scripts/install-deps` (helm, the control plane, the real node) and the debug binaries
 //! of the operator, executor and compiler (`cargo test --workspace` builds them first).
@@ -86,6 +87,62 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .holder_identity
 }
 
+/// A pod hardened as the chart runs every OutLayer pod, reporting `<target>=open|closed` for the
+/// node listener and the API server's Service, then its uid, capabilities, no_new_privs, seccomp
+/// mode and whether its root filesystem is writable. It waits first: kube-router programs a new pod's
+/// rules from its watch, about a second after the pod gets its IP (see e2e/README.md).
+fn probe_pod(name: &str, image: &str, labels: serde_json::Value, listener_port: u16) -> Pod {
+    let node = real_node::NODE_IP;
+    let script = format!(
+        "try() {{ if timeout 3 bash -c \"exec 3<>/dev/tcp/$2/$3\" 2>/dev/null; then echo \"$1=open\"; \
+         else echo \"$1=closed\"; fi; }}; sleep 4; try listener {node} {listener_port}; \
+         try apiserver-service 10.0.0.1 443; echo uid=$(id -u); \
+         grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t' | tr ':' '='; \
+         if touch /rootfs-write 2>/dev/null; then echo rootfs=writable; else echo rootfs=readonly; fi"
+    );
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": {
+                "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"}
+            },
+            "containers": [{
+                "name": "main", "image": image, "imagePullPolicy": "Never",
+                "command": ["bash", "-c", script],
+                "securityContext": {
+                    "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]}
+                },
+                "resources": {"limits": {"memory": "64Mi", "cpu": "100m"}}
+            }]
+        }
+    }))
+    .unwrap()
+}
+
+/// The log of pod `name` once it has finished.
+async fn finished_log(pods: &Api<Pod>, name: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let phase = pods
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            .unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            return pods.logs(name, &Default::default()).await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "pod {name} still {phase}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Names of the operator pods that are Ready.
 async fn ready_operators(pods: &Api<Pod>) -> Vec<String> {
     let params = ListParams::default().labels("app.kubernetes.io/component=operator");
@@ -115,7 +172,7 @@ async fn two_replicas_on_a_real_node_fail_over_within_the_lease_and_lose_nothing
         .await
         .unwrap();
     cluster
-        .start_real_node(&images.only(&[&images.operator, &images.executor]))
+        .start_real_node(&images.only(&[&images.operator, &images.executor, &images.debian]))
         .await
         .unwrap();
     let client = cluster.client();
@@ -146,6 +203,17 @@ async fn two_replicas_on_a_real_node_fail_over_within_the_lease_and_lose_nothing
         .create(&PostParams::default(), &pv)
         .await
         .unwrap();
+
+    // A listener on the node: the only place the chart's fetch policy is told to allow here.
+    let listener = tokio::net::TcpListener::bind((real_node::NODE_IP, 0))
+        .await
+        .unwrap();
+    let listener_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
 
     let (operator_repository, operator_tag) = split(&images.operator);
     let (executor_repository, executor_tag) = split(&images.executor);
@@ -194,6 +262,14 @@ async fn two_replicas_on_a_real_node_fail_over_within_the_lease_and_lose_nothing
             "networkPolicy.operatorEgress.apiServerPorts",
             format!("{{{api_port}}}"),
         ),
+        (
+            "networkPolicy.fetchEgress.ports",
+            format!("{{{listener_port}}}"),
+        ),
+        (
+            "networkPolicy.fetchEgress.cidrs[0].cidr",
+            format!("{}/32", real_node::NODE_IP),
+        ),
     ]));
     helm.run(&args, None).unwrap_or_else(|e| panic!("{e}"));
 
@@ -214,6 +290,46 @@ async fn two_replicas_on_a_real_node_fail_over_within_the_lease_and_lose_nothing
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+
+    // The chart's NetworkPolicies, enforced: a pod labelled as a fetch Job reaches the allowed address
+    // and nothing else; one labelled as a sandbox (build Job, executor) reaches nothing. Both run
+    // hardened as the operator's pods do, checked from inside.
+    let fetch_labels =
+        json!({"app.kubernetes.io/name": "outlayer-compiler", "outlayer.dev/stage": "fetch"});
+    let sandbox_labels = json!({"outlayer.dev/sandbox": "true"});
+    for (name, labels) in [
+        ("fetch-probe", fetch_labels),
+        ("sandbox-probe", sandbox_labels),
+    ] {
+        pods.create(
+            &PostParams::default(),
+            &probe_pod(name, &images.debian, labels, listener_port),
+        )
+        .await
+        .unwrap();
+    }
+    for (name, expected) in [
+        ("fetch-probe", ["listener=open", "apiserver-service=closed"]),
+        (
+            "sandbox-probe",
+            ["listener=closed", "apiserver-service=closed"],
+        ),
+    ] {
+        let log = finished_log(&pods, name).await;
+        eprintln!("{name}:\n{log}");
+        for line in expected.iter().chain(&[
+            "uid=65532",
+            "CapEff=0000000000000000",
+            "NoNewPrivs=1",
+            "Seccomp=2",
+            "rootfs=readonly",
+        ]) {
+            assert!(
+                log.lines().any(|l| l == *line),
+                "{name}: {line} not in:\n{log}"
+            );
+        }
+    }
 
     // A burst in flight, then the leader's container is killed (grace 0: SIGKILL, no Lease hand-back).
     let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NS);
