@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use e2e_chart::{Helm, chart_dir};
-use e2e_cluster::real_node;
+use e2e_cluster::real_node::{self, probe};
 use e2e_cluster::{Cluster, ClusterOptions};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
@@ -85,62 +85,6 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .flatten()?
         .spec?
         .holder_identity
-}
-
-/// A pod hardened as the chart runs every OutLayer pod, reporting `<target>=open|closed` for the
-/// node listener and the API server's Service, then its uid, capabilities, no_new_privs, seccomp
-/// mode and whether its root filesystem is writable. It waits first: kube-router programs a new pod's
-/// rules from its watch, about a second after the pod gets its IP (see e2e/README.md).
-fn probe_pod(name: &str, image: &str, labels: serde_json::Value, listener_port: u16) -> Pod {
-    let node = real_node::NODE_IP;
-    let script = format!(
-        "try() {{ if timeout 3 bash -c \"exec 3<>/dev/tcp/$2/$3\" 2>/dev/null; then echo \"$1=open\"; \
-         else echo \"$1=closed\"; fi; }}; sleep 4; try listener {node} {listener_port}; \
-         try apiserver-service 10.0.0.1 443; echo uid=$(id -u); \
-         grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t' | tr ':' '='; \
-         if touch /rootfs-write 2>/dev/null; then echo rootfs=writable; else echo rootfs=readonly; fi"
-    );
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
-            "securityContext": {
-                "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"}
-            },
-            "containers": [{
-                "name": "main", "image": image, "imagePullPolicy": "Never",
-                "command": ["bash", "-c", script],
-                "securityContext": {
-                    "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                    "capabilities": {"drop": ["ALL"]}
-                },
-                "resources": {"limits": {"memory": "64Mi", "cpu": "100m"}}
-            }]
-        }
-    }))
-    .unwrap()
-}
-
-/// The log of pod `name` once it has finished.
-async fn finished_log(pods: &Api<Pod>, name: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let phase = pods
-            .get(name)
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.phase)
-            .unwrap_or_default();
-        if phase == "Succeeded" || phase == "Failed" {
-            return pods.logs(name, &Default::default()).await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "pod {name} still {phase}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Names of the operator pods that are Ready.
@@ -297,16 +241,16 @@ async fn two_replicas_on_a_real_node_fail_over_within_the_lease_and_lose_nothing
     let fetch_labels =
         json!({"app.kubernetes.io/name": "outlayer-compiler", "outlayer.dev/stage": "fetch"});
     let sandbox_labels = json!({"outlayer.dev/sandbox": "true"});
+    let targets = [
+        ("listener", real_node::NODE_IP, listener_port),
+        ("apiserver-service", "10.0.0.1", 443),
+    ];
     for (name, labels) in [
         ("fetch-probe", fetch_labels),
         ("sandbox-probe", sandbox_labels),
     ] {
-        pods.create(
-            &PostParams::default(),
-            &probe_pod(name, &images.debian, labels, listener_port),
-        )
-        .await
-        .unwrap();
+        let pod = probe::pod(name, &images.debian, labels, &targets, 4).unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
     }
     for (name, expected) in [
         ("fetch-probe", ["listener=open", "apiserver-service=closed"]),
@@ -315,20 +259,10 @@ async fn two_replicas_on_a_real_node_fail_over_within_the_lease_and_lose_nothing
             ["listener=closed", "apiserver-service=closed"],
         ),
     ] {
-        let log = finished_log(&pods, name).await;
+        let (_, log) = probe::finished(&pods, name, WAIT).await.unwrap();
         eprintln!("{name}:\n{log}");
-        for line in expected.iter().chain(&[
-            "uid=65532",
-            "CapEff=0000000000000000",
-            "NoNewPrivs=1",
-            "Seccomp=2",
-            "rootfs=readonly",
-        ]) {
-            assert!(
-                log.lines().any(|l| l == *line),
-                "{name}: {line} not in:\n{log}"
-            );
-        }
+        let missing = probe::missing(&log, expected.into_iter().chain(probe::HARDENED));
+        assert!(missing.is_empty(), "{name}: {missing:?} not in:\n{log}");
     }
 
     // A burst in flight, then the leader's container is killed (grace 0: SIGKILL, no Lease hand-back).

@@ -6,9 +6,9 @@
 //! executor, compiler and operator (`cargo test --workspace` builds them first).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e_cluster::real_node::{self, NODE_IP, host};
+use e2e_cluster::real_node::{self, NODE_IP, host, probe};
 use e2e_cluster::{Cluster, ClusterOptions};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -22,67 +22,6 @@ fn bin_dir() -> PathBuf {
     // tests run from target/debug/deps
     let exe = std::env::current_exe().unwrap();
     exe.parent().and_then(|p| p.parent()).unwrap().to_path_buf()
-}
-
-/// A pod hardened as the chart runs every OutLayer pod (restricted Pod Security).
-fn hardened_pod(name: &str, image: &str, labels: serde_json::Value, script: &str) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
-            "securityContext": {
-                "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"}
-            },
-            "containers": [{
-                "name": "main", "image": image, "imagePullPolicy": "Never",
-                "command": ["bash", "-c", script],
-                "securityContext": {
-                    "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                    "capabilities": {"drop": ["ALL"]}
-                },
-                "resources": {"limits": {"memory": "64Mi", "cpu": "200m"}}
-            }]
-        }
-    }))
-    .unwrap()
-}
-
-async fn finished_log(pods: &Api<Pod>, name: &str) -> (String, String) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let pod = pods.get(name).await.unwrap();
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        if phase == "Succeeded" || phase == "Failed" {
-            let log = pods.logs(name, &Default::default()).await.unwrap();
-            return (phase, log);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod {name} still {phase}: {:?}",
-            pod.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Connection attempts a pod reports as `<name>=open|closed`.
-fn probe_script(listener_port: u16) -> String {
-    format!(
-        "try() {{ if timeout 3 bash -c \"exec 3<>/dev/tcp/$2/$3\" 2>/dev/null; then echo \"$1=open\"; else echo \"$1=closed\"; fi; }}; \
-         sleep ${{DELAY:-0}}; \
-         try node-listener {NODE_IP} {listener_port}; \
-         try apiserver-service 10.0.0.1 443; \
-         echo uid=$(id -u); \
-         grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t' | tr ':' '='; \
-         if touch /rootfs-write 2>/dev/null; then echo rootfs=writable; else echo rootfs=readonly; fi"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,34 +52,25 @@ async fn real_node_runs_hardened_containers_enforces_policies_and_leaves_nothing
     });
 
     // Restricted Pod Security admits the hardened pod; it runs as a real container.
+    let targets = [
+        ("node-listener", NODE_IP, port),
+        ("apiserver-service", "10.0.0.1", 443),
+    ];
     pods.create(
         &PostParams::default(),
-        &hardened_pod(
-            "open",
-            &images.debian,
-            json!({"app": "probe"}),
-            &probe_script(port),
-        ),
+        &probe::pod("open", &images.debian, json!({"app": "probe"}), &targets, 0).unwrap(),
     )
     .await
     .unwrap();
-    let (phase, log) = finished_log(&pods, "open").await;
+    let (phase, log) = probe::finished(&pods, "open", WAIT).await.unwrap();
     eprintln!("pod without a policy:\n{log}");
     assert_eq!(phase, "Succeeded", "{log}");
-    for line in [
-        "node-listener=open",
-        "apiserver-service=open",
-        "uid=65532",
-        "CapEff=0000000000000000",
-        "NoNewPrivs=1",
-        "Seccomp=2",
-        "rootfs=readonly",
-    ] {
-        assert!(log.lines().any(|l| l == line), "{line} not in:\n{log}");
-    }
+    let expected = ["node-listener=open", "apiserver-service=open"];
+    let missing = probe::missing(&log, expected.into_iter().chain(probe::HARDENED));
+    assert!(missing.is_empty(), "{missing:?} not in:\n{log}");
 
     // A privileged pod is refused by Pod Security admission before it reaches the node.
-    let mut privileged = hardened_pod("privileged", &images.debian, json!({}), "true");
+    let mut privileged = probe::pod("privileged", &images.debian, json!({}), &[], 0).unwrap();
     let context = privileged.spec.as_mut().unwrap().containers[0]
         .security_context
         .as_mut()
@@ -170,26 +100,24 @@ async fn real_node_runs_hardened_containers_enforces_policies_and_leaves_nothing
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
-    let mut sandboxed = hardened_pod(
+    // kube-router programs a new pod's rules from its watch (about a second here); the probe waits
+    // so that it tests the enforced state, not that race (see e2e/README.md).
+    let sandboxed = probe::pod(
         "sandboxed",
         &images.debian,
         json!({"app": "sandboxed"}),
-        &probe_script(port),
-    );
-    // kube-router programs a new pod's rules from its watch (about a second here); the probe waits
-    // so that it tests the enforced state, not that race (see e2e/README.md).
-    sandboxed.spec.as_mut().unwrap().containers[0].env = Some(vec![
-        serde_json::from_value(json!({"name": "DELAY", "value": "4"})).unwrap(),
-    ]);
+        &targets,
+        4,
+    )
+    .unwrap();
     pods.create(&PostParams::default(), &sandboxed)
         .await
         .unwrap();
-    let (phase, log) = finished_log(&pods, "sandboxed").await;
+    let (phase, log) = probe::finished(&pods, "sandboxed", WAIT).await.unwrap();
     eprintln!("pod under default-deny:\n{log}");
     assert_eq!(phase, "Succeeded", "{log}");
-    for line in ["node-listener=closed", "apiserver-service=closed"] {
-        assert!(log.lines().any(|l| l == line), "{line} not in:\n{log}");
-    }
+    let missing = probe::missing(&log, ["node-listener=closed", "apiserver-service=closed"]);
+    assert!(missing.is_empty(), "{missing:?} not in:\n{log}");
 
     // The node's processes and containers are real: a container process lives in a kubepods cgroup.
     assert!(

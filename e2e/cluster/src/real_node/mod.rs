@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod host;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
