@@ -8,17 +8,14 @@ mod common;
 use std::path::Path;
 
 use common::{
-    NAMESPACE, OperatorEnv, echo_main_branch, git, operator_config, repositories_dir,
-    start_operator, test_context, wait_for,
+    NAMESPACE, OperatorEnv, echo_main_branch, finished, git, operator_config, repositories_dir,
+    request, start_operator, test_context, wait_for,
 };
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, PostParams};
 use outlayer_operator::config::OperatorConfig;
 use outlayer_operator::controllers;
-use outlayer_operator::crd::{
-    CodeRef, CompileJob, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
-    Phase, ResponseFormat, condition_status,
-};
+use outlayer_operator::crd::{CompileJob, ExecutionRequest, Phase, condition_status};
 
 /// A git repository holding the echo example as a standalone crate on `main`, and a `broken` branch
 /// whose code does not compile. It lives under target/ (not /tmp) because sandboxed pods see the host's
@@ -67,35 +64,6 @@ fn echo_repository_with(root: &Path, network_probe_port: Option<u16>) -> std::pa
         git(&repo, &["checkout", "-q", "main"]);
     }
     repo
-}
-
-fn request(name: &str, repo: &str, commit: &str, input: &str) -> ExecutionRequest {
-    ExecutionRequest::new(
-        name,
-        ExecutionRequestSpec {
-            code: CodeRef::from_repo(repo, commit),
-            input: input.to_string(),
-            limits: Limits {
-                max_instructions: 100_000_000,
-                max_memory_mb: 32,
-                max_execution_seconds: 10,
-            },
-            response_format: ResponseFormat::Text,
-            secrets_ref: None,
-            on_chain: None,
-        },
-    )
-}
-
-async fn finished(api: &Api<ExecutionRequest>, name: &str) -> ExecutionRequestStatus {
-    wait_for(&format!("{name} to finish"), || async {
-        let status = api.get(name).await.ok()?.status?;
-        status
-            .phase
-            .is_some_and(|p| p.is_terminal())
-            .then_some(status)
-    })
-    .await
 }
 
 #[tokio::test]

@@ -6,79 +6,17 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{
-    NAMESPACE, create_cache_volume, echo_main_branch, git, install_crds, repositories_dir,
-    start_operator, target_dir, test_context, wait_for,
+    NAMESPACE, create_cache_volume, echo_main_branch, finished, git, install_crds,
+    repositories_dir, request, start_operator, target_dir, test_context,
 };
-use e2e_cluster::process::ManagedProcess;
-use e2e_cluster::real_node::{self, NODE_IP};
+use e2e_cluster::real_node::{self, GitMirror, NODE_IP};
 use e2e_cluster::{Cluster, ClusterOptions};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, PostParams};
 use outlayer_operator::config::{CompilerConfig, OperatorConfig};
-use outlayer_operator::crd::{
-    CodeRef, CompileJob, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
-    Phase, ResponseFormat,
-};
+use outlayer_operator::crd::{CompileJob, ExecutionRequest, Phase};
 use serde_json::json;
-
-fn request(name: &str, repo: &str, commit: &str, input: &str) -> ExecutionRequest {
-    ExecutionRequest::new(
-        name,
-        ExecutionRequestSpec {
-            code: CodeRef::from_repo(repo, commit),
-            input: input.to_string(),
-            limits: Limits {
-                max_instructions: 100_000_000,
-                max_memory_mb: 32,
-                max_execution_seconds: 10,
-            },
-            response_format: ResponseFormat::Text,
-            secrets_ref: None,
-            on_chain: None,
-        },
-    )
-}
-
-async fn finished(api: &Api<ExecutionRequest>, name: &str) -> ExecutionRequestStatus {
-    wait_for(&format!("{name} to finish"), || async {
-        let status = api.get(name).await.ok()?.status?;
-        status
-            .phase
-            .is_some_and(|p| p.is_terminal())
-            .then_some(status)
-    })
-    .await
-}
-
-/// `git daemon` serving `root` on the node IP: the fetch pods' mirror, reached over the pod network.
-fn git_mirror(root: &Path, log_dir: &Path) -> (ManagedProcess, u16) {
-    let port = std::net::TcpListener::bind((NODE_IP, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let git_exec = common::git(root, &["--exec-path"]);
-    let daemon = ManagedProcess::spawn(
-        "git-daemon",
-        &Path::new(&git_exec).join("git-daemon"),
-        &[
-            "--reuseaddr".into(),
-            "--export-all".into(),
-            format!("--base-path={}", root.display()),
-            format!("--listen={NODE_IP}"),
-            format!("--port={port}"),
-            // Fetching a commit by its SHA (what the fetch Job does first).
-            "--informative-errors".into(),
-            root.display().to_string(),
-        ],
-        log_dir.join("git-daemon.log"),
-    )
-    .unwrap();
-    (daemon, port)
-}
 
 /// The chart's sandbox policy (charts/outlayer-operator/templates/networkpolicies.yaml): no traffic in
 /// or out of pods running user code (build and executor pods carry the sandbox label).
@@ -114,7 +52,8 @@ async fn a_request_compiles_and_runs_in_real_containers_with_the_build_offline()
         .start_real_node(&images.only(&[&images.executor, &images.compiler]))
         .await
         .unwrap();
-    let (_mirror, mirror_port) = git_mirror(repos.path(), cluster.state_dir().unwrap());
+    let mirror = GitMirror::start(repos.path(), cluster.state_dir().unwrap()).unwrap();
+    let mirror_port = mirror.port();
     std::fs::write(
         repo.join("build.rs"),
         format!(
@@ -169,9 +108,7 @@ async fn a_request_compiles_and_runs_in_real_containers_with_the_build_offline()
         compiler: CompilerConfig {
             image: images.compiler.clone(),
             allowed_repo_prefixes: vec!["https://github.com/outlayer/".to_string()],
-            git_mirrors: vec![format!(
-                "https://github.com/=git://{NODE_IP}:{mirror_port}/"
-            )],
+            git_mirrors: vec![format!("https://github.com/={}", mirror.url())],
             // The node has 2 CPUs; the default (2) would leave nothing for anything else.
             cpu: "1".to_string(),
             memory: "2Gi".to_string(),

@@ -69,15 +69,7 @@ impl BenchEnv {
             .start_node_agent(agent_config)
             .await
             .context("start the node agent")?;
-        cluster
-            .create_namespace(
-                NAMESPACE,
-                &[("pod-security.kubernetes.io/enforce", "restricted")],
-            )
-            .await
-            .with_context(|| format!("create namespace {NAMESPACE}"))?;
-        install_crds(&cluster).await?;
-        create_cache_volume(&cluster, cache.path()).await?;
+        prepare_namespace(&cluster, cache.path()).await?;
         Ok(Self {
             _agent: Some(agent),
             executor_image: EXECUTOR_IMAGE.to_string(),
@@ -113,15 +105,7 @@ impl BenchEnv {
             .start_real_node(&images.only(&[&images.executor]))
             .await
             .context("start the real node (e2e/real-node/build.sh builds it)")?;
-        cluster
-            .create_namespace(
-                NAMESPACE,
-                &[("pod-security.kubernetes.io/enforce", "restricted")],
-            )
-            .await
-            .with_context(|| format!("create namespace {NAMESPACE}"))?;
-        install_crds(&cluster).await?;
-        create_cache_volume(&cluster, cache.path()).await?;
+        prepare_namespace(&cluster, cache.path()).await?;
         Ok(Self {
             _agent: None,
             executor_image: images.executor.clone(),
@@ -164,6 +148,19 @@ pub fn built_binary(name: &str) -> anyhow::Result<(PathBuf, &'static str)> {
         target_dir().display(),
         target_dir().display()
     )
+}
+
+/// The restricted bench namespace, the CRDs and the cache claim bound to `cache`.
+async fn prepare_namespace(cluster: &Cluster, cache: &Path) -> anyhow::Result<()> {
+    cluster
+        .create_namespace(
+            NAMESPACE,
+            &[("pod-security.kubernetes.io/enforce", "restricted")],
+        )
+        .await
+        .with_context(|| format!("create namespace {NAMESPACE}"))?;
+    install_crds(cluster).await?;
+    create_cache_volume(cluster, cache).await
 }
 
 /// Applies every CRD with server-side apply and waits until each is Established.

@@ -444,12 +444,7 @@ async fn helm_install_runs_the_operator_as_a_pod() {
     .unwrap();
     let cluster = Cluster::start().await.unwrap_or_else(|e| panic!("{e}"));
     let kubectl = Kubectl::for_cluster(&cluster);
-    let api_port: u16 = cluster
-        .server_url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap();
+    let api_port = cluster.server_port().unwrap();
     let mut agent_config = cluster
         .node_agent_config(e2e_cluster::DEFAULT_NODE)
         .unwrap()

@@ -162,12 +162,7 @@ async fn two_replicas_on_a_real_node_fail_over_within_the_lease_and_lose_nothing
     let (operator_repository, operator_tag) = split(&images.operator);
     let (executor_repository, executor_tag) = split(&images.executor);
     let kubeconfig = cluster.kubeconfig_path().display().to_string();
-    let api_port: u16 = cluster
-        .server_url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap();
+    let api_port = cluster.server_port().unwrap();
     let set = |pairs: &[(&str, String)]| -> Vec<String> {
         pairs
             .iter()

@@ -487,6 +487,15 @@ impl Cluster {
         self.client_server.clone()
     }
 
+    /// The API server's port (what NetworkPolicies see once kube-proxy has translated the
+    /// `kubernetes` Service), when the URL names one.
+    pub fn server_port(&self) -> Option<u16> {
+        self.client_server
+            .trim_end_matches('/')
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+    }
+
     /// A node-agent configuration for `node` with its state under this cluster's temp dir.
     pub fn node_agent_config(&self, node: &str) -> Result<AgentConfig> {
         let dir = self.state_dir().ok_or_else(|| {

@@ -200,13 +200,7 @@ async fn pod_over_its_deadline_is_killed() {
 #[tokio::test]
 async fn sandboxed_pod_has_no_network_but_normal_pod_does() {
     let env = env("network", &[]).await;
-    let port = env
-        .cluster
-        .server_url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let port = env.cluster.server_port().unwrap();
     // bash's /dev/tcp connects; exit 0 = the apiserver port was reachable.
     let probe = format!("exec 3<>/dev/tcp/127.0.0.1/{port}");
     for (name, sandboxed) in [("open", false), ("closed", true)] {

@@ -124,6 +124,10 @@ impl DemoChain {
         self.localnet.rpc_url()
     }
 
+    pub fn rpc_port(&self) -> u16 {
+        self.localnet.addr().port()
+    }
+
     /// The NEAR yield window: the contract refunds a request the operator has not answered within
     /// 200 blocks.
     pub fn yield_window(&self) -> Duration {

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use e2e_chart::Helm;
-use e2e_cluster::process::ManagedProcess;
-use e2e_cluster::real_node::{self, NODE_IP};
+use e2e_cluster::real_node::{self, GitMirror, NODE_IP};
 use e2e_cluster::{Cluster, ClusterOptions};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
@@ -53,7 +52,7 @@ pub struct Demo {
     pub log: Log,
     watch: Option<Watch>,
     release: Release,
-    _mirror: ManagedProcess,
+    _mirror: GitMirror,
     chain: DemoChain,
     cluster: Cluster,
     kubectl: Kubectl,
@@ -125,9 +124,10 @@ impl Demo {
             artifacts.contract.display(),
             yocto_to_near(chain.balance(USER).await?),
         ));
-        let (mirror, mirror_port) = git_mirror(&mirror_root, work.path())?;
+        let mirror = GitMirror::start(&mirror_root, work.path())?;
         log.line(format_args!(
-            "git mirror (git daemon) at git://{NODE_IP}:{mirror_port}/ serving {}",
+            "git mirror (git daemon) at {} serving {}",
+            mirror.url(),
             mirror_root.display()
         ));
 
@@ -152,22 +152,17 @@ impl Demo {
             })?,
             cluster.kubeconfig_path(),
         );
-        let port_of = |url: &str| -> Result<u16> {
-            url.trim_end_matches('/')
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| Error::Unexpected(format!("no port in {url}")))
-        };
         let values = crate::chart::values(&ChartSettings {
             images: &images,
             rpc_url: chain.rpc_url(),
             block_time_ms: u64::try_from(options.block_time.as_millis()).unwrap_or(u64::MAX),
-            git_mirror: format!("git://{NODE_IP}:{mirror_port}/"),
+            git_mirror: mirror.url(),
             node_ip: NODE_IP,
-            mirror_port,
-            api_server_port: port_of(&cluster.server_url())?,
-            rpc_port: port_of(&chain.rpc_url())?,
+            mirror_port: mirror.port(),
+            api_server_port: cluster
+                .server_port()
+                .ok_or_else(|| Error::Unexpected(format!("no port in {}", cluster.server_url())))?,
+            rpc_port: chain.rpc_port(),
         })?;
         let release = Release::new(
             helm,
@@ -377,34 +372,6 @@ async fn operator_address(pods: &Api<Pod>) -> std::result::Result<std::net::Sock
             Some(std::net::SocketAddr::new(ip, OPERATOR_HTTP_PORT))
         })
         .ok_or_else(|| "no operator pod with an IP yet".to_owned())
-}
-
-/// `git daemon` serving the demo's repositories on the node IP: the fetch Jobs clone from it over the
-/// pod network, as a cluster without egress to GitHub would from an internal mirror.
-fn git_mirror(root: &std::path::Path, log_dir: &std::path::Path) -> Result<(ManagedProcess, u16)> {
-    let port = std::net::TcpListener::bind((NODE_IP, 0))
-        .and_then(|l| l.local_addr())
-        .map_err(Error::io(format!("find a free port on {NODE_IP}")))?
-        .port();
-    let exec_path = std::process::Command::new("git")
-        .arg("--exec-path")
-        .output()
-        .map_err(Error::io("run git --exec-path"))?;
-    let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_owned();
-    let daemon = ManagedProcess::spawn(
-        "git-daemon",
-        &std::path::Path::new(&exec_path).join("git-daemon"),
-        &[
-            "--reuseaddr".into(),
-            "--export-all".into(),
-            format!("--base-path={}", root.display()),
-            format!("--listen={NODE_IP}"),
-            format!("--port={port}"),
-            root.display().to_string(),
-        ],
-        log_dir.join("git-daemon.log"),
-    )?;
-    Ok((daemon, port))
 }
 
 /// A commit's first 12 hex digits, as `kubectl get exr` shows it.

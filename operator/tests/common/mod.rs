@@ -39,6 +39,37 @@ where
     }
 }
 
+/// A chain-less run of the repository `repo` at `commit` with `input`, text output, small limits.
+pub fn request(name: &str, repo: &str, commit: &str, input: &str) -> crd::ExecutionRequest {
+    crd::ExecutionRequest::new(
+        name,
+        crd::ExecutionRequestSpec {
+            code: crd::CodeRef::from_repo(repo, commit),
+            input: input.to_string(),
+            limits: crd::Limits {
+                max_instructions: 100_000_000,
+                max_memory_mb: 32,
+                max_execution_seconds: 10,
+            },
+            response_format: crd::ResponseFormat::Text,
+            secrets_ref: None,
+            on_chain: None,
+        },
+    )
+}
+
+/// The status of ExecutionRequest `name` once it is in a terminal phase.
+pub async fn finished(api: &Api<crd::ExecutionRequest>, name: &str) -> crd::ExecutionRequestStatus {
+    wait_for(&format!("{name} to finish"), || async {
+        let status = api.get(name).await.ok()?.status?;
+        status
+            .phase
+            .is_some_and(|p| p.is_terminal())
+            .then_some(status)
+    })
+    .await
+}
+
 /// Applies every CRD with server-side apply and waits until each is Established.
 pub async fn install_crds(cluster: &Cluster) {
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());

@@ -17,7 +17,10 @@
 
 pub mod config;
 pub mod host;
+mod mirror;
 pub mod probe;
+
+pub use mirror::GitMirror;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
