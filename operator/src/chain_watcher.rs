@@ -13,14 +13,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use tracing::{debug, info, warn};
 
 use crate::chain::{ChainClient, ChainError, ExecutionResponse, PendingRequest, ResourceMetrics};
-use crate::context::{Context, FIELD_MANAGER};
+use crate::context::{Context, FIELD_MANAGER, Note};
 use crate::crd::{
     BUILD_TARGET_WASIP1, CodeRef, CompileSource, ExecutionRequest, ExecutionRequestSpec, Limits,
-    OnChain, ResponseFormat, SecretsRef,
+    OnChain, Reason, ResponseFormat, SecretsRef,
 };
 use crate::metrics::ControllerKind;
 use crate::{Error, Result};
@@ -223,10 +224,81 @@ impl Watcher {
                 info!(request_id = id, execution = %name, sender = %request.sender_id, "on-chain request accepted");
                 Ok(())
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => self.check_existing(&execution).await,
             Err(kube::Error::Api(e)) if e.code == 422 => self.refuse(id, &e.message).await,
             Err(e) => Err(Error::api("creating ExecutionRequest", &name)(e)),
         }
+    }
+
+    /// `req-<id>` exists: fine when it asks for exactly what the chain holds (an earlier pass, or
+    /// another leader, made it). Anything else was written by someone who may create ExecutionRequests,
+    /// not from the chain: it is announced (Warning Event, metric), deleted, and the cursor waits so the
+    /// next poll creates the real one. Admission should have refused it; this holds without admission.
+    async fn check_existing(&self, wanted: &ExecutionRequest) -> Result<()> {
+        let name = wanted.name_any();
+        let Some(existing) = self
+            .executions
+            .get_opt(&name)
+            .await
+            .map_err(Error::api("reading ExecutionRequest", &name))?
+        else {
+            return Err(Error::Untrusted {
+                kind: "ExecutionRequest",
+                name,
+                why: "it was deleted while being checked; created on the next poll".to_string(),
+            });
+        };
+        if existing.spec == wanted.spec {
+            return Ok(());
+        }
+        let differences = match &wanted.spec.on_chain {
+            Some(on_chain) => {
+                let stored = self
+                    .chain
+                    .get_request(on_chain.request_id)
+                    .await
+                    .map_err(chain_error("reading a request to check an existing object"))?;
+                match crate::controllers::compare_with_chain(
+                    &existing.spec,
+                    stored.as_ref(),
+                    self.ctx.config.on_chain.yield_timeout_blocks,
+                ) {
+                    crate::controllers::RequestOnChain::Mismatch(differences) => differences,
+                    // Settled since the page was read: nothing to make.
+                    _ => return Ok(()),
+                }
+            }
+            None => "spec.onChain is missing".to_string(),
+        };
+        self.ctx.metrics.untrusted_object("ExecutionRequest");
+        let message = format!(
+            "{name} was not written from the chain ({differences}); it is deleted so that the request runs as the contract holds it"
+        );
+        warn!(execution = %name, %differences, "an ExecutionRequest under a chain request's name was not written from the chain");
+        self.ctx
+            .publish(
+                &existing,
+                Note::Warning(Reason::OnChainMismatch, message.clone()),
+            )
+            .await;
+        let preconditions = kube::api::Preconditions {
+            uid: existing.metadata.uid.clone(),
+            resource_version: None,
+        };
+        let params = kube::api::DeleteParams {
+            preconditions: Some(preconditions),
+            ..kube::api::DeleteParams::background()
+        };
+        match self.executions.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(Error::api("deleting ExecutionRequest", &name)(e)),
+        }
+        Err(Error::Untrusted {
+            kind: "ExecutionRequest",
+            name,
+            why: message,
+        })
     }
 
     async fn refuse(&self, request_id: u64, reason: &str) -> Result<()> {

@@ -53,6 +53,14 @@ pub enum Error {
     /// caught instead of looping.
     #[error("the {0} reconcile did not reach a decision")]
     Undecided(&'static str),
+    /// An object under a name the operator uses that it did not make (wrong owner, or a spec the chain
+    /// does not back); it is never used.
+    #[error("{kind} {name} is not the operator's: {why}")]
+    Untrusted {
+        kind: &'static str,
+        name: String,
+        why: String,
+    },
     #[error("{what}: {source}")]
     Chain {
         what: String,
@@ -82,6 +90,7 @@ impl Error {
             Self::Chain { .. } => "chain",
             Self::Secrets(_) => "secrets",
             Self::Undecided(_) => "undecided",
+            Self::Untrusted { .. } => "untrusted_object",
         }
     }
 }

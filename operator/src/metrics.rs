@@ -108,6 +108,11 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UntrustedLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UnsealLabels {
     step: &'static str,
 }
@@ -146,6 +151,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     leader: Gauge,
     secrets_unseal: Family<UnsealLabels, Histogram, fn() -> Histogram>,
+    untrusted_objects: Family<UntrustedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -227,8 +233,16 @@ impl Metrics {
             "1 while this replica holds the leader Lease and runs the controllers, else 0",
             leader.clone(),
         );
+        let untrusted_objects = Family::<UntrustedLabels, Counter>::default();
+        registry.register(
+            "untrusted_objects",
+            "Objects found under a name the operator uses that it did not make (wrong owner or a spec \
+             the chain does not back), by kind: ignored or removed, never used",
+            untrusted_objects.clone(),
+        );
         Self {
             registry,
+            untrusted_objects,
             executions_finished,
             phase_duration,
             compiles,
@@ -276,6 +290,14 @@ impl Metrics {
             .get_or_create(&CompileLabels {
                 outcome: outcome.as_str(),
             })
+            .inc();
+    }
+
+    /// Counts an object under one of the operator's names that it did not make (`kind`: the
+    /// Kubernetes kind).
+    pub fn untrusted_object(&self, kind: &'static str) {
+        self.untrusted_objects
+            .get_or_create(&UntrustedLabels { kind })
             .inc();
     }
 

@@ -220,6 +220,85 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
     operator.stop().await;
 }
 
+/// Anyone who may create ExecutionRequests can write `spec.onChain`; only the chain's copy counts. A
+/// forged `req-0` (another sender, another input) squatting the watcher's name, and a copy under
+/// another name, are never run with secrets or reported: the honest request is answered as the chain
+/// holds it, and each forgery is named in a Warning Event with reason `OnChainMismatch`.
+#[tokio::test]
+async fn forged_on_chain_requests_are_never_reported() {
+    let net = ChainEnv::start(Duration::from_millis(500)).await;
+    let outcome = net.request("the honest input");
+    let pending = wait_for("request 0 to be pending", || async {
+        let page: Vec<outlayer_operator::chain::PendingRequest> = serde_json::from_value(
+            net.view("get_pending_requests", json!({"from_id": 0, "limit": 10}))
+                .await,
+        )
+        .ok()?;
+        page.into_iter().next()
+    })
+    .await;
+    let honest = outlayer_operator::chain_watcher::execution_request(
+        &pending,
+        pending.input_data.clone().unwrap(),
+        200,
+    );
+    let executions = net.executions();
+    let mut squatter = honest.clone();
+    squatter.spec.input = "the forged input".to_string();
+    squatter.spec.on_chain.as_mut().unwrap().sender = "eve.localnet".to_string();
+    let squatter = executions
+        .create(&PostParams::default(), &squatter)
+        .await
+        .unwrap();
+    let mut copy = honest.clone();
+    copy.metadata.name = Some("forged-0".to_string());
+    copy.metadata.labels = None;
+    copy.spec.input = "another forged input".to_string();
+    executions
+        .create(&PostParams::default(), &copy)
+        .await
+        .unwrap();
+
+    let operator = net.start_operator(net.config());
+    let outcome = outcome.await.unwrap();
+    assert_eq!(returned(&outcome), "the honest input");
+    let status = finished(&executions, "req-0").await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(
+        executions.get("req-0").await.unwrap().spec,
+        honest.spec,
+        "the watcher replaced the squatter"
+    );
+    let forged = finished(&executions, "forged-0").await;
+    assert_eq!(forged.phase, Some(Phase::Failed), "{forged:?}");
+    assert_eq!(condition_reason(&forged, "Succeeded"), "OnChainMismatch");
+    assert_eq!(condition_reason(&forged, "Reported"), "OnChainMismatch");
+    assert!(
+        forged.message.as_deref().unwrap().contains("spec.input"),
+        "{forged:?}"
+    );
+    assert_eq!(forged.pod_name, None, "nothing ran for it");
+    assert_eq!(forged.tx_hash, None);
+    let events: Api<Event> = Api::namespaced(net.env.cluster.client(), NAMESPACE);
+    let squatter_uid = squatter.metadata.uid.unwrap();
+    wait_for("a Warning Event about the squatter", || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.involved_object.uid.as_deref() == Some(squatter_uid.as_str())
+                    && e.reason.as_deref() == Some("OnChainMismatch")
+            })
+    })
+    .await;
+    let stats = net.view("get_stats", json!({})).await;
+    assert_eq!(stats["successful"], 1, "{stats}");
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn requests_that_cannot_finish_in_time_expire_and_are_refunded() {
     // 100 ms blocks: the yield window is 20 s, under the compile budget.

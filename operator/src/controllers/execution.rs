@@ -67,7 +67,13 @@ impl ExecutionRequest {
     /// Fills in what `look` asks for.
     async fn observe(&self, ctx: &Context, look: Look, observed: &mut Observed) -> Result<()> {
         match look {
-            Look::YieldWindow => observed.window = Some(self.yield_window(ctx).await?),
+            Look::YieldWindow => {
+                let (window, request) = self.yield_window(ctx).await?;
+                observed.window = Some(window);
+                if request.is_some() {
+                    observed.request = request;
+                }
+            }
             Look::Module { may_compile } => {
                 observed.module = Some(self.module(ctx, may_compile).await?);
             }

@@ -99,14 +99,17 @@ pub(crate) enum ChainHead {
     At(u64),
 }
 
-/// The request as the contract has it now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The request as the contract has it now, compared with `spec` (`onchain::compare_with_chain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RequestOnChain {
     /// Unknown to the contract: answered (and its callback ran), timed out or cancelled.
     Gone,
     /// Answered, waiting for its callback.
     Resolved,
     Pending,
+    /// The contract's request is not what `spec` says (which fields, no values): the spec was not
+    /// written from the chain, so nothing is unsealed or reported for it.
+    Mismatch(String),
 }
 
 /// What sending the resolve did; refusals worth retrying soon are errors of the look, not this.
@@ -134,6 +137,7 @@ pub(crate) enum Sent {
 /// Everything a reconcile has looked at so far; `None` is "not looked at yet".
 #[derive(Default)]
 pub(crate) struct Observed {
+    /// With a chain client, the same look fills `request` for an on-chain request.
     pub window: Option<YieldWindow>,
     pub module: Option<ModuleObservation>,
     pub pod: Option<PodObservation>,
@@ -149,7 +153,8 @@ pub(crate) struct Observed {
 /// Something to look at before deciding.
 #[derive(Clone, Debug)]
 pub(crate) enum Look {
-    /// What is left of the yield window.
+    /// What is left of the yield window (on-chain requests: from the contract's copy of the request,
+    /// which fills [`Observed::request`] too).
     YieldWindow,
     /// The module; `may_compile`: create the CompileJob when it is absent.
     Module {
@@ -306,6 +311,22 @@ fn run_step(
             left.as_secs()
         );
         return expire(execution, status, Reason::YieldDeadline, message);
+    }
+    // Read from the chain in this very reconcile (with the window), before the module is built or the secrets unsealed.
+    if execution.spec.on_chain.is_some() && time_left.is_some() {
+        let Some(request) = &observed.request else {
+            return Step::Look(Look::RequestOnChain);
+        };
+        match request {
+            RequestOnChain::Pending => {}
+            RequestOnChain::Mismatch(differences) => {
+                return refuse_mismatch(execution, status, differences);
+            }
+            RequestOnChain::Gone | RequestOnChain::Resolved => {
+                let message = "the contract no longer waits for this request (answered, timed out or cancelled); it was not run".to_string();
+                return expire(execution, status, Reason::NoLongerPending, message);
+            }
+        }
     }
     let Some(module) = &observed.module else {
         let may_compile = time_left
@@ -779,6 +800,45 @@ fn expire(
     Step::write(outcome)
 }
 
+/// Ends a request whose spec is not the contract's request: a forged or stale `spec.onChain`. It is
+/// not reported (the operator answers only what the chain asked) and whatever it started is removed.
+fn refuse_mismatch(
+    execution: &ExecutionRequest,
+    mut status: StatusUpdate<ExecutionRequestStatus>,
+    differences: &str,
+) -> Step {
+    let message = format!(
+        "spec.onChain names a request the contract holds differently: {differences}; it is not run with secrets and not reported"
+    );
+    status.phase = Some(Phase::Failed);
+    status.message = Some(message.clone());
+    status.outcome = None;
+    status.observed_generation = status.generation();
+    status.set(
+        ConditionType::Succeeded,
+        ConditionStatus::False,
+        Reason::OnChainMismatch,
+        message.clone(),
+    );
+    if execution.spec.on_chain.is_some() {
+        status.set(
+            ConditionType::Reported,
+            ConditionStatus::False,
+            Reason::OnChainMismatch,
+            "not reported: only requests written from the chain are answered on chain",
+        );
+    }
+    let mut outcome = Outcome::write(status, Then::Cleanup)
+        .with_note(Note::Warning(Reason::OnChainMismatch, message));
+    outcome.before = vec![Effect::DeleteChildren];
+    outcome.finished = Some(Finished {
+        result: ExecutionResult::Failed,
+        reason: Reason::OnChainMismatch,
+        reported: false,
+    });
+    Step::write(outcome)
+}
+
 /// Reporting: one `resolve_execution` (two transactions for large outputs), unless the contract says
 /// the request is already answered or gone. Exactly once: the contract is asked before every send.
 fn report_step(
@@ -818,10 +878,13 @@ fn report_step(
         );
         return expire(execution, status, Reason::YieldTimedOut, message);
     }
-    let Some(request) = observed.request else {
+    let Some(request) = &observed.request else {
         return Step::Look(Look::RequestOnChain);
     };
     match request {
+        RequestOnChain::Mismatch(differences) => {
+            return refuse_mismatch(execution, status, differences);
+        }
         RequestOnChain::Gone => {
             let message = "the request is no longer on chain: an earlier attempt answered it, or it timed out or was cancelled";
             return reported(

@@ -7,6 +7,9 @@ mod onchain;
 pub mod pricing;
 mod secrets;
 
+pub(crate) use execution_steps::RequestOnChain;
+pub(crate) use onchain::compare_with_chain;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -13,9 +13,11 @@ use outlayer_contract::pricing::Settlement;
 use tracing::warn;
 
 use super::execution_steps::{ChainHead, RequestOnChain, Sent, YieldWindow};
-use crate::chain::{ChainClient, ChainError, ExecutionResponse, RequestCallOutcome};
+use crate::chain::{
+    ChainClient, ChainError, ContractRequest, ExecutionResponse, PendingRequest, RequestCallOutcome,
+};
 use crate::context::Context;
-use crate::crd::{ExecutionRequest, OnChain};
+use crate::crd::{ExecutionRequest, ExecutionRequestSpec, OnChain};
 use crate::{Error, Result};
 
 fn chain_error(what: &str) -> impl FnOnce(ChainError) -> Error {
@@ -24,21 +26,41 @@ fn chain_error(what: &str) -> impl FnOnce(ChainError) -> Error {
 }
 
 impl ExecutionRequest {
-    /// What is left of an on-chain request's yield window; unbounded for requests without a deadline
-    /// (kubectl requests, or no chain client to read the head from).
-    pub(super) async fn yield_window(&self, ctx: &Context) -> Result<YieldWindow> {
+    /// What is left of an on-chain request's yield window, with the request as the contract holds it
+    /// (one view serves both: the deadline is the chain's, never the spec's); unbounded and not looked
+    /// up for requests without a deadline (kubectl requests, or no chain client to ask).
+    pub(super) async fn yield_window(
+        &self,
+        ctx: &Context,
+    ) -> Result<(YieldWindow, Option<RequestOnChain>)> {
         let (Some(on_chain), Some(chain)) = (&self.spec.on_chain, &ctx.chain) else {
-            return Ok(YieldWindow::Unbounded);
+            return Ok((YieldWindow::Unbounded, None));
         };
         let head = ctx
             .head
             .height(chain)
             .await
             .map_err(chain_error("reading the chain head"))?;
-        Ok(YieldWindow::Left(blocks_to_time(
-            on_chain.yield_deadline_height.saturating_sub(head),
+        let stored = chain
+            .get_request(on_chain.request_id)
+            .await
+            .map_err(chain_error("reading the request on chain"))?;
+        let blocks = ctx.config.on_chain.yield_timeout_blocks;
+        // A request gone from the contract has no deadline left to read; the spec's is only used to
+        // word the outcome, which ends the run either way.
+        let deadline = stored
+            .as_ref()
+            .map_or(on_chain.yield_deadline_height, |request| {
+                request.created_at_block.saturating_add(blocks)
+            });
+        let window = YieldWindow::Left(blocks_to_time(
+            deadline.saturating_sub(head),
             ctx.config.on_chain.expected_block_time,
-        )))
+        ));
+        Ok((
+            window,
+            Some(compare_with_chain(&self.spec, stored.as_ref(), blocks)),
+        ))
     }
 
     /// The chain's head, or that there is no chain client to ask.
@@ -66,11 +88,11 @@ impl ExecutionRequest {
             .get_request(on_chain.request_id)
             .await
             .map_err(chain_error("reading the request on chain"))?;
-        Ok(match request {
-            None => RequestOnChain::Gone,
-            Some(request) if request.resolved => RequestOnChain::Resolved,
-            Some(_) => RequestOnChain::Pending,
-        })
+        Ok(compare_with_chain(
+            &self.spec,
+            request.as_ref(),
+            ctx.config.on_chain.yield_timeout_blocks,
+        ))
     }
 
     /// Sends the resolve (one or two transactions) and, when it lands, reads what it cost. A failure
@@ -113,6 +135,85 @@ impl ExecutionRequest {
     }
 }
 
+/// Where the request `spec` claims to be stands on chain. `spec.onChain` is a claim (anyone who may
+/// create ExecutionRequests can write one); the contract's copy is the fact. Every field the watcher
+/// would have written from the chain must be what it would have written — else the request is
+/// [`RequestOnChain::Mismatch`], checked before anything is resolved or unsealed for it.
+pub(crate) fn compare_with_chain(
+    spec: &ExecutionRequestSpec,
+    stored: Option<&ContractRequest>,
+    yield_timeout_blocks: u64,
+) -> RequestOnChain {
+    let Some(stored) = stored else {
+        return RequestOnChain::Gone;
+    };
+    let expected = crate::chain_watcher::execution_request(
+        &PendingRequest::from(stored),
+        stored.input_data.clone(),
+        yield_timeout_blocks,
+    )
+    .spec;
+    let differences = spec_differences(spec, &expected);
+    if !differences.is_empty() {
+        return RequestOnChain::Mismatch(format!(
+            "{} differ from request {} on chain",
+            differences.join(", "),
+            stored.request_id
+        ));
+    }
+    if stored.resolved {
+        RequestOnChain::Resolved
+    } else {
+        RequestOnChain::Pending
+    }
+}
+
+/// The spec fields of `actual` that are not `expected`'s, by name (values are left out: the message
+/// goes into status and Events).
+fn spec_differences(
+    actual: &ExecutionRequestSpec,
+    expected: &ExecutionRequestSpec,
+) -> Vec<&'static str> {
+    let mut differences = Vec::new();
+    let mut check = |name, same: bool| {
+        if !same {
+            differences.push(name);
+        }
+    };
+    check("spec.code", actual.code == expected.code);
+    check("spec.input", actual.input == expected.input);
+    check("spec.limits", actual.limits == expected.limits);
+    check(
+        "spec.responseFormat",
+        actual.response_format == expected.response_format,
+    );
+    check(
+        "spec.secretsRef",
+        actual.secrets_ref == expected.secrets_ref,
+    );
+    match (&actual.on_chain, &expected.on_chain) {
+        (Some(actual), Some(expected)) => {
+            check(
+                "spec.onChain.requestId",
+                actual.request_id == expected.request_id,
+            );
+            check("spec.onChain.dataId", actual.data_id == expected.data_id);
+            check("spec.onChain.sender", actual.sender == expected.sender);
+            check("spec.onChain.deposit", actual.deposit == expected.deposit);
+            check(
+                "spec.onChain.blockHeight",
+                actual.block_height == expected.block_height,
+            );
+            check(
+                "spec.onChain.yieldDeadlineHeight",
+                actual.yield_deadline_height == expected.yield_deadline_height,
+            );
+        }
+        (actual, expected) => check("spec.onChain", actual.is_some() == expected.is_some()),
+    }
+    differences
+}
+
 /// What the contract charged, computed with its own settlement code and its pricing read after the
 /// resolve (informational: `None` when the pricing cannot be read).
 async fn cost(
@@ -146,6 +247,121 @@ fn blocks_to_time(blocks: u64, block_time: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored() -> ContractRequest {
+        serde_json::from_value(serde_json::json!({
+            "request_id": 42, "data_id": "3xQ", "sender_id": "client.near",
+            "code_source": {"repo": "https://github.com/alice/app", "commit": "main"},
+            "resource_limits": {"max_instructions": 5_000_000u64, "max_memory_mb": 64,
+                                "max_execution_seconds": 7},
+            "input_data": "hi",
+            "secrets_ref": {"profile": "prod", "account_id": "alice.near"},
+            "response_format": "Json", "payment": "1000", "created_at_block": 900,
+            "created_at_ns": 1, "resolved": false
+        }))
+        .unwrap()
+    }
+
+    /// The spec the watcher writes for `stored`, edited.
+    fn spec(edit: impl FnOnce(&mut ExecutionRequestSpec)) -> ExecutionRequestSpec {
+        let request = stored();
+        let mut spec = crate::chain_watcher::execution_request(
+            &PendingRequest::from(&request),
+            request.input_data.clone(),
+            200,
+        )
+        .spec;
+        edit(&mut spec);
+        spec
+    }
+
+    #[test]
+    fn a_spec_is_trusted_only_as_far_as_the_chain_agrees() {
+        let on_chain = |spec: &mut ExecutionRequestSpec| spec.on_chain.as_mut().unwrap().clone();
+        let rows: Vec<(&str, ExecutionRequestSpec, RequestOnChain)> = vec![
+            (
+                "as the watcher wrote it",
+                spec(|_| {}),
+                RequestOnChain::Pending,
+            ),
+            (
+                "another module",
+                spec(|s| {
+                    s.code.source.as_mut().unwrap().repo = "https://github.com/eve/app".into()
+                }),
+                RequestOnChain::Mismatch("spec.code differ from request 42 on chain".into()),
+            ),
+            (
+                "another input",
+                spec(|s| s.input = "hi!".into()),
+                RequestOnChain::Mismatch("spec.input differ from request 42 on chain".into()),
+            ),
+            (
+                "more time",
+                spec(|s| s.limits.max_execution_seconds = 8),
+                RequestOnChain::Mismatch("spec.limits differ from request 42 on chain".into()),
+            ),
+            (
+                "another sender and someone else's secrets",
+                spec(|s| {
+                    s.on_chain.as_mut().unwrap().sender = "eve.near".into();
+                    s.secrets_ref.as_mut().unwrap().account_id = "bob.near".into();
+                }),
+                RequestOnChain::Mismatch(
+                    "spec.secretsRef, spec.onChain.sender differ from request 42 on chain".into(),
+                ),
+            ),
+            (
+                "a later deadline",
+                spec(|s| {
+                    let mut changed = on_chain(s);
+                    changed.yield_deadline_height += 1_000;
+                    s.on_chain = Some(changed);
+                }),
+                RequestOnChain::Mismatch(
+                    "spec.onChain.yieldDeadlineHeight differ from request 42 on chain".into(),
+                ),
+            ),
+            (
+                "another data id and format",
+                spec(|s| {
+                    s.on_chain.as_mut().unwrap().data_id = "4yR".into();
+                    s.response_format = crate::crd::ResponseFormat::Text;
+                }),
+                RequestOnChain::Mismatch(
+                    "spec.responseFormat, spec.onChain.dataId differ from request 42 on chain"
+                        .into(),
+                ),
+            ),
+            (
+                "no onChain at all",
+                spec(|s| s.on_chain = None),
+                RequestOnChain::Mismatch("spec.onChain differ from request 42 on chain".into()),
+            ),
+        ];
+        for (name, spec, expected) in rows {
+            assert_eq!(
+                compare_with_chain(&spec, Some(&stored()), 200),
+                expected,
+                "{name}"
+            );
+        }
+        let mut resolved = stored();
+        resolved.resolved = true;
+        assert_eq!(
+            compare_with_chain(&spec(|_| {}), Some(&resolved), 200),
+            RequestOnChain::Resolved
+        );
+        assert_eq!(
+            compare_with_chain(&spec(|s| s.input = "forged".into()), Some(&resolved), 200),
+            RequestOnChain::Mismatch("spec.input differ from request 42 on chain".into()),
+            "a mismatch is named even when the request is answered"
+        );
+        assert_eq!(
+            compare_with_chain(&spec(|_| {}), None, 200),
+            RequestOnChain::Gone
+        );
+    }
 
     #[test]
     fn blocks_turn_into_time_without_overflow() {

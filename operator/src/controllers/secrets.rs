@@ -83,9 +83,16 @@ impl ExecutionRequest {
                 });
             }
         };
-        let (requester, chain) = match &self.spec.on_chain {
-            Some(on_chain) => (on_chain.sender.as_str(), ctx.chain.as_deref()),
-            None => (secrets_ref.account_id.as_str(), None::<&ChainClient>),
+        // An on-chain request's sender is a fact only once the spec was compared with the contract's
+        // copy, which takes a chain client (the step did so in this reconcile, before this look).
+        let (requester, chain) = match (&self.spec.on_chain, ctx.chain.as_deref()) {
+            (Some(on_chain), Some(chain)) => (on_chain.sender.as_str(), Some(chain)),
+            (Some(_), None) => {
+                return Ok(SecretsStep::Waiting(
+                    "waiting for a chain client: an on-chain request's secrets are unsealed only after the request is checked against the contract".to_string(),
+                ));
+            }
+            (None, _) => (secrets_ref.account_id.as_str(), None::<&ChainClient>),
         };
         let requester: AccountId = match requester.parse() {
             Ok(account) => account,

@@ -104,6 +104,12 @@ pub enum Reason {
     AlreadySettled,
     /// A `Reporting` request whose run outcome was not recorded.
     OutcomeLost,
+    /// `spec` differs from the request the contract holds: never unsealed for, never reported.
+    OnChainMismatch,
+    /// The contract no longer waits for the request (answered, timed out or cancelled) before it ran.
+    NoLongerPending,
+    /// The request left the contract and who settled it, and how, could not be established.
+    FateUnknown,
     // CompileJob.
     Fetching,
     Fetched,
@@ -149,6 +155,9 @@ impl Reason {
         Self::AlreadyResolved,
         Self::AlreadySettled,
         Self::OutcomeLost,
+        Self::OnChainMismatch,
+        Self::NoLongerPending,
+        Self::FateUnknown,
         Self::Fetching,
         Self::Fetched,
         Self::FetchFailed,
@@ -191,6 +200,9 @@ impl Reason {
             Self::AlreadyResolved => "AlreadyResolved",
             Self::AlreadySettled => "AlreadySettled",
             Self::OutcomeLost => "OutcomeLost",
+            Self::OnChainMismatch => "OnChainMismatch",
+            Self::NoLongerPending => "NoLongerPending",
+            Self::FateUnknown => "FateUnknown",
             Self::Fetching => "Fetching",
             Self::Fetched => "Fetched",
             Self::FetchFailed => "FetchFailed",

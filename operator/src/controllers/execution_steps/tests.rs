@@ -82,9 +82,11 @@ fn reporting(success: bool, reason: &str) -> ExecutionRequest {
     })
 }
 
+/// The yield window; for an on-chain request the same look finds it pending on chain, as the spec says.
 fn window(window: YieldWindow) -> Observed {
     Observed {
         window: Some(window),
+        request: Some(RequestOnChain::Pending),
         ..Observed::default()
     }
 }
@@ -131,6 +133,13 @@ fn cached() -> ModuleObservation {
 
 fn compile_failed() -> ModuleObservation {
     compile_job(Some((false, Reason::FetchFailed)), None)
+}
+
+impl Observed {
+    fn without_request(mut self) -> Self {
+        self.request = None;
+        self
+    }
 }
 
 fn with(mut observed: Observed, edit: impl FnOnce(&mut Observed)) -> Observed {
@@ -329,6 +338,34 @@ fn before_the_module_is_ready() {
             kubectl(),
             unbounded(),
             "look module may_compile=true",
+        ),
+        (
+            "on chain: the contract's copy is read with the window",
+            on_chain(),
+            window(YieldWindow::Left(Duration::from_secs(75))).without_request(),
+            "look RequestOnChain",
+        ),
+        (
+            "on chain, spec forged or stale: refused before anything runs",
+            on_chain(),
+            with(seconds_left(75), |o| {
+                o.request = Some(RequestOnChain::Mismatch("spec.code differ".to_string()));
+            }),
+            "phase=Failed warn=OnChainMismatch finished=failed/OnChainMismatch before=DeleteChildren cleanup",
+        ),
+        (
+            "on chain, settled elsewhere before it ran",
+            on_chain(),
+            with(seconds_left(75), |o| o.request = Some(RequestOnChain::Gone)),
+            "phase=Expired warn=NoLongerPending finished=expired/NoLongerPending after=DeleteChildren cleanup",
+        ),
+        (
+            "on chain, answered by someone else before it ran",
+            in_phase(on_chain(), Phase::Executing),
+            with(seconds_left(75), |o| {
+                o.request = Some(RequestOnChain::Resolved)
+            }),
+            "phase=Expired warn=NoLongerPending finished=expired/NoLongerPending after=DeleteChildren cleanup",
         ),
         (
             "on chain, time for compile + run + report",
@@ -616,6 +653,14 @@ fn reporting_on_chain() {
             reporting(true, "Succeeded"),
             on_chain_request(RequestOnChain::Pending),
             "look send",
+        ),
+        (
+            "a spec the contract does not hold: never reported",
+            reporting(true, "Succeeded"),
+            on_chain_request(RequestOnChain::Mismatch(
+                "spec.onChain.sender differ".to_string(),
+            )),
+            "phase=Failed warn=OnChainMismatch finished=failed/OnChainMismatch before=DeleteChildren cleanup",
         ),
         (
             "an output in the cache: read it before sending",
