@@ -670,6 +670,43 @@ async fn helm_install_runs_the_operator_as_a_pod() {
     assert_eq!(status["phase"], "Succeeded", "{status}\n{}", log());
     assert_eq!(status["output"], "hello from the chart", "{status}");
 
+    // Only the operator's ServiceAccount may write spec.onChain (the chart's ValidatingAdmissionPolicy):
+    // an administrator's forged on-chain request is refused at create, with a message that says why.
+    let forged = json!({
+        "apiVersion": "outlayer.dev/v1alpha1", "kind": "ExecutionRequest",
+        "metadata": {"name": "req-7", "namespace": NS},
+        "spec": {
+            "code": {"wasmSha256": sha},
+            "input": "forged",
+            "limits": {"maxInstructions": 100000000, "maxMemoryMb": 64, "maxExecutionSeconds": 10},
+            "onChain": {"requestId": 7, "dataId": "3xQ", "sender": "eve.near", "deposit": "1",
+                        "blockHeight": 1, "yieldDeadlineHeight": 201},
+        },
+    })
+    .to_string();
+    // A new policy takes effect within a few seconds; a server-side dry run sees admission without
+    // creating anything.
+    wait_until(
+        "the admission policy to refuse a forged spec.onChain",
+        std::time::Duration::from_secs(30),
+        || async {
+            match kubectl.run(&["create", "--dry-run=server", "-f", "-"], Some(&forged)) {
+                Err(refused) => Ok(refused.to_string()),
+                Ok(created) => Err(created),
+            }
+        },
+    )
+    .await;
+    let refused = kubectl
+        .run(&["create", "-f", "-"], Some(&forged))
+        .expect_err("a forged spec.onChain must be refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("spec.onChain is written only by the OutLayer operator"),
+        "{refused}"
+    );
+
     let compiled = std::time::Instant::now();
     let code = json!({"repo": format!("file://{}", repo.display()), "commit": "main", "buildTarget": "wasm32-wasip1"});
     let status = run("chart-compiled", code, "compiled in the cluster").await;

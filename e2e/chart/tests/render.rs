@@ -82,6 +82,37 @@ fn lint_passes_for_every_variant() {
     }
 }
 
+/// The policy names the operator's ServiceAccount of this release and binds to the workload namespace.
+#[test]
+fn admission_lets_only_the_operator_write_on_chain_requests() {
+    let objects = render(&["--set", "workload.namespace=jobs"]);
+    let policy = objects
+        .iter()
+        .find(|o| kind(o) == "ValidatingAdmissionPolicy")
+        .expect("a ValidatingAdmissionPolicy");
+    let expression = policy["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(
+        expression.contains("'system:serviceaccount:outlayer-system:outlayer-outlayer-operator'"),
+        "{expression}"
+    );
+    let binding = objects
+        .iter()
+        .find(|o| kind(o) == "ValidatingAdmissionPolicyBinding")
+        .expect("a binding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(
+        binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "jobs"
+    );
+    let off = render(&["--set", "admission.enabled=false"]);
+    assert!(
+        !off.iter()
+            .any(|o| kind(o).starts_with("ValidatingAdmission"))
+    );
+}
+
 #[test]
 fn default_render_has_the_expected_objects() {
     let objects = render(&[]);
@@ -101,6 +132,8 @@ fn default_render_has_the_expected_objects() {
         ("RoleBinding", 2),
         ("Service", 1),
         ("ServiceAccount", 1),
+        ("ValidatingAdmissionPolicy", 1),
+        ("ValidatingAdmissionPolicyBinding", 1),
     ]
     .into();
     assert_eq!(
@@ -117,7 +150,13 @@ fn default_render_has_the_expected_objects() {
             "{} lacks the release label",
             id(object)
         );
-        let cluster_scoped = matches!(kind(object), "ClusterRole" | "ClusterRoleBinding");
+        let cluster_scoped = matches!(
+            kind(object),
+            "ClusterRole"
+                | "ClusterRoleBinding"
+                | "ValidatingAdmissionPolicy"
+                | "ValidatingAdmissionPolicyBinding"
+        );
         assert_eq!(
             namespace(object).is_none(),
             cluster_scoped,
