@@ -356,3 +356,78 @@ async fn platform_failures_rerun_and_finished_requests_go_after_their_ttl() {
     .await;
     operator.stop().await;
 }
+
+/// Children are trusted by owner, not by name: an input ConfigMap planted under a request's input name
+/// (with another input, and a forged-looking owner that is not the request's uid) is never mounted. The
+/// request waits, counted as an untrusted object, and runs with its own input once the squatter is gone.
+#[tokio::test]
+async fn a_squatted_input_is_never_used() {
+    let env = OperatorEnv::start().await;
+    let echo = env.publish("example-echo");
+    let client = env.cluster.client();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
+    // Owned by something real (a dangling owner would have the garbage collector remove it at once).
+    let owner = config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "someone"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let squatter: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "squatted-input", "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "someone",
+            "uid": owner.metadata.uid.unwrap(), "controller": true
+        }]},
+        "data": {"stdin": "forged input"}
+    }))
+    .unwrap();
+    let squatter = config_maps
+        .create(&PostParams::default(), &squatter)
+        .await
+        .unwrap();
+    let config = OperatorConfig {
+        executor_image: common::EXECUTOR_IMAGE.to_string(),
+        ..OperatorConfig::default()
+    };
+    let ctx = test_context(client.clone(), config);
+    let operator = start_operator(ctx.clone());
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    executions
+        .create(
+            &PostParams::default(),
+            &request("squatted", by_module(&echo), "the real input", 100_000_000),
+        )
+        .await
+        .unwrap();
+    wait_for("the squatter to be counted", || async {
+        ctx.metrics
+            .encode()
+            .contains("outlayer_untrusted_objects_total{kind=\"ConfigMap\"}")
+            .then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    assert!(
+        pods.get_opt("squatted-run").await.unwrap().is_none(),
+        "no pod was started on the squatter's input"
+    );
+    let only_the_squatter = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: squatter.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    config_maps
+        .delete("squatted-input", &only_the_squatter)
+        .await
+        .unwrap();
+    let done = status_when(&executions, "squatted", "finished", |s| {
+        s.phase.is_some_and(|p| p.is_terminal())
+    })
+    .await;
+    assert_eq!(done.phase, Some(Phase::Succeeded), "{:?}", done.message);
+    assert_eq!(done.output.as_deref(), Some("the real input"));
+    operator.stop().await;
+}

@@ -28,7 +28,9 @@ use crate::crd::{
 };
 use crate::metrics::{ControllerKind, ExecutionResult, TimedPhase};
 use crate::pods::executor::{RESULTS_SUBDIR, is_sha256_hex};
-use crate::pods::{executor_pod, executor_pod_name_for, read_executor_outcome};
+use crate::pods::{
+    ExecutorOutcome, controlled_by, executor_pod, executor_pod_name_for, read_executor_outcome,
+};
 use crate::{Error, Result};
 
 pub async fn reconcile(execution: Arc<ExecutionRequest>, ctx: Arc<Context>) -> Result<Action> {
@@ -145,10 +147,17 @@ impl ExecutionRequest {
             } => {
                 let built =
                     executor_pod(self, sha256, *attempt, env_secret.as_deref(), &ctx.config)?;
+                let uid = self.uid_or_err()?;
                 let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-                create_if_absent(&config_maps, &built.input).await?;
+                // The input is the one thing a squatter's ConfigMap could change: it must be ours and
+                // say exactly what the spec says.
+                create_owned(ctx, &config_maps, &built.input, &uid, |existing| {
+                    existing.data == built.input.data
+                        && existing.binary_data == built.input.binary_data
+                })
+                .await?;
                 let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-                create_if_absent(&pods, &built.pod).await
+                create_owned(ctx, &pods, &built.pod, &uid, |_| true).await
             }
             Effect::MarkUsed { compile_job } => {
                 mark_used(ctx, &namespace, compile_job).await;
@@ -233,6 +242,15 @@ impl ExecutionRequest {
             .map_err(Error::api("reading pod", &pod_name))?;
         Ok(match pod {
             None => PodObservation::Missing,
+            // A pod under this attempt's name that is not this request's: never read, and the attempt
+            // counts as lost (the next one has another name).
+            Some(pod) if !controlled_by(&pod.metadata, &self.uid_or_err()?) => {
+                ctx.metrics.untrusted_object("Pod");
+                warn!(pod = %pod_name, "a pod under this execution's pod name is not owned by it; ignored");
+                PodObservation::Ended(ExecutorOutcome::PlatformFailure(format!(
+                    "pod {pod_name} is not this execution's (no controller reference to its uid); it was ignored"
+                )))
+            }
             Some(pod) => match read_executor_outcome(&pod) {
                 None => PodObservation::Running,
                 Some(ended) => PodObservation::Ended(ended),
@@ -329,15 +347,17 @@ impl ExecutionRequest {
     pub(super) async fn delete_children(&self, ctx: &Context) -> Result<()> {
         let namespace = self.namespace_or_err()?;
         let name = self.name_any();
+        let uid = self.uid_or_err()?;
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
         let retries = self.status.as_ref().and_then(|s| s.retries).unwrap_or(0);
         for attempt in 0..=retries {
-            delete_if_present(&pods, &executor_pod_name_for(&name, attempt)).await?;
+            delete_owned(&pods, &executor_pod_name_for(&name, attempt), &uid).await?;
         }
         let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-        delete_if_present(
+        delete_owned(
             &config_maps,
             &crate::pods::executor::input_config_map_name(&name),
+            &uid,
         )
         .await?;
         self.delete_env_secret(ctx).await
@@ -349,6 +369,13 @@ impl ExecutionRequest {
         status: &ExecutionRequestStatus,
     ) -> Result<()> {
         super::apply_status(ctx, self, status).await
+    }
+
+    pub(super) fn uid_or_err(&self) -> Result<String> {
+        self.metadata
+            .uid
+            .clone()
+            .ok_or(Error::MissingMetadata("metadata.uid"))
     }
 
     pub(super) fn namespace_or_err(&self) -> Result<String> {
@@ -372,15 +399,81 @@ async fn mark_used(ctx: &Context, namespace: &str, compile_job: &str) {
     }
 }
 
-async fn create_if_absent<K>(api: &Api<K>, object: &K) -> Result<()>
+/// Creates `object` unless it exists. An existing one (made before a restart, or by an earlier pass)
+/// is used only when it is controlled by `owner_uid` and `same` accepts it; anything else under the
+/// name is someone else's: counted, and an error that names it (the execution cannot go on under
+/// that name).
+async fn create_owned<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    object: &K,
+    owner_uid: &str,
+    same: impl Fn(&K) -> bool,
+) -> Result<()>
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
     match api.create(&PostParams::default(), object).await {
+        Ok(_) => return Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(Error::api("creating", &name)(e)),
+    }
+    let existing = api.get(&name).await.map_err(Error::api("reading", &name))?;
+    if controlled_by(existing.meta(), owner_uid) && same(&existing) {
+        return Ok(());
+    }
+    let kind = K::kind(&()).to_string();
+    ctx.metrics.untrusted_object(leak_kind(&kind));
+    Err(Error::Untrusted {
+        kind: leak_kind(&kind),
+        name,
+        why: "it exists without a controller reference to this execution, or with other contents; it is not used".to_string(),
+    })
+}
+
+/// The kinds `create_owned` and `delete_owned` handle, as static labels for the metric.
+fn leak_kind(kind: &str) -> &'static str {
+    match kind {
+        "Pod" => "Pod",
+        "ConfigMap" => "ConfigMap",
+        "Secret" => "Secret",
+        _ => "Other",
+    }
+}
+
+/// Deletes `name` if it is controlled by `owner_uid` (and only that very object: a uid precondition);
+/// someone else's object under the name is left alone.
+pub(super) async fn delete_owned<K>(api: &Api<K>, name: &str, owner_uid: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(existing) = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(Error::api("reading", name))?
+    else {
+        return Ok(());
+    };
+    if !controlled_by(&existing.metadata, owner_uid) {
+        debug!(name, "not deleting an object this execution does not own");
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: existing.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(Error::api("creating", &name)(e)),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(Error::api("deleting", name)(e)),
     }
 }
 

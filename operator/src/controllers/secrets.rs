@@ -48,13 +48,22 @@ impl ExecutionRequest {
         let namespace = self.namespace_or_err()?;
         let name = env_secret_name(&self.name_any());
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        if secrets
+        if let Some(existing) = secrets
             .get_metadata_opt(&name)
             .await
             .map_err(Error::api("reading Secret", &name))?
-            .is_some()
         {
-            // Unsealed before a restart or for an earlier attempt.
+            // Unsealed before a restart or for an earlier attempt — if it is this execution's at all:
+            // a Secret planted under the name would hand the guest someone else's environment.
+            if !crate::pods::controlled_by(&existing.metadata, &self.uid_or_err()?) {
+                ctx.metrics.untrusted_object("Secret");
+                return Err(Error::Untrusted {
+                    kind: "Secret",
+                    name,
+                    why: "it has no controller reference to this execution; it is not mounted"
+                        .to_string(),
+                });
+            }
             return Ok(SecretsStep::Ready(Some(name)));
         }
         let Some(keyring) = ctx.keyring() else {
@@ -137,7 +146,21 @@ impl ExecutionRequest {
         let prepared = started.elapsed();
         match secrets.create(&PostParams::default(), &secret).await {
             Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            // Created since the look above: by an earlier pass (then it is ours), or planted.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let existing = secrets
+                    .get_metadata(&name)
+                    .await
+                    .map_err(Error::api("reading Secret", &name))?;
+                if !crate::pods::controlled_by(&existing.metadata, &self.uid_or_err()?) {
+                    ctx.metrics.untrusted_object("Secret");
+                    return Err(Error::Untrusted {
+                        kind: "Secret",
+                        name,
+                        why: "it appeared without a controller reference to this execution; it is not mounted".to_string(),
+                    });
+                }
+            }
             Err(e) => return Err(Error::api("creating Secret", &name)(e)),
         }
         ctx.metrics.secrets_unsealed(prepared, started.elapsed());
@@ -153,14 +176,9 @@ impl ExecutionRequest {
         let namespace = self.namespace_or_err()?;
         let name = env_secret_name(&self.name_any());
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        match secrets.delete(&name, &Default::default()).await {
-            Ok(_) => {
-                debug!(secret = %name, "ephemeral secrets deleted");
-                Ok(())
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(Error::api("deleting Secret", &name)(e)),
-        }
+        super::execution::delete_owned(&secrets, &name, &self.uid_or_err()?).await?;
+        debug!(secret = %name, "ephemeral secrets deleted");
+        Ok(())
     }
 }
 

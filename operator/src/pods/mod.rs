@@ -69,3 +69,63 @@ pub(crate) fn cache_volume(
         ..Default::default()
     }
 }
+
+/// Whether `child` names the object with uid `owner_uid` as its controller. Names are predictable and
+/// anyone allowed to create objects in the namespace can squat one: a child is the operator's to read or
+/// reuse only when it points at its owner's uid (which exists only once the owner does).
+pub fn controlled_by(
+    child: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    owner_uid: &str,
+) -> bool {
+    child
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|reference| reference.uid == owner_uid && reference.controller == Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn child(references: Vec<(&str, Option<bool>)>) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: Some(
+                references
+                    .into_iter()
+                    .map(|(uid, controller)| OwnerReference {
+                        api_version: "outlayer.dev/v1alpha1".into(),
+                        kind: "ExecutionRequest".into(),
+                        name: "req-1".into(),
+                        uid: uid.into(),
+                        controller,
+                        block_owner_deletion: Some(true),
+                    })
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn only_a_controller_reference_to_the_owner_uid_counts() {
+        assert!(controlled_by(&child(vec![("u1", Some(true))]), "u1"));
+        assert!(controlled_by(
+            &child(vec![("u0", None), ("u1", Some(true))]),
+            "u1"
+        ));
+        assert!(
+            !controlled_by(&child(vec![("u1", None)]), "u1"),
+            "not the controller"
+        );
+        assert!(
+            !controlled_by(&child(vec![("u2", Some(true))]), "u1"),
+            "another owner"
+        );
+        assert!(
+            !controlled_by(&ObjectMeta::default(), "u1"),
+            "no owner at all"
+        );
+    }
+}
