@@ -15,6 +15,30 @@ pub enum Fault {
     /// Answer transaction submissions as if accepted (the hash for `broadcast_tx_async`, a
     /// timeout for waiting calls), but never include the transaction. Other methods work.
     DropTransactions,
+    /// Include submitted transactions, but never answer a submission or a transaction-status query
+    /// (`tx`, `EXPERIMENTAL_tx_status`): the sender cannot learn that its transaction landed. Other
+    /// methods work.
+    LoseAnswers,
+}
+
+/// What a request does, for the faults that apply to some requests only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `send_tx`, `broadcast_tx_async`, `broadcast_tx_commit`.
+    Submit,
+    /// `tx`, `EXPERIMENTAL_tx_status`.
+    TxStatus,
+    Other,
+}
+
+impl RequestKind {
+    pub fn of(method: &str) -> Self {
+        match method {
+            "send_tx" | "broadcast_tx_async" | "broadcast_tx_commit" => Self::Submit,
+            "tx" | "EXPERIMENTAL_tx_status" => Self::TxStatus,
+            _ => Self::Other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,12 +84,16 @@ impl FaultSwitch {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
     }
 
-    /// The fault to apply to a request (`is_transaction`: it submits a transaction), counting it
-    /// against a limited fault.
-    pub fn take(&self, is_transaction: bool) -> Option<Fault> {
+    /// The fault to apply to a request of `kind`, counting it against a limited fault.
+    pub fn take(&self, kind: RequestKind) -> Option<Fault> {
         let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = (*guard)?;
-        if state.fault == Fault::DropTransactions && !is_transaction {
+        let applies = match state.fault {
+            Fault::DropTransactions => kind == RequestKind::Submit,
+            Fault::LoseAnswers => kind != RequestKind::Other,
+            Fault::HttpError { .. } | Fault::NoAnswer => true,
+        };
+        if !applies {
             return None;
         }
         match state.remaining {
@@ -91,13 +119,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lost_answers_concern_transactions_only() {
+        let switch = FaultSwitch::default();
+        switch.set(Fault::LoseAnswers);
+        assert_eq!(switch.take(RequestKind::Other), None);
+        assert_eq!(switch.take(RequestKind::Submit), Some(Fault::LoseAnswers));
+        assert_eq!(switch.take(RequestKind::TxStatus), Some(Fault::LoseAnswers));
+        assert_eq!(RequestKind::of("tx"), RequestKind::TxStatus);
+        assert_eq!(RequestKind::of("send_tx"), RequestKind::Submit);
+        assert_eq!(RequestKind::of("query"), RequestKind::Other);
+    }
+
+    #[test]
     fn a_limited_fault_applies_to_that_many_requests_then_clears() {
         let switch = FaultSwitch::default();
-        assert_eq!(switch.take(false), None);
+        assert_eq!(switch.take(RequestKind::Other), None);
         switch.set_for(Fault::HttpError { status: 503 }, 2);
-        assert_eq!(switch.take(false), Some(Fault::HttpError { status: 503 }));
-        assert_eq!(switch.take(true), Some(Fault::HttpError { status: 503 }));
-        assert_eq!(switch.take(false), None);
+        assert_eq!(switch.take(RequestKind::Other), Some(Fault::HttpError { status: 503 }));
+        assert_eq!(switch.take(RequestKind::Submit), Some(Fault::HttpError { status: 503 }));
+        assert_eq!(switch.take(RequestKind::Other), None);
         assert_eq!(switch.current(), None);
     }
 
@@ -105,9 +145,9 @@ mod tests {
     fn dropping_transactions_leaves_other_requests_alone_and_counts_only_submissions() {
         let switch = FaultSwitch::default();
         switch.set_for(Fault::DropTransactions, 1);
-        assert_eq!(switch.take(false), None, "a query is not a submission");
-        assert_eq!(switch.take(true), Some(Fault::DropTransactions));
-        assert_eq!(switch.take(true), None);
+        assert_eq!(switch.take(RequestKind::Other), None, "a query is not a submission");
+        assert_eq!(switch.take(RequestKind::Submit), Some(Fault::DropTransactions));
+        assert_eq!(switch.take(RequestKind::Submit), None);
     }
 
     #[test]
@@ -115,9 +155,9 @@ mod tests {
         let switch = FaultSwitch::default();
         switch.set(Fault::NoAnswer);
         for _ in 0..5 {
-            assert_eq!(switch.take(false), Some(Fault::NoAnswer));
+            assert_eq!(switch.take(RequestKind::Other), Some(Fault::NoAnswer));
         }
         switch.clear();
-        assert_eq!(switch.take(false), None);
+        assert_eq!(switch.take(RequestKind::Other), None);
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 pub use chain::Chain;
 pub use config::{GenesisAccount, GenesisContract, InitCall, LocalnetConfig};
-pub use faults::{Fault, FaultState, FaultSwitch};
+pub use faults::{Fault, FaultState, FaultSwitch, RequestKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

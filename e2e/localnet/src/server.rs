@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::chain::Chain;
-use crate::faults::{Fault, FaultState, FaultSwitch};
+use crate::faults::{Fault, FaultState, FaultSwitch, RequestKind};
 use crate::rpc::{Failure, Rpc};
 
 #[derive(Clone)]
@@ -75,12 +75,9 @@ async fn json_rpc(State(app): State<App>, body: Result<Bytes, BytesRejection>) -
         .unwrap_or_default()
         .to_string();
     let params = request.get("params").cloned().unwrap_or(Value::Null);
-    let submits = matches!(
-        method.as_str(),
-        "send_tx" | "broadcast_tx_async" | "broadcast_tx_commit"
-    );
+    let kind = RequestKind::of(&method);
     let mut drop_transactions = false;
-    match app.faults.take(submits) {
+    match app.faults.take(kind) {
         Some(Fault::HttpError { status }) => {
             tracing::info!(%method, status, "fault switch: HTTP error");
             return StatusCode::from_u16(status)
@@ -92,6 +89,15 @@ async fn json_rpc(State(app): State<App>, body: Result<Bytes, BytesRejection>) -
             std::future::pending::<()>().await;
         }
         Some(Fault::DropTransactions) => drop_transactions = true,
+        Some(Fault::LoseAnswers) => {
+            tracing::info!(%method, "fault switch: answer lost");
+            if kind == RequestKind::Submit {
+                // The transaction is included all the same; only its answer never comes.
+                let rpc = app.rpc.clone();
+                tokio::spawn(async move { rpc.call(&method, params, false).await });
+            }
+            std::future::pending::<()>().await;
+        }
         None => {}
     }
     match app.rpc.call(&method, params, drop_transactions).await {
