@@ -290,7 +290,10 @@ pub struct Config {
 }
 
 /// The conditions under which an execution may see a stored secret. The operator evaluates them on chain
-/// state at execution time; the contract only stores and validates their shape.
+/// state at execution time; the contract only stores and validates their shape. Account conditions
+/// (`Whitelist`, `AccountPattern`, balances, NFTs) are about the requester: an on-chain request's
+/// `sender_id`. `WasmHash`, `ValidUntil` and `Predecessor` pin a secret to a build, a time and the
+/// calling contract.
 #[near(serializers = [json, borsh])]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccessCondition {
@@ -319,6 +322,20 @@ pub enum AccessCondition {
     },
     Not {
         condition: Box<AccessCondition>,
+    },
+    /// Only this exact module: the sha256 (64 lower-case hex) of the wasm the execution runs.
+    WasmHash {
+        sha256: String,
+    },
+    /// Only for requests made before this time (nanoseconds since the Unix epoch, as
+    /// `env::block_timestamp`): an on-chain request's `created_at_ns`.
+    ValidUntil {
+        timestamp_ns: u64,
+    },
+    /// Only when the contract that called `request_execution` (its predecessor, stored as the
+    /// request's `sender_id`) is one of these. Never met by a request made without the chain.
+    Predecessor {
+        accounts: Vec<AccountId>,
     },
 }
 
