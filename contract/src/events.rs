@@ -65,6 +65,20 @@ pub struct SecretsChangedData {
 
 #[near(serializers = [json])]
 #[derive(Clone, Debug)]
+pub struct SecretsAccessUpdatedData {
+    pub owner: AccountId,
+    pub repo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    pub profile: String,
+    /// Paid for storage the new condition takes beyond the old one.
+    pub storage_paid: U128,
+    /// Refunded for storage the new condition frees.
+    pub storage_refunded: U128,
+}
+
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
 pub struct RoleChangedData {
     pub old_account: Option<AccountId>,
     pub new_account: Option<AccountId>,
@@ -117,6 +131,8 @@ pub enum OutlayerEvent {
     SecretsStored(Vec<SecretsChangedData>),
     #[event_version("1.0.0")]
     SecretsDeleted(Vec<SecretsChangedData>),
+    #[event_version("1.0.0")]
+    SecretsAccessUpdated(Vec<SecretsAccessUpdatedData>),
     #[event_version("1.0.0")]
     OwnerChanged(Vec<RoleChangedData>),
     #[event_version("1.0.0")]

@@ -13,7 +13,7 @@ use crate::pricing::{Settlement, estimate_cost};
 use crate::types::{
     CodeSource, ExecutionOutput, ExecutionRequest, ExecutionResponse, ExecutionSource,
     PendingRequest, RequestParams, ResourceLimits, ResourceMetrics, ResponseFormat,
-    SecretsReference, SourceKind,
+    SecretsReference, SourceKind, public_error,
 };
 use crate::validation::{
     validate_code_source, validate_input, validate_limits, validate_request_params,
@@ -60,7 +60,8 @@ impl Contract {
         );
         let (code_source, source_kind) = code_source_of(code_source, source);
         require_valid(validate_code_source(&code_source));
-        require_valid(validate_request_params(&params.unwrap_or_default()));
+        let params = params.unwrap_or_default();
+        require_valid(validate_request_params(&params));
         let Some(resource_limits) = resource_limits else {
             env::panic_str(
                 "resource_limits is required: {max_instructions, max_memory_mb, \
@@ -92,7 +93,9 @@ impl Contract {
         // The deposit is checked once the request is stored (below), against the estimate plus the
         // storage it measurably takes, so a client learns the whole amount from one failed call.
         let deposit = env::attached_deposit().as_yoctonear();
-        let estimate = estimate_cost(&self.pricing, &resource_limits);
+        // The pricing is fixed now: the request is charged at it whatever `set_pricing` does later.
+        let pricing = self.pricing.clone();
+        let estimate = estimate_cost(&pricing, &resource_limits);
 
         let request_id = self.next_request_id;
         self.next_request_id += 1;
@@ -125,12 +128,14 @@ impl Contract {
             created_at_block: env::block_height(),
             created_at_ns: env::block_timestamp(),
             resolved: false,
+            pricing: Some(pricing),
+            include_stderr: params.include_stderr,
         };
         let event = PendingRequest::from(&request);
         self.requests.insert(request_id, request);
-        self.pending_ids.insert(request_id);
+        self.pending.insert(request_id, 0);
         self.requests.flush();
-        self.pending_ids.flush();
+        self.pending.flush();
 
         // Pending requests pay for the state they occupy; it is freed (and so refunded) on completion.
         // The data id is stored base58, whose length varies with the 32 bytes (usually 43 or 44
@@ -139,8 +144,7 @@ impl Contract {
         let storage_bytes = env::storage_usage()
             .saturating_sub(storage_before)
             .saturating_add(MAX_DATA_ID_LEN.saturating_sub(data_id.len()) as u64);
-        let storage_cost =
-            u128::from(storage_bytes).saturating_mul(env::storage_byte_cost().as_yoctonear());
+        let storage_cost = storage_cost(storage_bytes);
         let required = estimate.saturating_add(storage_cost);
         if deposit < required {
             env::panic_str(&format!(
@@ -150,6 +154,11 @@ impl Contract {
             ));
         }
 
+        // The index keeps the request's storage: a two-step output must fit in what is left of the
+        // deposit (`submit_execution_output`). Same size as the placeholder, so storage is unchanged.
+        self.pending.insert(request_id, storage_bytes);
+        self.pending.flush();
+
         self.stats.total_requests += 1;
         self.stats.pending += 1;
         OutlayerEvent::ExecutionRequested(vec![event]).emit();
@@ -157,10 +166,12 @@ impl Contract {
     }
 
     /// Stores an output too large for the 1024-byte resume payload; `resolve_execution` then follows
-    /// with `output` omitted. Calling it again before the resolve replaces the stored output.
+    /// with `output` omitted. Calling it again before the resolve replaces the stored output. The
+    /// request's deposit pays for the output's storage while it is held: beyond the request's estimate
+    /// and its own storage, it must cover the output's bytes, else the call fails and says how much.
     pub fn submit_execution_output(&mut self, request_id: u64, output: ExecutionOutput) {
         self.assert_operator();
-        self.unresolved_request(request_id);
+        let request = self.unresolved_request(request_id);
         let json = serde_json::to_string(&output)
             .unwrap_or_else(|e| env::panic_str(&format!("output cannot be serialized: {e}")));
         if json.len() > MAX_OUTPUT_BYTES {
@@ -170,7 +181,28 @@ impl Contract {
             ));
         }
         let output_bytes = json.len() as u64;
+        self.outputs.remove(&request_id);
+        self.outputs.flush();
+        let storage_before = env::storage_usage();
         self.outputs.insert(request_id, json);
+        self.outputs.flush();
+        let output_storage = env::storage_usage().saturating_sub(storage_before);
+        let request_storage = self.pending.get(&request_id).copied().unwrap_or(0);
+        let estimate = estimate_cost(request.pricing_or(&self.pricing), &request.resource_limits);
+        let required = estimate
+            .saturating_add(storage_cost(request_storage))
+            .saturating_add(storage_cost(output_storage));
+        if request.payment.0 < required {
+            env::panic_str(&format!(
+                "the deposit of request {request_id} ({} yoctoNEAR) does not cover the storage of \
+                 its {output_storage}-byte output: {required} yoctoNEAR would be required (estimated \
+                 cost {estimate} + storage of the request {} + of the output {}); resolve it as \
+                 failed or with a shorter output",
+                request.payment.0,
+                storage_cost(request_storage),
+                storage_cost(output_storage)
+            ));
+        }
         OutlayerEvent::OutputSubmitted(vec![OutputSubmittedData {
             request_id,
             output_bytes,
@@ -179,7 +211,8 @@ impl Contract {
     }
 
     /// The operator's answer: resumes the request's yield with `response` as payload. A request can be
-    /// resolved once; a second call fails with "not found or already resolved".
+    /// resolved once; a second call fails with "not found or already resolved". The request's input
+    /// is dropped (a resolved request reads `input_data: ""` until its callback settles it).
     pub fn resolve_execution(&mut self, request_id: u64, response: ExecutionResponse) {
         self.assert_operator();
         let mut request = self.unresolved_request(request_id);
@@ -208,8 +241,11 @@ impl Contract {
             ));
         }
         request.resolved = true;
+        // The run is over: the input (up to 256 KiB) is dropped now, at the operator's expense, so the
+        // callback never reads or frees it within its fixed gas reserve.
+        request.input_data = String::new();
         self.requests.insert(request_id, request);
-        self.pending_ids.remove(&request_id);
+        self.pending.remove(&request_id);
         OutlayerEvent::ExecutionResolved(vec![ExecutionResolvedData {
             request_id,
             success: response.success,
@@ -233,7 +269,7 @@ impl Contract {
             ));
             return None;
         };
-        self.pending_ids.remove(&request_id);
+        self.pending.remove(&request_id);
         let stored_output = self
             .outputs
             .remove(&request_id)
@@ -243,7 +279,9 @@ impl Contract {
             Ok(response) => (
                 response.success,
                 response.output.or(stored_output),
-                response.error,
+                response
+                    .error
+                    .map(|error| public_error(&error, request.include_stderr)),
                 response.resources_used,
                 false,
             ),
@@ -256,7 +294,12 @@ impl Contract {
             ),
         };
 
-        let settlement = Settlement::for_outcome(&self.pricing, request.payment.0, success, &used);
+        let pricing = request.pricing_or(&self.pricing);
+        let settlement = if timed_out {
+            Settlement::for_timeout(pricing, request.payment.0)
+        } else {
+            Settlement::for_run(pricing, request.payment.0, &used)
+        };
         if settlement.refunded > 0 {
             near_sdk::Promise::new(request.payer().clone())
                 .transfer(NearToken::from_yoctonear(settlement.refunded))
@@ -344,7 +387,7 @@ impl Contract {
     fn cancel_with_full_refund(&mut self, request: ExecutionRequest, reason: &str) {
         let request_id = request.request_id;
         self.requests.remove(&request_id);
-        self.pending_ids.remove(&request_id);
+        self.pending.remove(&request_id);
         self.outputs.remove(&request_id);
         if request.payment.0 > 0 {
             near_sdk::Promise::new(request.payer().clone())
@@ -412,6 +455,10 @@ fn code_source_of(
              {\"GitHub\": {repo, commit, build_target?}}",
         ),
     }
+}
+
+fn storage_cost(bytes: u64) -> u128 {
+    u128::from(bytes).saturating_mul(env::storage_byte_cost().as_yoctonear())
 }
 
 fn decode_data_id(encoded: &str) -> near_sdk::CryptoHash {
@@ -865,7 +912,9 @@ mod tests {
         contract.resolve_execution(0, response(true, Some(text("HI"))));
         let resolved = event("execution_resolved");
         assert_eq!(resolved["two_step"], false);
-        assert!(contract.get_request(0).unwrap().resolved);
+        let stored = contract.get_request(0).unwrap();
+        assert!(stored.resolved);
+        assert_eq!(stored.input_data, "", "the input is dropped at the resolve");
         assert!(contract.get_pending_requests(None, None).is_empty());
 
         as_callback();
@@ -889,17 +938,99 @@ mod tests {
     }
 
     #[test]
-    fn failure_keeps_only_the_base_fee_and_returns_null() {
+    fn failure_is_charged_for_what_it_used_and_returns_null() {
         let mut contract = contract();
         request(&mut contract, "hi");
         as_callback();
         let returned = contract.on_execution_response(0, Ok(response(false, None)));
         assert!(returned.is_none());
-        assert_eq!(transfers(), vec![(user(), DEPOSIT - 1_000)]);
+        // Not the base fee alone: 1000 base + 20 instructions + 30 ms + 200 compile ms.
+        let cost = 1_000 + 20 + 30 + 200;
+        assert_eq!(transfers(), vec![(user(), DEPOSIT - cost)]);
         let completed = event("execution_completed");
         assert_eq!(completed["success"], false);
-        assert_eq!(completed["error"], "guest trapped");
+        assert_eq!(completed["payment_charged"], cost.to_string());
+        assert_eq!(completed["error"], "execution failed: guest trapped");
         assert_eq!(contract.get_stats().failed, 1);
+    }
+
+    fn failure_with(error: &str) -> ExecutionResponse {
+        ExecutionResponse {
+            error: Some(error.to_string()),
+            ..response(false, None)
+        }
+    }
+
+    #[test]
+    fn the_guests_stderr_is_published_only_when_the_request_asked() {
+        let stderr = format!("thread main panicked: API_KEY=sk-{}", "x".repeat(1_000));
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        assert!(event("execution_requested").get("include_stderr").is_none());
+        as_callback();
+        contract.on_execution_response(0, Ok(failure_with(&stderr)));
+        let published = event("execution_completed")["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            published,
+            format!("execution failed: {}", &stderr[..256]),
+            "a fixed kind and the first 256 bytes"
+        );
+
+        set_caller(user(), DEPOSIT);
+        let params = RequestParams {
+            include_stderr: true,
+            ..RequestParams::default()
+        };
+        contract.request_execution(
+            Some(code()),
+            None,
+            Some(limits()),
+            None,
+            None,
+            None,
+            None,
+            Some(params),
+        );
+        assert_eq!(event("execution_requested")["include_stderr"], true);
+        assert!(contract.get_request(1).unwrap().include_stderr);
+        assert!(contract.get_pending_requests(Some(1), None)[0].include_stderr);
+        as_callback();
+        contract.on_execution_response(1, Ok(failure_with(&stderr)));
+        assert_eq!(event("execution_completed")["error"], stderr.as_str());
+    }
+
+    #[test]
+    fn a_request_pays_the_pricing_of_when_it_was_made() {
+        let mut contract = contract();
+        request(&mut contract, "hi");
+        assert_eq!(
+            contract.get_request(0).unwrap().pricing,
+            Some(contract.get_pricing())
+        );
+        set_caller(owner(), 0);
+        contract.set_pricing(Pricing {
+            base_fee: U128(1_000_000),
+            per_million_instructions_fee: U128(1_000_000),
+            per_ms_fee: U128(1_000_000),
+            per_compile_ms_fee: U128(1_000_000),
+        });
+        as_callback();
+        contract.on_execution_response(0, Ok(response(true, Some(text("ok")))));
+        let cost = 1_000 + 20 + 30 + 200;
+        assert_eq!(
+            event("execution_completed")["payment_charged"],
+            cost.to_string()
+        );
+        assert_eq!(transfers(), vec![(user(), DEPOSIT - cost)]);
+
+        // A timeout too: the base fee of the snapshot.
+        request(&mut contract, "hi");
+        as_callback();
+        contract.on_execution_response(1, Err(PromiseError::Failed));
+        assert_eq!(event("execution_completed")["payment_charged"], "1000000");
     }
 
     #[test]
@@ -968,6 +1099,52 @@ mod tests {
         let returned = contract.on_execution_response(0, Ok(response(true, None)));
         assert_eq!(returned.unwrap().get(), format!("\"{big}\""));
         assert!(!contract.outputs.contains_key(&0));
+    }
+
+    /// A request with exactly `deposit` attached (the default limits cost 26,000 at test pricing).
+    fn request_with_deposit(contract: &mut Contract, deposit: u128) {
+        set_caller(user(), deposit);
+        request_with(contract, code(), limits(), "hi".to_string(), None);
+    }
+
+    #[test]
+    fn a_two_step_output_must_fit_in_the_deposit() {
+        let byte = near_sdk::env::storage_byte_cost().as_yoctonear();
+        let output = text(&"o".repeat(5_000));
+        // The request's estimate and storage, plus 4,000 bytes: not enough for a 5,000-byte output.
+        let request_bytes = {
+            let mut probe = contract();
+            request_with_deposit(&mut probe, DEPOSIT);
+            *probe.pending.get(&0).unwrap()
+        };
+        assert!(request_bytes > 100, "the reserve is the request's storage");
+        let small = 26_000 + u128::from(request_bytes + 4_000) * byte;
+        let mut first = contract();
+        request_with_deposit(&mut first, small);
+        let data_id = first.get_request(0).unwrap().data_id;
+        as_operator(&data_id);
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            first.submit_execution_output(0, output.clone())
+        }));
+        assert!(refused.is_err(), "the contract does not pay for the output");
+
+        // With room for the output (its JSON and the key's overhead) it is stored.
+        let mut contract = contract();
+        request_with_deposit(&mut contract, small + 2_000 * byte);
+        let data_id = contract.get_request(0).unwrap().data_id;
+        as_operator(&data_id);
+        contract.submit_execution_output(0, output);
+        assert!(contract.outputs.contains_key(&0));
+    }
+
+    #[test]
+    #[should_panic(expected = "does not cover the storage of its")]
+    fn an_output_the_deposit_cannot_hold_is_refused_with_the_amounts() {
+        let mut contract = contract();
+        request_with_deposit(&mut contract, 10u128.pow(22));
+        let data_id = contract.get_request(0).unwrap().data_id;
+        as_operator(&data_id);
+        contract.submit_execution_output(0, text(&"o".repeat(60_000)));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! (roles, pause, pricing, caps), `views`, `events`, `pricing` (cost arithmetic), `validation` (input
 //! checks) and `types` (the JSON wire types).
 
-use near_sdk::store::{IterableSet, LookupMap};
+use near_sdk::store::{LookupMap, TreeMap};
 use near_sdk::{AccountId, BorshStorageKey, Gas, PanicOnDefault, env, near};
 
 pub mod admin;
@@ -59,7 +59,7 @@ pub const ABSOLUTE_MAX_LIMITS: ResourceLimits = ResourceLimits {
 #[derive(BorshStorageKey)]
 pub enum StorageKey {
     Requests,
-    PendingIds,
+    PendingIndex,
     Outputs,
     Secrets,
     UserSecrets,
@@ -78,8 +78,9 @@ pub struct Contract {
     pub(crate) next_request_id: u64,
     /// Every request from `request_execution` until its callback (or a cancel) settles it.
     pub(crate) requests: LookupMap<u64, ExecutionRequest>,
-    /// Ids of requests the operator has not resolved yet: what `get_pending_requests` serves.
-    pub(crate) pending_ids: IterableSet<u64>,
+    /// Requests the operator has not resolved yet, ordered by id (what `get_pending_requests` pages
+    /// through in O(limit · log n)), each with the storage bytes the request holds (its reserve).
+    pub(crate) pending: TreeMap<u64, u64>,
     /// Outputs stored by `submit_execution_output`, as JSON, until the callback hands them out.
     pub(crate) outputs: LookupMap<u64, String>,
     pub(crate) secrets: LookupMap<SecretsId, SecretsRecord>,
@@ -90,7 +91,9 @@ pub struct Contract {
 
 #[near]
 impl Contract {
+    /// Only the contract account itself may initialize it (deploy and init in one transaction).
     #[init]
+    #[private]
     pub fn new(owner_id: AccountId, operator_id: AccountId) -> Self {
         Self {
             owner_id,
@@ -102,7 +105,7 @@ impl Contract {
             stale_timeout_ms: DEFAULT_STALE_TIMEOUT_MS,
             next_request_id: 0,
             requests: LookupMap::new(StorageKey::Requests),
-            pending_ids: IterableSet::new(StorageKey::PendingIds),
+            pending: TreeMap::new(StorageKey::PendingIndex),
             outputs: LookupMap::new(StorageKey::Outputs),
             secrets: LookupMap::new(StorageKey::Secrets),
             user_secrets: LookupMap::new(StorageKey::UserSecrets),

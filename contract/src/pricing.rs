@@ -53,19 +53,15 @@ impl Settlement {
         }
     }
 
-    /// Success: charged by usage. Failure or yield timeout: only the base fee.
-    pub fn for_outcome(
-        pricing: &Pricing,
-        deposit: u128,
-        success: bool,
-        used: &ResourceMetrics,
-    ) -> Self {
-        let cost = if success {
-            usage_cost(pricing, used)
-        } else {
-            pricing.base_fee.0
-        };
-        Self::charge(deposit, cost)
+    /// A run the operator reported, succeeded or failed: charged for what it measurably used
+    /// (instructions, time, compile time, base fee included).
+    pub fn for_run(pricing: &Pricing, deposit: u128, used: &ResourceMetrics) -> Self {
+        Self::charge(deposit, usage_cost(pricing, used))
+    }
+
+    /// No answer within the yield window: only the base fee.
+    pub fn for_timeout(pricing: &Pricing, deposit: u128) -> Self {
+        Self::charge(deposit, pricing.base_fee.0)
     }
 }
 
@@ -149,15 +145,22 @@ mod tests {
     }
 
     #[test]
-    fn failure_keeps_only_the_base_fee() {
+    fn a_run_is_charged_for_its_usage_a_timeout_the_base_fee() {
         let used = ResourceMetrics {
-            instructions: u64::MAX,
-            time_ms: u64::MAX,
-            compile_time_ms: Some(u64::MAX),
+            instructions: 3_000_000,
+            time_ms: 7,
+            compile_time_ms: Some(100),
         };
-        let settlement = Settlement::for_outcome(&pricing(), 10_000, false, &used);
-        assert_eq!(settlement.charged, 1_000);
-        assert_eq!(settlement.refunded, 9_000);
+        let run = Settlement::for_run(&pricing(), 10_000, &used);
+        assert_eq!(run.charged, 1_000 + 30 + 21 + 200);
+        assert_eq!(run.refunded, 10_000 - run.charged);
+        let timeout = Settlement::for_timeout(&pricing(), 10_000);
+        assert_eq!((timeout.charged, timeout.refunded), (1_000, 9_000));
+        assert_eq!(
+            Settlement::for_run(&pricing(), 10_000, &ResourceMetrics::default()).charged,
+            1_000,
+            "nothing measured: the base fee"
+        );
     }
 
     #[test]
@@ -180,7 +183,7 @@ mod tests {
             max_execution_seconds: u64::MAX,
         };
         assert_eq!(estimate_cost(&max, &limits), u128::MAX);
-        let settlement = Settlement::for_outcome(&max, 42, true, &used);
+        let settlement = Settlement::for_run(&max, 42, &used);
         assert_eq!(
             settlement,
             Settlement {

@@ -5,7 +5,7 @@
 use near_sdk::json_types::U128;
 use near_sdk::{AccountId, NearToken, Promise, env, near};
 
-use crate::events::{OutlayerEvent, SecretsChangedData};
+use crate::events::{OutlayerEvent, SecretsAccessUpdatedData, SecretsChangedData};
 use crate::types::{AccessCondition, SecretsKey, SecretsRecord};
 use crate::validation::{
     validate_access_condition, validate_branch, validate_encrypted_secrets, validate_profile,
@@ -53,6 +53,44 @@ fn secrets_key(repo: &str, branch: Option<String>, profile: String) -> SecretsKe
 
 fn storage_cost(bytes: u64) -> u128 {
     u128::from(bytes).saturating_mul(env::storage_byte_cost().as_yoctonear())
+}
+
+/// Settles a record's storage change with its owner: growth is paid from `attached` (the call fails
+/// when it does not cover it), freed storage is refunded; the surplus goes back. Updates the record's
+/// `storage_deposit` and returns (paid, freed).
+fn settle_storage(
+    owner: &AccountId,
+    attached: u128,
+    storage_before: u64,
+    storage_after: u64,
+    record: &mut SecretsRecord,
+) -> (u128, u128) {
+    let (paid, freed) = if storage_after >= storage_before {
+        (storage_cost(storage_after - storage_before), 0)
+    } else {
+        (0, storage_cost(storage_before - storage_after))
+    };
+    if attached < paid {
+        env::panic_str(&format!(
+            "attached deposit {attached} yoctoNEAR does not cover the {} bytes of storage these \
+             secrets take: {paid} yoctoNEAR is required",
+            storage_after - storage_before
+        ));
+    }
+    record.storage_deposit = U128(
+        record
+            .storage_deposit
+            .0
+            .saturating_add(paid)
+            .saturating_sub(freed),
+    );
+    let refund = (attached - paid).saturating_add(freed);
+    if refund > 0 {
+        Promise::new(owner.clone())
+            .transfer(NearToken::from_yoctonear(refund))
+            .detach();
+    }
+    (paid, freed)
 }
 
 #[near]
@@ -109,41 +147,71 @@ impl Contract {
         }
         self.secrets.flush();
         self.user_secrets.flush();
-        let storage_after = env::storage_usage();
-
-        // Grown: the owner pays the difference. Shrunk: the freed storage goes back with the surplus.
-        let (paid, freed) = if storage_after >= storage_before {
-            (storage_cost(storage_after - storage_before), 0)
-        } else {
-            (0, storage_cost(storage_before - storage_after))
-        };
-        if attached < paid {
-            env::panic_str(&format!(
-                "attached deposit {attached} yoctoNEAR does not cover the {} bytes of storage these \
-                 secrets take: {paid} yoctoNEAR is required",
-                storage_after - storage_before
-            ));
-        }
-        record.storage_deposit = U128(
-            record
-                .storage_deposit
-                .0
-                .saturating_add(paid)
-                .saturating_sub(freed),
+        let (paid, _) = settle_storage(
+            &owner,
+            attached,
+            storage_before,
+            env::storage_usage(),
+            &mut record,
         );
-        self.secrets.insert(id, record.clone());
-        let refund = (attached - paid).saturating_add(freed);
-        if refund > 0 {
-            Promise::new(owner.clone())
-                .transfer(NearToken::from_yoctonear(refund))
-                .detach();
-        }
+        self.secrets.insert(id, record);
         OutlayerEvent::SecretsStored(vec![SecretsChangedData {
             owner,
             repo: key.repo,
             branch: key.branch,
             profile: key.profile,
             storage_deposit: U128(paid),
+        }])
+        .emit();
+    }
+
+    /// Replaces the access condition of the caller's stored secrets for `repo`/`branch`/`profile`
+    /// without touching the ciphertext: owners pin a secret to a build (`WasmHash`), a time
+    /// (`ValidUntil`) or the calling contracts (`Predecessor`) without sealing it again. Only the
+    /// owner can (the record is looked up under the caller's account). Storage growth is paid from
+    /// the attached deposit, freed storage refunded with the surplus.
+    #[payable]
+    pub fn update_access(
+        &mut self,
+        repo: String,
+        branch: Option<String>,
+        profile: String,
+        access: AccessCondition,
+    ) {
+        let owner = env::predecessor_account_id();
+        let key = secrets_key(&repo, branch, profile);
+        require_valid(validate_access_condition(&access));
+        let attached = env::attached_deposit().as_yoctonear();
+        let id = SecretsId {
+            owner: owner.clone(),
+            key: key.clone(),
+        };
+        let Some(mut record) = self.secrets.get(&id).cloned() else {
+            env::panic_str(&format!(
+                "no secrets of {owner} for repo {} branch {:?} profile {}: store them first",
+                key.repo, key.branch, key.profile
+            ));
+        };
+        let storage_before = env::storage_usage();
+        record.access = access;
+        record.updated_at_ns = env::block_timestamp();
+        self.secrets.insert(id.clone(), record.clone());
+        self.secrets.flush();
+        let (paid, freed) = settle_storage(
+            &owner,
+            attached,
+            storage_before,
+            env::storage_usage(),
+            &mut record,
+        );
+        self.secrets.insert(id, record);
+        OutlayerEvent::SecretsAccessUpdated(vec![SecretsAccessUpdatedData {
+            owner,
+            repo: key.repo,
+            branch: key.branch,
+            profile: key.profile,
+            storage_paid: U128(paid),
+            storage_refunded: U128(freed),
         }])
         .emit();
     }
@@ -218,6 +286,7 @@ mod tests {
     use super::*;
     use crate::test_utils::*;
     use crate::types::LogicOperator;
+    use near_sdk::testing_env;
 
     const ATTACHED: u128 = 10u128.pow(24);
 
@@ -361,9 +430,115 @@ mod tests {
         );
     }
 
+    fn update(contract: &mut Contract, caller: AccountId, attached: u128, access: AccessCondition) {
+        set_caller(caller, attached);
+        contract.update_access(
+            "https://github.com/alice/app".to_string(),
+            Some("main".to_string()),
+            "prod".to_string(),
+            access,
+        );
+    }
+
+    #[test]
+    fn updating_access_keeps_the_ciphertext_and_settles_the_storage_difference() {
+        let mut contract = new_contract();
+        store(&mut contract, Some("main"), "AAECAw==");
+        let before = stored(&contract, Some("main")).unwrap();
+
+        // A larger condition: its extra storage is paid, the surplus refunded.
+        let pinned = AccessCondition::Logic {
+            operator: LogicOperator::And,
+            conditions: vec![
+                AccessCondition::WasmHash {
+                    sha256: "ab".repeat(32),
+                },
+                AccessCondition::Predecessor {
+                    accounts: vec!["client.near".parse().unwrap()],
+                },
+                AccessCondition::ValidUntil {
+                    timestamp_ns: 1_900_000_000_000_000_000,
+                },
+            ],
+        };
+        testing_env!(context(user(), ATTACHED).block_timestamp(42).build());
+        contract.update_access(
+            "https://github.com/alice/app".to_string(),
+            Some("main".to_string()),
+            "prod".to_string(),
+            pinned.clone(),
+        );
+        let after = stored(&contract, Some("main")).unwrap();
+        assert_eq!(after.access, pinned);
+        assert_eq!(
+            after.encrypted_secrets_base64,
+            before.encrypted_secrets_base64
+        );
+        assert_eq!(after.created_at_ns, before.created_at_ns);
+        assert_eq!(after.updated_at_ns, 42);
+        let paid = after.storage_deposit.0 - before.storage_deposit.0;
+        assert!(paid > 0);
+        assert_eq!(transfers(), vec![(user(), ATTACHED - paid)]);
+        let updated = event("secrets_access_updated");
+        assert_eq!(updated["storage_paid"], paid.to_string());
+        assert_eq!(updated["storage_refunded"], "0");
+        assert_eq!(updated["repo"], "github.com/alice/app");
+        assert_eq!(updated["branch"], "main");
+
+        // Back to a smaller condition, nothing attached: the freed storage is refunded.
+        update(&mut contract, user(), 0, AccessCondition::AllowAll);
+        let last = stored(&contract, Some("main")).unwrap();
+        assert_eq!(last.access, AccessCondition::AllowAll);
+        assert!(last.storage_deposit.0 < after.storage_deposit.0);
+        let freed = after.storage_deposit.0 - last.storage_deposit.0;
+        assert_eq!(transfers(), vec![(user(), freed)]);
+        assert_eq!(
+            event("secrets_access_updated")["storage_refunded"],
+            freed.to_string()
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "does not cover the")]
+    fn a_larger_condition_without_a_deposit_fails() {
+        let mut contract = new_contract();
+        store(&mut contract, Some("main"), "AAECAw==");
+        let larger = AccessCondition::Predecessor {
+            accounts: vec![
+                "client.near".parse().unwrap(),
+                "other.near".parse().unwrap(),
+            ],
+        };
+        update(&mut contract, user(), 0, larger);
+    }
+
+    #[test]
+    #[should_panic(expected = "no secrets of")]
+    fn only_the_owner_updates_access() {
+        let mut contract = new_contract();
+        store(&mut contract, Some("main"), "AAECAw==");
+        update(
+            &mut contract,
+            stranger(),
+            ATTACHED,
+            AccessCondition::AllowAll,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "WasmHash sha256 must be the module's sha256")]
+    fn updated_conditions_are_validated() {
+        let mut contract = new_contract();
+        store(&mut contract, Some("main"), "AAECAw==");
+        let bad = AccessCondition::WasmHash {
+            sha256: "not a hash".to_string(),
+        };
+        update(&mut contract, user(), ATTACHED, bad);
+    }
+
     #[test]
     fn access_conditions_keep_their_json_shape() {
-        let json = r#"{"Logic":{"operator":"Or","conditions":["AllowAll",{"NearBalance":{"min":"5"}},{"Not":{"condition":{"NftOwned":{"contract":"nft.near"}}}}]}}"#;
+        let json = r#"{"Logic":{"operator":"Or","conditions":["AllowAll",{"NearBalance":{"min":"5"}},{"Not":{"condition":{"NftOwned":{"contract":"nft.near"}}}},{"WasmHash":{"sha256":"ab"}},{"ValidUntil":{"timestamp_ns":1900000000000000000}},{"Predecessor":{"accounts":["client.near"]}}]}}"#;
         let parsed: AccessCondition = near_sdk::serde_json::from_str(json).unwrap();
         assert_eq!(near_sdk::serde_json::to_string(&parsed).unwrap(), json);
     }

@@ -77,6 +77,40 @@ pub struct RequestParams {
     pub force_rebuild: bool,
     #[serde(default)]
     pub store_on_fastfs: bool,
+    /// Publish the guest's whole error (its stderr may be part of it) on chain. Off by default: the
+    /// `execution_completed` event then carries a fixed kind and at most the first
+    /// [`ERROR_SUMMARY_BYTES`] of the message (see [`public_error`]).
+    #[serde(default)]
+    pub include_stderr: bool,
+}
+
+/// How much of a failure's message is published when the request did not ask for its stderr.
+pub const ERROR_SUMMARY_BYTES: usize = 256;
+/// The fixed kind a summarized failure starts with.
+pub const FAILURE_KIND: &str = "execution failed";
+
+/// The error of a failed run as it may go on chain: the whole message when the request asked for
+/// its stderr (`params.include_stderr`), else `execution failed: ` and at most the first
+/// [`ERROR_SUMMARY_BYTES`] bytes of the message (cut at a character boundary). The contract applies it
+/// to the event; the operator applies it before it reports, since `resolve_execution`'s arguments are
+/// public too. Idempotent.
+pub fn public_error(message: &str, include_stderr: bool) -> String {
+    if include_stderr {
+        return message.to_string();
+    }
+    let body = message
+        .strip_prefix(FAILURE_KIND)
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(message);
+    let mut end = body.len().min(ERROR_SUMMARY_BYTES);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{FAILURE_KIND}: {}", &body[..end])
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The most a request may use; the deposit must cover what these limits could cost.
@@ -201,9 +235,22 @@ pub struct ExecutionRequest {
     pub created_at_ns: u64,
     /// True once the operator resolved it; the callback has not run yet.
     pub resolved: bool,
+    /// The pricing when the request was made: what it is charged, whatever `set_pricing` does
+    /// meanwhile. Absent only in requests stored before snapshots existed (charged at the current
+    /// pricing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+    /// `params.include_stderr`: the whole error may go on chain.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub include_stderr: bool,
 }
 
 impl ExecutionRequest {
+    /// The pricing this request is charged at: its snapshot, else `current`.
+    pub fn pricing_or<'a>(&'a self, current: &'a Pricing) -> &'a Pricing {
+        self.pricing.as_ref().unwrap_or(current)
+    }
+
     /// The account refunds go to and the events name as charged: `payer_account_id` when the request
     /// set one, else the sender.
     pub fn payer(&self) -> &AccountId {
@@ -235,6 +282,9 @@ pub struct PendingRequest {
     pub payment: U128,
     pub created_at_block: u64,
     pub created_at_ns: u64,
+    /// The request asked for the guest's whole error on chain (`params.include_stderr`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub include_stderr: bool,
 }
 
 /// Inputs this large are left out of `PendingRequest`: NEAR caps a log line (max_total_log_length is
@@ -259,6 +309,7 @@ impl From<&ExecutionRequest> for PendingRequest {
             payment: request.payment,
             created_at_block: request.created_at_block,
             created_at_ns: request.created_at_ns,
+            include_stderr: request.include_stderr,
         }
     }
 }
@@ -290,7 +341,10 @@ pub struct Config {
 }
 
 /// The conditions under which an execution may see a stored secret. The operator evaluates them on chain
-/// state at execution time; the contract only stores and validates their shape.
+/// state at execution time; the contract only stores and validates their shape. Account conditions
+/// (`Whitelist`, `AccountPattern`, balances, NFTs) are about the requester: an on-chain request's
+/// `sender_id`. `WasmHash`, `ValidUntil` and `Predecessor` pin a secret to a build, a time and the
+/// calling contract.
 #[near(serializers = [json, borsh])]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccessCondition {
@@ -319,6 +373,20 @@ pub enum AccessCondition {
     },
     Not {
         condition: Box<AccessCondition>,
+    },
+    /// Only this exact module: the sha256 (64 lower-case hex) of the wasm the execution runs.
+    WasmHash {
+        sha256: String,
+    },
+    /// Only for requests made before this time (nanoseconds since the Unix epoch, as
+    /// `env::block_timestamp`): an on-chain request's `created_at_ns`.
+    ValidUntil {
+        timestamp_ns: u64,
+    },
+    /// Only when the contract that called `request_execution` (its predecessor, stored as the
+    /// request's `sender_id`) is one of these. Never met by a request made without the chain.
+    Predecessor {
+        accounts: Vec<AccountId>,
     },
 }
 
@@ -381,5 +449,23 @@ mod tests {
         let parsed: PendingRequest = serde_json::from_value(new).unwrap();
         assert_eq!(parsed.source_kind, SourceKind::GitHub);
         assert_eq!(parsed.payer_account_id, Some("payer.near".parse().unwrap()));
+        assert!(!parsed.include_stderr);
+    }
+
+    #[test]
+    fn errors_are_summarized_unless_the_request_asked_for_them() {
+        let stderr = format!("panicked: {}", "s".repeat(1_000));
+        assert_eq!(public_error(&stderr, true), stderr);
+        let summary = public_error(&stderr, false);
+        assert_eq!(
+            summary,
+            format!("execution failed: {}", &stderr[..ERROR_SUMMARY_BYTES])
+        );
+        assert_eq!(public_error(&summary, false), summary, "idempotent");
+        assert_eq!(public_error("trap", false), "execution failed: trap");
+        // Never cut inside a character: 'é' is two bytes and straddles byte 256.
+        let accented = format!("{}é", "a".repeat(ERROR_SUMMARY_BYTES - 1));
+        let summary = public_error(&accented, false);
+        assert_eq!(summary, format!("execution failed: {}", "a".repeat(255)));
     }
 }

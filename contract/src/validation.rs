@@ -68,8 +68,12 @@ pub fn validate_repo(repo: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A git ref the operator may pass to `git`: a 40-hex SHA or a branch/tag name that cannot be mistaken
-/// for an option (`--upload-pack=...`) or escape with `..`.
+/// A git ref the operator may pass to `git`: a 40-hex SHA, a branch or tag name (the compiler resolves
+/// it against `refs/heads/` and `refs/tags/` only), or a full `refs/heads/…` / `refs/tags/…` name.
+/// Never something git could read as an option (`-…`, `+…`) or a path escape (`..`), never a name git
+/// itself refuses (empty segment, segment starting with '.', `.lock`, trailing '.'), and never another
+/// namespace under `refs/`: `refs/pull/<n>/head` is code a pull-request author chose, not the
+/// repository owner, and must not run with the owner's secrets.
 pub fn validate_git_ref(what: &str, value: &str, max_len: usize) -> Result<(), String> {
     if value.is_empty() || value.len() > max_len {
         return Err(format!(
@@ -77,8 +81,10 @@ pub fn validate_git_ref(what: &str, value: &str, max_len: usize) -> Result<(), S
             value.len()
         ));
     }
-    if value.starts_with('-') {
-        return Err(format!("{what} must not start with '-', got {value:?}"));
+    if value.starts_with('-') || value.starts_with('+') {
+        return Err(format!(
+            "{what} must not start with '-' or '+', got {value:?}"
+        ));
     }
     if value.contains("..") {
         return Err(format!("{what} must not contain '..', got {value:?}"));
@@ -89,6 +95,24 @@ pub fn validate_git_ref(what: &str, value: &str, max_len: usize) -> Result<(), S
     {
         return Err(format!(
             "{what} may only contain [A-Za-z0-9._/+-], found {bad:?} in {value:?}"
+        ));
+    }
+    let bad_segment = value
+        .split('/')
+        .any(|s| s.is_empty() || s.starts_with('.') || s.ends_with(".lock"));
+    if bad_segment || value.ends_with('.') {
+        return Err(format!(
+            "{what} {value:?} is not a valid git ref name (empty segment, segment starting with \
+             '.', or ending in '.lock' or '.')"
+        ));
+    }
+    if value.starts_with("refs/")
+        && !(value.starts_with("refs/heads/") || value.starts_with("refs/tags/"))
+    {
+        return Err(format!(
+            "{what} {value:?} is refused: only a 40-hex commit SHA, a branch or tag name, or \
+             refs/heads/<branch> or refs/tags/<tag> may be run (other refs such as refs/pull/* hold \
+             code the repository owner did not choose)"
         ));
     }
     Ok(())
@@ -254,6 +278,13 @@ pub fn validate_encrypted_secrets(encrypted: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn is_lower_hex(value: &str, len: usize) -> bool {
+    value.len() == len
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Bounds the shape of an access condition so that evaluating it stays cheap and predictable.
 pub fn validate_access_condition(condition: &AccessCondition) -> Result<(), String> {
     let mut nodes = 0;
@@ -313,6 +344,32 @@ fn validate_condition_node(
                 .try_for_each(|c| validate_condition_node(c, depth + 1, nodes))
         }
         AccessCondition::Not { condition } => validate_condition_node(condition, depth + 1, nodes),
+        AccessCondition::WasmHash { sha256 } => {
+            if !is_lower_hex(sha256, 64) {
+                return Err(format!(
+                    "WasmHash sha256 must be the module's sha256 as 64 lower-case hex characters, got {sha256:?}"
+                ));
+            }
+            Ok(())
+        }
+        AccessCondition::ValidUntil { timestamp_ns } => {
+            if *timestamp_ns == 0 {
+                return Err(
+                    "ValidUntil timestamp_ns must be nanoseconds since the Unix epoch, got 0"
+                        .to_string(),
+                );
+            }
+            Ok(())
+        }
+        AccessCondition::Predecessor { accounts } => {
+            if accounts.is_empty() || accounts.len() > MAX_WHITELIST_ACCOUNTS {
+                return Err(format!(
+                    "Predecessor must list 1-{MAX_WHITELIST_ACCOUNTS} accounts, got {}",
+                    accounts.len()
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -415,7 +472,12 @@ mod tests {
     fn accepts_shas_and_refs() {
         for commit in [
             "0123456789abcdef0123456789abcdef01234567",
+            "0123456789ABCDEF0123456789abcdef01234567",
             "main",
+            "refs/heads/main",
+            "refs/tags/v1.0.0",
+            // A bare name is looked up under refs/heads/ and refs/tags/ only, so this is a branch.
+            "pull/1/head",
             "release/v1.2+build",
             "v1.0.0-rc_1",
         ] {
@@ -432,6 +494,21 @@ mod tests {
             ("main;rm -rf", "may only contain"),
             ("ma in", "may only contain"),
             ("ref$(x)", "may only contain"),
+            ("+main", "must not start with '-' or '+'"),
+            (
+                "refs/pull/7/head",
+                "refs/pull/* hold code the repository owner did not choose",
+            ),
+            ("refs/pull/7/merge", "is refused: only a 40-hex commit SHA"),
+            ("refs/remotes/origin/main", "is refused"),
+            ("refs/notes/commits", "is refused"),
+            ("refs/heads", "is refused"),
+            ("main/", "not a valid git ref name"),
+            ("a//b", "not a valid git ref name"),
+            (".hidden", "not a valid git ref name"),
+            ("feature/.x", "not a valid git ref name"),
+            ("main.lock", "not a valid git ref name"),
+            ("v1.", "not a valid git ref name"),
         ] {
             let err = validate_git_ref("commit", commit, MAX_REF_LEN).expect_err(commit);
             assert!(err.contains(expected), "{commit}: {err}");
@@ -533,5 +610,59 @@ mod tests {
             regex: String::new(),
         };
         assert!(validate_access_condition(&pattern).is_err());
+    }
+
+    #[test]
+    fn pinning_conditions_are_bounded() {
+        let hash = "ab".repeat(32);
+        for (condition, expected) in [
+            (
+                AccessCondition::WasmHash {
+                    sha256: hash.clone(),
+                },
+                None,
+            ),
+            (
+                AccessCondition::WasmHash {
+                    sha256: hash.to_uppercase(),
+                },
+                Some("64 lower-case hex"),
+            ),
+            (
+                AccessCondition::WasmHash {
+                    sha256: hash[..62].to_string(),
+                },
+                Some("64 lower-case hex"),
+            ),
+            (AccessCondition::ValidUntil { timestamp_ns: 1 }, None),
+            (
+                AccessCondition::ValidUntil { timestamp_ns: 0 },
+                Some("got 0"),
+            ),
+            (
+                AccessCondition::Predecessor {
+                    accounts: vec!["client.near".parse().unwrap()],
+                },
+                None,
+            ),
+            (
+                AccessCondition::Predecessor { accounts: vec![] },
+                Some("Predecessor must list 1-256 accounts, got 0"),
+            ),
+            (
+                AccessCondition::Predecessor {
+                    accounts: vec!["client.near".parse().unwrap(); MAX_WHITELIST_ACCOUNTS + 1],
+                },
+                Some("got 257"),
+            ),
+        ] {
+            match (validate_access_condition(&condition), expected) {
+                (Ok(()), None) => {}
+                (Err(error), Some(expected)) => {
+                    assert!(error.contains(expected), "{condition:?}: {error}")
+                }
+                (result, _) => panic!("{condition:?}: unexpected {result:?}"),
+            }
+        }
     }
 }

@@ -119,6 +119,42 @@ async fn apiserver_accepts_the_crds_and_enforces_their_rules() {
     let message = rejection(&executions, &execution("opt", option_commit, limits())).await;
     assert!(message.contains("spec.code.commit"), "{message}");
 
+    // Only the owner's code: refs outside refs/heads/ and refs/tags/ (a pull request's head) are
+    // refused with the reason; full branch and tag refs pass.
+    for (name, commit) in [
+        ("pr-head", "refs/pull/7/head"),
+        ("pr-merge", "refs/pull/7/merge"),
+    ] {
+        let code = CodeRef::from_repo("https://github.com/alice/echo", commit);
+        let message = rejection(&executions, &execution(name, code, limits())).await;
+        assert!(
+            message.contains("refs/pull/* hold code"),
+            "{commit}: {message}"
+        );
+    }
+    for (name, commit) in [
+        ("dot-lock", "main.lock"),
+        ("empty-seg", "a//b"),
+        ("dot-seg", "a/.b"),
+    ] {
+        let code = CodeRef::from_repo("https://github.com/alice/echo", commit);
+        let message = rejection(&executions, &execution(name, code, limits())).await;
+        assert!(
+            message.contains("not a valid git ref name"),
+            "{commit}: {message}"
+        );
+    }
+    for (name, commit) in [
+        ("full-branch", "refs/heads/main"),
+        ("full-tag", "refs/tags/v1.0"),
+    ] {
+        let code = CodeRef::from_repo("https://github.com/alice/echo", commit);
+        executions
+            .create(&PostParams::default(), &execution(name, code, limits()))
+            .await
+            .unwrap_or_else(|e| panic!("{commit} is refused: {e}"));
+    }
+
     let dotdot = CodeRef::from_repo("https://github.com/alice/../etc", "main");
     let message = rejection(&executions, &execution("dotdot", dotdot, limits())).await;
     assert!(message.contains("repo must not contain '..'"), "{message}");

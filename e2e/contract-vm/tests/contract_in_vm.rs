@@ -241,6 +241,18 @@ fn single_event(outcome: &CallOutcome, name: &str) -> Value {
     data[0].clone()
 }
 
+/// The pending index (an AVL tree) keeps the slot of a removed node as a free slot for the next
+/// request: the contract's storage returns to where it was but for that one slot.
+const INDEX_FREE_SLOT_BYTES: u64 = 64;
+
+#[track_caller]
+fn assert_freed(after: u64, before: u64) {
+    assert!(
+        after >= before && after - before <= INDEX_FREE_SLOT_BYTES,
+        "the request's storage is freed: {before} bytes before, {after} after"
+    );
+}
+
 fn yocto(value: &Value) -> u128 {
     value.as_str().unwrap().parse().unwrap()
 }
@@ -319,11 +331,7 @@ fn request_resolve_callback_in_nearcore_vm() {
     assert_eq!(yocto(&event["payment_refunded"]), refund);
     assert_eq!(event["resources_used"]["instructions"], 5_000_000);
 
-    assert_eq!(
-        chain.vm.account().storage_usage,
-        storage_before,
-        "the request's storage is freed"
-    );
+    assert_freed(chain.vm.account().storage_usage, storage_before);
     assert_eq!(
         chain.vm.account().balance.as_yoctonear(),
         balance_before.as_yoctonear() + cost,
@@ -480,7 +488,7 @@ fn yield_timeout_refunds_all_but_the_base_fee() {
     assert_eq!(event["success"], false);
     assert_eq!(event["timed_out"], true);
     assert_eq!(yocto(&event["payment_charged"]), BASE_FEE);
-    assert_eq!(chain.vm.account().storage_usage, storage_before);
+    assert_freed(chain.vm.account().storage_usage, storage_before);
     println!(
         "timeout: request_execution burnt {}, timeout callback burnt {}",
         tgas(requested.gas_burnt),
@@ -680,4 +688,226 @@ fn a_too_small_deposit_is_refused_once_with_the_full_amount() {
         REQUEST_GAS,
     );
     assert_success(&accepted, "request_execution with the quoted deposit");
+}
+
+/// The gas of one `get_pending_requests` page.
+fn pending_page_gas(chain: &Chain, from_id: u64, limit: u32) -> (Gas, usize) {
+    let ctx = ViewContext::new(chain.contract.clone()).at_block(chain.block, 0);
+    let args = serde_json::to_vec(&json!({"from_id": from_id, "limit": limit})).unwrap();
+    let outcome = chain.vm.view("get_pending_requests", &args, &ctx).unwrap();
+    assert_success(&outcome, "get_pending_requests");
+    let page: Vec<Value> = serde_json::from_slice(outcome.value().unwrap()).unwrap();
+    if let Some(first) = page.first() {
+        assert!(first["request_id"].as_u64().unwrap() >= from_id);
+    }
+    (outcome.gas_burnt, page.len())
+}
+
+/// `get_pending_requests` pays for the page it returns, not for the backlog: with 5,000 requests
+/// pending a page costs about what it costs with 100, and a short page less than a long one.
+#[test]
+fn pending_requests_page_costs_the_page_not_the_backlog() {
+    const BACKLOG: u64 = 5_000;
+    let mut chain = Chain::new();
+    let mut small_backlog = None;
+    for id in 0..BACKLOG {
+        chain.request(&format!("request {id}"));
+        if id + 1 == 100 {
+            small_backlog = Some(pending_page_gas(&chain, 0, 100));
+        }
+    }
+    // Resolve a stretch in the middle: the page skips what is no longer pending.
+    for id in 2_500..2_600 {
+        let resolved = chain.resolve(
+            id,
+            json!({"success": true, "output": {"Text": "ok"}, "resources_used": {"instructions": 1, "time_ms": 1}}),
+        );
+        assert_success(&resolved, "resolve_execution");
+    }
+    let (small, small_len) = small_backlog.unwrap();
+    assert_eq!(small_len, 100);
+    let (first, first_len) = pending_page_gas(&chain, 0, 100);
+    let (middle, middle_len) = pending_page_gas(&chain, 2_450, 100);
+    let (last, last_len) = pending_page_gas(&chain, BACKLOG - 100, 100);
+    let (short, short_len) = pending_page_gas(&chain, 2_450, 10);
+    assert_eq!(
+        (first_len, middle_len, last_len, short_len),
+        (100, 100, 100, 10)
+    );
+    let middle_ids = {
+        let ctx = ViewContext::new(chain.contract.clone()).at_block(chain.block, 0);
+        let args = serde_json::to_vec(&json!({"from_id": 2_450, "limit": 100})).unwrap();
+        let outcome = chain.vm.view("get_pending_requests", &args, &ctx).unwrap();
+        let page: Vec<Value> = serde_json::from_slice(outcome.value().unwrap()).unwrap();
+        page.iter()
+            .map(|r| r["request_id"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let expected: Vec<u64> = (2_450..2_500).chain(2_600..2_650).collect();
+    assert_eq!(middle_ids, expected, "id order, resolved requests skipped");
+
+    println!(
+        "get_pending_requests, limit 100: {} with 100 pending; with {BACKLOG} pending {} (from 0), \
+         {} (from 2450, across 100 resolved), {} (last page); limit 10: {}",
+        tgas(small),
+        tgas(first),
+        tgas(middle),
+        tgas(last),
+        tgas(short)
+    );
+    for page in [first, middle, last] {
+        assert!(
+            page.as_gas() < small.as_gas() * 2,
+            "a page with {BACKLOG} pending ({}) costs more than twice one with 100 ({})",
+            tgas(page),
+            tgas(small)
+        );
+    }
+    assert!(
+        short.as_gas() * 4 < middle.as_gas(),
+        "10 requests ({}) should cost far less than 100 ({})",
+        tgas(short),
+        tgas(middle)
+    );
+}
+
+/// The callback at the largest request the contract takes: a 256 KiB input and a 64 KiB output
+/// (stored with `submit_execution_output`), with the margin it keeps under its 20 Tgas reserve.
+#[test]
+fn the_callback_fits_its_reserve_at_maximum_input_and_output() {
+    const RESERVE: Gas = Gas::from_teragas(20);
+    for nodes in [0, 20] {
+        let mut chain = Chain::with_trie_nodes_per_access(nodes);
+        let input = "i".repeat(256 * 1024);
+        let args = json!({
+            "code_source": {
+                "repo": "https://github.com/outlayer/examples",
+                "commit": "0123456789abcdef0123456789abcdef01234567"
+            },
+            "resource_limits": {
+                "max_instructions": 1_000_000_000u64,
+                "max_memory_mb": 128,
+                "max_execution_seconds": 10
+            },
+            "input_data": input,
+        });
+        let client = chain.client.clone();
+        // Storage of the input (~2.6 NEAR) and of the output (~0.66 NEAR) come from the deposit.
+        let deposit = Balance::from_near(4);
+        let requested = chain.call(
+            &client,
+            "request_execution",
+            &args,
+            deposit,
+            Gas::from_teragas(300),
+        );
+        assert_success(&requested, "request_execution (256 KiB input)");
+
+        // The largest output the contract stores: 65,536 bytes as JSON ({"Text":"…"} adds 11).
+        let output = "o".repeat(64 * 1024 - 11);
+        let operator = chain.operator.clone();
+        let submitted = chain.call(
+            &operator,
+            "submit_execution_output",
+            &json!({"request_id": 0, "output": {"Text": output}}),
+            Balance::ZERO,
+            Gas::from_teragas(300),
+        );
+        assert_success(&submitted, "submit_execution_output (64 KiB)");
+        let resolved = chain.resolve(
+            0,
+            json!({"success": true, "resources_used": {"instructions": 1_000_000u64, "time_ms": 1}}),
+        );
+        assert_success(&resolved, "resolve_execution");
+        let resume = resolved.yield_resumes[0].clone();
+        assert_eq!(resume.yielded.callback.gas, RESERVE);
+        let completed = chain.callback(&resume.yielded, PromiseResult::Successful(resume.payload));
+        let returned: Value = serde_json::from_slice(completed.value().unwrap()).unwrap();
+        assert_eq!(returned.as_str().map(str::len), Some(output.len()));
+        let cost = BASE_FEE + PER_MILLION_INSTRUCTIONS + PER_MS;
+        assert_eq!(
+            refund_to(&completed, &chain.client),
+            deposit.as_yoctonear() - cost
+        );
+        let callback = &resume.yielded.callback;
+        let exec_fee = chain
+            .vm
+            .function_call_fees(&callback.method_name, callback.args.len(), true)
+            .exec;
+        let used = completed.gas_used.saturating_add(exec_fee);
+        if std::env::var_os("OUTLAYER_GAS_PROFILE").is_some() {
+            println!("{:#?}", completed.profile);
+        }
+        println!(
+            "on_execution_response with a 256 KiB input and a 64 KiB output ({nodes} trie nodes \
+             per access): burnt {}, used {} (+ exec fee {}) of the {} reserve; submit {}, \
+             request {}",
+            tgas(completed.gas_burnt),
+            tgas(completed.gas_used),
+            tgas(exec_fee),
+            tgas(RESERVE),
+            tgas(submitted.gas_burnt),
+            tgas(requested.gas_burnt)
+        );
+        assert!(
+            used.as_gas() * 2 < RESERVE.as_gas(),
+            "the callback at maximum sizes uses {} of its {} reserve: less than half expected",
+            tgas(used),
+            tgas(RESERVE)
+        );
+
+        // Nobody answers: the timeout callback frees the whole 256 KiB request itself.
+        let requested = chain.call(
+            &client,
+            "request_execution",
+            &args,
+            deposit,
+            Gas::from_teragas(300),
+        );
+        assert_success(&requested, "request_execution (256 KiB input, no answer)");
+        let expired = chain
+            .vm
+            .take_timed_out_yields(chain.block + chain.vm.yield_timeout_blocks());
+        assert_eq!(expired.len(), 1);
+        let timed_out = chain.callback(&expired[0], PromiseResult::Failed);
+        assert_eq!(
+            refund_to(&timed_out, &chain.client),
+            deposit.as_yoctonear() - BASE_FEE
+        );
+        let used = timed_out.gas_used.saturating_add(exec_fee);
+        println!(
+            "timeout callback with a 256 KiB input ({nodes} trie nodes per access): burnt {}, used {} \
+             (+ exec fee {}) of the {} reserve",
+            tgas(timed_out.gas_burnt),
+            tgas(timed_out.gas_used),
+            tgas(exec_fee),
+            tgas(RESERVE)
+        );
+        assert!(
+            used.as_gas() * 4 < RESERVE.as_gas() * 3,
+            "the timeout callback at the maximum input uses {} of its {} reserve: under 75% expected",
+            tgas(used),
+            tgas(RESERVE)
+        );
+    }
+}
+
+/// `new` is private: only the contract account initializes it (deploy + init in one transaction).
+#[test]
+fn only_the_contract_account_may_initialize_it() {
+    let wasm = load_wasm();
+    let mut vm = ContractVm::new(&wasm, PROTOCOL_VERSION)
+        .unwrap()
+        .with_balance(Balance::from_near(10));
+    let contract = account("outlayer.near");
+    let init =
+        serde_json::to_vec(&json!({"owner_id": "mallory.near", "operator_id": "mallory.near"}))
+            .unwrap();
+    let by_stranger =
+        CallContext::new(contract.clone(), account("mallory.near")).with_gas(CALL_GAS);
+    let refused = vm.call("new", &init, &by_stranger).unwrap();
+    assert_fails_with(&refused, "is private");
+    let by_itself = CallContext::new(contract.clone(), contract.clone()).with_gas(CALL_GAS);
+    let accepted = vm.call("new", &init, &by_itself).unwrap();
+    assert_success(&accepted, "new by the contract account");
 }

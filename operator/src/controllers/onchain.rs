@@ -229,12 +229,7 @@ async fn cost(
             return None;
         }
     };
-    let settlement = Settlement::for_outcome(
-        &pricing,
-        deposit,
-        response.success,
-        &response.resources_used,
-    );
+    let settlement = Settlement::for_run(&pricing, deposit, &response.resources_used);
     Some(settlement.charged.to_string())
 }
 

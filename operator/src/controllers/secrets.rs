@@ -20,6 +20,7 @@ use crate::chain::ChainClient;
 use crate::context::Context;
 use crate::crd::{ExecutionRequest, Reason};
 use crate::pods::executor::{EXECUTION_LABEL, bounded_name, env_secret_name};
+use crate::sealing::access::AccessRequest;
 use crate::sealing::{Scope, ephemeral_env_secret, unseal};
 use crate::{Error, Result};
 
@@ -112,6 +113,16 @@ impl ExecutionRequest {
                 });
             }
         };
+        // On chain the sender is the calling contract (`Predecessor`). The module is known here only
+        // for a request by hash; `ValidUntil` is judged now (within the yield window of the request's
+        // block time, so never more lenient than at its block timestamp).
+        let mut access = AccessRequest::new(&requester);
+        if self.spec.on_chain.is_some() {
+            access = access.called_by(&requester);
+        }
+        if let Some(sha256) = self.spec.code.wasm_sha256.as_deref() {
+            access = access.running(sha256);
+        }
         let started = Instant::now();
         let unsealed = match unseal(
             ctx.client.clone(),
@@ -119,7 +130,7 @@ impl ExecutionRequest {
             chain,
             &keyring,
             &scope,
-            &requester,
+            access,
         )
         .await
         {

@@ -24,9 +24,17 @@ pub struct CompileSource {
     #[schemars(length(max = 512))]
     #[x_kube(validation = kube::core::Rule::new("!self.contains('..')").message("repo must not contain '..'"))]
     pub repo: String,
-    /// A 40-hex commit or a branch/tag name; never an option (`-…`) and never `..`.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9._/+][A-Za-z0-9._/+-]{0,255}$"))]
+    /// A 40-hex commit, a branch/tag name, or `refs/heads/…` / `refs/tags/…` (the contract's rule): never
+    /// an option (`-…`, `+…`), never `..` or a name git refuses, and no other `refs/` namespace
+    /// (`refs/pull/*` is code a pull-request author chose).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/+-]{0,255}$"))]
     #[x_kube(validation = kube::core::Rule::new("!self.contains('..')").message("commit must not contain '..'"))]
+    #[x_kube(validation = kube::core::Rule::new(
+        "!self.matches('//|/$|/[.]|[.]lock(/|$)|[.]$')"
+    ).message("commit is not a valid git ref name (empty segment, segment starting with '.', or ending in '.lock' or '.')"))]
+    #[x_kube(validation = kube::core::Rule::new(
+        "!self.startsWith('refs/') || self.startsWith('refs/heads/') || self.startsWith('refs/tags/')"
+    ).message("commit must be a 40-hex commit SHA, a branch or tag name, or refs/heads/<branch> or refs/tags/<tag>; other refs such as refs/pull/* hold code the repository owner did not choose"))]
     pub commit: String,
     #[serde(default = "default_build_target")]
     #[x_kube(validation = kube::core::Rule::new("self == 'wasm32-wasip1'").message("the only supported build target is wasm32-wasip1"))]

@@ -1,5 +1,6 @@
-//! Evaluates the contract's `AccessCondition` for the account that requested an execution, reading
-//! chain state through [`ChainState`] (the operator's [`ChainClient`] in production).
+//! Evaluates the contract's `AccessCondition` for an execution ([`AccessRequest`]: who asks, which
+//! contract called, which module would run, when), reading chain state through [`ChainState`] (the
+//! operator's [`ChainClient`] in production).
 //!
 //! A denial names the kind of condition that failed (`NearBalance`, `Whitelist`…), never its values
 //! (amounts, accounts, patterns, token ids), so it can go into status and Events as is. `And`/`Or`
@@ -114,15 +115,80 @@ impl AccessError {
     }
 }
 
+/// What an access condition is judged against. Whatever is unknown makes the conditions that need it
+/// fail (never pass): no predecessor → `Predecessor` is not met, no module hash → `WasmHash` is not met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessRequest<'a> {
+    /// The account the account conditions (`Whitelist`, `AccountPattern`, `NearBalance`, `FtBalance`,
+    /// `NftOwned`) are about: an on-chain request's `sender_id`; for a kubectl request, which has no
+    /// authenticated account, the secrets' owner.
+    pub requester: &'a AccountId,
+    /// The contract that called `request_execution`: the on-chain request's `sender_id` (the contract
+    /// records its predecessor there). `None` for a request made without the chain.
+    pub predecessor: Option<&'a AccountId>,
+    /// sha256 (hex) of the module the execution will run, once known.
+    pub module_sha256: Option<&'a str>,
+    /// The moment `ValidUntil` is judged at, in ns since the Unix epoch: an on-chain request's
+    /// `created_at_ns` (its block timestamp, from `get_request`), else the current time.
+    pub at_ns: u64,
+}
+
+impl<'a> AccessRequest<'a> {
+    /// A request by `requester` judged now, with no calling contract and no module known yet.
+    pub fn new(requester: &'a AccountId) -> Self {
+        Self {
+            requester,
+            predecessor: None,
+            module_sha256: None,
+            at_ns: now_ns(),
+        }
+    }
+
+    /// Made on chain by the contract `predecessor` (the request's `sender_id`).
+    pub fn called_by(self, predecessor: &'a AccountId) -> Self {
+        Self {
+            predecessor: Some(predecessor),
+            ..self
+        }
+    }
+
+    /// The execution runs the module with this sha256.
+    pub fn running(self, module_sha256: &'a str) -> Self {
+        Self {
+            module_sha256: Some(module_sha256),
+            ..self
+        }
+    }
+
+    /// `ValidUntil` is judged at this time (ns since the Unix epoch).
+    pub fn at(self, at_ns: u64) -> Self {
+        Self { at_ns, ..self }
+    }
+}
+
+impl<'a> From<&'a AccountId> for AccessRequest<'a> {
+    fn from(requester: &'a AccountId) -> Self {
+        Self::new(requester)
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 if the clock is before it, u64::MAX past 2554).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// `Ok(Ok(()))`: granted; `Ok(Err(denial))`: refused; `Err`: undecidable (chain unreachable…).
-pub async fn evaluate<S: ChainState>(
+pub async fn evaluate<'a, S: ChainState>(
     condition: &AccessCondition,
-    requester: &AccountId,
+    request: impl Into<AccessRequest<'a>>,
     chain: &S,
 ) -> Result<Result<(), Denial>, AccessError> {
     // Shape bounds (depth 8, 64 nodes) as the contract enforces: in-cluster Secrets skip the contract.
     validate_access_condition(condition).map_err(AccessError::Malformed)?;
-    eval(condition, requester, chain).await
+    let request = request.into();
+    eval(condition, &request, chain).await
 }
 
 pub fn kind(condition: &AccessCondition) -> &'static str {
@@ -142,6 +208,9 @@ pub fn kind(condition: &AccessCondition) -> &'static str {
             ..
         } => "Or",
         AccessCondition::Not { .. } => "Not",
+        AccessCondition::WasmHash { .. } => "WasmHash",
+        AccessCondition::ValidUntil { .. } => "ValidUntil",
+        AccessCondition::Predecessor { .. } => "Predecessor",
     }
 }
 
@@ -149,10 +218,11 @@ type Outcome = Result<Result<(), Denial>, AccessError>;
 
 fn eval<'a, S: ChainState>(
     condition: &'a AccessCondition,
-    requester: &'a AccountId,
+    request: &'a AccessRequest<'a>,
     chain: &'a S,
 ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
     Box::pin(async move {
+        let requester = request.requester;
         let name = kind(condition);
         let read = |source| AccessError::ChainRead {
             condition: name,
@@ -193,12 +263,19 @@ fn eval<'a, S: ChainState>(
                 .owns_any_nft(contract, requester)
                 .await
                 .map_err(read)?,
+            AccessCondition::WasmHash { sha256 } => request
+                .module_sha256
+                .is_some_and(|module| module.eq_ignore_ascii_case(sha256)),
+            AccessCondition::ValidUntil { timestamp_ns } => request.at_ns <= *timestamp_ns,
+            AccessCondition::Predecessor { accounts } => request
+                .predecessor
+                .is_some_and(|predecessor| accounts.contains(predecessor)),
             AccessCondition::Logic {
                 operator: LogicOperator::And,
                 conditions,
             } => {
                 for inner in conditions {
-                    if let Err(denial) = eval(inner, requester, chain).await? {
+                    if let Err(denial) = eval(inner, request, chain).await? {
                         return Ok(Err(denial));
                     }
                 }
@@ -210,7 +287,7 @@ fn eval<'a, S: ChainState>(
             } => {
                 let mut failed = Vec::with_capacity(conditions.len());
                 for inner in conditions {
-                    match eval(inner, requester, chain).await? {
+                    match eval(inner, request, chain).await? {
                         Ok(()) => return Ok(Ok(())),
                         Err(_) => failed.push(kind(inner)),
                     }
@@ -221,7 +298,7 @@ fn eval<'a, S: ChainState>(
                 ))));
             }
             AccessCondition::Not { condition: inner } => {
-                return Ok(match eval(inner, requester, chain).await? {
+                return Ok(match eval(inner, request, chain).await? {
                     Ok(()) => Err(Denial::new(format!("Not({}) failed: it held", kind(inner)))),
                     Err(_) => Ok(()),
                 });
@@ -589,6 +666,92 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, AccessError::Malformed(_)));
         assert!(s.reads.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn pinning_conditions_follow_the_module_the_caller_and_the_time() {
+        let module = "ab".repeat(32);
+        let other_module = "cd".repeat(32);
+        let alice = id("alice.near");
+        let client = id("client.near");
+        let stranger = id("stranger.near");
+        let t = 1_900_000_000_000_000_000u64;
+        let wasm = format!(r#"{{"WasmHash":{{"sha256":"{module}"}}}}"#);
+        let until = format!(r#"{{"ValidUntil":{{"timestamp_ns":{t}}}}}"#);
+        let caller = r#"{"Predecessor":{"accounts":["client.near"]}}"#;
+        let pinned =
+            format!(r#"{{"Logic":{{"operator":"And","conditions":[{wasm},{caller},{until}]}}}}"#);
+        let not_wasm = format!(r#"{{"Not":{{"condition":{wasm}}}}}"#);
+        let upper = module.to_uppercase();
+        let base = AccessRequest::new(&alice).at(t);
+        let cases: Vec<(&str, &str, AccessRequest<'_>, bool)> = vec![
+            ("the exact module", &wasm, base.running(&module), true),
+            (
+                "the module, hex case aside",
+                &wasm,
+                base.running(&upper),
+                true,
+            ),
+            ("another module", &wasm, base.running(&other_module), false),
+            ("no module known yet", &wasm, base, false),
+            ("at the deadline", &until, base, true),
+            ("before the deadline", &until, base.at(t - 1), true),
+            ("after the deadline", &until, base.at(t + 1), false),
+            ("the allowed caller", caller, base.called_by(&client), true),
+            ("another caller", caller, base.called_by(&stranger), false),
+            ("no caller (kubectl)", caller, base, false),
+            (
+                "the requester is not the caller",
+                r#"{"Predecessor":{"accounts":["alice.near"]}}"#,
+                base,
+                false,
+            ),
+            (
+                "all pins hold",
+                &pinned,
+                base.running(&module).called_by(&client),
+                true,
+            ),
+            (
+                "one pin fails",
+                &pinned,
+                base.running(&other_module).called_by(&client),
+                false,
+            ),
+            (
+                "Not(WasmHash) keeps one module out",
+                &not_wasm,
+                base.running(&other_module),
+                true,
+            ),
+        ];
+        for (case, condition, request, granted) in cases {
+            let s = state();
+            let verdict = evaluate(&cond(condition), request, &s).await.unwrap();
+            assert_eq!(verdict.is_ok(), granted, "{case}: {condition} {verdict:?}");
+            assert!(s.reads.lock().unwrap().is_empty(), "{case}: no chain read");
+            if let Err(denial) = verdict {
+                let shown = denial.to_string();
+                for value in [module.as_str(), "client.near", "1900000000000000000"] {
+                    assert!(!shown.contains(value), "{case}: {shown}");
+                }
+            }
+        }
+        let denied = evaluate(&cond(&pinned), base.running(&module), &state())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(denied.reason(), "Predecessor condition not met");
+    }
+
+    #[test]
+    fn a_bare_account_is_judged_now_with_nothing_else_known() {
+        let alice = id("alice.near");
+        let before = now_ns();
+        let request = AccessRequest::from(&alice);
+        assert_eq!(request.requester, &alice);
+        assert_eq!((request.predecessor, request.module_sha256), (None, None));
+        assert!(request.at_ns >= before && request.at_ns <= now_ns());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use near_primitives::types::AccountId;
 use outlayer_contract::SecretsRecord;
 use serde_json::json;
 
-use super::access::{self, AccessError, ChainReadError, ChainState, Denial};
+use super::access::{self, AccessError, AccessRequest, ChainReadError, ChainState, Denial};
 use super::crypto::{Keyring, OpenError, open};
 use super::manifest::{ManifestError, find_exact};
 use super::plaintext::Plaintext;
@@ -119,24 +119,27 @@ impl SecretsStore for ChainClient {
     }
 }
 
-/// Finds, authorizes and opens the secrets of `scope` for `requester`. `chain: None` (a chain-free
-/// operator) looks in the cluster only and can only satisfy conditions that need no chain read
-/// (any other fails as undecidable rather than granted).
-pub async fn unseal<S: SecretsStore>(
+/// Finds, authorizes and opens the secrets of `scope` for `request` (who asks, the calling contract,
+/// the module, the time: see [`AccessRequest`]; a bare `&AccountId` is a requester judged now with no
+/// calling contract and no module known). `chain: None` (a chain-free operator) looks in the cluster
+/// only and can only satisfy conditions that need no chain read (any other fails as undecidable
+/// rather than granted).
+pub async fn unseal<'a, S: SecretsStore>(
     kube: Client,
     namespace: &str,
     chain: Option<&S>,
     keyring: &Keyring,
     scope: &Scope,
-    requester: &AccountId,
+    request: impl Into<AccessRequest<'a>>,
 ) -> Result<Unsealed, UnsealError> {
+    let request = request.into();
     let mut scopes = vec![scope.clone()];
     if scope.branch().is_some() {
         scopes.push(scope.any_branch());
     }
     for candidate in scopes {
         if let Some((name, sealed)) = find_exact(kube.clone(), namespace, &candidate).await? {
-            authorize(&sealed.access, requester, chain).await?;
+            authorize(&sealed.access, &request, chain).await?;
             let plaintext = open(keyring, &candidate, &sealed.sealed)?;
             return Ok(Unsealed {
                 plaintext,
@@ -158,7 +161,7 @@ pub async fn unseal<S: SecretsStore>(
                 scope: candidate.clone(),
                 reason: "encrypted_secrets_base64 is not base64".to_string(),
             })?;
-        authorize(&record.access, requester, Some(chain)).await?;
+        authorize(&record.access, &request, Some(chain)).await?;
         let plaintext = open(keyring, &candidate, &sealed)?;
         return Ok(Unsealed {
             plaintext,
@@ -171,12 +174,12 @@ pub async fn unseal<S: SecretsStore>(
 
 async fn authorize<S: ChainState>(
     condition: &outlayer_contract::AccessCondition,
-    requester: &AccountId,
+    request: &AccessRequest<'_>,
     chain: Option<&S>,
 ) -> Result<(), UnsealError> {
     let verdict = match chain {
-        Some(chain) => access::evaluate(condition, requester, chain).await?,
-        None => access::evaluate(condition, requester, &NoChain).await?,
+        Some(chain) => access::evaluate(condition, *request, chain).await?,
+        None => access::evaluate(condition, *request, &NoChain).await?,
     };
     verdict.map_err(UnsealError::Denied)
 }
