@@ -93,7 +93,7 @@ async fn json_rpc(State(app): State<App>, body: Result<Bytes, BytesRejection>) -
             tracing::info!(%method, "fault switch: answer lost");
             if kind == RequestKind::Submit {
                 // The transaction is included all the same; only its answer never comes.
-                let rpc = app.rpc.clone();
+                let (rpc, method, params) = (app.rpc.clone(), method.clone(), params.clone());
                 tokio::spawn(async move { rpc.call(&method, params, false).await });
             }
             std::future::pending::<()>().await;
