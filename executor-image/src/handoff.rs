@@ -132,6 +132,9 @@ impl HandoffReply {
 /// Why a handoff attempt was refused; the executor keeps waiting for the real one.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
+    /// A connection that sent nothing (e.g. the kubelet's readiness probe).
+    #[error("empty request")]
+    Empty,
     #[error("reading the request: {0}")]
     Read(String),
     #[error("the request is larger than {MAX_REQUEST_BYTES} bytes")]
@@ -206,6 +209,9 @@ pub fn read_request(stream: impl Read) -> Result<HandoffRequest, Refusal> {
     if line.len() as u64 > MAX_REQUEST_BYTES {
         return Err(Refusal::TooLarge);
     }
+    if line.is_empty() {
+        return Err(Refusal::Empty);
+    }
     serde_json::from_slice(&line).map_err(|e| Refusal::Malformed(e.to_string()))
 }
 
@@ -241,6 +247,7 @@ pub fn accept_one(
                     "the assignment arrived after the deadline",
                 ));
             }
+            Err(Refusal::Empty) => tracing::debug!(%peer, "connection without a request"),
             Err(refusal) => {
                 tracing::warn!(%peer, %refusal, "handoff refused");
                 let _ = write_line(&stream, &HandoffReply::refused(refusal.to_string()));
