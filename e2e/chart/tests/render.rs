@@ -28,7 +28,7 @@ fn render(extra: &[&str]) -> Vec<Value> {
 const VARIANTS: &[(&str, &[&str])] = &[
     ("defaults", &[]),
     (
-        "single node (RWO), gVisor, ServiceMonitor",
+        "single node (RWO), gVisor, ServiceMonitor, warm pool",
         &[
             "--set",
             "cache.accessMode=ReadWriteOnce",
@@ -40,6 +40,8 @@ const VARIANTS: &[(&str, &[&str])] = &[
             "runtimeClassName=gvisor",
             "--set",
             "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "executor.warmPool.enabled=true",
         ],
     ),
     (
