@@ -13,6 +13,7 @@ pub mod config;
 mod determinism;
 pub mod error;
 mod executor;
+pub mod handoff;
 mod limiter;
 pub mod module_file;
 pub mod output;

@@ -273,3 +273,111 @@ fn watchdog_ends_a_start_function_loop_within_the_time_limit() {
     assert_eq!(result["ok"], false);
     assert_eq!(result["errorKind"], "timeLimit");
 }
+
+/// A free localhost port for a serve-once executor.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve_once(sandbox: &Sandbox, port: u16, wait_seconds: u64) -> std::process::Child {
+    Command::new(BINARY)
+        .arg("serve-once")
+        .args(["--port", &port.to_string()])
+        .arg("--token-file")
+        .arg(sandbox.path("token"))
+        .arg("--module-dir")
+        .arg(sandbox.path("modules"))
+        .args(["--memory-class-mb", "64"])
+        .args(["--wait-seconds", &wait_seconds.to_string()])
+        .arg("--result-path")
+        .arg(sandbox.path("result.json"))
+        .env_remove("OUTLAYER_OUTPUT_DIR")
+        .spawn()
+        .unwrap()
+}
+
+fn handoff(port: u16, token: &str, sha: &str, input: &str) -> std::io::Result<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(error) if Instant::now() > deadline => return Err(error),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let request = serde_json::json!({
+        "v": 1, "token": token,
+        "assignment": {
+            "moduleSha256": sha, "input": input, "maxInstructions": 100_000_000u64,
+            "maxMemoryMb": 32, "maxExecutionSeconds": 5, "maxOutputBytes": 1024,
+            "responseFormat": "text"
+        }
+    });
+    (&stream).write_all(format!("{request}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
+}
+
+#[test]
+fn serve_once_refuses_a_wrong_token_then_runs_the_one_assignment_and_exits() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir(sandbox.path("modules")).unwrap();
+    let wasm = std::fs::read(echo()).unwrap();
+    let sha = hex::encode(Sha256::digest(&wasm));
+    sandbox.write(&format!("modules/{sha}.wasm"), &wasm);
+    sandbox.write("token", b"pod-token-1\n");
+    let port = free_port();
+    let mut child = serve_once(&sandbox, port, 60);
+
+    let refused = handoff(port, "guessed", &sha, "stolen").unwrap();
+    assert_eq!(refused["accepted"], false, "{refused}");
+    assert_eq!(refused["error"], "wrong token");
+    let accepted = handoff(port, "pod-token-1", &sha, "warm hello").unwrap();
+    assert_eq!(accepted["accepted"], true, "{accepted}");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let result = sandbox.result();
+    assert_eq!(result["output"], "warm hello", "{result}");
+    // Single use: the listener is gone with the process, a second assignment finds nobody.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn serve_once_exits_with_a_clear_message_when_no_assignment_comes() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir(sandbox.path("modules")).unwrap();
+    sandbox.write("token", b"t");
+    let started = Instant::now();
+    let status = serve_once(&sandbox, free_port(), 1).wait().unwrap();
+    assert_eq!(status.code(), Some(6));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let text = sandbox.result_text();
+    assert!(
+        text.starts_with("platform error: no assignment arrived within 1 s"),
+        "{text}"
+    );
+}
+
+#[test]
+fn serve_once_checks_the_module_checksum_as_a_cold_run_does() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir(sandbox.path("modules")).unwrap();
+    let sha = "ab".repeat(32);
+    sandbox.write(&format!("modules/{sha}.wasm"), b"\0asm\x01\0\0\0");
+    sandbox.write("token", b"t");
+    let port = free_port();
+    let mut child = serve_once(&sandbox, port, 60);
+    assert_eq!(handoff(port, "t", &sha, "").unwrap()["accepted"], true);
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    assert!(
+        sandbox.result_text().contains("expected"),
+        "{}",
+        sandbox.result_text()
+    );
+}

@@ -37,9 +37,13 @@ pub struct OperatorConfig {
     /// load).
     #[arg(long, env = "OUTLAYER_POD_STARTUP_GRACE_SECONDS", default_value_t = 30)]
     pub pod_startup_grace_seconds: i64,
-    /// CPU request and limit of an executor container (wasmi runs the guest on one thread).
+    /// CPU limit of an executor container (wasmi runs the guest on one thread).
     #[arg(long, env = "OUTLAYER_EXECUTOR_CPU", default_value = "1")]
     pub executor_cpu: String,
+    /// CPU request of an executor container, warm or cold: small, so small jobs share a node (a
+    /// request of a whole CPU lets a 2-core node run two at a time).
+    #[arg(long, env = "OUTLAYER_EXECUTOR_CPU_REQUEST", default_value = "100m")]
+    pub executor_cpu_request: String,
     /// Memory on top of the guest's limit for the executor container, in MiB: the executor itself
     /// (≈ 5 MiB measured) plus headroom.
     #[arg(
@@ -96,6 +100,8 @@ pub struct OperatorConfig {
     pub platform_retries: u32,
     #[command(flatten, next_help_heading = "On chain")]
     pub on_chain: OnChainConfig,
+    #[command(flatten, next_help_heading = "Warm pool")]
+    pub warm_pool: WarmPoolConfig,
     /// Days after which the sealing key is replaced by a new one (old keys keep opening old
     /// secrets); 0 never rotates.
     #[arg(
@@ -163,6 +169,60 @@ pub struct OnChainConfig {
         value_parser = millis
     )]
     pub poll_interval: Duration,
+}
+
+/// Warm single-use executor pods, kept ready per memory class (DESIGN §5); none by default.
+#[derive(Clone, Debug, Args)]
+pub struct WarmPoolConfig {
+    /// Warm pods to keep per memory class, `CLASS_MB=COUNT` (e.g. `64=2,128=2,256=1`); a request
+    /// goes to the smallest class that covers its maxMemoryMb, one above every class to a cold pod.
+    /// Empty: no pool, every execution gets a cold pod.
+    #[arg(
+        long = "warm-pool",
+        env = "OUTLAYER_WARM_POOL",
+        value_delimiter = ',',
+        value_name = "CLASS_MB=COUNT",
+        value_parser = warm_class
+    )]
+    pub classes: Vec<(u32, u32)>,
+    /// A warm pod unused for this long is deleted and replaced, never handed anything.
+    #[arg(
+        long = "warm-pool-max-age-seconds",
+        env = "OUTLAYER_WARM_POOL_MAX_AGE_SECONDS",
+        default_value = "300",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub max_age: Duration,
+    /// TCP port of the handoff (the chart's NetworkPolicy opens it to operator pods only).
+    #[arg(
+        long = "warm-pool-handoff-port",
+        env = "OUTLAYER_WARM_POOL_HANDOFF_PORT",
+        default_value_t = 7070
+    )]
+    pub handoff_port: u16,
+}
+
+impl WarmPoolConfig {
+    pub fn enabled(&self) -> bool {
+        self.classes.iter().any(|(_, count)| *count > 0)
+    }
+}
+
+impl Default for WarmPoolConfig {
+    fn default() -> Self {
+        flag_defaults()
+    }
+}
+
+fn warm_class(pair: &str) -> Result<(u32, u32), String> {
+    let parsed = pair
+        .split_once('=')
+        .and_then(|(class, count)| Some((class.trim().parse().ok()?, count.trim().parse().ok()?)));
+    match parsed {
+        Some((class, count)) if class > 0 => Ok((class, count)),
+        _ => Err(format!("{pair:?} is not CLASS_MB=COUNT (e.g. 128=2)")),
+    }
 }
 
 /// How CompileJobs run their fetch and build Jobs.
@@ -312,6 +372,16 @@ mod tests {
         assert_eq!(config.max_concurrent_reconciles, 16);
         assert_eq!(config.platform_retries, 2);
         assert_eq!(
+            (
+                config.executor_cpu.as_str(),
+                config.executor_cpu_request.as_str()
+            ),
+            ("1", "100m")
+        );
+        assert!(!config.warm_pool.enabled());
+        assert_eq!(config.warm_pool.max_age, Duration::from_secs(300));
+        assert_eq!(config.warm_pool.handoff_port, 7070);
+        assert_eq!(
             config.sealing_key_rotation,
             Some(Duration::from_secs(90 * 24 * 60 * 60))
         );
@@ -354,6 +424,8 @@ mod tests {
             rotation_days("1"),
             Ok(Some(Duration::from_secs(24 * 60 * 60)))
         );
+        assert_eq!(warm_class("128=2"), Ok((128, 2)));
+        assert!(warm_class("0=1").is_err() && warm_class("128").is_err());
         assert_eq!(key_value("A=b=c"), Ok(("A".to_string(), "b=c".to_string())));
         assert!(key_value("=x").is_err());
         assert!(key_value("novalue").is_err());

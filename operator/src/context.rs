@@ -26,6 +26,8 @@ pub struct Context {
     pub head: HeadCache,
     /// The sealing keys, once loaded (or created) from their Secret; `None` until then.
     keyring: RwLock<Option<Arc<Keyring>>>,
+    /// The warm pool, while this replica leads and `--warm-pool` is set.
+    pool: std::sync::OnceLock<Arc<crate::pool::WarmPool>>,
     recorder: Recorder,
 }
 
@@ -43,7 +45,18 @@ impl Context {
             metrics: Arc::new(Metrics::new()),
             chain: None,
             keyring: RwLock::new(None),
+            pool: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The warm pool, if one runs.
+    pub fn pool(&self) -> Option<&Arc<crate::pool::WarmPool>> {
+        self.pool.get()
+    }
+
+    /// Hands executions to `pool` from now on (set once).
+    pub fn set_pool(&self, pool: Arc<crate::pool::WarmPool>) {
+        let _ = self.pool.set(pool);
     }
 
     /// The sealing keys, if loaded.

@@ -6,7 +6,7 @@
 //! `controllers` (execution with its pure decisions in `execution_steps`, on-chain reporting and
 //! secrets; compile; pricing), `chain_watcher` (contract → ExecutionRequests), `chain` (the NEAR
 //! client), `sealing` (sealed secrets: keys, manifests, access conditions, unsealing), `pods` (pure
-//! builders of the pods and Jobs the operator creates), `cache`, `leader`, `metrics`, `http`, `config`,
+//! builders of the pods and Jobs the operator creates), `pool` (the warm executor pods), `cache`, `leader`, `metrics`, `http`, `config`,
 //! `context`.
 
 pub mod cache;
@@ -20,6 +20,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
+pub mod pool;
 pub mod sealing;
 
 /// Everything the operator's library can fail with; each variant names what failed and with which input.

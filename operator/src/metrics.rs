@@ -123,6 +123,41 @@ fn unseal_histogram() -> Histogram {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WarmClassLabels {
+    /// A configured memory class in MiB (a bounded set: the configuration's).
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WarmClaimLabels {
+    result: &'static str,
+}
+
+/// How an execution's pod was found when the warm pool is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WarmClaim {
+    /// A warm pod took the execution.
+    Hit,
+    /// No ready warm pod of the class: a cold pod.
+    MissEmpty,
+    /// Larger than every class: a cold pod.
+    MissTooLarge,
+    /// A warm pod was claimed but did not accept the handoff: deleted, a cold pod instead.
+    HandoffFailed,
+}
+
+impl WarmClaim {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::MissEmpty => "miss_empty",
+            Self::MissTooLarge => "miss_too_large",
+            Self::HandoffFailed => "handoff_failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CompileLabels {
     outcome: &'static str,
 }
@@ -152,6 +187,9 @@ pub struct Metrics {
     leader: Gauge,
     secrets_unseal: Family<UnsealLabels, Histogram, fn() -> Histogram>,
     untrusted_objects: Family<UntrustedLabels, Counter>,
+    warm_pool_ready: Family<WarmClassLabels, Gauge>,
+    warm_claims: Family<WarmClaimLabels, Counter>,
+    warm_handoff: Histogram,
 }
 
 impl Default for Metrics {
@@ -240,9 +278,31 @@ impl Metrics {
              the chain does not back), by kind: ignored or removed, never used",
             untrusted_objects.clone(),
         );
+        let warm_pool_ready = Family::<WarmClassLabels, Gauge>::default();
+        registry.register(
+            "warm_pool_ready",
+            "Warm executor pods ready to take an execution, by memory class (MiB)",
+            warm_pool_ready.clone(),
+        );
+        let warm_claims = Family::<WarmClaimLabels, Counter>::default();
+        registry.register(
+            "warm_claims",
+            "Executions started with the warm pool on: hit, miss_empty, miss_too_large, handoff_failed",
+            warm_claims.clone(),
+        );
+        let warm_handoff = unseal_histogram();
+        registry.register_with_unit(
+            "warm_handoff",
+            "From claiming a warm pod until it accepted its assignment",
+            Unit::Seconds,
+            warm_handoff.clone(),
+        );
         Self {
             registry,
             untrusted_objects,
+            warm_pool_ready,
+            warm_claims,
+            warm_handoff,
             executions_finished,
             phase_duration,
             compiles,
@@ -328,6 +388,26 @@ impl Metrics {
     pub fn set_queue_depth(&self, depth: usize) {
         self.queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_warm_pool_ready(&self, class_mb: u32, ready: usize) {
+        self.warm_pool_ready
+            .get_or_create(&WarmClassLabels {
+                class: class_mb.to_string(),
+            })
+            .set(i64::try_from(ready).unwrap_or(i64::MAX));
+    }
+
+    pub fn warm_claim(&self, claim: WarmClaim) {
+        self.warm_claims
+            .get_or_create(&WarmClaimLabels {
+                result: claim.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn warm_handoff(&self, took: Duration) {
+        self.warm_handoff.observe(took.as_secs_f64());
     }
 
     pub fn set_leader(&self, leading: bool) {

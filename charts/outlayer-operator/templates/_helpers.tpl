@@ -78,3 +78,12 @@ Call with (dict "image" .Values.x.image "root" $).
   port: {{ . }}
 {{- end }}
 {{- end -}}
+
+{{/* The operator's --warm-pool value, CLASS_MB=COUNT,… from executor.warmPool.classes. */}}
+{{- define "outlayer.warmPoolClasses" -}}
+{{- $pairs := list -}}
+{{- range . }}
+{{- $pairs = append $pairs (printf "%d=%d" (int64 .memoryMb) (int64 .pods)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}

@@ -22,12 +22,19 @@ pub struct LatencyFigures {
 
 pub async fn run(
     api: &Api<ExecutionRequest>,
+    prefix: &str,
     observer: &Observer,
     wasm_sha256: &str,
     runs: usize,
 ) -> anyhow::Result<LatencyFigures> {
     // Not counted: the first run pays for the executor binary and the module entering the page cache.
-    let warm_up = once(api, observer, wasm_sha256, "latency-warm-up").await?;
+    let warm_up = once(
+        api,
+        observer,
+        wasm_sha256,
+        &format!("{prefix}latency-warm-up"),
+    )
+    .await?;
     println!(
         "  warm-up run (not counted): {:.3} s",
         warm_up.0.as_secs_f64()
@@ -37,7 +44,7 @@ pub async fn run(
     let step = (runs / 10).max(1);
     for i in 0..runs {
         let (elapsed, on_server) =
-            once(api, observer, wasm_sha256, &format!("latency-{i}")).await?;
+            once(api, observer, wasm_sha256, &format!("{prefix}latency-{i}")).await?;
         client.push(elapsed);
         server.push(on_server);
         if (i + 1) % step == 0 || i + 1 == runs {

@@ -51,6 +51,10 @@ struct Cli {
     /// from the directory of the executor binary, which must also hold the compiler and operator.
     #[arg(long)]
     real_node: bool,
+    /// Also run the latency and throughput steps with the warm pool on (`CLASS_MB=COUNT,…`, e.g.
+    /// `64=4`), after the same steps with it off: both in one run.
+    #[arg(long)]
+    warm_pool: Option<String>,
     /// Skip steps: any of latency, throughput, memory (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -63,6 +67,37 @@ impl Cli {
 
     fn runs_step(&self, step: &str) -> bool {
         !self.skip.iter().any(|s| s == step)
+    }
+}
+
+/// Waits until `count` warm pods are ready in the bench namespace.
+async fn warm_pool_ready(client: &kube::Client, count: usize) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let deadline = Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let idle = pods
+            .list(&kube::api::ListParams::default().labels("outlayer.dev/warm=idle"))
+            .await?;
+        let ready = idle
+            .items
+            .iter()
+            .filter(|pod| {
+                outlayer_operator::pool::plan::idle_state(
+                    pod,
+                    k8s_openapi::jiff::Timestamp::now(),
+                    std::time::Duration::from_secs(3600),
+                ) == outlayer_operator::pool::plan::IdleState::Ready
+            })
+            .count();
+        if ready >= count {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {ready} of {count} warm pods ready after 180 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 
@@ -127,10 +162,32 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut report = Vec::new();
-    if cli.runs_step("latency") || cli.runs_step("throughput") {
-        let config = OperatorConfig {
+    let mut passes = vec![("pool off", "", Vec::new())];
+    if let Some(pool) = &cli.warm_pool {
+        let classes = pool
+            .split(',')
+            .map(|pair| {
+                let (class, count) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--warm-pool {pair:?} is not CLASS_MB=COUNT"))?;
+                anyhow::Ok((class.trim().parse()?, count.trim().parse()?))
+            })
+            .collect::<anyhow::Result<Vec<(u32, u32)>>>()?;
+        passes.push(("pool on", "warm-", classes));
+    }
+    for (label, prefix, classes) in passes {
+        if !(cli.runs_step("latency") || cli.runs_step("throughput")) {
+            break;
+        }
+        let mut config = OperatorConfig {
             cache_mount_path: Some(env.cache.path().to_path_buf()),
-            ..config
+            ..config.clone()
+        };
+        config.warm_pool.classes = classes.clone();
+        let mode = if cli.warm_pool.is_some() {
+            format!(" [{label}]")
+        } else {
+            String::new()
         };
         let ctx = Arc::new(Context::new(
             client.clone(),
@@ -138,43 +195,67 @@ async fn main() -> anyhow::Result<()> {
             Some("bench".to_string()),
         ));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let operator_task = tokio::spawn(controllers::run(ctx, NAMESPACE, async move {
+        let operator_task = tokio::spawn(controllers::run(ctx.clone(), NAMESPACE, async move {
             let _ = stopped.await;
         }));
         let api: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
         let observer = observe::Observer::start(api.clone()).await?;
+        if !classes.is_empty() {
+            let wanted: usize = classes.iter().map(|(_, n)| *n as usize).sum();
+            println!("[setup{mode}] waiting for {wanted} ready warm pods");
+            warm_pool_ready(&client, wanted).await?;
+        }
 
         if cli.runs_step("latency") {
-            println!("[1/3 latency] {runs} warm-cache echo runs, one after another");
-            let figures = latency::run(&api, &observer, &wasm_sha256, runs).await?;
+            println!("[1/3 latency{mode}] {runs} warm-cache echo runs, one after another");
+            let figures = latency::run(&api, prefix, &observer, &wasm_sha256, runs).await?;
             report.push(format!(
-                "warm-cache latency, client clock:        {}",
+                "warm-cache latency{mode}, client clock:        {}",
                 figures.client
             ));
             report.push(format!(
-                "warm-cache latency, server timestamps:   {}",
+                "warm-cache latency{mode}, server timestamps:   {}",
                 figures.server
             ));
             println!("  {}", report[report.len() - 2]);
             println!("  {}", report[report.len() - 1]);
         }
         if cli.runs_step("throughput") {
-            println!("[2/3 throughput] {burst} echo requests created at once");
-            let figures =
-                throughput::run(&api, &observer, &wasm_sha256, burst, cli.create_concurrency)
-                    .await?;
+            if !classes.is_empty() {
+                let wanted: usize = classes.iter().map(|(_, n)| *n as usize).sum();
+                warm_pool_ready(&client, wanted).await?;
+            }
+            println!("[2/3 throughput{mode}] {burst} echo requests created at once");
+            let figures = throughput::run(
+                &api,
+                prefix,
+                &observer,
+                &wasm_sha256,
+                burst,
+                cli.create_concurrency,
+            )
+            .await?;
             report.push(format!(
-                "throughput: {} requests in {:.2} s = {:.1} executions/s (created in {:.2} s)",
+                "throughput{mode}: {} requests in {:.2} s = {:.1} executions/s (created in {:.2} s)",
                 figures.requests,
                 figures.total_time.as_secs_f64(),
                 figures.per_second,
                 figures.create_time.as_secs_f64()
             ));
             report.push(format!(
-                "burst latency per request:               {}",
+                "burst latency per request{mode}:               {}",
                 figures.latency
             ));
             println!("  {}", report[report.len() - 2]);
+            println!("  {}", report[report.len() - 1]);
+        }
+        if !classes.is_empty() {
+            let metrics = ctx.metrics.encode();
+            let claims: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("outlayer_warm_claims_total"))
+                .collect();
+            report.push(format!("warm pool claims{mode}: {}", claims.join(", ")));
             println!("  {}", report[report.len() - 1]);
         }
         drop(observer);

@@ -25,12 +25,13 @@ pub struct ThroughputFigures {
 
 pub async fn run(
     api: &Api<ExecutionRequest>,
+    prefix: &str,
     observer: &Observer,
     wasm_sha256: &str,
     count: usize,
     create_concurrency: usize,
 ) -> anyhow::Result<ThroughputFigures> {
-    let names: Vec<String> = (0..count).map(|i| format!("burst-{i}")).collect();
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}burst-{i}")).collect();
     let started = Instant::now();
     let created: HashMap<String, Instant> = futures::stream::iter(names.iter().cloned())
         .map(|name| async move {

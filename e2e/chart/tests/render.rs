@@ -28,7 +28,7 @@ fn render(extra: &[&str]) -> Vec<Value> {
 const VARIANTS: &[(&str, &[&str])] = &[
     ("defaults", &[]),
     (
-        "single node (RWO), gVisor, ServiceMonitor",
+        "single node (RWO), gVisor, ServiceMonitor, warm pool",
         &[
             "--set",
             "cache.accessMode=ReadWriteOnce",
@@ -40,6 +40,8 @@ const VARIANTS: &[(&str, &[&str])] = &[
             "runtimeClassName=gvisor",
             "--set",
             "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "executor.warmPool.enabled=true",
         ],
     ),
     (
@@ -384,7 +386,10 @@ fn rbac_is_least_privilege_and_covers_what_the_operator_uses() {
         ),
         ("outlayer.dev/executionrequests/status", &["patch"]),
         ("outlayer.dev/compilejobs/status", &["patch"]),
-        ("/pods", &["get", "list", "watch", "create", "delete"]),
+        (
+            "/pods",
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
         ("batch/jobs", &["get", "list", "watch", "create", "delete"]),
         ("/configmaps", &["create", "delete", "get", "patch"]),
         ("/secrets", &["get", "list", "create", "delete", "update"]),
@@ -437,6 +442,16 @@ fn rbac_is_least_privilege_and_covers_what_the_operator_uses() {
             outlayer_operator::chain_watcher::CURSOR_CONFIG_MAP,
             outlayer_operator::sealing::keys::DEFAULT_PUBKEY_CONFIG_MAP
         ]
+    );
+    let pool_rule = role(&objects, "outlayer-outlayer-operator")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| strings(&r["resources"]) == ["configmaps"] && strings(&r["verbs"]) == ["get"])
+        .unwrap();
+    assert_eq!(
+        strings(&pool_rule["resourceNames"]),
+        [outlayer_operator::pool::POOL_OWNER_NAME]
     );
     let key_rule = role(&objects, "outlayer-outlayer-operator")["rules"]
         .as_array()

@@ -135,8 +135,14 @@ mod tests {
         let switch = FaultSwitch::default();
         assert_eq!(switch.take(RequestKind::Other), None);
         switch.set_for(Fault::HttpError { status: 503 }, 2);
-        assert_eq!(switch.take(RequestKind::Other), Some(Fault::HttpError { status: 503 }));
-        assert_eq!(switch.take(RequestKind::Submit), Some(Fault::HttpError { status: 503 }));
+        assert_eq!(
+            switch.take(RequestKind::Other),
+            Some(Fault::HttpError { status: 503 })
+        );
+        assert_eq!(
+            switch.take(RequestKind::Submit),
+            Some(Fault::HttpError { status: 503 })
+        );
         assert_eq!(switch.take(RequestKind::Other), None);
         assert_eq!(switch.current(), None);
     }
@@ -145,8 +151,15 @@ mod tests {
     fn dropping_transactions_leaves_other_requests_alone_and_counts_only_submissions() {
         let switch = FaultSwitch::default();
         switch.set_for(Fault::DropTransactions, 1);
-        assert_eq!(switch.take(RequestKind::Other), None, "a query is not a submission");
-        assert_eq!(switch.take(RequestKind::Submit), Some(Fault::DropTransactions));
+        assert_eq!(
+            switch.take(RequestKind::Other),
+            None,
+            "a query is not a submission"
+        );
+        assert_eq!(
+            switch.take(RequestKind::Submit),
+            Some(Fault::DropTransactions)
+        );
         assert_eq!(switch.take(RequestKind::Submit), None);
     }
 

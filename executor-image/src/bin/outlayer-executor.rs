@@ -125,45 +125,88 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .init();
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "serve-once")
+    {
+        let cli = ServeCli::parse_from(std::env::args_os().skip(1));
+        return serve_once(&cli);
+    }
     let cli = Cli::parse();
-    match run(&cli) {
+    let job = match RunJob::from_cli(&cli) {
+        Ok(job) => job,
+        Err(error) => return platform_failure(&cli.result_path, &error),
+    };
+    match run(&job) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "platform failure, no result written");
-            eprintln!("outlayer-executor: {error}");
-            if claim_result() {
-                // Plain text, never JSON: the operator must not mistake it for a guest's result.
-                let _ = std::fs::write(&cli.result_path, format!("platform error: {error}"));
-            }
-            ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
-        }
+        Err(error) => platform_failure(&cli.result_path, &error),
     }
 }
 
-fn run(cli: &Cli) -> Result<(), PlatformError> {
+/// Reports a platform failure: on stderr, as plain text at the result path, and in the exit status.
+fn platform_failure(result_path: &Path, error: &PlatformError) -> ExitCode {
+    tracing::error!(%error, "platform failure, no result written");
+    eprintln!("outlayer-executor: {error}");
+    if claim_result() {
+        // Plain text, never JSON: the operator must not mistake it for a guest's result.
+        let _ = std::fs::write(result_path, format!("platform error: {error}"));
+    }
+    ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
+}
+
+/// One execution, however it arrived (command line or handoff).
+pub(crate) struct RunJob {
+    module: PathBuf,
+    module_sha256: String,
+    input: Vec<u8>,
+    secrets: BTreeMap<String, String>,
+    limits: Limits,
+    response_format: ResponseFormat,
+    deterministic: Option<Deterministic>,
+    system: SystemEnv,
+    result_path: PathBuf,
+    output_dir: Option<PathBuf>,
+}
+
+impl RunJob {
+    fn from_cli(cli: &Cli) -> Result<Self, PlatformError> {
+        let input = match (&cli.input_file, &cli.input) {
+            (Some(path), _) => read_file("input", path)?,
+            (None, Some(text)) => text.clone().into_bytes(),
+            (None, None) => Vec::new(),
+        };
+        let secrets = match &cli.env_file {
+            Some(path) => read_secrets(path)?,
+            None => BTreeMap::new(),
+        };
+        Ok(Self {
+            module: cli.module.clone(),
+            module_sha256: cli.module_sha256.clone(),
+            input,
+            secrets,
+            limits: cli.limits(),
+            response_format: cli.response_format,
+            deterministic: cli.deterministic.then(|| Deterministic {
+                seed: cli.seed.clone().unwrap_or_default().into_bytes(),
+                unix_time_nanos: cli.fixed_unix_time_ns,
+            }),
+            system: SystemEnv {
+                sender_id: cli.sender_id.clone(),
+                request_id: cli.request_id.clone(),
+                contract_id: cli.contract_id.clone(),
+                block_height: cli.block_height.clone(),
+            },
+            result_path: cli.result_path.clone(),
+            output_dir: cli.output_dir.clone(),
+        })
+    }
+}
+
+fn run(job: &RunJob) -> Result<(), PlatformError> {
     let started = Instant::now();
-    let limits = cli.limits();
-    let expected = module_file::parse_sha256(&cli.module_sha256)?;
-    let module = module_file::load_verified(&cli.module, &expected, limits.max_module_bytes)?;
-    let input = match (&cli.input_file, &cli.input) {
-        (Some(path), _) => read_file("input", path)?,
-        (None, Some(text)) => text.clone().into_bytes(),
-        (None, None) => Vec::new(),
-    };
-    let secrets = match &cli.env_file {
-        Some(path) => read_secrets(path)?,
-        None => BTreeMap::new(),
-    };
-    let system = SystemEnv {
-        sender_id: cli.sender_id.clone(),
-        request_id: cli.request_id.clone(),
-        contract_id: cli.contract_id.clone(),
-        block_height: cli.block_height.clone(),
-    };
-    let deterministic = cli.deterministic.then(|| Deterministic {
-        seed: cli.seed.clone().unwrap_or_default().into_bytes(),
-        unix_time_nanos: cli.fixed_unix_time_ns,
-    });
+    let limits = job.limits;
+    let expected = module_file::parse_sha256(&job.module_sha256)?;
+    let module = module_file::load_verified(&job.module, &expected, limits.max_module_bytes)?;
 
     let execution = match module {
         VerifiedModule::TooLarge { size } => Execution {
@@ -177,22 +220,22 @@ fn run(cli: &Cli) -> Result<(), PlatformError> {
             stderr: Vec::new(),
         },
         VerifiedModule::Bytes(wasm) => {
-            arm_watchdog(cli, limits, started);
+            arm_watchdog(job, started);
             let executor = Executor::new()?;
             executor.run(&Job {
                 wasm: &wasm,
-                input: &input,
-                secrets: &secrets,
-                system: &system,
+                input: &job.input,
+                secrets: &job.secrets,
+                system: &job.system,
                 limits,
-                deterministic: deterministic.as_ref(),
+                deterministic: job.deterministic.as_ref(),
             })
         }
     };
     let (message, text) =
-        ResultMessage::build(&execution, cli.response_format, cli.output_dir.as_deref())?;
+        ResultMessage::build(&execution, job.response_format, job.output_dir.as_deref())?;
     if claim_result() {
-        write_result(&cli.result_path, &text)?;
+        write_result(&job.result_path, &text)?;
         tracing::info!(
             ok = message.ok,
             instructions = message.instructions,
@@ -208,10 +251,11 @@ fn run(cli: &Cli) -> Result<(), PlatformError> {
 /// [`WATCHDOG_GRACE`]: wasmi cannot interrupt a start function, which runs outside the fuel-slice
 /// loop. The instruction count is not observable from this thread, so the full budget is
 /// reported — the guest did keep the executor busy for the whole time limit.
-fn arm_watchdog(cli: &Cli, limits: Limits, started: Instant) {
+fn arm_watchdog(job: &RunJob, started: Instant) {
+    let limits = job.limits;
     let deadline = started + Duration::from_secs(limits.max_execution_seconds) + WATCHDOG_GRACE;
-    let result_path = cli.result_path.clone();
-    let format = cli.response_format;
+    let result_path = job.result_path.clone();
+    let format = job.response_format;
     let spawned = std::thread::Builder::new()
         .name("watchdog".into())
         .spawn(move || {
@@ -261,4 +305,153 @@ fn read_secrets(path: &Path) -> Result<BTreeMap<String, String>, PlatformError> 
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Exit status of a warm executor that no assignment reached before its deadline.
+const EXIT_NO_ASSIGNMENT: u8 = 6;
+
+/// `outlayer-executor serve-once`: a warm pod's executor. Listens on the handoff port, accepts
+/// exactly one assignment carrying the pod's token, stops listening, runs it and writes the result
+/// as a cold run does; exits with status 6 if none came before `--wait-seconds`.
+#[derive(Debug, Parser)]
+#[command(name = "serve-once")]
+struct ServeCli {
+    /// TCP port of the handoff (all addresses).
+    #[arg(long, env = "OUTLAYER_HANDOFF_PORT", default_value_t = 7070)]
+    port: u16,
+    /// File holding this pod's one-time token (a mounted Secret).
+    #[arg(long, env = "OUTLAYER_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Directory of the modules, `<sha256>.wasm` (the cache's module area, read-only).
+    #[arg(long, env = "OUTLAYER_MODULE_DIR")]
+    module_dir: PathBuf,
+    /// The pod's memory class in MiB: assignments with a larger maxMemoryMb are refused.
+    #[arg(long, env = "OUTLAYER_MEMORY_CLASS_MB")]
+    memory_class_mb: Option<u32>,
+    /// How long to wait for the assignment before exiting without one.
+    #[arg(long, env = "OUTLAYER_WAIT_SECONDS", default_value_t = 600)]
+    wait_seconds: u64,
+    /// Largest module in bytes.
+    #[arg(long, env = "OUTLAYER_MAX_MODULE_BYTES", default_value_t = Limits::default().max_module_bytes)]
+    max_module_bytes: u64,
+    /// Where the result message goes.
+    #[arg(
+        long,
+        env = "OUTLAYER_RESULT_PATH",
+        default_value = "/dev/termination-log"
+    )]
+    result_path: PathBuf,
+    /// Directory for outputs too large for the result message.
+    #[arg(long, env = "OUTLAYER_OUTPUT_DIR")]
+    output_dir: Option<PathBuf>,
+}
+
+/// Waiting → assigned (the handoff won) or expired (the deadline won); whichever comes first.
+static SERVE_STATE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+const WAITING: u8 = 0;
+const ASSIGNED: u8 = 1;
+const EXPIRED: u8 = 2;
+
+fn serve_once(cli: &ServeCli) -> ExitCode {
+    let token = match std::fs::read_to_string(&cli.token_file) {
+        Ok(token) if !token.trim().is_empty() => token,
+        Ok(_) => {
+            return serve_failure(
+                cli,
+                &format!("token file {} is empty", cli.token_file.display()),
+                3,
+            );
+        }
+        Err(error) => {
+            let message = format!("reading token file {}: {error}", cli.token_file.display());
+            return serve_failure(cli, &message, 3);
+        }
+    };
+    let listener = match std::net::TcpListener::bind(("0.0.0.0", cli.port)) {
+        Ok(listener) => listener,
+        Err(error) => {
+            return serve_failure(cli, &format!("listening on port {}: {error}", cli.port), 1);
+        }
+    };
+    arm_wait_deadline(cli);
+    tracing::info!(port = cli.port, "waiting for the assignment");
+    let claim = || {
+        SERVE_STATE
+            .compare_exchange(WAITING, ASSIGNED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    };
+    let assignment = match outlayer_executor::handoff::accept_one(
+        &listener,
+        &token,
+        cli.memory_class_mb,
+        Duration::from_secs(5),
+        claim,
+    ) {
+        Ok(assignment) => assignment,
+        // The deadline thread ends the process; this only covers a broken listener.
+        Err(error) => return serve_failure(cli, &format!("accepting the handoff: {error}"), 1),
+    };
+    // Single use: nobody else is heard from now on.
+    drop(listener);
+    drop(token);
+    let response_format = match assignment.response_format() {
+        Ok(format) => format,
+        Err(error) => return serve_failure(cli, &error, 2),
+    };
+    let job = RunJob {
+        module: cli
+            .module_dir
+            .join(format!("{}.wasm", assignment.module_sha256)),
+        module_sha256: assignment.module_sha256.clone(),
+        input: assignment.input.clone().into_bytes(),
+        secrets: assignment.secrets.clone(),
+        limits: Limits {
+            max_module_bytes: cli.max_module_bytes,
+            ..assignment.limits()
+        },
+        response_format,
+        deterministic: assignment.deterministic(),
+        system: assignment.system(),
+        result_path: cli.result_path.clone(),
+        output_dir: cli.output_dir.clone(),
+    };
+    match run(&job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => platform_failure(&cli.result_path, &error),
+    }
+}
+
+/// Ends the process with a clear message when no assignment arrived in time.
+fn arm_wait_deadline(cli: &ServeCli) {
+    let wait = Duration::from_secs(cli.wait_seconds);
+    let result_path = cli.result_path.clone();
+    let spawned = std::thread::Builder::new()
+        .name("wait-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(wait);
+            if SERVE_STATE
+                .compare_exchange(WAITING, EXPIRED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let message = format!(
+                    "no assignment arrived within {} s; exiting unused",
+                    wait.as_secs()
+                );
+                eprintln!("outlayer-executor: {message}");
+                let _ = std::fs::write(&result_path, format!("platform error: {message}"));
+                std::process::exit(i32::from(EXIT_NO_ASSIGNMENT));
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start the wait deadline thread");
+    }
+}
+
+fn serve_failure(cli: &ServeCli, message: &str, code: u8) -> ExitCode {
+    tracing::error!(%message, "serve-once failed");
+    eprintln!("outlayer-executor: {message}");
+    if claim_result() {
+        let _ = std::fs::write(&cli.result_path, format!("platform error: {message}"));
+    }
+    ExitCode::from(code)
 }

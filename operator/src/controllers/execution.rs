@@ -18,7 +18,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::execution_steps::{
     Cleanup, Effect, Finished, Look, ModuleObservation, Observed, Outcome, PodObservation,
-    Rejection, Step, Then, cleanup_step, next_step,
+    Rejection, Step, Then, cleanup_step, next_step, started_in_warm_pod,
 };
 use super::{ERROR_BACKOFF, MAX_LOOKS, STALE_RETRY};
 use crate::context::{Context, Note};
@@ -92,9 +92,13 @@ impl ExecutionRequest {
     }
 
     /// The one writer of a step: its effects, the status, the metrics, the Event, then what comes next.
-    async fn write_outcome(&self, ctx: &Context, outcome: Outcome) -> Result<Action> {
+    async fn write_outcome(&self, ctx: &Context, mut outcome: Outcome) -> Result<Action> {
+        let mut warm_pod = None;
         for effect in &outcome.before {
-            self.apply_effect(ctx, effect).await?;
+            warm_pod = warm_pod.or(self.apply_effect(ctx, effect).await?);
+        }
+        if let Some(pod) = &warm_pod {
+            started_in_warm_pod(&mut outcome, pod);
         }
         if let Some(status) = &outcome.status {
             self.apply_status(ctx, status).await?;
@@ -137,7 +141,8 @@ impl ExecutionRequest {
         }
     }
 
-    async fn apply_effect(&self, ctx: &Context, effect: &Effect) -> Result<()> {
+    /// Applies `effect`; `Some(pod)` when a warm pod took a start.
+    async fn apply_effect(&self, ctx: &Context, effect: &Effect) -> Result<Option<String>> {
         let namespace = self.namespace_or_err()?;
         match effect {
             Effect::StartPod {
@@ -145,6 +150,14 @@ impl ExecutionRequest {
                 attempt,
                 env_secret,
             } => {
+                // The warm pool first when it runs; a cold pod when it has none to give.
+                if let Some(pool) = ctx.pool()
+                    && let Some(pod) = pool
+                        .start(self, sha256, *attempt, env_secret.as_deref())
+                        .await?
+                {
+                    return Ok(Some(pod));
+                }
                 let built =
                     executor_pod(self, sha256, *attempt, env_secret.as_deref(), &ctx.config)?;
                 let uid = self.uid_or_err()?;
@@ -157,15 +170,13 @@ impl ExecutionRequest {
                 })
                 .await?;
                 let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-                create_owned(ctx, &pods, &built.pod, &uid, |_| true).await
+                create_owned(ctx, &pods, &built.pod, &uid, |_| true).await?;
             }
-            Effect::MarkUsed { compile_job } => {
-                mark_used(ctx, &namespace, compile_job).await;
-                Ok(())
-            }
-            Effect::DeleteEnvSecret => self.delete_env_secret(ctx).await,
-            Effect::DeleteChildren => self.delete_children(ctx).await,
+            Effect::MarkUsed { compile_job } => mark_used(ctx, &namespace, compile_job).await,
+            Effect::DeleteEnvSecret => self.delete_env_secret(ctx).await?,
+            Effect::DeleteChildren => self.delete_children(ctx).await?,
         }
+        Ok(None)
     }
 
     /// The module from `spec.code`: named by hash, or built by the CompileJob for its source (created
@@ -240,6 +251,13 @@ impl ExecutionRequest {
             .get_opt(&pod_name)
             .await
             .map_err(Error::api("reading pod", &pod_name))?;
+        // No cold pod of this attempt: a warm pod may have taken it.
+        if pod.is_none()
+            && let Some(pool) = ctx.pool()
+            && let Some(warm) = pool.execution_pod(self, retries).await?
+        {
+            return Ok(warm.map_or(PodObservation::Running, PodObservation::Ended));
+        }
         Ok(match pod {
             None => PodObservation::Missing,
             // A pod under this attempt's name that is not this request's: never read, and the attempt
@@ -352,6 +370,9 @@ impl ExecutionRequest {
         let retries = self.status.as_ref().and_then(|s| s.retries).unwrap_or(0);
         for attempt in 0..=retries {
             delete_owned(&pods, &executor_pod_name_for(&name, attempt), &uid).await?;
+        }
+        if let Some(pool) = ctx.pool() {
+            pool.delete_execution_pods(self).await?;
         }
         let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
         delete_owned(

@@ -605,21 +605,41 @@ fn start_step(
     }
     status.phase = Some(Phase::Executing);
     status.pod_name = Some(pod_name.clone());
-    status.message = Some(format!("running in pod {pod_name}"));
+    status.message = Some(format!("running in cold pod {pod_name}"));
     status.set(
         ConditionType::Executed,
         ConditionStatus::False,
         Reason::Running,
-        format!("executor pod {pod_name} started"),
+        format!("cold pod {pod_name} started"),
     );
     Step::write(
         Outcome::write(status, wait_for_change(time_left, config))
             .before(start)
             .with_note(Note::Normal(
                 Reason::ExecutorStarted,
-                format!("pod {pod_name} runs module {sha256}"),
+                format!("cold pod {pod_name} runs module {sha256}"),
             )),
     )
+}
+
+/// A warm pod took the attempt that [`start_step`] planned for a cold pod: the status, its `Executed`
+/// condition and the Event name the warm pod instead (what `kubectl describe` shows).
+pub(crate) fn started_in_warm_pod(outcome: &mut Outcome, pod_name: &str) {
+    let cold = |text: &str| text.contains("cold pod");
+    if let Some(status) = outcome.status.as_mut() {
+        status.pod_name = Some(pod_name.to_string());
+        status.message = Some(format!("running in warm pod {pod_name}"));
+        for condition in &mut status.conditions {
+            if condition.type_ == ConditionType::Executed.as_str() && cold(&condition.message) {
+                condition.message = format!("warm pod {pod_name} started");
+            }
+        }
+    }
+    if let Some(Note::Normal(Reason::ExecutorStarted, message)) = outcome.note.as_mut()
+        && let Some((_, module)) = message.split_once(" runs module ")
+    {
+        *message = format!("warm pod {pod_name} runs module {module}");
+    }
 }
 
 /// The executor's result: the guest's failure, or its output into the status.

@@ -57,6 +57,24 @@ pub async fn run(
         namespace.to_string(),
         stopped_signal(stopped.clone()),
     );
+    let warm_pool = {
+        let pool = ctx.config.warm_pool.enabled().then(|| {
+            let pool = crate::pool::WarmPool::new(
+                ctx.client.clone(),
+                namespace,
+                ctx.config.clone(),
+                ctx.metrics.clone(),
+            );
+            ctx.set_pool(pool.clone());
+            pool
+        });
+        let stop = stopped_signal(stopped.clone());
+        async move {
+            if let Some(pool) = pool {
+                pool.run(stop).await;
+            }
+        }
+    };
     let pricing_controller = {
         let ctx = ctx.clone();
         let stop = stopped_signal(stopped.clone());
@@ -147,7 +165,8 @@ pub async fn run(
         execution_controller,
         chain_watcher,
         pricing_controller,
-        sealing_keys
+        sealing_keys,
+        warm_pool
     );
 }
 

@@ -154,11 +154,7 @@ pub fn executor_pod(
 
     let memory_mb =
         u64::from(spec.limits.max_memory_mb) + u64::from(config.executor_memory_overhead_mb);
-    let resources = super::guaranteed_resources(
-        &config.executor_cpu,
-        format!("{memory_mb}Mi"),
-        &config.executor_ephemeral_storage,
-    );
+    let resources = super::executor_resources(config, format!("{memory_mb}Mi"));
     let deadline = i64::try_from(spec.limits.max_execution_seconds)
         .unwrap_or(i64::MAX)
         .saturating_add(config.pod_startup_grace_seconds);
@@ -200,6 +196,191 @@ pub fn executor_pod(
 /// The unsealed secrets, read once by the executor (`--env-file`) and handed to the guest as its
 /// environment.
 const SECRETS_MOUNT: &str = "/secrets";
+
+/// Labels a warm pod with its memory class (MiB); the pool lists its pods by it.
+pub const WARM_CLASS_LABEL: &str = "outlayer.dev/warm-class";
+/// `idle` while the pod waits in the pool, `claimed` once an execution owns it. A claimed pod never
+/// goes back: it runs at most one execution, then exits.
+pub const WARM_STATE_LABEL: &str = "outlayer.dev/warm";
+pub const WARM_IDLE: &str = "idle";
+pub const WARM_CLAIMED: &str = "claimed";
+/// `warm` or `cold`: how the execution's pod started (kubectl-visible).
+pub const POD_KIND_LABEL: &str = "outlayer.dev/pod-kind";
+/// On a claimed warm pod: which attempt of its execution it runs.
+pub const ATTEMPT_LABEL: &str = "outlayer.dev/attempt";
+/// On a claimed warm pod: `pending` from the claim until the assignment was accepted, then `done`.
+pub const HANDOFF_ANNOTATION: &str = "outlayer.dev/handoff";
+/// The key of the handoff token in a warm pod's Secret.
+pub const TOKEN_KEY: &str = "token";
+const HANDOFF_MOUNT: &str = "/handoff";
+const MODULES_MOUNT: &str = "/modules";
+/// Where the module cache keeps compiled modules (`<sha256>.wasm`).
+pub const MODULES_SUBDIR: &str = "wasm";
+/// Past the wait for its assignment, how long a warm pod may exist before the kubelet kills it:
+/// the claim lowers it to the run's own deadline.
+const WARM_DEADLINE_SLACK_SECONDS: i64 = 3600;
+
+/// What a warm pod is handed for `execution`: the same module, input, limits, format and identity a
+/// cold pod gets on its command line, plus the unsealed `secrets` its env file would hold.
+pub fn assignment(
+    execution: &ExecutionRequest,
+    module_sha256: &str,
+    secrets: BTreeMap<String, String>,
+    config: &OperatorConfig,
+) -> Result<outlayer_executor::handoff::Assignment> {
+    if !is_sha256_hex(module_sha256) {
+        return Err(Error::InvalidModuleHash(module_sha256.to_string()));
+    }
+    let spec = &execution.spec;
+    let on_chain = spec.on_chain.as_ref();
+    Ok(outlayer_executor::handoff::Assignment {
+        module_sha256: module_sha256.to_string(),
+        input: spec.input.clone(),
+        max_instructions: spec.limits.max_instructions,
+        max_memory_mb: spec.limits.max_memory_mb,
+        max_execution_seconds: spec.limits.max_execution_seconds,
+        max_output_bytes: config.executor_max_output_bytes,
+        response_format: response_format_arg(spec.response_format).to_string(),
+        deterministic: None,
+        sender_id: on_chain.map(|c| c.sender.clone()).unwrap_or_default(),
+        request_id: on_chain
+            .map(|c| c.request_id.to_string())
+            .unwrap_or_default(),
+        contract_id: on_chain.and(config.contract_id.clone()).unwrap_or_default(),
+        block_height: on_chain
+            .map(|c| c.block_height.to_string())
+            .unwrap_or_default(),
+        secrets,
+    })
+}
+
+/// `<pod>-handoff`: the Secret with a warm pod's one-time token.
+pub fn handoff_secret_name(pod_name: &str) -> String {
+    bounded_name(pod_name, "-handoff")
+}
+
+/// A warm executor pod of memory class `class_mb` (MiB), owned by the pool's owner object `owner`
+/// (kept in the pool until claimed). The same hardening as a cold pod; of the cache it mounts only
+/// the module area, read-only, and the results area; the token comes from the Secret
+/// [`handoff_secret_name`], mounted as a file (never in the spec's env).
+pub fn warm_executor_pod(
+    pod_name: &str,
+    namespace: &str,
+    class_mb: u32,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    config: &OperatorConfig,
+) -> Pod {
+    let mut labels = sandbox_labels(
+        "outlayer-executor",
+        (WARM_CLASS_LABEL, &class_mb.to_string()),
+    );
+    labels.insert(WARM_STATE_LABEL.to_string(), WARM_IDLE.to_string());
+    labels.insert(POD_KIND_LABEL.to_string(), "warm".to_string());
+    let wait_seconds = config.warm_pool.max_age.as_secs() + 30;
+    let args = vec![
+        "serve-once".to_string(),
+        "--port".to_string(),
+        config.warm_pool.handoff_port.to_string(),
+        "--token-file".to_string(),
+        format!("{HANDOFF_MOUNT}/{TOKEN_KEY}"),
+        "--module-dir".to_string(),
+        MODULES_MOUNT.to_string(),
+        "--memory-class-mb".to_string(),
+        class_mb.to_string(),
+        "--wait-seconds".to_string(),
+        wait_seconds.to_string(),
+        "--output-dir".to_string(),
+        OUTPUTS_MOUNT.to_string(),
+    ];
+    let memory_mb = u64::from(class_mb) + u64::from(config.executor_memory_overhead_mb);
+    let deadline = i64::try_from(wait_seconds)
+        .unwrap_or(i64::MAX)
+        .saturating_add(WARM_DEADLINE_SLACK_SECONDS);
+    let mounts = vec![
+        VolumeMount {
+            name: "cache".to_string(),
+            mount_path: MODULES_MOUNT.to_string(),
+            sub_path: Some(MODULES_SUBDIR.to_string()),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "cache".to_string(),
+            mount_path: OUTPUTS_MOUNT.to_string(),
+            sub_path: Some(RESULTS_SUBDIR.to_string()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "handoff".to_string(),
+            mount_path: HANDOFF_MOUNT.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ];
+    let volumes = vec![
+        super::cache_volume(config),
+        Volume {
+            name: "handoff".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(handoff_secret_name(pod_name)),
+                items: Some(vec![KeyToPath {
+                    key: TOKEN_KEY.to_string(),
+                    path: TOKEN_KEY.to_string(),
+                    mode: Some(0o444),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".to_string()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            active_deadline_seconds: Some(deadline),
+            runtime_class_name: config.runtime_class_name.clone(),
+            security_context: Some(pod_security_context()),
+            containers: vec![Container {
+                name: EXECUTOR_CONTAINER.to_string(),
+                image: Some(config.executor_image.clone()),
+                args: Some(args),
+                ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                    name: Some("handoff".to_string()),
+                    container_port: i32::from(config.warm_pool.handoff_port),
+                    protocol: Some("TCP".to_string()),
+                    ..Default::default()
+                }]),
+                // Ready once the handoff port listens: the pool hands out only ready pods.
+                readiness_probe: Some(k8s_openapi::api::core::v1::Probe {
+                    tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
+                        port: k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
+                            i32::from(config.warm_pool.handoff_port),
+                        ),
+                        ..Default::default()
+                    }),
+                    period_seconds: Some(1),
+                    ..Default::default()
+                }),
+                resources: Some(super::executor_resources(config, format!("{memory_mb}Mi"))),
+                security_context: Some(container_security_context()),
+                termination_message_policy: Some("File".to_string()),
+                volume_mounts: Some(mounts),
+                ..Default::default()
+            }],
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
 
 fn executor_volumes(
     input_name: String,
@@ -348,6 +529,16 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(limits["memory"], Quantity("96Mi".to_string()));
+        assert_eq!(limits["cpu"], Quantity("1".to_string()));
+        let requests = container
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap();
+        assert_eq!(requests["cpu"], Quantity("100m".to_string()));
+        assert_eq!(requests["memory"], Quantity("96Mi".to_string()));
         assert_eq!(built.input.data.unwrap()["stdin"], "hello");
         assert_eq!(built.input.immutable, Some(true));
     }
@@ -428,6 +619,117 @@ mod tests {
             executor_pod(&unsaved, SHA, 0, None, &config),
             Err(Error::MissingMetadata("metadata.uid"))
         ));
+    }
+
+    #[test]
+    fn a_warm_assignment_carries_what_a_cold_pods_command_line_does() {
+        let mut execution = execution("req-9");
+        execution.spec.on_chain = Some(OnChain {
+            request_id: 9,
+            data_id: "x".to_string(),
+            sender: "alice.near".to_string(),
+            deposit: "1".to_string(),
+            block_height: 1234,
+            yield_deadline_height: 1434,
+        });
+        let config = OperatorConfig {
+            contract_id: Some("outlayer.near".to_string()),
+            ..OperatorConfig::default()
+        };
+        let secrets = BTreeMap::from([("API_KEY".to_string(), "v".to_string())]);
+        let handed = assignment(&execution, SHA, secrets.clone(), &config).unwrap();
+        let cold = executor_pod(&execution, SHA, 0, None, &config).unwrap();
+        let args = cold.pod.spec.unwrap().containers[0].args.clone().unwrap();
+        assert_eq!(handed.module_sha256, SHA);
+        assert_eq!(handed.input, "hello");
+        for (flag, value) in [
+            ("--max-instructions", handed.max_instructions.to_string()),
+            ("--max-memory-mb", handed.max_memory_mb.to_string()),
+            (
+                "--max-execution-seconds",
+                handed.max_execution_seconds.to_string(),
+            ),
+            ("--max-output-bytes", handed.max_output_bytes.to_string()),
+            ("--response-format", handed.response_format.clone()),
+            ("--sender-id", handed.sender_id.clone()),
+            ("--request-id", handed.request_id.clone()),
+            ("--block-height", handed.block_height.clone()),
+            ("--contract-id", handed.contract_id.clone()),
+        ] {
+            assert_eq!(arg_after(&args, flag), Some(value.as_str()), "{flag}");
+        }
+        assert_eq!(handed.secrets, secrets);
+        assert!(assignment(&execution, "../x", BTreeMap::new(), &config).is_err());
+    }
+
+    #[test]
+    fn a_warm_pod_is_hardened_sees_only_the_module_area_and_reads_its_token_from_a_secret() {
+        let mut config = OperatorConfig::default();
+        config.warm_pool.classes = vec![(128, 1)];
+        let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".to_string(),
+            kind: "ConfigMap".to_string(),
+            name: "outlayer-warm-pool".to_string(),
+            uid: "pool".to_string(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let pod = warm_executor_pod("warm-128-x", "jobs", 128, owner, &config);
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels["outlayer.dev/sandbox"], "true");
+        assert_eq!(labels[WARM_CLASS_LABEL], "128");
+        assert_eq!(labels[WARM_STATE_LABEL], WARM_IDLE);
+        assert!(!labels.contains_key(EXECUTION_LABEL));
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.enable_service_links, Some(false));
+        let container = &spec.containers[0];
+        assert!(container.env.is_none(), "no token or secret in the env");
+        let context = container.security_context.clone().unwrap();
+        assert_eq!(context.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            context.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_string()])
+        );
+        let args = container.args.clone().unwrap();
+        assert_eq!(args[0], "serve-once");
+        assert_eq!(arg_after(&args, "--memory-class-mb"), Some("128"));
+        assert_eq!(arg_after(&args, "--token-file"), Some("/handoff/token"));
+        assert_eq!(arg_after(&args, "--wait-seconds"), Some("330"));
+        let mounts = container.volume_mounts.clone().unwrap();
+        let modules = mounts.iter().find(|m| m.mount_path == "/modules").unwrap();
+        assert_eq!(
+            (modules.sub_path.as_deref(), modules.read_only),
+            (Some("wasm"), Some(true))
+        );
+        let outputs = mounts.iter().find(|m| m.mount_path == "/outputs").unwrap();
+        assert_eq!(outputs.sub_path.as_deref(), Some("results"));
+        assert!(
+            mounts
+                .iter()
+                .filter(|m| m.name == "cache")
+                .all(|m| m.sub_path.is_some()),
+            "never the whole cache"
+        );
+        let handoff = spec
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "handoff")
+            .unwrap();
+        assert_eq!(
+            handoff.secret.unwrap().secret_name.as_deref(),
+            Some("warm-128-x-handoff")
+        );
+        let resources = container.resources.clone().unwrap();
+        assert_eq!(
+            resources.limits.unwrap()["memory"],
+            Quantity("192Mi".to_string())
+        );
+        assert_eq!(
+            resources.requests.unwrap()["cpu"],
+            Quantity("100m".to_string())
+        );
     }
 
     #[test]

@@ -31,6 +31,27 @@ pub(crate) fn owner_identity<K: kube::Resource<DynamicType = ()>>(
     Ok((name, namespace, reference))
 }
 
+/// An executor container's resources: a small CPU request under a CPU limit (so small jobs share a
+/// node), memory and ephemeral storage requested as limited.
+pub(crate) fn executor_resources(
+    config: &crate::config::OperatorConfig,
+    memory: String,
+) -> k8s_openapi::api::core::v1::ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let mut resources = guaranteed_resources(
+        &config.executor_cpu,
+        memory,
+        &config.executor_ephemeral_storage,
+    );
+    if let Some(requests) = resources.requests.as_mut() {
+        requests.insert(
+            "cpu".to_string(),
+            Quantity(config.executor_cpu_request.clone()),
+        );
+    }
+    resources
+}
+
 /// Requests equal to limits (Guaranteed QoS), as every sandboxed container gets.
 pub(crate) fn guaranteed_resources(
     cpu: &str,

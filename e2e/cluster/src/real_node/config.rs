@@ -115,9 +115,24 @@ pub struct KubeletSettings<'a> {
     pub cluster_dns: &'a str,
 }
 
+/// Kubelet feature gates from `OUTLAYER_E2E_KUBELET_FEATURE_GATES` (`Name=true,Other=false`), for
+/// experiments such as `EventedPLEG=true` (the kubelet learns of container exits from containerd's
+/// events instead of its 1 s relist); none by default.
+pub fn feature_gates(text: &str) -> serde_json::Map<String, serde_json::Value> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.trim().to_string(), json!(value.trim() == "true")))
+        })
+        .collect()
+}
+
 pub fn kubelet_config(s: &KubeletSettings<'_>) -> String {
     let endpoint = format!("unix://{}", s.containerd_socket.display());
-    json!({
+    let gates = std::env::var("OUTLAYER_E2E_KUBELET_FEATURE_GATES")
+        .map(|text| feature_gates(&text))
+        .unwrap_or_default();
+    let mut config = json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         // This VM has cgroup v1 for every controller (cgroup2 holds hugetlb only); 1.36 refuses v1
@@ -165,8 +180,11 @@ pub fn kubelet_config(s: &KubeletSettings<'_>) -> String {
         "runtimeRequestTimeout": "2m",
         "registerNode": true,
         "logging": {"format": "text"}
-    })
-    .to_string()
+    });
+    if !gates.is_empty() {
+        config["featureGates"] = serde_json::Value::Object(gates);
+    }
+    config.to_string()
 }
 
 /// What varies in kube-proxy's configuration.
@@ -219,6 +237,14 @@ mod tests {
             ca_cert: Path::new("/tmp/run/ca.crt"),
             pause_image: "registry.k8s.io/pause:3.10.1",
         }
+    }
+
+    #[test]
+    fn feature_gates_parse_from_the_variable_syntax() {
+        let gates = feature_gates("EventedPLEG=true, Other=false,junk");
+        assert_eq!(gates["EventedPLEG"], json!(true));
+        assert_eq!(gates["Other"], json!(false));
+        assert_eq!(gates.len(), 2);
     }
 
     #[test]

@@ -992,3 +992,42 @@ fn inline_outputs_decode_by_their_json_form() {
     assert_eq!(decode_inline_output("{\"n\":1}").unwrap(), "{\"n\":1}");
     assert!(decode_inline_output("\"unterminated").is_err());
 }
+
+#[test]
+fn a_warm_pod_that_took_the_start_is_named_in_status_and_event() {
+    let start = || {
+        written(step(
+            &kubectl(),
+            &missing_pod(unbounded(), SecretsStep::Ready(None)),
+        ))
+    };
+    let cold = start();
+    let status = cold.status.as_ref().unwrap();
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("running in cold pod ")
+    );
+    let mut warm = start();
+    started_in_warm_pod(&mut warm, "outlayer-warm-64-ab");
+    let status = warm.status.as_ref().unwrap();
+    assert_eq!(status.pod_name.as_deref(), Some("outlayer-warm-64-ab"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("running in warm pod outlayer-warm-64-ab")
+    );
+    let executed = status.find_condition(ConditionType::Executed).unwrap();
+    assert_eq!(executed.message, "warm pod outlayer-warm-64-ab started");
+    match &warm.note {
+        Some(Note::Normal(Reason::ExecutorStarted, message)) => assert!(
+            message.starts_with("warm pod outlayer-warm-64-ab runs module "),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Effects and what comes next are the cold start's.
+    assert_eq!(warm.before, cold.before);
+    assert_eq!(warm.then, cold.then);
+}
