@@ -371,6 +371,7 @@ pub fn execution_request(
                 deposit: request.payment.0.to_string(),
                 block_height: request.created_at_block,
                 yield_deadline_height: request.created_at_block + yield_timeout_blocks,
+                include_stderr: request.include_stderr,
             }),
         },
     );

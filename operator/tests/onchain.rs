@@ -220,6 +220,50 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
     operator.stop().await;
 }
 
+/// The resolve lands but its answer never reaches the operator, which is then killed: the restarted
+/// operator finds the transaction by the hash it recorded before sending, and the status says who
+/// resolved the request and what it was charged, instead of claiming a settlement it cannot vouch for.
+#[tokio::test]
+async fn a_resolve_whose_answer_was_lost_is_found_by_its_recorded_hash() {
+    let net = ChainEnv::start(Duration::from_millis(300)).await;
+    let operator = net.start_operator(net.config());
+    net.precompile().await;
+    let executions = net.executions();
+    let outcome = net.request("the answer is lost");
+    wait_for("req-0 to be created", || async {
+        executions.get_opt("req-0").await.ok()?.map(|_| ())
+    })
+    .await;
+    net.localnet.faults().set(Fault::LoseAnswers);
+    let signed = wait_for("the resolve to be signed and recorded", || async {
+        executions.get("req-0").await.ok()?.status?.signed_resolve
+    })
+    .await;
+    wait_for("the request to be settled on chain", || async {
+        let request = net.view("get_request", json!({"request_id": 0})).await;
+        request.is_null().then_some(())
+    })
+    .await;
+    operator.kill().await;
+    net.localnet.faults().clear();
+    let status = executions.get("req-0").await.unwrap().status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Reporting), "{status:?}");
+
+    let operator = net.start_operator(net.config());
+    let outcome = outcome.await.unwrap();
+    assert_eq!(returned(&outcome), "the answer is lost");
+    let status = finished(&executions, "req-0").await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(condition_reason(&status, "Reported"), "Resolved");
+    assert_eq!(status.tx_hash.as_deref(), Some(signed.tx_hash.as_str()));
+    let charged = event(&outcome, "execution_completed")["payment_charged"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(status.cost_yocto, Some(charged), "{status:?}");
+    operator.stop().await;
+}
+
 /// Anyone who may create ExecutionRequests can write `spec.onChain`; only the chain's copy counts. A
 /// forged `req-0` (another sender, another input) squatting the watcher's name, and a copy under
 /// another name, are never run with secrets or reported: the honest request is answered as the chain

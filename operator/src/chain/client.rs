@@ -394,6 +394,28 @@ impl ChainClient {
         gas: Gas,
         deposit: Balance,
     ) -> Result<TxOutcome, ChainError> {
+        self.call_function_recorded(receiver_id, method, args, gas, deposit, |_| {
+            std::future::ready(Ok(()))
+        })
+        .await
+    }
+
+    /// [`Self::call_function`], calling `on_signed` with each signed transaction's hash before it is
+    /// sent (a re-sign after a stale nonce makes a new one): whoever must find the transaction after
+    /// a crash has its hash before it can land. An `Err` from `on_signed` stops before sending.
+    pub async fn call_function_recorded<F, Fut>(
+        &self,
+        receiver_id: &AccountId,
+        method: &str,
+        args: &impl Serialize,
+        gas: Gas,
+        deposit: Balance,
+        on_signed: F,
+    ) -> Result<TxOutcome, ChainError>
+    where
+        F: Fn(CryptoHash) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
         let args = serde_json::to_vec(args).map_err(|e| ChainError::EncodeArgs {
             method: method.to_string(),
             reason: e.to_string(),
@@ -404,15 +426,21 @@ impl ChainClient {
             gas,
             deposit,
         }));
-        self.send_actions(receiver_id, method, vec![action]).await
+        self.send_actions(receiver_id, method, vec![action], on_signed)
+            .await
     }
 
-    async fn send_actions(
+    async fn send_actions<F, Fut>(
         &self,
         receiver_id: &AccountId,
         method: &str,
         actions: Vec<Action>,
-    ) -> Result<TxOutcome, ChainError> {
+        on_signed: F,
+    ) -> Result<TxOutcome, ChainError>
+    where
+        F: Fn(CryptoHash) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
         let signer = self
             .inner
             .signer
@@ -426,6 +454,13 @@ impl ChainClient {
             let block_hash = self.recent_block_hash().await?;
             let tx = signer.sign(nonce, block_hash, receiver_id.clone(), actions.clone());
             let tx_hash = tx.get_hash();
+            on_signed(tx_hash)
+                .await
+                .map_err(|reason| ChainError::NotRecorded {
+                    method: method.to_string(),
+                    tx_hash,
+                    reason,
+                })?;
             tracing::debug!(%tx_hash, method, receiver = %receiver_id, nonce, "sending transaction");
             let invalid = match self.submit(tx, method, receiver_id).await? {
                 Submitted::Finished(outcome) => return Ok(*outcome),

@@ -208,13 +208,30 @@ impl ChainClient {
         request_id: u64,
         response: &ExecutionResponse,
     ) -> Result<RequestCallOutcome, ChainError> {
+        self.resolve_execution_recorded(request_id, response, |_| std::future::ready(Ok(())))
+            .await
+    }
+
+    /// [`Self::resolve_execution`], handing each signed transaction's hash to `on_signed` before it is
+    /// sent (see [`ChainClient::call_function_recorded`]).
+    pub async fn resolve_execution_recorded<F, Fut>(
+        &self,
+        request_id: u64,
+        response: &ExecutionResponse,
+        on_signed: F,
+    ) -> Result<RequestCallOutcome, ChainError>
+    where
+        F: Fn(CryptoHash) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
         let outcome = self
-            .call_function(
+            .call_function_recorded(
                 self.contract_id(),
                 "resolve_execution",
                 &json!({"request_id": request_id, "response": response}),
                 self.config().resolve_gas,
                 Balance::from_yoctonear(0),
+                on_signed,
             )
             .await?;
         let result = classify_request_call("resolve_execution", self, outcome)?;
@@ -250,10 +267,27 @@ impl ChainClient {
         request_id: u64,
         response: ExecutionResponse,
     ) -> Result<Report, ChainError> {
+        self.report_execution_recorded(request_id, response, |_| std::future::ready(Ok(())))
+            .await
+    }
+
+    /// [`Self::report_execution`], handing the resolve's signed hash to `on_signed` before it is sent.
+    pub async fn report_execution_recorded<F, Fut>(
+        &self,
+        request_id: u64,
+        response: ExecutionResponse,
+        on_signed: F,
+    ) -> Result<Report, ChainError>
+    where
+        F: Fn(CryptoHash) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
         match ReportPlan::new(request_id, response)? {
             ReportPlan::OneStep { response } => Ok(Report {
                 submit_tx: None,
-                outcome: self.resolve_execution(request_id, &response).await?,
+                outcome: self
+                    .resolve_execution_recorded(request_id, &response, on_signed)
+                    .await?,
             }),
             ReportPlan::TwoStep { output, response } => {
                 let submitted = self.submit_execution_output(request_id, &output).await?;
@@ -266,9 +300,29 @@ impl ChainClient {
                 }
                 Ok(Report {
                     submit_tx,
-                    outcome: self.resolve_execution(request_id, &response).await?,
+                    outcome: self
+                        .resolve_execution_recorded(request_id, &response, on_signed)
+                        .await?,
                 })
             }
+        }
+    }
+
+    /// What a `resolve_execution` transaction this client signed did, looked up by hash: `None` when no
+    /// node knows it (never sent, or dropped before it was included).
+    pub async fn resolve_outcome(
+        &self,
+        tx_hash: CryptoHash,
+    ) -> Result<Option<RequestCallOutcome>, ChainError> {
+        let signer = self.signer().ok_or_else(|| ChainError::NoSigner {
+            method: "resolve_execution".to_string(),
+        })?;
+        match self
+            .transaction_status(tx_hash, signer.account_id())
+            .await?
+        {
+            None => Ok(None),
+            Some(outcome) => classify_request_call("resolve_execution", self, outcome).map(Some),
         }
     }
 

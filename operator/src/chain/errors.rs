@@ -117,6 +117,13 @@ pub enum ChainError {
         tx_hash: CryptoHash,
         message: String,
     },
+    /// The hash of a signed transaction could not be recorded before it was sent; it was not sent.
+    #[error("{method}: recording transaction {tx_hash} before sending it failed: {reason}")]
+    NotRecorded {
+        method: String,
+        tx_hash: near_primitives::hash::CryptoHash,
+        reason: String,
+    },
 }
 
 impl ChainError {
@@ -131,6 +138,7 @@ impl ChainError {
                 | Self::NodeBusy { .. }
                 | Self::Exhausted { .. }
                 | Self::Unconfirmed { .. }
+                | Self::NotRecorded { .. }
         )
     }
 
@@ -156,6 +164,7 @@ impl ChainError {
             Self::UnknownAccessKey { .. } => "UnknownAccessKey",
             Self::InvalidTransaction { .. } => "InvalidTransaction",
             Self::TransactionFailed { .. } => "TransactionFailed",
+            Self::NotRecorded { .. } => "NotRecorded",
         }
     }
 }

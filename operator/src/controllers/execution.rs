@@ -56,7 +56,13 @@ impl ExecutionRequest {
         for _ in 0..MAX_LOOKS {
             match next_step(self, &observed, Timestamp::now(), &ctx.config) {
                 Step::Look(look) => self.observe(ctx, look, &mut observed).await?,
-                Step::Write(outcome) => return self.write_outcome(ctx, *outcome).await,
+                // A send wrote the signed resolve into the status since it was read: the outcome is
+                // written over that, not refused as stale.
+                Step::Write(outcome) => {
+                    return self
+                        .write_outcome(ctx, *outcome, observed.sent.is_none())
+                        .await;
+                }
                 Step::Reject(Rejection::Spec(message)) => return Err(Error::InvalidSpec(message)),
                 Step::Reject(Rejection::Result(message)) => {
                     return Err(Error::InvalidResult(message));
@@ -80,19 +86,34 @@ impl ExecutionRequest {
                 observed.module = Some(self.module(ctx, may_compile).await?);
             }
             Look::Pod => observed.pod = Some(self.pod(ctx).await?),
-            Look::Secrets => observed.secrets = Some(self.prepare_secrets(ctx).await?),
+            Look::Secrets { sha256 } => {
+                observed.secrets = Some(self.prepare_secrets(ctx, &sha256).await?);
+            }
             Look::StoredOutput { sha256, encoding } => {
                 observed.stored_output = Some(self.read_large_output(ctx, &sha256, encoding)?);
             }
             Look::ChainHead => observed.head = Some(self.chain_head(ctx).await?),
             Look::RequestOnChain => observed.request = Some(self.request_on_chain(ctx).await?),
+            Look::SignedResolve => {
+                let signed = self.status.as_ref().and_then(|s| s.signed_resolve.as_ref());
+                observed.signed = Some(match signed {
+                    Some(signed) => self.signed_resolve_outcome(ctx, signed).await?,
+                    None => None,
+                });
+            }
             Look::Send(response) => observed.sent = Some(self.send(ctx, *response).await?),
         }
         Ok(())
     }
 
     /// The one writer of a step: its effects, the status, the metrics, the Event, then what comes next.
-    async fn write_outcome(&self, ctx: &Context, mut outcome: Outcome) -> Result<Action> {
+    /// `at_read_version`: see [`super::apply_status_if`].
+    async fn write_outcome(
+        &self,
+        ctx: &Context,
+        mut outcome: Outcome,
+        at_read_version: bool,
+    ) -> Result<Action> {
         let mut warm_pod = None;
         for effect in &outcome.before {
             warm_pod = warm_pod.or(self.apply_effect(ctx, effect).await?);
@@ -101,7 +122,7 @@ impl ExecutionRequest {
             started_in_warm_pod(&mut outcome, pod);
         }
         if let Some(status) = &outcome.status {
-            self.apply_status(ctx, status).await?;
+            super::apply_status_if(ctx, self, status, at_read_version).await?;
         }
         let status = outcome
             .status
@@ -382,14 +403,6 @@ impl ExecutionRequest {
         )
         .await?;
         self.delete_env_secret(ctx).await
-    }
-
-    pub(super) async fn apply_status(
-        &self,
-        ctx: &Context,
-        status: &ExecutionRequestStatus,
-    ) -> Result<()> {
-        super::apply_status(ctx, self, status).await
     }
 
     pub(super) fn uid_or_err(&self) -> Result<String> {

@@ -147,6 +147,8 @@ pub(crate) struct Observed {
     pub stored_output: Option<Option<String>>,
     pub head: Option<ChainHead>,
     pub request: Option<RequestOnChain>,
+    /// What the resolve recorded in `status.signedResolve` did: `None` inside when no node knows it.
+    pub signed: Option<Option<Sent>>,
     pub sent: Option<Sent>,
 }
 
@@ -163,7 +165,10 @@ pub(crate) enum Look {
     /// The executor pod of the current attempt.
     Pod,
     /// Unseal the request's secrets into their ephemeral Secret (or find it).
-    Secrets,
+    Secrets {
+        /// The module the execution runs (access conditions may name it: `WasmHash`).
+        sha256: String,
+    },
     /// Read `results/<sha256>` from the cache mount.
     StoredOutput {
         sha256: String,
@@ -171,6 +176,8 @@ pub(crate) enum Look {
     },
     ChainHead,
     RequestOnChain,
+    /// Look up the resolve recorded in `status.signedResolve` by its hash.
+    SignedResolve,
     /// Send the resolve (and read the charge when it lands).
     Send(Box<ExecutionResponse>),
 }
@@ -565,7 +572,9 @@ fn start_step(
     config: &OperatorConfig,
 ) -> Step {
     let Some(secrets) = &observed.secrets else {
-        return Step::Look(Look::Secrets);
+        return Step::Look(Look::Secrets {
+            sha256: sha256.to_string(),
+        });
     };
     let env_secret = match secrets {
         SecretsStep::Ready(env_secret) => env_secret.clone(),
@@ -876,6 +885,16 @@ fn report_step(
         reason: Reason::OutcomeLost.as_str().to_string(),
         message: "the run's outcome was not recorded".to_string(),
     });
+    // A resolve signed (and recorded) before a crash or a lost answer may have landed: its own
+    // outcome is the truth, whatever the chain's head or the request's state say now.
+    if status.signed_resolve.is_some() && observed.sent.is_none() {
+        let Some(signed) = &observed.signed else {
+            return Step::Look(Look::SignedResolve);
+        };
+        if let Some(sent) = signed {
+            return sent_step(execution, status, &outcome, sent);
+        }
+    }
     let Some(head) = observed.head else {
         return Step::Look(Look::ChainHead);
     };
@@ -905,15 +924,9 @@ fn report_step(
         RequestOnChain::Mismatch(differences) => {
             return refuse_mismatch(execution, status, differences);
         }
-        RequestOnChain::Gone => {
-            let message = "the request is no longer on chain: an earlier attempt answered it, or it timed out or was cancelled";
-            return reported(
-                status,
-                &outcome,
-                Reason::AlreadySettled,
-                message.to_string(),
-            );
-        }
+        // Not by a resolve of this operator's (that would have been found above), and not by the
+        // timeout (the head is before the deadline): cancelled, or answered by another signer.
+        RequestOnChain::Gone => return fate_unknown(status),
         RequestOnChain::Resolved => {
             let message = "the contract was already answered (by an earlier attempt)";
             return reported(
@@ -945,6 +958,7 @@ fn report_step(
         &outcome,
         stored_output,
         on_chain.request_id,
+        on_chain.include_stderr,
     ) {
         Ok(response) => response,
         Err(rejection) => return Step::Reject(rejection),
@@ -1001,6 +1015,35 @@ fn sent_step(
     }
 }
 
+/// The request left the contract in a way the operator cannot account for: it says so rather than
+/// claim the run's outcome was delivered, or at what charge.
+fn fate_unknown(mut status: StatusUpdate<ExecutionRequestStatus>) -> Step {
+    let message = "the request left the contract before the yield deadline, and not through a resolve this operator signed: it was cancelled or answered by another signer; what it was charged is unknown";
+    status.phase = Some(Phase::Failed);
+    status.observed_generation = status.generation();
+    status.message = Some(message.to_string());
+    status.set(
+        ConditionType::Reported,
+        ConditionStatus::False,
+        Reason::FateUnknown,
+        message,
+    );
+    status.set(
+        ConditionType::Succeeded,
+        ConditionStatus::False,
+        Reason::FateUnknown,
+        message,
+    );
+    let mut written = Outcome::write(status, Then::Cleanup)
+        .with_note(Note::Warning(Reason::FateUnknown, message.to_string()));
+    written.finished = Some(Finished {
+        result: ExecutionResult::Failed,
+        reason: Reason::FateUnknown,
+        reported: false,
+    });
+    Step::write(written)
+}
+
 /// Final state of a reported request: `Succeeded`/`Failed` from the run, `Reported` from the chain.
 fn reported(
     mut status: StatusUpdate<ExecutionRequestStatus>,
@@ -1043,13 +1086,16 @@ fn reported(
 
 /// The contract's `ExecutionResponse` for this run. An output the contract cannot take (not the
 /// requested format, too large) turns into a failure that says why, charged only the base fee.
-/// `stored_output`: the output read from the cache when the status holds only its hash.
+/// `stored_output`: the output read from the cache when the status holds only its hash. A failure's
+/// message goes on chain whole only when the request asked for its stderr (`include_stderr`): the
+/// resolve's arguments are public, like the event the contract derives from them.
 pub(crate) fn execution_response(
     format: ResponseFormat,
     status: &ExecutionRequestStatus,
     outcome: &RunOutcome,
     stored_output: Option<&str>,
     request_id: u64,
+    include_stderr: bool,
 ) -> Result<ExecutionResponse, Rejection> {
     let resources_used = ResourceMetrics {
         instructions: status.instructions.unwrap_or(0),
@@ -1064,7 +1110,7 @@ pub(crate) fn execution_response(
     let failure = |error: String| ExecutionResponse {
         success: false,
         output: None,
-        error: Some(error),
+        error: Some(outlayer_contract::public_error(&error, include_stderr)),
         resources_used: resources_used.clone(),
     };
     if !outcome.success {

@@ -202,6 +202,24 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
+    apply_status_if(ctx, object, status, true).await
+}
+
+/// [`apply_status`]; `at_read_version`: only if the object is still the version that was read (every
+/// transition). Without it, for the one writer that knows it holds the newest state: a reconcile that
+/// itself wrote since its read (the signed resolve, just before sending).
+pub(crate) async fn apply_status_if<K>(
+    ctx: &Context,
+    object: &K,
+    status: &impl serde::Serialize,
+    at_read_version: bool,
+) -> crate::Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let meta = object.meta();
     let namespace = meta
         .namespace
@@ -212,12 +230,14 @@ where
         .clone()
         .ok_or(Error::MissingMetadata("metadata.name"))?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": {"resourceVersion": meta.resource_version},
         "status": status,
     });
+    if at_read_version {
+        patch["metadata"] = serde_json::json!({"resourceVersion": meta.resource_version});
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api
         .patch_status(&name, &params, &Patch::Apply(&patch))

@@ -17,7 +17,7 @@ use crate::chain::{
     ChainClient, ChainError, ContractRequest, ExecutionResponse, PendingRequest, RequestCallOutcome,
 };
 use crate::context::Context;
-use crate::crd::{ExecutionRequest, ExecutionRequestSpec, OnChain};
+use crate::crd::{ExecutionRequest, ExecutionRequestSpec, OnChain, SignedResolve};
 use crate::{Error, Result};
 
 fn chain_error(what: &str) -> impl FnOnce(ChainError) -> Error {
@@ -76,6 +76,47 @@ impl ExecutionRequest {
         Ok(ChainHead::At(head))
     }
 
+    /// What the resolve this operator signed and recorded did: `None` when no node knows it (it was
+    /// never sent, or never included), else as if it had just been sent.
+    pub(super) async fn signed_resolve_outcome(
+        &self,
+        ctx: &Context,
+        signed: &SignedResolve,
+    ) -> Result<Option<Sent>> {
+        let Some(chain) = &ctx.chain else {
+            return Ok(None);
+        };
+        let tx_hash: near_primitives::hash::CryptoHash = signed.tx_hash.parse().map_err(|_| {
+            Error::InvalidSpec(format!(
+                "status.signedResolve.txHash {:?} is not a transaction hash",
+                signed.tx_hash
+            ))
+        })?;
+        let outcome = match chain.resolve_outcome(tx_hash).await {
+            Ok(outcome) => outcome,
+            Err(error) if error.is_transient() => {
+                return Err(chain_error("looking up the signed resolve")(error));
+            }
+            // It ran and failed for another reason: as good as never sent.
+            Err(error) => {
+                warn!(%error, "the recorded resolve failed on chain; deciding from the request");
+                return Ok(None);
+            }
+        };
+        Ok(outcome.map(|outcome| match outcome {
+            RequestCallOutcome::Applied { tx_hash } => Sent::Applied {
+                tx_hash: tx_hash.to_string(),
+                submit_tx: None,
+                cost_yocto: signed.cost_yocto.clone(),
+            },
+            RequestCallOutcome::AlreadyResolved { tx_hash, message } => Sent::AlreadyResolved {
+                tx_hash: tx_hash.to_string(),
+                message,
+            },
+            RequestCallOutcome::YieldTimedOut { message, .. } => Sent::YieldTimedOut { message },
+        }))
+    }
+
     /// Whether the contract still waits for this request's answer.
     pub(super) async fn request_on_chain(&self, ctx: &Context) -> Result<RequestOnChain> {
         let (Some(on_chain), Some(chain)) = (&self.spec.on_chain, &ctx.chain) else {
@@ -103,15 +144,32 @@ impl ExecutionRequest {
                 "only an on-chain request served by a chain client is reported".to_string(),
             ));
         };
+        // What the contract will charge, at the pricing the request was made at (read while it is
+        // still pending), recorded with the signed transaction's hash before it is sent: after a
+        // crash the next reconcile finds the transaction, and what it cost, from the status alone.
+        let cost_yocto = cost(chain, on_chain, &response).await;
+        let base = self.status.clone().unwrap_or_default();
+        let record = |tx_hash: near_primitives::hash::CryptoHash| {
+            let mut status = base.clone();
+            status.signed_resolve = Some(SignedResolve {
+                tx_hash: tx_hash.to_string(),
+                cost_yocto: cost_yocto.clone(),
+            });
+            async move {
+                super::apply_status_if(ctx, self, &status, false)
+                    .await
+                    .map_err(|error| error.to_string())
+            }
+        };
         match chain
-            .report_execution(on_chain.request_id, response.clone())
+            .report_execution_recorded(on_chain.request_id, response.clone(), record)
             .await
         {
             Ok(report) => Ok(match report.outcome {
                 RequestCallOutcome::Applied { tx_hash } => Sent::Applied {
                     tx_hash: tx_hash.to_string(),
                     submit_tx: report.submit_tx.map(|submit| submit.to_string()),
-                    cost_yocto: cost(chain, on_chain, &response).await,
+                    cost_yocto: cost_yocto.clone(),
                 },
                 RequestCallOutcome::AlreadyResolved { tx_hash, message } => Sent::AlreadyResolved {
                     tx_hash: tx_hash.to_string(),
@@ -147,9 +205,16 @@ pub(crate) fn compare_with_chain(
     let Some(stored) = stored else {
         return RequestOnChain::Gone;
     };
+    // A resolved request's input is dropped by the contract (the resolve pays for freeing it): there
+    // is nothing left to compare it with, and nothing more will be unsealed or reported for it.
+    let input = if stored.resolved {
+        spec.input.clone()
+    } else {
+        stored.input_data.clone()
+    };
     let expected = crate::chain_watcher::execution_request(
         &PendingRequest::from(stored),
-        stored.input_data.clone(),
+        input,
         yield_timeout_blocks,
     )
     .spec;
@@ -208,26 +273,41 @@ fn spec_differences(
                 "spec.onChain.yieldDeadlineHeight",
                 actual.yield_deadline_height == expected.yield_deadline_height,
             );
+            check(
+                "spec.onChain.includeStderr",
+                actual.include_stderr == expected.include_stderr,
+            );
         }
         (actual, expected) => check("spec.onChain", actual.is_some() == expected.is_some()),
     }
     differences
 }
 
-/// What the contract charged, computed with its own settlement code and its pricing read after the
-/// resolve (informational: `None` when the pricing cannot be read).
+/// What the contract charges for `response`, computed with its own settlement code at the pricing
+/// the request was made at (its snapshot; the current pricing for a request stored without one).
+/// Informational: `None` when neither can be read.
 async fn cost(
     chain: &ChainClient,
     on_chain: &OnChain,
     response: &ExecutionResponse,
 ) -> Option<String> {
     let deposit: u128 = on_chain.deposit.parse().ok()?;
-    let pricing = match chain.get_pricing().await {
-        Ok(pricing) => pricing,
+    let snapshot = match chain.get_request(on_chain.request_id).await {
+        Ok(request) => request.and_then(|request| request.pricing),
         Err(error) => {
-            warn!(%error, "reading the pricing for the cost failed; status.costYocto stays empty");
-            return None;
+            warn!(%error, "reading the request's pricing failed; using the current pricing");
+            None
         }
+    };
+    let pricing = match snapshot {
+        Some(pricing) => pricing,
+        None => match chain.get_pricing().await {
+            Ok(pricing) => pricing,
+            Err(error) => {
+                warn!(%error, "reading the pricing for the cost failed; status.costYocto stays empty");
+                return None;
+            }
+        },
     };
     let settlement = Settlement::for_run(&pricing, deposit, &response.resources_used);
     Some(settlement.charged.to_string())
@@ -341,15 +421,21 @@ mod tests {
                 "{name}"
             );
         }
+        // The resolve drops the stored input; everything else still counts.
         let mut resolved = stored();
         resolved.resolved = true;
+        resolved.input_data = String::new();
         assert_eq!(
             compare_with_chain(&spec(|_| {}), Some(&resolved), 200),
             RequestOnChain::Resolved
         );
         assert_eq!(
-            compare_with_chain(&spec(|s| s.input = "forged".into()), Some(&resolved), 200),
-            RequestOnChain::Mismatch("spec.input differ from request 42 on chain".into()),
+            compare_with_chain(
+                &spec(|s| s.on_chain.as_mut().unwrap().sender = "eve.near".into()),
+                Some(&resolved),
+                200
+            ),
+            RequestOnChain::Mismatch("spec.onChain.sender differ from request 42 on chain".into()),
             "a mismatch is named even when the request is answered"
         );
         assert_eq!(

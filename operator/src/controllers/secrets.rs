@@ -35,14 +35,24 @@ pub(crate) enum SecretsStep {
     Waiting(String),
 }
 
-/// A full commit SHA names no branch; anything else does (tags are names too).
+/// A full commit SHA names no branch; anything else does (tags are names too), without its
+/// `refs/heads/` or `refs/tags/` prefix: `refs/heads/main` and `main` are the same branch's secrets.
 fn branch_of(commit: &str) -> Option<&str> {
     let is_sha = commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit());
-    (!is_sha).then_some(commit)
+    let name = commit
+        .strip_prefix("refs/heads/")
+        .or_else(|| commit.strip_prefix("refs/tags/"))
+        .unwrap_or(commit);
+    (!is_sha).then_some(name)
 }
 
 impl ExecutionRequest {
-    pub(super) async fn prepare_secrets(&self, ctx: &Context) -> Result<SecretsStep> {
+    /// `module_sha256`: the module the execution runs, for `WasmHash` conditions.
+    pub(super) async fn prepare_secrets(
+        &self,
+        ctx: &Context,
+        module_sha256: &str,
+    ) -> Result<SecretsStep> {
         let Some(secrets_ref) = &self.spec.secrets_ref else {
             return Ok(SecretsStep::Ready(None));
         };
@@ -113,15 +123,12 @@ impl ExecutionRequest {
                 });
             }
         };
-        // On chain the sender is the calling contract (`Predecessor`). The module is known here only
-        // for a request by hash; `ValidUntil` is judged now (within the yield window of the request's
-        // block time, so never more lenient than at its block timestamp).
-        let mut access = AccessRequest::new(&requester);
+        // On chain the sender is the calling contract (`Predecessor`); the module is the one about to
+        // run (`WasmHash`); `ValidUntil` is judged now (within the yield window of the request's block
+        // time, so never more lenient than at its block timestamp).
+        let mut access = AccessRequest::new(&requester).running(module_sha256);
         if self.spec.on_chain.is_some() {
             access = access.called_by(&requester);
-        }
-        if let Some(sha256) = self.spec.code.wasm_sha256.as_deref() {
-            access = access.running(sha256);
         }
         let started = Instant::now();
         let unsealed = match unseal(
@@ -201,6 +208,8 @@ mod tests {
     fn only_names_are_branches() {
         assert_eq!(branch_of("main"), Some("main"));
         assert_eq!(branch_of("v1.2.0"), Some("v1.2.0"));
+        assert_eq!(branch_of("refs/heads/main"), Some("main"));
+        assert_eq!(branch_of("refs/tags/v1.2.0"), Some("v1.2.0"));
         assert_eq!(branch_of("0123456789abcdef0123456789abcdef01234567"), None);
     }
 }

@@ -82,6 +82,10 @@ pub struct OnChain {
     pub block_height: u64,
     /// Block height after which the contract's yield times out (request block + 200).
     pub yield_deadline_height: u64,
+    /// The request asked for the guest's whole error on chain (`params.include_stderr`); otherwise a
+    /// failure is reported as a fixed kind and at most its first 256 bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_stderr: bool,
 }
 
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -201,6 +205,20 @@ pub struct ExecutionRequestStatus {
     /// The run's own outcome, kept while an on-chain request is `Reporting` it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RunOutcome>,
+    /// The resolve transaction as signed, recorded before it is sent: after a crash the operator looks
+    /// it up by hash to learn whether, and at what charge, the request was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_resolve: Option<SignedResolve>,
+}
+
+/// A signed `resolve_execution`, recorded before it is sent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedResolve {
+    pub tx_hash: String,
+    /// What the contract charges when it applies (yoctoNEAR, decimal), at the request's pricing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_yocto: Option<String>,
 }
 
 impl HasConditions for ExecutionRequestStatus {

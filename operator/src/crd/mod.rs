@@ -16,7 +16,8 @@ pub use conditions::{
 pub use execution_request::{
     CodeRef, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
     MAX_EXECUTION_SECONDS, MAX_INPUT_BYTES, MAX_INSTRUCTIONS, MAX_MEMORY_MB, OnChain,
-    OutputEncoding, Phase, ResponseFormat, RunOutcome, SecretsRef, format_duration_ms,
+    OutputEncoding, Phase, ResponseFormat, RunOutcome, SecretsRef, SignedResolve,
+    format_duration_ms,
 };
 pub use pricing::{PRICING_SINGLETON, Pricing, PricingSpec, PricingStatus};
 

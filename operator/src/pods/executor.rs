@@ -587,6 +587,7 @@ mod tests {
             deposit: "1".to_string(),
             block_height: 1234,
             yield_deadline_height: 1434,
+            include_stderr: false,
         });
         let config = OperatorConfig {
             contract_id: Some("outlayer.near".to_string()),
@@ -631,6 +632,7 @@ mod tests {
             deposit: "1".to_string(),
             block_height: 1234,
             yield_deadline_height: 1434,
+            include_stderr: false,
         });
         let config = OperatorConfig {
             contract_id: Some("outlayer.near".to_string()),

@@ -52,6 +52,7 @@ fn on_chain() -> ExecutionRequest {
         deposit: "1000000000000000000000000".to_string(),
         block_height: 800,
         yield_deadline_height: DEADLINE_HEIGHT,
+        include_stderr: false,
     });
     request
 }
@@ -199,6 +200,16 @@ fn platform_failure(observed: Observed) -> Observed {
     )
 }
 
+/// A resolve was signed and recorded (before a crash, or a lost answer).
+fn signed(request: ExecutionRequest) -> ExecutionRequest {
+    with_status(request, |status| {
+        status.signed_resolve = Some(crate::crd::SignedResolve {
+            tx_hash: "tx1".to_string(),
+            cost_yocto: Some("42".to_string()),
+        });
+    })
+}
+
 fn at_head(height: u64) -> Observed {
     Observed {
         head: Some(ChainHead::At(height)),
@@ -299,10 +310,11 @@ fn asks_again(look: &Look, observed: &Observed) -> bool {
         Look::YieldWindow => observed.window.is_some(),
         Look::Module { .. } => observed.module.is_some(),
         Look::Pod => observed.pod.is_some(),
-        Look::Secrets => observed.secrets.is_some(),
+        Look::Secrets { .. } => observed.secrets.is_some(),
         Look::StoredOutput { .. } => observed.stored_output.is_some(),
         Look::ChainHead => observed.head.is_some(),
         Look::RequestOnChain => observed.request.is_some(),
+        Look::SignedResolve => observed.signed.is_some(),
         Look::Send(_) => observed.sent.is_some(),
     }
 }
@@ -457,7 +469,7 @@ fn starting_the_executor_pod() {
             "no pod: the secrets first",
             kubectl(),
             pod(unbounded(), PodObservation::Missing),
-            "look Secrets",
+            "look Secrets { sha256: \"ab12\" }",
         ),
         (
             "no pod, no time for the run on chain",
@@ -469,7 +481,7 @@ fn starting_the_executor_pod() {
             "no pod, just enough time on chain",
             on_chain(),
             pod(seconds_left(15), PodObservation::Missing),
-            "look Secrets",
+            "look Secrets { sha256: \"ab12\" }",
         ),
         (
             "secrets ready: start the pod and mark the module used",
@@ -637,10 +649,54 @@ fn reporting_on_chain() {
             "look RequestOnChain",
         ),
         (
-            "gone from the contract: settled",
+            "gone before the deadline, and not by a resolve of ours: the fate is not claimed",
             reporting(true, "Succeeded"),
             on_chain_request(RequestOnChain::Gone),
-            "phase=Succeeded note=AlreadySettled finished=succeeded/Succeeded cleanup",
+            "phase=Failed warn=FateUnknown finished=failed/FateUnknown cleanup",
+        ),
+        (
+            "a resolve was signed before a restart: look it up first",
+            signed(reporting(true, "Succeeded")),
+            Observed::default(),
+            "look SignedResolve",
+        ),
+        (
+            "the signed resolve landed: its outcome and charge, whatever the chain says now",
+            signed(reporting(true, "Succeeded")),
+            Observed {
+                signed: Some(Some(applied())),
+                ..Observed::default()
+            },
+            "phase=Succeeded note=Resolved finished=succeeded/Succeeded cleanup",
+        ),
+        (
+            "the signed resolve landed after the yield timed out",
+            signed(reporting(true, "Succeeded")),
+            Observed {
+                signed: Some(Some(Sent::YieldTimedOut {
+                    message: "timed out".to_string(),
+                })),
+                ..Observed::default()
+            },
+            "phase=Expired warn=YieldTimedOut finished=expired/YieldTimedOut after=DeleteChildren cleanup",
+        ),
+        (
+            "the signed resolve is unknown: decided from the chain as usual",
+            signed(reporting(true, "Succeeded")),
+            Observed {
+                signed: Some(None),
+                ..Observed::default()
+            },
+            "look ChainHead",
+        ),
+        (
+            "unknown, and the request gone after its deadline: expired, not settled",
+            signed(reporting(true, "Succeeded")),
+            Observed {
+                signed: Some(None),
+                ..at_head(DEADLINE_HEIGHT)
+            },
+            "phase=Expired warn=YieldTimedOut finished=expired/YieldTimedOut after=DeleteChildren cleanup",
         ),
         (
             "already resolved: never twice",
@@ -944,7 +1000,41 @@ fn response_of(
         reason: "Succeeded".to_string(),
         message: "the guest failed".to_string(),
     };
-    execution_response(format, status, &outcome, None, 7)
+    execution_response(format, status, &outcome, None, 7, false)
+}
+
+#[test]
+fn a_failure_goes_on_chain_whole_only_when_the_request_asked() {
+    let outcome = RunOutcome {
+        success: false,
+        reason: "Trap".to_string(),
+        message: format!("guest trapped: {}", "x".repeat(1_000)),
+    };
+    let status = ExecutionRequestStatus::default();
+    let error = |include_stderr| {
+        execution_response(
+            ResponseFormat::Text,
+            &status,
+            &outcome,
+            None,
+            7,
+            include_stderr,
+        )
+        .unwrap()
+        .error
+        .unwrap()
+    };
+    let summary = error(false);
+    assert!(
+        summary.starts_with("execution failed: guest trapped: "),
+        "{summary}"
+    );
+    assert!(
+        summary.len() <= "execution failed: ".len() + 256,
+        "{}",
+        summary.len()
+    );
+    assert_eq!(error(true), outcome.message);
 }
 
 #[test]
@@ -968,7 +1058,10 @@ fn responses_say_what_the_contract_can_take() {
         Err(Rejection::Result(_))
     ));
     let failed = response_of(ResponseFormat::Text, &status, false).unwrap();
-    assert_eq!(failed.error.as_deref(), Some("the guest failed"));
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("execution failed: the guest failed")
+    );
     // A cache hit is not charged for the compile.
     status.cache_hit = Some(true);
     let hit = response_of(ResponseFormat::Text, &status, true).unwrap();
