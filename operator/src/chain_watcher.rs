@@ -29,6 +29,8 @@ use crate::{Error, Result};
 /// The ConfigMap holding the cursor, in the operator's namespace.
 pub const CURSOR_CONFIG_MAP: &str = "outlayer-watcher";
 const CURSOR_KEY: &str = "nextRequestId";
+/// The contract the cursor counts the requests of: another contract's ids start over.
+const CONTRACT_KEY: &str = "contractId";
 /// The contract's page cap.
 const PAGE: u32 = 100;
 /// ExecutionRequests created at once while turning a page into objects.
@@ -109,19 +111,34 @@ impl Watcher {
             .get_opt(CURSOR_CONFIG_MAP)
             .await
             .map_err(Error::api("reading ConfigMap", CURSOR_CONFIG_MAP))?;
-        let value = stored
-            .as_ref()
-            .and_then(|cm| cm.data.as_ref())
-            .and_then(|data| data.get(CURSOR_KEY));
-        self.cursor = match value {
-            Some(text) => text.parse().map_err(|_| {
+        let data = stored.as_ref().and_then(|cm| cm.data.as_ref());
+        let value = data.and_then(|data| data.get(CURSOR_KEY));
+        let stored_cursor = match value {
+            Some(text) => Some(text.parse().map_err(|_| {
                 Error::InvalidSpec(format!(
                     "ConfigMap {CURSOR_CONFIG_MAP} has {CURSOR_KEY} {text:?}, not a request id"
                 ))
-            })?,
-            None => 0,
+            })?),
+            None => None,
         };
-        self.saved_cursor = value.map(|_| self.cursor);
+        let stored_contract = data.and_then(|data| data.get(CONTRACT_KEY));
+        let contract = self.chain.contract_id().to_string();
+        self.cursor = cursor_to_resume(
+            stored_cursor,
+            stored_contract.map(String::as_str),
+            &contract,
+        );
+        if stored_cursor.is_some() && self.cursor == 0 {
+            info!(
+                previous = ?stored_contract,
+                %contract,
+                "the cursor counted another contract's requests; starting over from request 0"
+            );
+        }
+        // Saved again (with the contract) unless it is exactly what is stored.
+        self.saved_cursor = (stored_cursor == Some(self.cursor)
+            && stored_contract.map(String::as_str) == Some(contract.as_str()))
+        .then_some(self.cursor);
         Ok(())
     }
 
@@ -167,10 +184,13 @@ impl Watcher {
                 name: Some(CURSOR_CONFIG_MAP.to_string()),
                 ..Default::default()
             },
-            data: Some(BTreeMap::from([(
-                CURSOR_KEY.to_string(),
-                self.cursor.to_string(),
-            )])),
+            data: Some(BTreeMap::from([
+                (CURSOR_KEY.to_string(), self.cursor.to_string()),
+                (
+                    CONTRACT_KEY.to_string(),
+                    self.chain.contract_id().to_string(),
+                ),
+            ])),
             ..Default::default()
         };
         let mut patch = serde_json::to_value(&config_map).map_err(|e| {
@@ -321,6 +341,16 @@ impl Watcher {
     }
 }
 
+/// Where the watcher resumes: the stored cursor when it counted this contract's requests (a cursor
+/// stored before the contract was recorded is taken as this contract's), else from request 0.
+fn cursor_to_resume(stored: Option<u64>, stored_contract: Option<&str>, contract: &str) -> u64 {
+    match (stored, stored_contract) {
+        (Some(cursor), None) => cursor,
+        (Some(cursor), Some(counted)) if counted == contract => cursor,
+        _ => 0,
+    }
+}
+
 fn chain_error(what: &'static str) -> impl FnOnce(ChainError) -> Error {
     move |source| Error::Chain {
         what: what.to_string(),
@@ -388,6 +418,24 @@ mod tests {
 
     fn pending(json: serde_json::Value) -> PendingRequest {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_cursor_resumes_only_for_the_contract_it_counted() {
+        let rows = [
+            (None, None, 0),
+            (Some(42), None, 42),
+            (Some(42), Some("outlayer.near"), 42),
+            (Some(42), Some("old.near"), 0),
+            (None, Some("outlayer.near"), 0),
+        ];
+        for (stored, counted, expected) in rows {
+            assert_eq!(
+                cursor_to_resume(stored, counted, "outlayer.near"),
+                expected,
+                "{stored:?} {counted:?}"
+            );
+        }
     }
 
     #[test]

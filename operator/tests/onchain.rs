@@ -360,12 +360,16 @@ async fn requests_that_cannot_finish_in_time_expire_and_are_refunded() {
         alice_before - pricing.base_fee.0 - tokens_burnt(&outcome)
     );
 
-    // With the operator: an uncached compile cannot fit, so nothing starts and the request expires.
+    // With the operator: an uncached compile cannot fit, so nothing starts, and the contract hears so
+    // at once (a failure with no usage: the base fee) rather than when the yield times out.
     let operator = net.start_operator(net.config());
     let outcome = net.request("too late to compile").await.unwrap();
     let status = finished(&net.executions(), "req-1").await;
-    assert_eq!(status.phase, Some(Phase::Expired));
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
     assert_eq!(condition_reason(&status, "Succeeded"), "NoTimeToCompile");
+    assert_eq!(condition_reason(&status, "Reported"), "Resolved");
+    let timed_out = net.view("get_stats", json!({})).await["timed_out"].clone();
+    assert_eq!(timed_out, 1, "only the request nobody answered timed out");
     assert!(
         status.message.as_deref().unwrap().contains("precompile"),
         "{status:?}"
@@ -462,7 +466,29 @@ async fn a_report_cut_short_by_a_crash_and_rpc_faults_is_sent_exactly_once() {
     });
     for (i, request) in requests {
         let outcome = request.await.unwrap();
-        assert_eq!(returned(&outcome), format!("request {i}"));
+        if returned(&outcome) != format!("request {i}") {
+            let unfinished: Vec<String> = executions
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|e| {
+                    let status = e.status?;
+                    (status.phase != Some(Phase::Succeeded)).then(|| {
+                        format!(
+                            "{:?}: {:?} {:?}",
+                            e.metadata.name, status.phase, status.message
+                        )
+                    })
+                })
+                .collect();
+            panic!(
+                "request {i} was not answered with its output: {:?}\n{}",
+                outcome.events(),
+                unfinished.join("\n")
+            );
+        }
     }
     chaos.await.unwrap();
     let stats = net.view("get_stats", json!({})).await;

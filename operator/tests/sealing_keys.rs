@@ -43,7 +43,7 @@ async fn keyring_is_created_once_rotated_and_keeps_old_keys() {
     cluster.create_namespace(ns, &[]).await.unwrap();
     let keys = store(&cluster, ns, Some(100));
 
-    let first = keys.ensure_at(T0).await.unwrap();
+    let first = keys.ensure_at(T0, None).await.unwrap();
     assert_eq!(first.change, KeyringChange::Created);
     assert_eq!(first.keyring.current().id.as_str(), "k1");
     let secret = Api::<Secret>::namespaced(cluster.client(), ns)
@@ -64,14 +64,14 @@ async fn keyring_is_created_once_rotated_and_keeps_old_keys() {
     );
 
     // A restart before the period: same key.
-    let again = keys.ensure_at(T0 + 99).await.unwrap();
+    let again = keys.ensure_at(T0 + 99, None).await.unwrap();
     assert_eq!(again.change, KeyringChange::Unchanged);
     assert_eq!(again.keyring.current().sealing_key(), k1);
 
     let plaintext = Plaintext::from_pairs([("API_KEY", "v1")]).unwrap();
     let old_ciphertext = seal(&k1, &scope(None), &plaintext).unwrap();
 
-    let rotated = keys.ensure_at(T0 + 100).await.unwrap();
+    let rotated = keys.ensure_at(T0 + 100, None).await.unwrap();
     assert!(matches!(rotated.change, KeyringChange::Rotated { ref to, .. } if to.as_str() == "k2"));
     assert_eq!(rotated.keyring.keys().count(), 2);
     assert_eq!(
@@ -90,7 +90,10 @@ async fn keyring_is_created_once_rotated_and_keeps_old_keys() {
 
     // Two replicas find the key due at once: one rotates, the other adopts its key.
     let other = store(&cluster, ns, Some(100));
-    let (a, b) = tokio::join!(keys.ensure_at(T0 + 300), other.ensure_at(T0 + 300));
+    let (a, b) = tokio::join!(
+        keys.ensure_at(T0 + 300, None),
+        other.ensure_at(T0 + 300, None)
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.keyring.current().id.as_str(), "k3");
     assert_eq!(b.keyring.current().id.as_str(), "k3");
@@ -206,6 +209,17 @@ async fn published_keys_alone_also_block_a_fresh_key_until_removed() {
         .unwrap();
     let error = keys.ensure().await.unwrap_err();
     assert!(error.to_string().contains("ConfigMap"), "{error}");
+    // The contract publishing a key is evidence too: secrets were sealed to it.
+    let error = keys
+        .ensure_for_contract(Some(&first.to_published()))
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the contract publishes sealing key"),
+        "{error}"
+    );
 
     // A deliberate reset: remove the published keys too.
     Api::<ConfigMap>::namespaced(cluster.client(), ns)

@@ -270,7 +270,7 @@ async fn sealed_secrets_reach_only_the_executions_allowed_to_see_them() {
         .unwrap()
         .as_secs();
     let rotated = KeyStore::new(client.clone(), store_config)
-        .ensure_at(now + 2 * 24 * 3600)
+        .ensure_at(now + 2 * 24 * 3600, None)
         .await
         .unwrap();
     assert_ne!(rotated.keyring.current().sealing_key(), key);

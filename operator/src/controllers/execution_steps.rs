@@ -351,7 +351,16 @@ fn run_step(
                 config.on_chain.compile_budget.as_secs(),
                 time_left.unwrap_or_default().as_secs()
             );
-            expire(execution, status, Reason::NoTimeToCompile, message)
+            // Known now, with the window still open: the contract hears it at once (a failure with no
+            // usage: the base fee) instead of holding the deposit until the yield times out.
+            finish(
+                execution,
+                status,
+                false,
+                Reason::NoTimeToCompile,
+                message,
+                Vec::new(),
+            )
         }
         ModuleState::Compiling {
             compile_job,
@@ -509,7 +518,14 @@ fn execute_step(
                     execution.spec.limits.max_execution_seconds,
                     left.as_secs()
                 );
-                return expire(execution, status, Reason::NoTimeToExecute, message);
+                return finish(
+                    execution,
+                    status,
+                    false,
+                    Reason::NoTimeToExecute,
+                    message,
+                    Vec::new(),
+                );
             }
             start_step(execution, status, observed, sha256, time_left, config)
         }

@@ -22,7 +22,23 @@ pub async fn run(ctx: Arc<Context>, namespace: String, shutdown: impl Future<Out
     let store = KeyStore::new(ctx.client.clone(), config);
     tokio::pin!(shutdown);
     loop {
-        let wait = match store.ensure().await {
+        // Read first: with no keyring in the cluster, a key on the contract means users have sealed
+        // to it, and generating a new one would strand their secrets.
+        let contract_key = match &ctx.chain {
+            None => None,
+            Some(chain) => match chain.get_secrets_pubkey().await {
+                Ok(key) => key,
+                Err(error) => {
+                    warn!(%error, "reading the contract's sealing public key failed; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(RETRY_INTERVAL) => {}
+                    }
+                    continue;
+                }
+            },
+        };
+        let wait = match store.ensure_for_contract(contract_key.as_deref()).await {
             Ok(ensured) => {
                 let current = ensured.keyring.current().sealing_key().to_published();
                 match &ensured.change {

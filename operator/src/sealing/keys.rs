@@ -172,15 +172,31 @@ impl KeyStore {
 
     /// Creates the keyring on first start, rotates it when due, and publishes the public keys.
     pub async fn ensure(&self) -> Result<EnsuredKeyring, KeyStoreError> {
-        self.ensure_at(unix_now()).await
+        self.ensure_at(unix_now(), None).await
     }
 
-    /// [`ensure`](Self::ensure) with an explicit clock (unix seconds), for tests of rotation.
-    pub async fn ensure_at(&self, now: u64) -> Result<EnsuredKeyring, KeyStoreError> {
+    /// [`ensure`](Self::ensure), knowing the public key the contract publishes (`contract_key`, from
+    /// `get_secrets_pubkey`): when the keyring is missing and the contract publishes a key, users have
+    /// sealed secrets to that key, and a fresh key would strand them — refused like the other
+    /// evidence of a lost keyring.
+    pub async fn ensure_for_contract(
+        &self,
+        contract_key: Option<&str>,
+    ) -> Result<EnsuredKeyring, KeyStoreError> {
+        self.ensure_at(unix_now(), contract_key).await
+    }
+
+    /// [`ensure_for_contract`](Self::ensure_for_contract) with an explicit clock (unix seconds), for
+    /// tests of rotation.
+    pub async fn ensure_at(
+        &self,
+        now: u64,
+        contract_key: Option<&str>,
+    ) -> Result<EnsuredKeyring, KeyStoreError> {
         let mut conflicts = 0;
         let ensured = loop {
             let attempt = match self.get_secret().await? {
-                None => self.create(now).await?,
+                None => self.create(now, contract_key).await?,
                 Some(secret) => self.rotate_if_due(secret, now).await?,
             };
             match attempt {
@@ -206,8 +222,19 @@ impl KeyStore {
     }
 
     /// `None`: another replica created it first; read again.
-    async fn create(&self, now: u64) -> Result<Option<EnsuredKeyring>, KeyStoreError> {
-        if let Some(evidence) = self.evidence_of_lost_keys().await? {
+    async fn create(
+        &self,
+        now: u64,
+        contract_key: Option<&str>,
+    ) -> Result<Option<EnsuredKeyring>, KeyStoreError> {
+        let evidence = match contract_key {
+            Some(key) => Some(format!(
+                "the contract publishes sealing key {key} (users seal their secrets to it; to start \
+                 over on purpose, publish the new key with set_secrets_pubkey yourself)"
+            )),
+            None => self.evidence_of_lost_keys().await?,
+        };
+        if let Some(evidence) = evidence {
             return Err(KeyStoreError::MissingKeys {
                 namespace: self.config.namespace.clone(),
                 secret: self.config.secret_name.clone(),

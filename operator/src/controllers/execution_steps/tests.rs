@@ -398,7 +398,7 @@ fn before_the_module_is_ready() {
             "phase=Expired warn=YieldDeadline finished=expired/YieldDeadline after=DeleteChildren cleanup",
         ),
         (
-            "not cached, no time to compile",
+            "not cached, no time to compile: the contract hears it at once",
             on_chain(),
             module(
                 seconds_left(30),
@@ -406,7 +406,7 @@ fn before_the_module_is_ready() {
                     name: "cj-1".to_string(),
                 },
             ),
-            "phase=Expired warn=NoTimeToCompile finished=expired/NoTimeToCompile after=DeleteChildren cleanup",
+            "phase=Reporting await",
         ),
         (
             "cache miss: waiting for the build, announced once",
@@ -472,10 +472,10 @@ fn starting_the_executor_pod() {
             "look Secrets { sha256: \"ab12\" }",
         ),
         (
-            "no pod, no time for the run on chain",
+            "no pod, no time for the run on chain: the contract hears it at once",
             on_chain(),
             pod(seconds_left(14), PodObservation::Missing),
-            "phase=Expired warn=NoTimeToExecute finished=expired/NoTimeToExecute after=DeleteChildren cleanup",
+            "phase=Reporting await",
         ),
         (
             "no pod, just enough time on chain",
