@@ -33,8 +33,8 @@ use crate::config::OperatorConfig;
 use crate::context::Note;
 use crate::crd::{
     CompileJobStatus, CompileState, ConditionStatus, ConditionType, ExecutionRequest,
-    ExecutionRequestStatus, HasConditions, OutputEncoding, Phase, Reason, ResponseFormat,
-    RunOutcome, StatusUpdate, format_duration_ms,
+    ExecutionRequestStatus, HasConditions, MAX_INPUT_BYTES, OutputEncoding, Phase, Reason,
+    ResponseFormat, RunOutcome, StatusUpdate, format_duration_ms,
 };
 use crate::metrics::ExecutionResult;
 use crate::pods::ExecutorOutcome;
@@ -297,6 +297,39 @@ pub(crate) fn next_step(
     }
 }
 
+/// Why the operator refuses `execution` as written, before it creates anything for it: what the CRD
+/// schema cannot say (an input's size in bytes, a deposit beyond u128, the operator's repository
+/// allow-list), checked here so a kubectl user hears it at once instead of from a failed Job.
+pub(crate) fn spec_refusal(
+    execution: &ExecutionRequest,
+    config: &OperatorConfig,
+) -> Option<String> {
+    let spec = &execution.spec;
+    if spec.input.len() > MAX_INPUT_BYTES {
+        return Some(format!(
+            "spec.input is {} bytes, over the limit of {MAX_INPUT_BYTES} bytes (UTF-8)",
+            spec.input.len()
+        ));
+    }
+    if let Some(on_chain) = &spec.on_chain
+        && on_chain.deposit.parse::<u128>().is_err()
+    {
+        return Some(format!(
+            "spec.onChain.deposit {:?} is not a yoctoNEAR amount (at most 2^128 - 1)",
+            on_chain.deposit
+        ));
+    }
+    if let Some(source) = &spec.code.source {
+        let allowed =
+            outlayer_compiler::repo::AllowList::new(&config.compiler.allowed_repo_prefixes)
+                .and_then(|allow| outlayer_compiler::repo::validate_repo(&source.repo, &allow));
+        if let Err(error) = allowed {
+            return Some(format!("spec.code.repo: {error}"));
+        }
+    }
+    None
+}
+
 /// Pending, Compiling, Executing: get the module, run it, keep its result.
 fn run_step(
     execution: &ExecutionRequest,
@@ -308,6 +341,18 @@ fn run_step(
         return Step::Look(Look::YieldWindow);
     };
     let time_left = window.time_left();
+    if status.phase.is_none()
+        && let Some(refusal) = spec_refusal(execution, config)
+    {
+        return finish(
+            execution,
+            status,
+            false,
+            Reason::SpecRefused,
+            refusal,
+            Vec::new(),
+        );
+    }
     let margin = config.on_chain.report_margin;
     let time_limit = Duration::from_secs(execution.spec.limits.max_execution_seconds);
     if let Some(left) = time_left

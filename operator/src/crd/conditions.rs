@@ -110,6 +110,9 @@ pub enum Reason {
     NoLongerPending,
     /// The request left the contract and who settled it, and how, could not be established.
     FateUnknown,
+    /// The spec asks for what this operator does not do (a repo outside the allow-list, an input over
+    /// the byte limit, limits above the contract's caps): refused before anything is created.
+    SpecRefused,
     // CompileJob.
     Fetching,
     Fetched,
@@ -158,6 +161,7 @@ impl Reason {
         Self::OnChainMismatch,
         Self::NoLongerPending,
         Self::FateUnknown,
+        Self::SpecRefused,
         Self::Fetching,
         Self::Fetched,
         Self::FetchFailed,
@@ -203,6 +207,7 @@ impl Reason {
             Self::OnChainMismatch => "OnChainMismatch",
             Self::NoLongerPending => "NoLongerPending",
             Self::FateUnknown => "FateUnknown",
+            Self::SpecRefused => "SpecRefused",
             Self::Fetching => "Fetching",
             Self::Fetched => "Fetched",
             Self::FetchFailed => "FetchFailed",

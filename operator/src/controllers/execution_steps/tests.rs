@@ -1124,3 +1124,33 @@ fn a_warm_pod_that_took_the_start_is_named_in_status_and_event() {
     assert_eq!(warm.before, cold.before);
     assert_eq!(warm.then, cold.then);
 }
+
+#[test]
+fn specs_the_schema_cannot_judge_are_refused_before_anything_is_created() {
+    let refused = |edit: &dyn Fn(&mut ExecutionRequest)| {
+        let mut request = on_chain();
+        edit(&mut request);
+        spec_refusal(&request, &config())
+    };
+    assert_eq!(refused(&|_| {}), None);
+    // 100,000 three-byte characters: within the schema's character limit, over the byte limit.
+    let big = refused(&|r| r.spec.input = "€".repeat(100_000)).unwrap();
+    assert!(big.contains("300000 bytes"), "{big}");
+    let deposit = refused(&|r| {
+        r.spec.on_chain.as_mut().unwrap().deposit = "9".repeat(40);
+    })
+    .unwrap();
+    assert!(deposit.contains("spec.onChain.deposit"), "{deposit}");
+    let repo = refused(&|r| {
+        r.spec.code = CodeRef::from_repo("file:///etc", "main");
+    })
+    .unwrap();
+    assert!(repo.contains("not allowed"), "{repo}");
+    // The step: a kubectl request fails at once, an on-chain one tells the contract.
+    let mut local = kubectl();
+    local.spec.code = CodeRef::from_repo("file:///etc", "main");
+    assert_eq!(
+        summary(&step(&local, &unbounded())),
+        "phase=Failed warn=SpecRefused finished=failed/SpecRefused cleanup"
+    );
+}
