@@ -126,6 +126,20 @@ pub async fn enforce_cache_bound(
     Ok(cache_bytes)
 }
 
+/// Removes `wasm/<sha256>.wasm` under the operator's cache mount: a module found damaged. Whatever is
+/// there (a truncated file, a FIFO, a symlink) is unlinked, never followed or read.
+pub fn evict_module_file(cache_mount: &Path, sha256: &str) {
+    if !crate::pods::executor::is_sha256_hex(sha256) {
+        return;
+    }
+    let path = cache_mount.join("wasm").join(format!("{sha256}.wasm"));
+    match std::fs::remove_file(&path) {
+        Ok(()) => info!(%sha256, "evicted a damaged module from the cache"),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => warn!(path = %path.display(), %error, "evicting a damaged module failed"),
+    }
+}
+
 /// The size of `modules` together.
 pub fn cache_bytes<'a>(modules: impl IntoIterator<Item = &'a CachedModule>) -> u64 {
     modules
