@@ -614,9 +614,9 @@ async fn a_hostile_build_script_leaves_every_other_cached_module_runnable() {
     let repos = repositories_dir();
     let echo_path = echo_repository(repos.path());
     let echo_url = format!("file://{}", echo_path.display());
-    let loop_path = repos.path().join("sha256-loop");
-    example_main_branch(&loop_path, "sha256-loop");
-    let loop_url = format!("file://{}", loop_path.display());
+    let reader_path = repos.path().join("env-reader");
+    example_main_branch(&reader_path, "env-reader");
+    let reader_url = format!("file://{}", reader_path.display());
     let hostile_path = repos.path().join("hostile");
     echo_main_branch(&hostile_path);
     std::fs::write(hostile_path.join("build.rs"), HOSTILE_BUILD_RS).unwrap();
@@ -639,7 +639,7 @@ async fn a_hostile_build_script_leaves_every_other_cached_module_runnable() {
     let mut cached = Vec::new();
     for (name, url, input, output) in [
         ("echo-1", &echo_url, "still here", "still here"),
-        ("loop-1", &loop_url, "3 x", ""),
+        ("reader-1", &reader_url, "NOT_SET", "{\"NOT_SET\":null}\n"),
     ] {
         executions
             .create(&post, &request(name, url, "main", input))

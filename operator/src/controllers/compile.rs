@@ -283,11 +283,10 @@ pub(crate) fn refresh_due(
         return None;
     }
     let ready = status.find_condition(ConditionType::Ready)?;
-    let refreshable = match (ready.status.as_str(), Reason::parse(&ready.reason)) {
-        ("True", _) => true,
-        ("False", Reason::BuildFailed) => true,
-        _ => false,
-    };
+    let refreshable = matches!(
+        (ready.status.as_str(), Reason::parse(&ready.reason)),
+        ("True", _) | ("False", Reason::BuildFailed)
+    );
     if !refreshable || status.resolved_commit.is_none() {
         return None;
     }
@@ -500,7 +499,7 @@ fn resolve_step(
         StageResult::Fetched { commit, .. } => {
             let old = status.resolved_commit.clone().unwrap_or_default();
             start_over(
-                fresh_status(&*status, false),
+                fresh_status(&status, false),
                 Vec::new(),
                 Note::Normal(
                     Reason::NameMoved,
