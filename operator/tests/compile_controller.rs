@@ -736,3 +736,71 @@ async fn a_hostile_build_script_leaves_every_other_cached_module_runnable() {
     }
     operator.stop().await;
 }
+
+/// Item: cached names stay honest. A branch whose build failed is re-resolved after the name TTL; once a
+/// fix is pushed, the CompileJob sees the branch moved, fetches and builds the new commit, and the next
+/// request runs it. While the branch does not move, re-resolving keeps the module and restarts the clock.
+#[tokio::test]
+async fn a_branch_is_re_resolved_after_its_ttl_so_a_pushed_fix_is_picked_up() {
+    let repos = repositories_dir();
+    let repo_path = echo_repository(repos.path());
+    let repo_url = format!("file://{}", repo_path.display());
+
+    let env = OperatorEnv::start().await;
+    let client = env.cluster.client();
+    let mut config = operator_config(repos.path());
+    config.compiler.name_ttl = std::time::Duration::from_secs(3);
+    let operator = start_operator(test_context(client.clone(), config));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+
+    executions
+        .create(&post, &request("before", &repo_url, "broken", "x"))
+        .await
+        .unwrap();
+    let before = finished(&executions, "before").await;
+    assert_eq!(before.phase, Some(Phase::Failed), "{:?}", before.message);
+    let compile_job = before.compile_job.clone().unwrap();
+    let broken_sha = git(&repo_path, &["rev-parse", "broken"]);
+
+    // The fix is pushed to the same branch.
+    git(&repo_path, &["checkout", "-q", "broken"]);
+    git(&repo_path, &["checkout", "-q", "main", "--", "src/main.rs"]);
+    git(&repo_path, &["commit", "-q", "-m", "fix"]);
+    git(&repo_path, &["checkout", "-q", "main"]);
+    let fixed_sha = git(&repo_path, &["rev-parse", "broken"]);
+    assert_ne!(fixed_sha, broken_sha);
+
+    let ready = wait_for("the moved branch to be rebuilt", || async {
+        let status = compile_jobs.get(&compile_job).await.ok()?.status?;
+        (condition_status(&status.conditions, "Ready") == Some(true)
+            && status.resolved_commit.as_deref() == Some(fixed_sha.as_str()))
+        .then_some(status)
+    })
+    .await;
+    executions
+        .create(&post, &request("after", &repo_url, "broken", "fixed"))
+        .await
+        .unwrap();
+    let after = finished(&executions, "after").await;
+    assert_eq!(after.phase, Some(Phase::Succeeded), "{:?}", after.message);
+    assert_eq!(after.output.as_deref(), Some("fixed"));
+    assert_eq!(after.resolved_commit.as_deref(), Some(fixed_sha.as_str()));
+
+    // Unmoved, a later re-resolve only restarts the clock: same module, later resolvedAt.
+    let first = ready.resolved_at.clone().unwrap();
+    let later = wait_for("a later re-resolve", || async {
+        let status = compile_jobs.get(&compile_job).await.ok()?.status?;
+        status
+            .resolved_at
+            .clone()
+            .filter(|at| at.0 > first.0)
+            .map(|_| status)
+    })
+    .await;
+    assert_eq!(later.wasm_sha256, ready.wasm_sha256);
+    assert_eq!(later.resolved_commit.as_deref(), Some(fixed_sha.as_str()));
+    assert_eq!(condition_status(&later.conditions, "Ready"), Some(true));
+    operator.stop().await;
+}
