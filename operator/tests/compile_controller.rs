@@ -804,3 +804,102 @@ async fn a_branch_is_re_resolved_after_its_ttl_so_a_pushed_fix_is_picked_up() {
     assert_eq!(condition_status(&later.conditions, "Ready"), Some(true));
     operator.stop().await;
 }
+
+/// Item: a damaged module is evicted and rebuilt instead of failing every later request. The cached
+/// module's file is overwritten: the executor's checksum check fails the next run, and
+/// `cache::damaged_module` recognises that pod's failure as the cache's. Marking the CompileJob
+/// (`cache::mark_module_damaged`, the rebuild annotation) makes the compile controller evict the file and
+/// build again, after which requests run.
+#[tokio::test]
+async fn a_damaged_module_is_evicted_and_rebuilt_when_marked() {
+    let repos = repositories_dir();
+    let repo_path = echo_repository(repos.path());
+    let repo_url = format!("file://{}", repo_path.display());
+
+    let env = OperatorEnv::start().await;
+    let client = env.cluster.client();
+    let config = OperatorConfig {
+        cache_mount_path: Some(env.cache.path().to_path_buf()),
+        ..operator_config(repos.path())
+    };
+    let operator = start_operator(test_context(client.clone(), config));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+
+    executions
+        .create(&post, &request("first", &repo_url, "main", "one"))
+        .await
+        .unwrap();
+    let first = finished(&executions, "first").await;
+    assert_eq!(first.phase, Some(Phase::Succeeded), "{:?}", first.message);
+    let sha = first.wasm_sha256.clone().unwrap();
+    let compile_job = first.compile_job.clone().unwrap();
+    let file = env.cache.path().join("wasm").join(format!("{sha}.wasm"));
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"\0asm\x01\0\0\0 damaged").unwrap();
+
+    executions
+        .create(&post, &request("damaged", &repo_url, "main", "two"))
+        .await
+        .unwrap();
+    let damaged = finished(&executions, "damaged").await;
+    assert_eq!(damaged.phase, Some(Phase::Failed), "{:?}", damaged.message);
+    let pod_name = damaged.pod_name.clone().unwrap();
+    let pod = pods.get(&pod_name).await.unwrap();
+    assert!(
+        outlayer_operator::cache::damaged_module(&pod),
+        "{:?}",
+        pod.status
+    );
+
+    outlayer_operator::cache::mark_module_damaged(
+        &client,
+        NAMESPACE,
+        &compile_job,
+        &sha,
+        &pod_name,
+    )
+    .await
+    .unwrap();
+    let token = format!("{sha}/{pod_name}");
+    wait_for("the module to be rebuilt", || async {
+        let status = compile_jobs.get(&compile_job).await.ok()?.status?;
+        (condition_status(&status.conditions, "Ready") == Some(true)
+            && status.rebuild_token.as_deref() == Some(token.as_str()))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        std::fs::read(&file).unwrap() == good,
+        "the rebuilt module differs"
+    );
+
+    executions
+        .create(&post, &request("after", &repo_url, "main", "three"))
+        .await
+        .unwrap();
+    let after = finished(&executions, "after").await;
+    assert_eq!(after.phase, Some(Phase::Succeeded), "{:?}", after.message);
+    assert_eq!(after.output.as_deref(), Some("three"));
+    assert_eq!(after.wasm_sha256.as_deref(), Some(sha.as_str()));
+    // Answered once: the same annotation does not rebuild again.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
+    let build_uid = jobs
+        .get(&format!("{compile_job}-build"))
+        .await
+        .unwrap()
+        .metadata
+        .uid;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        jobs.get(&format!("{compile_job}-build"))
+            .await
+            .unwrap()
+            .metadata
+            .uid,
+        build_uid
+    );
+    operator.stop().await;
+}

@@ -1,18 +1,26 @@
 //! The compile controller: a CompileJob runs a fetch Job (network: git and crate hosts), then a build Job
-//! (no network) that publishes `wasm/<sha256>.wasm` into the cache. A failure is kept (no rebuild storm
-//! on a broken commit) until the CompileJob is deleted or its `outlayer.dev/retry` annotation changes.
+//! (no network; the repository's code runs in an init container that cannot see the cache, a second
+//! container publishes `wasm/<sha256>.wasm`). A build failure is kept (no rebuild storm on a broken
+//! commit) until the CompileJob is deleted, its `outlayer.dev/retry` annotation changes or, for a branch
+//! or tag name, the name moves; a fetch failure is final only for invalid input.
 //!
 //! | state | next | why |
 //! |---|---|---|
+//! | any | NameMismatch | the name is not the hash of the spec: nothing is built |
 //! | new | Fetching | the fetch Job is created |
 //! | Fetching | Building | the fetch resolved the commit; the build Job is created |
 //! | Fetching | FetchFailed | the fetch Job ended without a usable report, or the report says it failed |
+//! | FetchFailed (not invalid input) | new | `nextAttemptAt` passed (back-off doubling from `--fetch-retry-seconds`) |
 //! | Building | Ready | the build published the module |
 //! | Building | BuildFailed | the build Job ended without a usable report, or the report says it failed |
 //! | FetchFailed, BuildFailed | new | the retry annotation changed: old Jobs deleted, status reset |
+//! | Ready, BuildFailed (a name) | resolving | `--name-ttl-seconds` after `resolvedAt`: a resolve Job runs |
+//! | resolving | as before | the name did not move: `resolvedAt` restarts; a failed resolve backs off |
+//! | resolving | new | the name moved (`NameMoved`): old Jobs deleted, status reset |
+//! | Ready | new | the rebuild annotation names its module as damaged: file evicted, status reset |
 //!
 //! [`next_step`] decides from the CompileJob and its Jobs' reports; [`stage_result`] reads a report the
-//! same way for both stages; `write_outcome` writes.
+//! same way for every stage; `write_outcome` writes.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
