@@ -17,16 +17,32 @@ use crate::error::{Error, Result};
 use crate::fetch::millis;
 use crate::log::Log;
 use crate::module::validate_module;
-use crate::publish::{Published, publish, sha256_hex};
+use crate::publish::{Published, publish, read_regular_file, sha256_hex, write_fresh};
 use crate::report::{BuildReport, Failure, FetchReport, REPORT_VERSION, encode};
 use crate::runner::{self, Limits, describe_status};
 use crate::toolenv::Tools;
 use crate::workspace::Workspace;
 
+/// Where a built module goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Published straight into `<cache>/wasm` (running by hand; the operator's Jobs never do this,
+    /// since the build runs the repository's code).
+    Cache(PathBuf),
+    /// Staged as `<dir>/module.wasm` with the report as `<dir>/build.json`, for `publish` (a step
+    /// that runs no user code) to validate and publish.
+    Staged(PathBuf),
+}
+
+/// The staged module in an [`Output::Staged`] directory.
+pub const STAGED_MODULE: &str = "module.wasm";
+/// The build's report in an [`Output::Staged`] directory.
+pub const STAGED_REPORT: &str = "build.json";
+
 #[derive(Debug, Clone)]
 pub struct BuildConfig {
     pub workspace: PathBuf,
-    pub cache: PathBuf,
+    pub output: Output,
     /// The binary target to build; required only when the crate has several.
     pub bin: Option<String>,
     /// The commit the operator expects the workspace to hold (the fetch report's `resolvedCommit`).
@@ -46,7 +62,8 @@ pub struct Built {
     pub compile_time_ms: u64,
     pub resolved_commit: String,
     pub bin: String,
-    pub published: Published,
+    /// Where the module went: `None` when staged for `publish`.
+    pub published: Option<Published>,
 }
 
 /// Runs the build and returns its report (trimmed to fit), also saved as `<workspace>/build.json`.
@@ -74,10 +91,18 @@ pub fn run_build(config: &BuildConfig, log: &Arc<Log>) -> (BuildReport, String) 
         }
     }
     report.time_ms = millis(started.elapsed());
-    let json = encode(&mut report);
+    let mut json = encode(&mut report);
+    if let Output::Staged(dir) = &config.output
+        && let Err(error) = write_fresh(&dir.join(STAGED_REPORT), json.as_bytes())
+    {
+        report.ok = false;
+        report.sha256 = None;
+        report.failure = Failure::new(&error, log.tail());
+        json = encode(&mut report);
+    }
     if let Ok(workspace) = Workspace::new(&config.workspace) {
         // A convenience copy for people inspecting the volume; the result path is authoritative.
-        let _ = std::fs::write(workspace.build_record(), &json);
+        let _ = write_fresh(&workspace.build_record(), json.as_bytes());
     }
     (report, json)
 }
@@ -132,19 +157,35 @@ pub fn build(
     let bytes = read_module(&artifact, config.max_module_bytes)?;
     let summary = validate_module(&bytes, config.max_module_bytes)?;
     let sha256 = sha256_hex(&bytes);
-    let published = publish(&config.cache, &sha256, &bytes)?;
-    log.step(&format!(
-        "published {} ({} bytes, {} imports, {} exports{})",
-        published.path.display(),
-        bytes.len(),
-        summary.imports,
-        summary.exports,
-        if published.already_present {
-            ", already in the cache"
-        } else {
-            ""
+    let published = match &config.output {
+        Output::Cache(cache) => {
+            let published = publish(cache, &sha256, &bytes)?;
+            log.step(&format!(
+                "published {} ({} bytes, {} imports, {} exports{})",
+                published.path.display(),
+                bytes.len(),
+                summary.imports,
+                summary.exports,
+                if published.already_present {
+                    ", already in the cache"
+                } else {
+                    ""
+                }
+            ));
+            Some(published)
         }
-    ));
+        Output::Staged(dir) => {
+            let staged = dir.join(STAGED_MODULE);
+            write_fresh(&staged, &bytes)?;
+            log.step(&format!(
+                "staged {sha256} ({} bytes, {} imports, {} exports) for publishing",
+                bytes.len(),
+                summary.imports,
+                summary.exports
+            ));
+            None
+        }
+    };
     Ok(Built {
         sha256,
         size_bytes: bytes.len() as u64,
@@ -294,15 +335,98 @@ fn artifact_path(workspace: &Workspace, bin: &str) -> PathBuf {
         .join(format!("{bin}.wasm"))
 }
 
-/// Reads the artifact, refusing before reading when it is over the limit.
+/// Reads the artifact (a regular file, not a link a build script left there), refusing before
+/// reading when it is over the limit.
 fn read_module(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| Error::io("reading the built module", path, e))?;
-    if meta.len() > max_bytes {
-        return Err(Error::ModuleTooLarge {
-            size: meta.len(),
-            limit: max_bytes,
-        });
+    read_regular_file(path, max_bytes)
+}
+
+/// What `publish` reads from a staged directory and needs to publish.
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    /// The build's [`Output::Staged`] directory (read only; written by a step that ran user code).
+    pub from: PathBuf,
+    pub cache: PathBuf,
+    pub max_module_bytes: u64,
+}
+
+/// The largest build report read from a staged directory.
+const MAX_STAGED_REPORT_BYTES: u64 = 64 * 1024;
+
+/// The publish step: runs no user code. Reads the build's report and module from the staged
+/// directory (regular files only, never following a link, size-capped), passes a failed build's
+/// report on, and otherwise validates the module and publishes it under the sha256 it computes
+/// itself. Returns the final report of the build Job.
+pub fn run_publish(config: &PublishConfig, log: &Arc<Log>) -> (BuildReport, String) {
+    let started = Instant::now();
+    let mut report = match read_regular_file(
+        &config.from.join(STAGED_REPORT),
+        MAX_STAGED_REPORT_BYTES,
+    )
+    .and_then(|bytes| {
+        serde_json::from_slice::<BuildReport>(&bytes)
+            .map_err(|e| Error::InvalidModule(format!("the build's report is unreadable: {e}")))
+    }) {
+        Ok(report) => report,
+        Err(error) => {
+            log.step(&format!("no usable build report: {error}"));
+            let mut report = BuildReport::failed(&Error::Compile(format!(
+                "the build step left no usable report ({error})"
+            )));
+            report.time_ms = millis(started.elapsed());
+            let json = encode(&mut report);
+            return (report, json);
+        }
+    };
+    if !report.ok {
+        let json = encode(&mut report);
+        return (report, json);
     }
-    std::fs::read(path).map_err(|e| Error::io("reading the built module", path, e))
+    match publish_staged(config, &report, log) {
+        Ok((sha256, size)) => {
+            report.sha256 = Some(sha256);
+            report.size_bytes = Some(size);
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, kind = error.kind(), "publish failed");
+            log.step(&format!("publish failed: {error}"));
+            report.ok = false;
+            report.sha256 = None;
+            report.size_bytes = None;
+            report.failure = Failure::new(&error, log.tail());
+        }
+    }
+    let json = encode(&mut report);
+    (report, json)
+}
+
+fn publish_staged(
+    config: &PublishConfig,
+    report: &BuildReport,
+    log: &Arc<Log>,
+) -> Result<(String, u64)> {
+    let bytes = read_regular_file(&config.from.join(STAGED_MODULE), config.max_module_bytes)?;
+    let summary = validate_module(&bytes, config.max_module_bytes)?;
+    let sha256 = sha256_hex(&bytes);
+    if let Some(built) = &report.sha256
+        && !built.eq_ignore_ascii_case(&sha256)
+    {
+        return Err(Error::InvalidModule(format!(
+            "the staged module has sha256 {sha256}, the build reported {built}: it changed after the build"
+        )));
+    }
+    let published = publish(&config.cache, &sha256, &bytes)?;
+    log.step(&format!(
+        "published {} ({} bytes, {} imports, {} exports{})",
+        published.path.display(),
+        bytes.len(),
+        summary.imports,
+        summary.exports,
+        if published.already_present {
+            ", already in the cache"
+        } else {
+            ""
+        }
+    ));
+    Ok((sha256, bytes.len() as u64))
 }

@@ -94,6 +94,26 @@ pub struct Fetched {
     pub resolved_commit: String,
     pub lockfile_generated: bool,
     pub vendored_crates: u64,
+    /// The branch or tag (full ref) that holds the commit; `None`: none does (see [`Reach`]).
+    pub reachable_from: Option<String>,
+}
+
+/// Where a commit is reachable from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// A branch or tag (full ref, `refs/heads/…` or `refs/tags/…`) holds it.
+    From(String),
+    /// No branch or tag holds it: it is only under another ref (`refs/pull/…`) or unadvertised.
+    Nowhere,
+}
+
+impl Reach {
+    fn into_ref(self) -> Option<String> {
+        match self {
+            Self::From(full) => Some(full),
+            Self::Nowhere => None,
+        }
+    }
 }
 
 /// Runs the fetch and returns its report (already trimmed to fit), also saved as
@@ -116,6 +136,8 @@ pub fn run_fetch(config: &FetchConfig, log: &Arc<Log>) -> (FetchReport, String) 
             report.resolved_commit = Some(fetched.resolved_commit);
             report.lockfile_generated = Some(fetched.lockfile_generated);
             report.vendored_crates = Some(fetched.vendored_crates);
+            report.reachable = Some(fetched.reachable_from.is_some());
+            report.reachable_from = fetched.reachable_from;
         }
         Err(error) => {
             tracing::warn!(error = %error, kind = error.kind(), "fetch failed");
@@ -135,6 +157,8 @@ pub fn run_fetch(config: &FetchConfig, log: &Arc<Log>) -> (FetchReport, String) 
         report.resolved_commit = None;
         report.lockfile_generated = None;
         report.vendored_crates = None;
+        report.reachable = None;
+        report.reachable_from = None;
         report.failure = Failure::new(&error, log.tail());
         json = encode(&mut report);
     }
@@ -174,15 +198,22 @@ pub fn fetch(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
         .map_err(|e| Error::io("creating the checkout directory", workspace.src(), e))?;
     git.run("git init", &["init", "--quiet"])?;
 
-    let commit = match &wanted {
+    let (commit, reach) = match &wanted {
         GitRef::Commit(sha) => git.fetch_commit(sha)?,
-        GitRef::Full(full) => git.fetch_named(&config.reference, std::slice::from_ref(full))?,
-        GitRef::Name(name) => git.fetch_named(
-            &config.reference,
-            &[format!("refs/heads/{name}"), format!("refs/tags/{name}")],
-        )?,
+        GitRef::Full(_) | GitRef::Name(_) => {
+            let (full, _) = git.find_named(&config.reference, &candidates(&wanted))?;
+            let commit = git.fetch_named(&full)?;
+            (commit, Reach::From(full))
+        }
     };
-    log.step(&format!("resolved {} to {commit}", config.reference));
+    log.step(&format!(
+        "resolved {} to {commit}{}",
+        config.reference,
+        match &reach {
+            Reach::From(full) => format!(" (on {full})"),
+            Reach::Nowhere => " (on no branch or tag of the repository)".to_string(),
+        }
+    ));
     git.run(
         "git checkout",
         &["checkout", "--quiet", "--force", "--detach", &commit],
@@ -202,7 +233,110 @@ pub fn fetch(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
         resolved_commit: commit,
         lockfile_generated,
         vendored_crates,
+        reachable_from: reach.into_ref(),
     })
+}
+
+/// The full refs a name may be: itself when it is one, else the branch and the tag of that name.
+fn candidates(wanted: &GitRef) -> Vec<String> {
+    match wanted {
+        GitRef::Full(full) => vec![full.clone()],
+        GitRef::Name(name) => vec![format!("refs/heads/{name}"), format!("refs/tags/{name}")],
+        GitRef::Commit(sha) => vec![sha.clone()],
+    }
+}
+
+/// The resolve Job: where a branch or tag name points now (`git ls-remote`), nothing fetched or
+/// checked out. A full SHA resolves to itself. The workspace holds only git's HOME and TMPDIR.
+pub fn resolve(config: &FetchConfig, log: &Arc<Log>) -> Result<Fetched> {
+    validate_repo(&config.repo, &config.allow)?;
+    let source = config.mirrors.rewrite(&config.repo);
+    let wanted = parse_ref(&config.reference)?;
+    let workspace = Workspace::new(&config.workspace)?;
+    workspace.ensure_scratch_dirs()?;
+    std::fs::create_dir_all(workspace.src())
+        .map_err(|e| Error::io("creating the scratch directory", workspace.src(), e))?;
+    let limits = Limits::new(config.timeout, None);
+    let git = Git {
+        tools: &config.tools,
+        workspace: &workspace,
+        log,
+        limits: &limits,
+        repo: &source,
+        public_repo: &config.repo,
+    };
+    let (commit, reach) = match &wanted {
+        GitRef::Commit(sha) => (sha.clone(), None),
+        GitRef::Full(_) | GitRef::Name(_) => {
+            let (full, commit) = git.find_named(&config.reference, &candidates(&wanted))?;
+            (commit, Some(full))
+        }
+    };
+    log.step(&format!("{} points at {commit}", config.reference));
+    Ok(Fetched {
+        resolved_commit: commit,
+        lockfile_generated: false,
+        vendored_crates: 0,
+        reachable_from: reach,
+    })
+}
+
+/// Runs [`resolve`] and returns its report (a fetch report without the checkout's fields).
+pub fn run_resolve(config: &FetchConfig, log: &Arc<Log>) -> (FetchReport, String) {
+    let started = Instant::now();
+    let outcome = resolve(config, log);
+    let mut report = FetchReport {
+        v: REPORT_VERSION,
+        time_ms: millis(started.elapsed()),
+        ..Default::default()
+    };
+    match outcome {
+        Ok(resolved) => {
+            report.ok = true;
+            report.resolved_commit = Some(resolved.resolved_commit);
+            report.reachable = resolved.reachable_from.as_ref().map(|_| true);
+            report.reachable_from = resolved.reachable_from;
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, kind = error.kind(), "resolve failed");
+            log.step(&format!("resolve failed: {error}"));
+            report.failure = Failure::new(&error, log.tail());
+        }
+    }
+    let json = encode(&mut report);
+    (report, json)
+}
+
+/// `git ls-remote` output: (object, ref) pairs; a tag's `^{}` line is its peeled commit.
+pub fn parse_ls_remote(listing: &str) -> Vec<(String, String)> {
+    listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(sha, name)| (sha.trim().to_ascii_lowercase(), name.trim().to_string()))
+        .collect()
+}
+
+/// The commit `full` points at in a listing: a tag's peeled line wins over the tag object.
+pub fn commit_of(listing: &[(String, String)], full: &str) -> Option<String> {
+    let peeled = format!("{full}^{{}}");
+    listing
+        .iter()
+        .find(|(_, name)| *name == peeled)
+        .or_else(|| listing.iter().find(|(_, name)| name == full))
+        .map(|(sha, _)| sha.clone())
+}
+
+/// A branch or tag whose tip is `sha` (branches first), from a listing of heads and tags.
+pub fn tip_ref(listing: &[(String, String)], sha: &str) -> Option<String> {
+    let mut tips: Vec<String> = listing
+        .iter()
+        .filter(|(object, _)| object == sha)
+        .map(|(_, name)| name.trim_end_matches("^{}").to_string())
+        .filter(|name| name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
+        .collect();
+    // "refs/heads/" sorts before "refs/tags/".
+    tips.sort();
+    tips.into_iter().next()
 }
 
 struct Git<'a> {
@@ -246,10 +380,57 @@ impl Git<'_> {
         Ok(String::from_utf8_lossy(&outcome.stdout).into_owned())
     }
 
-    /// A commit by SHA: a shallow fetch of just that commit when the server allows fetching by SHA
-    /// (GitHub, git's protocol v2), else every branch and tag, in which the commit must be found.
-    fn fetch_commit(&self, sha: &str) -> Result<String> {
-        let shallow = self.run(
+    /// A commit by SHA, and whether a branch or tag holds it: the tip of one (a shallow fetch of
+    /// just that commit), else inside the history of one (every branch and tag fetched, then
+    /// `for-each-ref --contains`), else on no branch or tag at all (fetched by SHA, which servers
+    /// like GitHub allow for any commit they hold, `refs/pull/*` included).
+    fn fetch_commit(&self, sha: &str) -> Result<(String, Reach)> {
+        let listing = parse_ls_remote(&self.capture(
+            "git ls-remote",
+            &["ls-remote", "--heads", "--tags", "--", self.repo],
+        )?);
+        if let Some(tip) = tip_ref(&listing, sha) {
+            self.log.step(&format!("{sha} is the tip of {tip}"));
+            self.fetch_by_sha(sha)
+                .or_else(|_| self.fetch_all_branches_and_tags())?;
+            let commit = self.resolve_sha(sha)?;
+            return Ok((commit, Reach::From(tip)));
+        }
+        self.fetch_all_branches_and_tags()?;
+        if let Ok(commit) = self.resolve(&format!("{sha}^{{commit}}")) {
+            let containing = self.capture(
+                "git for-each-ref --contains",
+                &[
+                    "for-each-ref",
+                    "--format=%(refname)",
+                    "--contains",
+                    &commit,
+                    "refs/outlayer/heads/",
+                    "refs/outlayer/tags/",
+                ],
+            )?;
+            let reach = containing
+                .lines()
+                .filter_map(|full| full.strip_prefix("refs/outlayer/"))
+                .map(|rest| format!("refs/{rest}"))
+                .next()
+                .map_or(Reach::Nowhere, Reach::From);
+            return Ok((commit, reach));
+        }
+        self.log
+            .step(&format!("{sha} is on no branch or tag; fetching it by SHA"));
+        self.fetch_by_sha(sha).map_err(|error| match error {
+            Error::Timeout { .. } | Error::WorkspaceTooLarge { .. } => error,
+            _ => Error::RefNotFound {
+                repo: self.public_repo.to_string(),
+                reference: sha.to_string(),
+            },
+        })?;
+        Ok((self.resolve_sha(sha)?, Reach::Nowhere))
+    }
+
+    fn fetch_by_sha(&self, sha: &str) -> Result<()> {
+        self.run(
             "git fetch (by commit)",
             &[
                 "fetch",
@@ -260,67 +441,65 @@ impl Git<'_> {
                 self.repo,
                 sha,
             ],
-        );
-        if let Err(error) = shallow {
-            if matches!(
-                error,
-                Error::Timeout { .. } | Error::WorkspaceTooLarge { .. }
-            ) {
-                return Err(error);
-            }
-            self.log
-                .step("the server refused a fetch by commit; fetching all branches and tags");
-            self.run(
-                "git fetch (all refs)",
-                &[
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--",
-                    self.repo,
-                    "+refs/heads/*:refs/outlayer/heads/*",
-                    "+refs/tags/*:refs/outlayer/tags/*",
-                ],
-            )?;
-        }
-        let spec = format!("{sha}^{{commit}}");
-        self.resolve(&spec).map_err(|_| Error::RefNotFound {
-            repo: self.public_repo.to_string(),
-            reference: sha.to_string(),
-        })
+        )
     }
 
-    /// A branch or tag: find which of `candidates` exists (`git ls-remote`), fetch it shallowly
-    /// into [`TARGET_REF`] and peel it to its commit (an annotated tag points at a tag object).
-    fn fetch_named(&self, reference: &str, candidates: &[String]) -> Result<String> {
-        let mut args = vec!["ls-remote", "--", self.repo];
-        args.extend(candidates.iter().map(String::as_str));
-        let listing = self.capture("git ls-remote", &args)?;
-        // ls-remote matches patterns by suffix; keep exact names only.
-        let found: Vec<&String> = candidates
-            .iter()
-            .filter(|candidate| {
-                listing
-                    .lines()
-                    .filter_map(|line| line.split_once('\t'))
-                    .any(|(_, name)| name == candidate.as_str())
+    fn fetch_all_branches_and_tags(&self) -> Result<()> {
+        self.run(
+            "git fetch (all branches and tags)",
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--",
+                self.repo,
+                "+refs/heads/*:refs/outlayer/heads/*",
+                "+refs/tags/*:refs/outlayer/tags/*",
+            ],
+        )
+    }
+
+    fn resolve_sha(&self, sha: &str) -> Result<String> {
+        self.resolve(&format!("{sha}^{{commit}}"))
+            .map_err(|_| Error::RefNotFound {
+                repo: self.public_repo.to_string(),
+                reference: sha.to_string(),
             })
+    }
+
+    /// Which of `candidates` exists (`git ls-remote`): its full name and the commit it points at.
+    fn find_named(&self, reference: &str, candidates: &[String]) -> Result<(String, String)> {
+        // `<ref>*` so an annotated tag's peeled line (`<ref>^{}`) is listed too; only exact names
+        // are kept below.
+        let patterns: Vec<String> = candidates.iter().map(|c| format!("{c}*")).collect();
+        let mut args = vec!["ls-remote", "--", self.repo];
+        args.extend(patterns.iter().map(String::as_str));
+        let listing = parse_ls_remote(&self.capture("git ls-remote", &args)?);
+        // ls-remote matches patterns by suffix; keep exact names only.
+        let found: Vec<(&String, String)> = candidates
+            .iter()
+            .filter_map(|candidate| commit_of(&listing, candidate).map(|sha| (candidate, sha)))
             .collect();
-        let full = match found.as_slice() {
-            [] => {
-                return Err(Error::RefNotFound {
-                    repo: self.public_repo.to_string(),
-                    reference: reference.to_string(),
-                });
-            }
-            [one] => one.as_str(),
-            _ => {
-                return Err(Error::AmbiguousRef {
-                    repo: self.public_repo.to_string(),
-                    reference: reference.to_string(),
-                });
-            }
-        };
+        match found.as_slice() {
+            [] => Err(Error::RefNotFound {
+                repo: self.public_repo.to_string(),
+                reference: reference.to_string(),
+            }),
+            [(full, sha)] if is_full_sha(sha) => Ok(((*full).clone(), sha.clone())),
+            [(full, sha)] => Err(Error::Git {
+                step: "git ls-remote",
+                detail: format!("{full} was listed with {sha:?}, not a commit SHA"),
+            }),
+            _ => Err(Error::AmbiguousRef {
+                repo: self.public_repo.to_string(),
+                reference: reference.to_string(),
+            }),
+        }
+    }
+
+    /// Fetches the branch or tag `full` shallowly into [`TARGET_REF`] and peels it to its commit (an
+    /// annotated tag points at a tag object).
+    fn fetch_named(&self, full: &str) -> Result<String> {
         let refspec = format!("+{full}:{TARGET_REF}");
         self.run(
             "git fetch (by ref)",
@@ -444,5 +623,24 @@ mod tests {
                 assert!(!error.contains(replacement), "{error}");
             }
         }
+    }
+
+    #[test]
+    fn listings_name_tips_and_peel_tags() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let t = "c".repeat(40);
+        let listing = parse_ls_remote(&format!(
+            "{b}\trefs/heads/main\n{a}\trefs/heads/old\n{t}\trefs/tags/v1\n{a}\trefs/tags/v1^{{}}\n{a}\trefs/pull/1/head\n"
+        ));
+        assert_eq!(commit_of(&listing, "refs/tags/v1"), Some(a.clone()));
+        assert_eq!(commit_of(&listing, "refs/heads/main"), Some(b.clone()));
+        assert_eq!(commit_of(&listing, "refs/heads/nope"), None);
+        // Branches first; a pull ref never counts.
+        assert_eq!(tip_ref(&listing, &a), Some("refs/heads/old".to_string()));
+        let pull_only = parse_ls_remote(&format!("{a}\trefs/pull/1/head\n"));
+        assert_eq!(tip_ref(&pull_only, &a), None);
+        let tag_only = parse_ls_remote(&format!("{t}\trefs/tags/v1\n{a}\trefs/tags/v1^{{}}\n"));
+        assert_eq!(tip_ref(&tag_only, &a), Some("refs/tags/v1".to_string()));
     }
 }

@@ -33,7 +33,19 @@ impl Log {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::io("creating the log directory", parent, e))?;
         }
-        let file = File::create(path).map_err(|e| Error::io("creating the log file", path, e))?;
+        // Whatever an earlier (hostile) build left at this path, a FIFO or a link, is replaced, never
+        // opened: the workspace is writable by the repository's build scripts.
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(_) => Ok(()),
+        }
+        .map_err(|e| Error::io("clearing the log file", path, e))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io("creating the log file", path, e))?;
         Ok(Self::with_file(Some(file), cap))
     }
 

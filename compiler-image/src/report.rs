@@ -52,6 +52,14 @@ pub struct FetchReport {
     pub lockfile_generated: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendored_crates: Option<u64>,
+    /// Whether a branch or tag of the repository holds the commit: `false` for a SHA found only
+    /// under another ref (`refs/pull/…`) or not advertised at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// The branch or tag (full ref) that holds the commit: the ref a name resolved to, or for a SHA
+    /// the first branch (else tag) whose history contains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable_from: Option<String>,
     pub time_ms: u64,
     #[serde(flatten)]
     pub failure: Failure,
@@ -245,6 +253,7 @@ mod tests {
             vendored_crates: Some(0),
             time_ms: 7,
             failure: Failure::default(),
+            ..Default::default()
         };
         let json = encode(&mut report);
         assert_eq!(

@@ -219,6 +219,84 @@ fn echo_is_fetched_by_branch_tag_and_sha_built_offline_published_and_runs() {
     let entries = std::fs::read_dir(cache.join("wasm")).unwrap().count();
     assert_eq!(entries, 1, "temporary files left in the cache");
 
+    // As the operator's build Job runs it: the build (user code) stages into a directory of its
+    // own, `publish` (no user code) validates and publishes what it finds there.
+    let out = root.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let staged_cache = root.path().join("staged-cache");
+    let staged = compiler(
+        &[
+            "build",
+            "--workspace",
+            by_branch.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &root.path().join("staged.json"),
+    )
+    .1;
+    assert_eq!(staged["ok"], true, "{staged}");
+    assert_eq!(staged["sha256"], sha256.as_str());
+    assert!(!staged_cache.exists(), "the build step publishes nothing");
+    assert_eq!(std::fs::read(out.join("module.wasm")).unwrap(), wasm);
+    let publish = |from: &Path| {
+        compiler(
+            &[
+                "publish",
+                "--from",
+                from.to_str().unwrap(),
+                "--cache",
+                staged_cache.to_str().unwrap(),
+                "--workspace",
+                root.path().join("publish").to_str().unwrap(),
+            ],
+            &root.path().join("publish.json"),
+        )
+        .1
+    };
+    let published = publish(&out);
+    assert_eq!(published["ok"], true, "{published}");
+    assert_eq!(published["sha256"], sha256.as_str());
+    assert_eq!(published["compileTimeMs"], staged["compileTimeMs"]);
+    assert_eq!(
+        std::fs::read(staged_cache.join("wasm").join(format!("{sha256}.wasm"))).unwrap(),
+        wasm
+    );
+    // What a build script could leave in its place is refused, not followed or waited on.
+    let other = staged_cache.join("wasm").join(format!("{sha256}.wasm"));
+    std::fs::remove_file(out.join("module.wasm")).unwrap();
+    std::os::unix::fs::symlink(&other, out.join("module.wasm")).unwrap();
+    let refused = publish(&out);
+    assert_eq!(refused["ok"], false, "{refused}");
+    std::fs::remove_file(out.join("module.wasm")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(out.join("module.wasm"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    let refused = publish(&out);
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"),
+        "{refused}"
+    );
+    std::fs::remove_file(out.join("module.wasm")).unwrap();
+    std::fs::write(out.join("module.wasm"), b"\0asm\x01\0\0\0 tampered").unwrap();
+    let refused = publish(&out);
+    assert_eq!(refused["ok"], false, "{refused}");
+    // A failed build's report is passed on as it is.
+    std::fs::write(
+        out.join("build.json"),
+        r#"{"v":1,"ok":false,"error":"cargo build failed: x","errorKind":"compile","compileTimeMs":5,"timeMs":6}"#,
+    )
+    .unwrap();
+    let passed_on = publish(&out);
+    assert_eq!(passed_on["errorKind"], "compile", "{passed_on}");
+    assert_eq!(passed_on["compileTimeMs"], 5);
+
     // Guards of the build: another commit than expected, a binary that does not exist, a
     // workspace that was never fetched, an unsupported target.
     let report = build(&by_branch, &cache, &["--commit", &"0".repeat(40)]);
@@ -490,4 +568,107 @@ fn a_module_importing_beyond_wasi_is_refused_by_validation() {
     let err = outlayer_compiler::module::validate_module(&wasm, 1 << 20).unwrap_err();
     assert_eq!(err.kind(), "invalidModule");
     assert!(err.to_string().contains("near::storage_write"), "{err}");
+}
+
+/// Where a commit is reachable from, as the fetch reports it: a branch's tip, inside a branch's
+/// history, a tag, and a commit only a pull-request ref holds (on no branch: the operator must not
+/// treat it as any branch's code).
+#[test]
+fn the_fetch_reports_which_branch_or_tag_holds_a_commit() {
+    let root = tempfile::tempdir().unwrap();
+    let (repo, main_sha, broken_sha) = make_repo(root.path());
+    let repo_dir = root.path().join("repos/echo");
+    // main gets two more commits, so its second is in the history but at no tip.
+    std::fs::write(repo_dir.join("README"), "second\n").unwrap();
+    git(&repo_dir, &["add", "README"]);
+    git(&repo_dir, &["commit", "--quiet", "-m", "second"]);
+    let inside = git(&repo_dir, &["rev-parse", "HEAD"]);
+    std::fs::write(repo_dir.join("README"), "third\n").unwrap();
+    git(&repo_dir, &["commit", "--quiet", "-am", "third"]);
+    let tip = git(&repo_dir, &["rev-parse", "HEAD"]);
+    // A commit that only refs/pull/1/head holds, as a fork's pull request leaves on GitHub (which
+    // serves any commit it holds by SHA).
+    git(&repo_dir, &["checkout", "--quiet", "-b", "fork"]);
+    std::fs::write(repo_dir.join("README"), "from a fork\n").unwrap();
+    git(&repo_dir, &["commit", "--quiet", "-am", "fork"]);
+    let pull = git(&repo_dir, &["rev-parse", "HEAD"]);
+    git(&repo_dir, &["update-ref", "refs/pull/1/head", &pull]);
+    git(&repo_dir, &["checkout", "--quiet", "main"]);
+    git(&repo_dir, &["branch", "--quiet", "-D", "fork"]);
+    git(
+        &repo_dir,
+        &["config", "uploadpack.allowAnySHA1InWant", "true"],
+    );
+
+    let work = root.path().join("work");
+    let rows = [
+        ("main", tip.as_str(), Some("refs/heads/main")),
+        ("v1", main_sha.as_str(), Some("refs/tags/v1")),
+        (tip.as_str(), tip.as_str(), Some("refs/heads/main")),
+        // The tip of tag v1 (and deep in main): a tip is found without fetching every branch.
+        (main_sha.as_str(), main_sha.as_str(), Some("refs/tags/v1")),
+        (inside.as_str(), inside.as_str(), Some("refs/heads/main")),
+        (
+            broken_sha.as_str(),
+            broken_sha.as_str(),
+            Some("refs/heads/broken"),
+        ),
+        (pull.as_str(), pull.as_str(), None),
+    ];
+    for (index, (reference, commit, reachable_from)) in rows.into_iter().enumerate() {
+        let report = fetch(root.path(), &repo, reference, &work.join(index.to_string()));
+        assert_eq!(report["ok"], true, "{reference}: {report}");
+        assert_eq!(report["resolvedCommit"], commit, "{reference}: {report}");
+        assert_eq!(
+            report["reachable"],
+            reachable_from.is_some(),
+            "{reference}: {report}"
+        );
+        assert_eq!(
+            report.get("reachableFrom").and_then(Value::as_str),
+            reachable_from,
+            "{reference}: {report}"
+        );
+    }
+}
+
+/// `resolve` says where a name points now without fetching: a pushed commit is seen at once.
+#[test]
+fn resolve_follows_a_moving_branch_and_peels_tags() {
+    let root = tempfile::tempdir().unwrap();
+    let (repo, main_sha, _) = make_repo(root.path());
+    let resolve = |reference: &str| {
+        compiler(
+            &[
+                "resolve",
+                "--repo",
+                &repo,
+                "--commit",
+                reference,
+                "--workspace",
+                root.path().join("resolve").to_str().unwrap(),
+                "--allow-repo-prefix",
+                &allow_prefix(root.path()),
+            ],
+            &root.path().join("resolve.json"),
+        )
+        .1
+    };
+    let report = resolve("main");
+    assert_eq!(report["resolvedCommit"], main_sha.as_str(), "{report}");
+    assert_eq!(report["reachableFrom"], "refs/heads/main", "{report}");
+    assert_eq!(resolve("v1")["resolvedCommit"], main_sha.as_str());
+    let repo_dir = root.path().join("repos/echo");
+    std::fs::write(repo_dir.join("README"), "a fix\n").unwrap();
+    git(&repo_dir, &["add", "README"]);
+    git(&repo_dir, &["commit", "--quiet", "-m", "fix"]);
+    let fixed = git(&repo_dir, &["rev-parse", "HEAD"]);
+    assert_ne!(fixed, main_sha);
+    assert_eq!(resolve("main")["resolvedCommit"], fixed.as_str());
+    assert_eq!(resolve("no-such-branch")["errorKind"], "refNotFound");
+    assert_eq!(resolve("a..b")["errorKind"], "invalidRef");
+    assert!(
+        !root.path().join("resolve/src/.git").exists(),
+        "resolve fetched nothing"
+    );
 }

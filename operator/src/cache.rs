@@ -5,13 +5,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use tracing::{info, warn};
 
-use crate::crd::{CompileJob, ExecutionRequest, LAST_USED_ANNOTATION, Phase};
+use crate::crd::{CompileJob, ExecutionRequest, LAST_USED_ANNOTATION, Phase, REBUILD_ANNOTATION};
 use crate::pods::compile::WORKSPACES_SUBDIR;
+use crate::pods::executor::EXECUTOR_CONTAINER;
 use crate::{Error, Result};
 
 /// One module file and the CompileJobs that built it (identical code at two commits builds one module).
@@ -126,6 +128,69 @@ pub async fn enforce_cache_bound(
     Ok(cache_bytes)
 }
 
+/// Removes `wasm/<sha256>.wasm` under the operator's cache mount: a module found damaged. Whatever is
+/// there (a truncated file, a FIFO, a symlink) is unlinked, never followed or read.
+pub fn evict_module_file(cache_mount: &Path, sha256: &str) {
+    if !crate::pods::executor::is_sha256_hex(sha256) {
+        return;
+    }
+    let path = cache_mount.join("wasm").join(format!("{sha256}.wasm"));
+    match std::fs::remove_file(&path) {
+        Ok(()) => info!(%sha256, "evicted a damaged module from the cache"),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => warn!(path = %path.display(), %error, "evicting a damaged module failed"),
+    }
+}
+
+/// Whether an executor pod failed because its module file is damaged: the executor's checksum check
+/// failed (exit 4, "has sha256 …, expected …") or it could not read the module (exit 3, "reading
+/// module …"). Such a failure is the cache's, not the guest's: the CompileJob that built the module
+/// is marked for a rebuild ([`mark_module_damaged`]) instead of every later request failing on it.
+pub fn damaged_module(pod: &Pod) -> bool {
+    let Some(terminated) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.name == EXECUTOR_CONTAINER)
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+    else {
+        return false;
+    };
+    let message = terminated.message.as_deref().unwrap_or_default();
+    match terminated.exit_code {
+        4 => message.contains(" has sha256 "),
+        3 => message.starts_with("platform error: reading module "),
+        _ => false,
+    }
+}
+
+/// Asks the compile controller to evict module `sha256` and build it again: sets the CompileJob's
+/// `outlayer.dev/rebuild` annotation to `<sha256>/<token>` (a token per finding, e.g. the executor
+/// pod's name, so one finding triggers one rebuild). The compile controller acts only while the
+/// CompileJob still holds that module.
+pub async fn mark_module_damaged(
+    client: &kube::Client,
+    namespace: &str,
+    compile_job: &str,
+    sha256: &str,
+    token: &str,
+) -> Result<()> {
+    let api: Api<CompileJob> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {REBUILD_ANNOTATION: format!("{sha256}/{token}")}}
+    });
+    api.patch(compile_job, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(Error::api(
+            "marking a damaged module on CompileJob",
+            compile_job,
+        ))
+}
+
 /// The size of `modules` together.
 pub fn cache_bytes<'a>(modules: impl IntoIterator<Item = &'a CachedModule>) -> u64 {
     modules
@@ -149,6 +214,54 @@ fn remove(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ended(exit_code: i32, message: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "status": {"phase": "Failed", "containerStatuses": [{
+                "name": EXECUTOR_CONTAINER, "image": "x", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit_code, "message": message}}
+            }]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_damaged_module_file_marks_a_rebuild() {
+        let rows = [
+            (
+                4,
+                "platform error: module /cache/wasm/ab.wasm has sha256 cd, expected ab; nothing was run",
+                true,
+            ),
+            (
+                3,
+                "platform error: reading module /cache/wasm/ab.wasm: No such file or directory (os error 2)",
+                true,
+            ),
+            (
+                3,
+                "platform error: reading input /input/input: No such file or directory",
+                false,
+            ),
+            (
+                4,
+                "platform error: expected sha256 \"x\" is not 64 hex characters",
+                false,
+            ),
+            (5, "platform error: writing result", false),
+            (0, "{\"v\":1,\"ok\":false}", false),
+            (137, "", false),
+        ];
+        for (code, message, expected) in rows {
+            assert_eq!(
+                damaged_module(&ended(code, message)),
+                expected,
+                "{code} {message}"
+            );
+        }
+        assert!(!damaged_module(&Pod::default()));
+    }
 
     fn module(sha: &str, size: u64, used_at: i64) -> CachedModule {
         CachedModule {

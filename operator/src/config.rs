@@ -287,6 +287,26 @@ pub struct CompilerConfig {
         default_value_t = 3600
     )]
     pub job_ttl_seconds: i32,
+    /// A CompileJob for a branch or tag name re-resolves the name this long after it last did, and
+    /// fetches and builds again when it moved (a pushed fix is picked up); 0 never re-resolves.
+    #[arg(
+        long = "name-ttl-seconds",
+        env = "OUTLAYER_NAME_TTL_SECONDS",
+        default_value = "600",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub name_ttl: Duration,
+    /// A fetch that failed for a reason other than invalid input is tried again after this long,
+    /// doubling per consecutive failure up to an hour.
+    #[arg(
+        long = "fetch-retry-seconds",
+        env = "OUTLAYER_FETCH_RETRY_SECONDS",
+        default_value = "30",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub fetch_retry: Duration,
     /// Extra KEY=VALUE environment for the compiler container (e.g. where the toolchain lives);
     /// repeatable.
     #[arg(long = "compiler-env", value_name = "KEY=VALUE", value_parser = key_value)]
@@ -412,6 +432,8 @@ mod tests {
             ("2", "4Gi", "1Gi")
         );
         assert_eq!(compiler.job_ttl_seconds, 3600);
+        assert_eq!(compiler.name_ttl, Duration::from_secs(600));
+        assert_eq!(compiler.fetch_retry, Duration::from_secs(30));
     }
 
     #[test]

@@ -8,14 +8,17 @@ mod common;
 use std::path::Path;
 
 use common::{
-    NAMESPACE, OperatorEnv, echo_main_branch, finished, git, operator_config, repositories_dir,
-    request, start_operator, test_context, wait_for,
+    NAMESPACE, OperatorEnv, echo_main_branch, example_main_branch, finished, git, operator_config,
+    repositories_dir, request, start_operator, test_context, wait_for,
 };
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use outlayer_operator::config::OperatorConfig;
 use outlayer_operator::controllers;
-use outlayer_operator::crd::{CompileJob, ExecutionRequest, Phase, condition_status};
+use outlayer_operator::crd::{
+    CompileJob, CompileJobSpec, CompileSource, ExecutionRequest, Phase, condition_status,
+};
+use sha2::{Digest, Sha256};
 
 /// A git repository holding the echo example as a standalone crate on `main`, and a `broken` branch
 /// whose code does not compile. It lives under target/ (not /tmp) because sandboxed pods see the host's
@@ -392,5 +395,511 @@ async fn failed_compiles_rerun_on_retry_and_the_cache_evicts_least_recently_used
             .exists()
     );
 
+    operator.stop().await;
+}
+
+/// Item: a CompileJob is what its name says. Someone allowed to create CompileJobs plants one under the
+/// name of another source (a popular repository's `main`), with a status claiming a ready module: the
+/// request for that source fails with `CompileJobMismatch` instead of running it, and the compile
+/// controller refuses the misnamed CompileJob without creating any Job.
+#[tokio::test]
+async fn a_compile_job_planted_under_another_sources_name_is_never_used() {
+    let repos = repositories_dir();
+    let repo_path = echo_repository(repos.path());
+    let repo_url = format!("file://{}", repo_path.display());
+
+    let env = OperatorEnv::start().await;
+    let client = env.cluster.client();
+    let ctx = test_context(client.clone(), operator_config(repos.path()));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+
+    let wanted = CompileSource {
+        repo: repo_url.clone(),
+        commit: "main".to_string(),
+        build_target: "wasm32-wasip1".to_string(),
+    };
+    let planted_source = CompileSource {
+        commit: "broken".to_string(),
+        ..wanted.clone()
+    };
+    let name = wanted.compile_job_name();
+    assert_eq!(name.len(), 35);
+    compile_jobs
+        .create(
+            &post,
+            &CompileJob::new(
+                &name,
+                CompileJobSpec {
+                    source: planted_source,
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    // A status that claims a ready module (what an attacker with status access would write).
+    let fake = serde_json::json!({"status": {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "ModuleReady", "message": "x",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "wasmSha256": "ab".repeat(32),
+    }});
+    compile_jobs
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&fake))
+        .await
+        .unwrap();
+
+    let operator = start_operator(ctx);
+    executions
+        .create(&post, &request("victim", &repo_url, "main", "x"))
+        .await
+        .unwrap();
+    let victim = finished(&executions, "victim").await;
+    assert_eq!(victim.phase, Some(Phase::Failed), "{:?}", victim.message);
+    let reason = victim
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .unwrap();
+    assert_eq!(reason.reason, "CompileJobMismatch", "{}", reason.message);
+    assert!(reason.message.contains("broken"), "{}", reason.message);
+    assert_eq!(victim.wasm_sha256, None);
+    assert!(victim.pod_name.is_none(), "no executor pod ran");
+
+    // The compile controller refuses a CompileJob whose name is not its spec's, and builds nothing.
+    let misnamed_source = CompileSource {
+        commit: "v9".to_string(),
+        ..wanted.clone()
+    };
+    compile_jobs
+        .create(
+            &post,
+            &CompileJob::new(
+                "cj-precompiled-by-hand",
+                CompileJobSpec {
+                    source: misnamed_source.clone(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let refused = wait_for("the misnamed CompileJob to be refused", || async {
+        let status = compile_jobs
+            .get("cj-precompiled-by-hand")
+            .await
+            .ok()?
+            .status?;
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "NameMismatch")
+            .cloned()
+    })
+    .await;
+    assert!(
+        refused
+            .message
+            .contains(&misnamed_source.compile_job_name()),
+        "{}",
+        refused.message
+    );
+    // The planted one is refused too (the operator replaces the faked status).
+    wait_for("the planted CompileJob to be refused", || async {
+        let status = compile_jobs.get(&name).await.ok()?.status?;
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "NameMismatch")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        jobs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no fetch or build Job runs for a misnamed CompileJob"
+    );
+    operator.stop().await;
+}
+
+/// The build script of the hostile guest: it finds every writable mount of its container (from
+/// /proc/self/mountinfo) and, under each, truncates, replaces or deletes every file, puts FIFOs in place
+/// of deleted `.wasm` files and in every directory, and plants symlinks; then it fails the build with a
+/// summary of what it reached (the build log tail shows it).
+const HOSTILE_BUILD_RS: &str = r#####"
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn writable_mounts() -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts = Vec::new();
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 6 || fields[5].split(',').any(|o| o == "ro") {
+            continue;
+        }
+        let point = PathBuf::from(fields[4].replace("\\040", " "));
+        if ["/proc", "/sys", "/dev"].iter().any(|p| point.starts_with(p)) {
+            continue;
+        }
+        mounts.push(point);
+    }
+    mounts
+}
+
+fn mkfifo(path: &Path) -> bool {
+    std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn wreck(dir: &Path, depth: u32, touched: &mut u32, seen: &mut u32) {
+    if depth > 12 || *seen > 50_000 {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let entries: Vec<_> = entries.flatten().collect();
+    for entry in entries {
+        *seen += 1;
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        if meta.is_dir() {
+            wreck(&path, depth + 1, touched, seen);
+        } else if meta.is_file() {
+            let done = match *seen % 3 {
+                0 => fs::OpenOptions::new().write(true).truncate(true).open(&path).is_ok(),
+                1 => fs::write(&path, b"\0asm\x01\0\0\0 replaced by a build script").is_ok(),
+                _ => fs::remove_file(&path).is_ok(),
+            };
+            if done {
+                *touched += 1;
+            }
+            if path.extension().is_some_and(|e| e == "wasm") {
+                let _ = fs::remove_file(&path);
+                if mkfifo(&path) {
+                    *touched += 1;
+                }
+            }
+        }
+    }
+    if mkfifo(&dir.join("planted.fifo")) {
+        *touched += 1;
+    }
+    if std::os::unix::fs::symlink("/etc/passwd", dir.join("planted.link")).is_ok() {
+        *touched += 1;
+    }
+}
+
+fn main() {
+    let mut report = Vec::new();
+    for mount in writable_mounts() {
+        let (mut touched, mut seen) = (0, 0);
+        wreck(&mount, 0, &mut touched, &mut seen);
+        report.push(format!("{}={touched}", mount.display()));
+    }
+    panic!("hostile build script ran; wrecked: {}", report.join(" "));
+}
+"#####;
+
+/// Item: untrusted build code cannot touch the shared cache. Two modules are built and cached; then a
+/// guest whose `build.rs` wrecks everything it can reach is built in the real build Job (its init
+/// container and its publish container, as `build_job` declares them). Afterwards both cached modules
+/// are byte for byte what was built, no FIFO or link sits in `wasm/`, and both still run.
+#[tokio::test]
+async fn a_hostile_build_script_leaves_every_other_cached_module_runnable() {
+    let repos = repositories_dir();
+    let echo_path = echo_repository(repos.path());
+    let echo_url = format!("file://{}", echo_path.display());
+    let reader_path = repos.path().join("env-reader");
+    example_main_branch(&reader_path, "env-reader");
+    let reader_url = format!("file://{}", reader_path.display());
+    let hostile_path = repos.path().join("hostile");
+    echo_main_branch(&hostile_path);
+    std::fs::write(hostile_path.join("build.rs"), HOSTILE_BUILD_RS).unwrap();
+    git(&hostile_path, &["add", "build.rs"]);
+    git(
+        &hostile_path,
+        &["commit", "-q", "-m", "a build script that wrecks"],
+    );
+    let hostile_url = format!("file://{}", hostile_path.display());
+
+    let env = OperatorEnv::start().await;
+    let client = env.cluster.client();
+    let ctx = test_context(client.clone(), operator_config(repos.path()));
+    let operator = start_operator(ctx);
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+
+    let mut cached = Vec::new();
+    for (name, url, input, output) in [
+        ("echo-1", &echo_url, "still here", "still here"),
+        ("reader-1", &reader_url, "NOT_SET", "{\"NOT_SET\":null}\n"),
+    ] {
+        executions
+            .create(&post, &request(name, url, "main", input))
+            .await
+            .unwrap();
+        let status = finished(&executions, name).await;
+        assert_eq!(
+            status.phase,
+            Some(Phase::Succeeded),
+            "{name}: {:?}",
+            status.message
+        );
+        if !output.is_empty() {
+            assert_eq!(status.output.as_deref(), Some(output));
+        }
+        let sha = status.wasm_sha256.clone().unwrap();
+        let bytes =
+            std::fs::read(env.cache.path().join("wasm").join(format!("{sha}.wasm"))).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), sha);
+        cached.push((url.clone(), input, status.output.clone(), sha, bytes));
+    }
+
+    executions
+        .create(&post, &request("hostile", &hostile_url, "main", "x"))
+        .await
+        .unwrap();
+    let hostile = finished(&executions, "hostile").await;
+    assert_eq!(hostile.phase, Some(Phase::Failed), "{:?}", hostile.message);
+    let hostile_job = hostile.compile_job.clone().unwrap();
+    let log = compile_jobs
+        .get(&hostile_job)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .build_log
+        .unwrap_or_default();
+    // It ran, in the build container, and reached its own workspace and staging directory only.
+    assert!(
+        log.contains("hostile build script ran"),
+        "build log tail: {log}"
+    );
+    assert!(log.contains("/workspace="), "{log}");
+    assert!(log.contains("/out="), "{log}");
+    assert!(!log.contains("/cache"), "the build saw the cache: {log}");
+    // The build Job that ran is the two-step one the operator declares.
+    let build_job = jobs.get(&format!("{hostile_job}-build")).await.unwrap();
+    let pod = build_job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.init_containers.unwrap()[0].name, "build");
+    assert_eq!(pod.containers[0].args.as_ref().unwrap()[0], "publish");
+
+    // Every cached module is intact and nothing was planted in the shared directories.
+    let wasm_dir = env.cache.path().join("wasm");
+    for entry in std::fs::read_dir(&wasm_dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        assert!(
+            kind.is_file(),
+            "{:?} in wasm/ is not a regular file",
+            entry.path()
+        );
+    }
+    for (_, _, _, sha, bytes) in &cached {
+        let now = std::fs::read(wasm_dir.join(format!("{sha}.wasm"))).unwrap();
+        assert!(now == *bytes, "module {sha} was changed");
+    }
+    for workspace in std::fs::read_dir(env.cache.path().join("workspaces")).unwrap() {
+        let workspace = workspace.unwrap().path();
+        if workspace.ends_with(&hostile_job) {
+            continue;
+        }
+        assert!(
+            workspace.join("fetch.json").is_file(),
+            "{workspace:?} was wrecked"
+        );
+        assert!(!workspace.join("planted.fifo").exists(), "{workspace:?}");
+    }
+    // And they still run.
+    for (index, (url, input, output, sha, _)) in cached.iter().enumerate() {
+        let name = format!("again-{index}");
+        executions
+            .create(&post, &request(&name, url, "main", input))
+            .await
+            .unwrap();
+        let status = finished(&executions, &name).await;
+        assert_eq!(
+            status.phase,
+            Some(Phase::Succeeded),
+            "{name}: {:?}",
+            status.message
+        );
+        assert_eq!(status.wasm_sha256.as_deref(), Some(sha.as_str()));
+        assert_eq!(&status.output, output);
+    }
+    operator.stop().await;
+}
+
+/// Item: cached names stay honest. A branch whose build failed is re-resolved after the name TTL; once a
+/// fix is pushed, the CompileJob sees the branch moved, fetches and builds the new commit, and the next
+/// request runs it. While the branch does not move, re-resolving keeps the module and restarts the clock.
+#[tokio::test]
+async fn a_branch_is_re_resolved_after_its_ttl_so_a_pushed_fix_is_picked_up() {
+    let repos = repositories_dir();
+    let repo_path = echo_repository(repos.path());
+    let repo_url = format!("file://{}", repo_path.display());
+
+    let env = OperatorEnv::start().await;
+    let client = env.cluster.client();
+    let mut config = operator_config(repos.path());
+    config.compiler.name_ttl = std::time::Duration::from_secs(3);
+    let operator = start_operator(test_context(client.clone(), config));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+
+    executions
+        .create(&post, &request("before", &repo_url, "broken", "x"))
+        .await
+        .unwrap();
+    let before = finished(&executions, "before").await;
+    assert_eq!(before.phase, Some(Phase::Failed), "{:?}", before.message);
+    let compile_job = before.compile_job.clone().unwrap();
+    let broken_sha = git(&repo_path, &["rev-parse", "broken"]);
+
+    // The fix is pushed to the same branch.
+    git(&repo_path, &["checkout", "-q", "broken"]);
+    git(&repo_path, &["checkout", "-q", "main", "--", "src/main.rs"]);
+    git(&repo_path, &["commit", "-q", "-m", "fix"]);
+    git(&repo_path, &["checkout", "-q", "main"]);
+    let fixed_sha = git(&repo_path, &["rev-parse", "broken"]);
+    assert_ne!(fixed_sha, broken_sha);
+
+    let ready = wait_for("the moved branch to be rebuilt", || async {
+        let status = compile_jobs.get(&compile_job).await.ok()?.status?;
+        (condition_status(&status.conditions, "Ready") == Some(true)
+            && status.resolved_commit.as_deref() == Some(fixed_sha.as_str()))
+        .then_some(status)
+    })
+    .await;
+    executions
+        .create(&post, &request("after", &repo_url, "broken", "fixed"))
+        .await
+        .unwrap();
+    let after = finished(&executions, "after").await;
+    assert_eq!(after.phase, Some(Phase::Succeeded), "{:?}", after.message);
+    assert_eq!(after.output.as_deref(), Some("fixed"));
+    assert_eq!(after.resolved_commit.as_deref(), Some(fixed_sha.as_str()));
+
+    // Unmoved, a later re-resolve only restarts the clock: same module, later resolvedAt.
+    let first = ready.resolved_at.clone().unwrap();
+    let later = wait_for("a later re-resolve", || async {
+        let status = compile_jobs.get(&compile_job).await.ok()?.status?;
+        status
+            .resolved_at
+            .clone()
+            .filter(|at| at.0 > first.0)
+            .map(|_| status)
+    })
+    .await;
+    assert_eq!(later.wasm_sha256, ready.wasm_sha256);
+    assert_eq!(later.resolved_commit.as_deref(), Some(fixed_sha.as_str()));
+    assert_eq!(condition_status(&later.conditions, "Ready"), Some(true));
+    operator.stop().await;
+}
+
+/// Item: a damaged module is evicted and rebuilt instead of failing every later request. The cached
+/// module's file is overwritten: the executor's checksum check fails the next run, and
+/// `cache::damaged_module` recognises that pod's failure as the cache's. Marking the CompileJob
+/// (`cache::mark_module_damaged`, the rebuild annotation) makes the compile controller evict the file and
+/// build again, after which requests run.
+#[tokio::test]
+async fn a_damaged_module_is_evicted_and_rebuilt_when_marked() {
+    let repos = repositories_dir();
+    let repo_path = echo_repository(repos.path());
+    let repo_url = format!("file://{}", repo_path.display());
+
+    let env = OperatorEnv::start().await;
+    let client = env.cluster.client();
+    let config = OperatorConfig {
+        cache_mount_path: Some(env.cache.path().to_path_buf()),
+        ..operator_config(repos.path())
+    };
+    let operator = start_operator(test_context(client.clone(), config));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+
+    executions
+        .create(&post, &request("first", &repo_url, "main", "one"))
+        .await
+        .unwrap();
+    let first = finished(&executions, "first").await;
+    assert_eq!(first.phase, Some(Phase::Succeeded), "{:?}", first.message);
+    let sha = first.wasm_sha256.clone().unwrap();
+    let compile_job = first.compile_job.clone().unwrap();
+    let file = env.cache.path().join("wasm").join(format!("{sha}.wasm"));
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"\0asm\x01\0\0\0 damaged").unwrap();
+
+    executions
+        .create(&post, &request("damaged", &repo_url, "main", "two"))
+        .await
+        .unwrap();
+    let damaged = finished(&executions, "damaged").await;
+    assert_eq!(damaged.phase, Some(Phase::Failed), "{:?}", damaged.message);
+    let pod_name = damaged.pod_name.clone().unwrap();
+    let pod = pods.get(&pod_name).await.unwrap();
+    assert!(
+        outlayer_operator::cache::damaged_module(&pod),
+        "{:?}",
+        pod.status
+    );
+
+    outlayer_operator::cache::mark_module_damaged(
+        &client,
+        NAMESPACE,
+        &compile_job,
+        &sha,
+        &pod_name,
+    )
+    .await
+    .unwrap();
+    let token = format!("{sha}/{pod_name}");
+    wait_for("the module to be rebuilt", || async {
+        let status = compile_jobs.get(&compile_job).await.ok()?.status?;
+        (condition_status(&status.conditions, "Ready") == Some(true)
+            && status.rebuild_token.as_deref() == Some(token.as_str()))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        std::fs::read(&file).unwrap() == good,
+        "the rebuilt module differs"
+    );
+
+    executions
+        .create(&post, &request("after", &repo_url, "main", "three"))
+        .await
+        .unwrap();
+    let after = finished(&executions, "after").await;
+    assert_eq!(after.phase, Some(Phase::Succeeded), "{:?}", after.message);
+    assert_eq!(after.output.as_deref(), Some("three"));
+    assert_eq!(after.wasm_sha256.as_deref(), Some(sha.as_str()));
+    // Answered once: the same annotation does not rebuild again.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
+    let build_uid = jobs
+        .get(&format!("{compile_job}-build"))
+        .await
+        .unwrap()
+        .metadata
+        .uid;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        jobs.get(&format!("{compile_job}-build"))
+            .await
+            .unwrap()
+            .metadata
+            .uid,
+        build_uid
+    );
     operator.stop().await;
 }

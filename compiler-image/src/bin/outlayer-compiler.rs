@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use outlayer_compiler::build::{BuildConfig, run_build};
-use outlayer_compiler::fetch::{FetchConfig, Mirrors, run_fetch};
+use outlayer_compiler::build::{BuildConfig, Output, PublishConfig, run_build, run_publish};
+use outlayer_compiler::fetch::{FetchConfig, Mirrors, run_fetch, run_resolve};
 use outlayer_compiler::log::Log;
 use outlayer_compiler::module::DEFAULT_MAX_MODULE_BYTES;
 use outlayer_compiler::repo::{AllowList, DEFAULT_ALLOWED_PREFIX};
@@ -37,8 +37,29 @@ struct Cli {
 enum Command {
     /// Clone one commit of a repository into the workspace and vendor its dependencies (network).
     Fetch(FetchArgs),
-    /// Build the fetched workspace offline and publish <cache>/wasm/<sha256>.wasm (no network).
+    /// Build the fetched workspace offline (no network) and stage the module in --out for
+    /// `publish`, or (by hand) publish it straight into --cache.
     Build(BuildArgs),
+    /// Validate a staged module and publish <cache>/wasm/<sha256>.wasm; runs no code of the
+    /// repository (the build Job's second step).
+    Publish(PublishArgs),
+    /// Where a branch or tag name points now (`git ls-remote`); nothing is fetched.
+    Resolve(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The directory the build staged into (its --out), read only.
+    #[arg(long, env = "OUTLAYER_FROM")]
+    from: PathBuf,
+    /// The cache directory; the module is published as <cache>/wasm/<sha256>.wasm.
+    #[arg(long, env = "OUTLAYER_CACHE")]
+    cache: PathBuf,
+    /// Largest module accepted into the cache.
+    #[arg(long, env = "OUTLAYER_MAX_MODULE_BYTES", default_value_t = DEFAULT_MAX_MODULE_BYTES)]
+    max_module_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -107,9 +128,18 @@ struct FetchArgs {
 struct BuildArgs {
     #[command(flatten)]
     common: Common,
-    /// The cache directory; the module is published as <cache>/wasm/<sha256>.wasm.
-    #[arg(long, env = "OUTLAYER_CACHE")]
-    cache: PathBuf,
+    /// Publish straight into this cache directory (<cache>/wasm/<sha256>.wasm): for running by
+    /// hand only, since the build runs the repository's code.
+    #[arg(
+        long,
+        env = "OUTLAYER_CACHE",
+        required_unless_present = "out",
+        conflicts_with = "out"
+    )]
+    cache: Option<PathBuf>,
+    /// Stage the module and the report in this directory for `publish`.
+    #[arg(long, env = "OUTLAYER_OUT")]
+    out: Option<PathBuf>,
     /// The binary target, when the crate has more than one.
     #[arg(long, env = "OUTLAYER_BIN")]
     bin: Option<String>,
@@ -143,8 +173,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let (result_path, json) = match cli.command {
-        Command::Fetch(args) => fetch(args),
+        Command::Fetch(args) => fetch(args, false),
+        Command::Resolve(args) => fetch(args, true),
         Command::Build(args) => build(args),
+        Command::Publish(args) => publish(args),
     };
     match write_report(&result_path, &json) {
         Ok(()) => ExitCode::SUCCESS,
@@ -155,9 +187,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn fetch(args: FetchArgs) -> (PathBuf, String) {
+fn fetch(args: FetchArgs, resolve_only: bool) -> (PathBuf, String) {
     let common = args.common;
-    let log = match open_log(&common, "fetch.log") {
+    let log = match open_log(
+        &common,
+        if resolve_only {
+            "resolve.log"
+        } else {
+            "fetch.log"
+        },
+    ) {
         Ok(log) => log,
         Err(error) => {
             return (
@@ -194,8 +233,12 @@ fn fetch(args: FetchArgs) -> (PathBuf, String) {
         max_workspace_bytes: args.max_workspace_mb.saturating_mul(MIB),
         tools: Tools::from_env(common.git.clone(), common.cargo.clone()),
     };
-    let (report, json) = run_fetch(&config, &log);
-    tracing::info!(ok = report.ok, commit = ?report.resolved_commit, time_ms = report.time_ms, "fetch done");
+    let (report, json) = if resolve_only {
+        run_resolve(&config, &log)
+    } else {
+        run_fetch(&config, &log)
+    };
+    tracing::info!(ok = report.ok, commit = ?report.resolved_commit, reachable_from = ?report.reachable_from, time_ms = report.time_ms, resolve_only, "fetch done");
     log.flush();
     (common.result_path, json)
 }
@@ -221,9 +264,20 @@ fn build(args: BuildArgs) -> (PathBuf, String) {
             );
         }
     };
+    let output = match (args.out, args.cache) {
+        (Some(out), _) => Output::Staged(out),
+        (None, Some(cache)) => Output::Cache(cache),
+        (None, None) => {
+            let error = Error::InvalidConfig("build needs --out or --cache".to_string());
+            return (
+                common.result_path,
+                failed(BuildReport::failed(&error), &error),
+            );
+        }
+    };
     let config = BuildConfig {
         workspace: common.workspace.clone(),
-        cache: args.cache,
+        output,
         bin: args.bin,
         expect_commit: args.expect_commit,
         timeout: Duration::from_secs(args.timeout_seconds),
@@ -234,6 +288,28 @@ fn build(args: BuildArgs) -> (PathBuf, String) {
     };
     let (report, json) = run_build(&config, &log);
     tracing::info!(ok = report.ok, sha256 = ?report.sha256, compile_time_ms = ?report.compile_time_ms, "build done");
+    log.flush();
+    (common.result_path, json)
+}
+
+fn publish(args: PublishArgs) -> (PathBuf, String) {
+    let common = args.common;
+    let log = match open_log(&common, "publish.log") {
+        Ok(log) => log,
+        Err(error) => {
+            return (
+                common.result_path,
+                failed(BuildReport::failed(&error), &error),
+            );
+        }
+    };
+    let config = PublishConfig {
+        from: args.from,
+        cache: args.cache,
+        max_module_bytes: args.max_module_bytes,
+    };
+    let (report, json) = run_publish(&config, &log);
+    tracing::info!(ok = report.ok, sha256 = ?report.sha256, "publish done");
     log.flush();
     (common.result_path, json)
 }

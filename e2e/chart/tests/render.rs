@@ -713,11 +713,28 @@ fn service_monitor_scrapes_the_metrics_service() {
 }
 
 fn matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
-    selector["matchLabels"]
+    let by_label = selector["matchLabels"]
         .as_object()
         .unwrap()
         .iter()
-        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+    let by_expression = selector["matchExpressions"]
+        .as_array()
+        .map(|expressions| {
+            expressions.iter().all(|e| {
+                assert_eq!(e["operator"], "In", "only In is read here: {e}");
+                let key = e["key"].as_str().unwrap();
+                labels.get(key).is_some_and(|value| {
+                    e["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|v| v.as_str() == Some(value.as_str()))
+                })
+            })
+        })
+        .unwrap_or(true);
+    by_label && by_expression
 }
 
 fn policy<'a>(objects: &'a [Value], suffix: &str) -> &'a Value {
@@ -732,7 +749,7 @@ fn policy<'a>(objects: &'a [Value], suffix: &str) -> &'a Value {
 fn network_policies_select_the_operators_pods() {
     use outlayer_operator::config::OperatorConfig;
     use outlayer_operator::crd::CompileJob;
-    use outlayer_operator::pods::compile::{build_job, fetch_job};
+    use outlayer_operator::pods::compile::{build_job, fetch_job, resolve_job};
     use outlayer_operator::pods::hardening::sandbox_labels;
 
     let objects = render(&[]);
@@ -756,6 +773,7 @@ fn network_policies_select_the_operators_pods() {
         )
         .unwrap(),
     );
+    let resolve = pod_labels(resolve_job(&compile_job, &config).unwrap());
     let executor = sandbox_labels("outlayer-executor", ("outlayer.dev/execution", "x"));
 
     let deny = policy(&objects, "-sandbox-deny-all");
@@ -773,6 +791,12 @@ fn network_policies_select_the_operators_pods() {
         matches(&fetch_policy["spec"]["podSelector"], &fetch),
         "{fetch:?}"
     );
+    // The resolve Job (re-resolving a branch name) is held to the fetch's egress, never left open.
+    assert!(
+        matches(&fetch_policy["spec"]["podSelector"], &resolve),
+        "{resolve:?}"
+    );
+    assert!(!matches(&deny["spec"]["podSelector"], &resolve));
     assert!(!matches(&fetch_policy["spec"]["podSelector"], &build));
     assert_eq!(
         strings(&fetch_policy["spec"]["policyTypes"]),

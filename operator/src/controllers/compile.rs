@@ -1,18 +1,26 @@
 //! The compile controller: a CompileJob runs a fetch Job (network: git and crate hosts), then a build Job
-//! (no network) that publishes `wasm/<sha256>.wasm` into the cache. A failure is kept (no rebuild storm
-//! on a broken commit) until the CompileJob is deleted or its `outlayer.dev/retry` annotation changes.
+//! (no network; the repository's code runs in an init container that cannot see the cache, a second
+//! container publishes `wasm/<sha256>.wasm`). A build failure is kept (no rebuild storm on a broken
+//! commit) until the CompileJob is deleted, its `outlayer.dev/retry` annotation changes or, for a branch
+//! or tag name, the name moves; a fetch failure is final only for invalid input.
 //!
 //! | state | next | why |
 //! |---|---|---|
+//! | any | NameMismatch | the name is not the hash of the spec: nothing is built |
 //! | new | Fetching | the fetch Job is created |
 //! | Fetching | Building | the fetch resolved the commit; the build Job is created |
 //! | Fetching | FetchFailed | the fetch Job ended without a usable report, or the report says it failed |
+//! | FetchFailed (not invalid input) | new | `nextAttemptAt` passed (back-off doubling from `--fetch-retry-seconds`) |
 //! | Building | Ready | the build published the module |
 //! | Building | BuildFailed | the build Job ended without a usable report, or the report says it failed |
 //! | FetchFailed, BuildFailed | new | the retry annotation changed: old Jobs deleted, status reset |
+//! | Ready, BuildFailed (a name) | resolving | `--name-ttl-seconds` after `resolvedAt`: a resolve Job runs |
+//! | resolving | as before | the name did not move: `resolvedAt` restarts; a failed resolve backs off |
+//! | resolving | new | the name moved (`NameMoved`): old Jobs deleted, status reset |
+//! | Ready | new | the rebuild annotation names its module as damaged: file evicted, status reset |
 //!
 //! [`next_step`] decides from the CompileJob and its Jobs' reports; [`stage_result`] reads a report the
-//! same way for both stages; `write_outcome` writes.
+//! same way for every stage; `write_outcome` writes.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -31,11 +39,13 @@ use tracing::{debug, info, instrument, warn};
 use super::{ERROR_BACKOFF, MAX_LOOKS, STALE_RETRY};
 use crate::context::{Context, Note};
 use crate::crd::{
-    CompileJob, CompileJobStatus, CompileStage, ConditionStatus, ConditionType, HasConditions,
-    RETRY_ANNOTATION, Reason, StatusUpdate,
+    CompileJob, CompileJobStatus, CompileStage, CompileState, ConditionStatus, ConditionType,
+    HasConditions, REBUILD_ANNOTATION, RETRY_ANNOTATION, Reason, StatusUpdate,
 };
 use crate::metrics::{CompileOutcome, ControllerKind};
-use crate::pods::compile::{build_job, compile_stage_job_name, fetch_job, read_compiler_report};
+use crate::pods::compile::{
+    build_job, compile_stage_job_name, fetch_job, read_compiler_report, resolve_job,
+};
 use crate::{Error, Result};
 
 /// How often a retry checks that the old Jobs are gone (their deletion also triggers a reconcile).
@@ -68,8 +78,11 @@ pub(crate) enum StageState {
 /// What a finished stage produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum StageResult {
+    /// The fetch or a re-resolve: the commit, and whether a branch or tag holds it.
     Fetched {
         commit: String,
+        reachable: Option<bool>,
+        reachable_from: Option<String>,
     },
     Built {
         sha256: String,
@@ -84,44 +97,57 @@ pub(crate) enum StageResult {
 pub(crate) struct StageFailure {
     pub stage: CompileStage,
     pub message: String,
+    /// The compiler's `errorKind` (`invalidRef`, `git`, …); `None` when the Job left no report.
+    pub kind: Option<String>,
     /// The end of the compiler's log, at most [`MAX_STATUS_LOG_BYTES`].
     pub log_tail: Option<String>,
     pub compile_time_ms: Option<u64>,
 }
 
-/// Reads a finished stage's report (or why there is none): one reading for fetch and build.
+/// Reads a finished stage's report (or why there is none): one reading for every stage.
 pub(crate) fn stage_result(stage: CompileStage, report: Result<String, String>) -> StageResult {
-    let failed = |message: String, log_tail: Option<String>, compile_time_ms| {
-        StageResult::Failed(StageFailure {
-            stage,
-            message,
-            log_tail: log_tail.map(tail),
-            compile_time_ms,
-        })
-    };
+    let failed =
+        |message: String, kind: Option<String>, log_tail: Option<String>, compile_time_ms| {
+            StageResult::Failed(StageFailure {
+                stage,
+                message,
+                kind,
+                log_tail: log_tail.map(tail),
+                compile_time_ms,
+            })
+        };
     let json = match report {
         Ok(json) => json,
-        Err(why) => return failed(why, None, None),
+        Err(why) => return failed(why, None, None, None),
     };
     match stage {
-        CompileStage::Fetch => match serde_json::from_str::<FetchReport>(&json) {
-            Err(e) => failed(format!("unreadable fetch report: {e}"), None, None),
-            Ok(FetchReport {
-                ok: true,
-                resolved_commit: Some(commit),
-                ..
-            }) => StageResult::Fetched { commit },
-            Ok(report) => failed(
-                report
-                    .failure
-                    .error
-                    .unwrap_or_else(|| "fetch failed without an error message".to_string()),
-                report.failure.log_tail,
-                None,
-            ),
-        },
+        CompileStage::Fetch | CompileStage::Resolve => {
+            match serde_json::from_str::<FetchReport>(&json) {
+                Err(e) => failed(format!("unreadable fetch report: {e}"), None, None, None),
+                Ok(FetchReport {
+                    ok: true,
+                    resolved_commit: Some(commit),
+                    reachable,
+                    reachable_from,
+                    ..
+                }) => StageResult::Fetched {
+                    commit,
+                    reachable,
+                    reachable_from,
+                },
+                Ok(report) => failed(
+                    report
+                        .failure
+                        .error
+                        .unwrap_or_else(|| "fetch failed without an error message".to_string()),
+                    report.failure.error_kind,
+                    report.failure.log_tail,
+                    None,
+                ),
+            }
+        }
         CompileStage::Build => match serde_json::from_str::<BuildReport>(&json) {
-            Err(e) => failed(format!("unreadable build report: {e}"), None, None),
+            Err(e) => failed(format!("unreadable build report: {e}"), None, None, None),
             Ok(BuildReport {
                 ok: true,
                 sha256: Some(sha256),
@@ -138,6 +164,7 @@ pub(crate) fn stage_result(stage: CompileStage, report: Result<String, String>) 
                     .failure
                     .error
                     .unwrap_or_else(|| "build failed without an error message".to_string()),
+                report.failure.error_kind,
                 report.failure.log_tail,
                 report.compile_time_ms,
             ),
@@ -150,15 +177,21 @@ pub(crate) fn stage_result(stage: CompileStage, report: Result<String, String>) 
 pub(crate) struct Observed {
     pub fetch: Option<StageState>,
     pub build: Option<StageState>,
+    pub resolve: Option<StageState>,
 }
 
 /// A side effect of an outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Effect {
-    /// Deletes both stages' Jobs (a retry starts over).
+    /// Deletes every stage's Job (a retry, a moved name or a rebuild starts over).
     DeleteJobs,
+    /// Deletes one stage's Job (a finished re-resolve: the next one runs afresh).
+    DeleteJob(CompileStage),
     /// Evicts least recently used modules above the cache bound; `just_built` stays.
     EnforceCacheBound { just_built: String },
+    /// Removes `wasm/<sha256>.wasm`, found damaged, from the cache (where the operator mounts it; the
+    /// rebuild's publish step replaces a damaged file either way).
+    EvictModule { sha256: String },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -197,36 +230,150 @@ impl Outcome {
             then: Then::AwaitChange,
         }
     }
+
+    fn wait(then: Then) -> Self {
+        Self {
+            then,
+            ..Self::idle()
+        }
+    }
 }
 
-/// The next step of `compile_job`, from its status, its retry annotation and its Jobs.
-pub(crate) fn next_step(compile_job: &CompileJob, observed: &Observed, now: Timestamp) -> Step {
+/// The timing the compile controller's decisions follow (from the operator's flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Policy {
+    /// A name is re-resolved this long after it last was; zero never.
+    pub name_ttl: Duration,
+    /// The first back-off of a failed fetch; it doubles per consecutive failure.
+    pub fetch_retry: Duration,
+}
+
+impl Policy {
+    pub fn from_config(config: &crate::config::CompilerConfig) -> Self {
+        Self {
+            name_ttl: config.name_ttl,
+            fetch_retry: config.fetch_retry,
+        }
+    }
+}
+
+/// The longest back-off between fetch attempts.
+pub(crate) const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// The wait before attempt `failures + 1`, after `failures` consecutive failures (at least one):
+/// `base`, doubling, at most [`MAX_FETCH_BACKOFF`].
+pub(crate) fn fetch_backoff(base: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    base.saturating_mul(1 << doublings).min(MAX_FETCH_BACKOFF)
+}
+
+/// Whether a failed fetch stays failed. Invalid input never becomes valid; a commit SHA's content
+/// never changes, so its missing manifest or its absence stays; everything else (the network, a git
+/// host's hiccup, a branch not pushed yet, a name whose commit had no manifest) may pass later.
+pub(crate) fn fetch_failure_is_final(kind: Option<&str>, is_name: bool) -> bool {
+    match kind {
+        Some("invalidRepo" | "repoNotAllowed" | "invalidRef" | "invalidConfig") => true,
+        // The Job left no report (crashed, deadline): ours, not the input's.
+        None | Some("git" | "timeout" | "io" | "spawn" | "vendor") => false,
+        Some(_) => !is_name,
+    }
+}
+
+/// When a branch or tag name is due to be re-resolved: after a failed re-resolve at its back-off,
+/// else `name_ttl` after it was last resolved. `None` for a commit SHA, with re-resolving off, or in
+/// a state that has nothing to refresh (in progress, or failed on input).
+pub(crate) fn refresh_due(
+    compile_job: &CompileJob,
+    status: &CompileJobStatus,
+    policy: &Policy,
+) -> Option<Timestamp> {
+    if !compile_job.spec.source.is_name() || policy.name_ttl.is_zero() {
+        return None;
+    }
+    let ready = status.find_condition(ConditionType::Ready)?;
+    let refreshable = matches!(
+        (ready.status.as_str(), Reason::parse(&ready.reason)),
+        ("True", _) | ("False", Reason::BuildFailed)
+    );
+    if !refreshable || status.resolved_commit.is_none() {
+        return None;
+    }
+    if let Some(at) = &status.next_attempt_at {
+        return Some(at.0);
+    }
+    // A status written before `resolvedAt` existed: count from when it became ready.
+    let resolved_at = status
+        .resolved_at
+        .as_ref()
+        .map_or(ready.last_transition_time.0, |t| t.0);
+    resolved_at.checked_add(policy.name_ttl).ok()
+}
+
+/// How long from `now` until `at` (zero when past).
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// The next step of `compile_job`, from its status, its annotations and its Jobs.
+pub(crate) fn next_step(
+    compile_job: &CompileJob,
+    observed: &Observed,
+    now: Timestamp,
+    policy: &Policy,
+) -> Step {
     let original = compile_job.status.clone().unwrap_or_default();
     let mut status =
         StatusUpdate::new(original.clone(), compile_job.metadata.generation, Time(now));
-    let retry = compile_job.annotations().get(RETRY_ANNOTATION).cloned();
+    if let Err(mismatch) = compile_job.check_name() {
+        return refuse_misnamed(status, &mismatch.to_string());
+    }
     let ready = status.condition(ConditionType::Ready);
+    let ready_reason = status
+        .find_condition(ConditionType::Ready)
+        .map(|c| Reason::parse(&c.reason));
+    let retry = compile_job.annotations().get(RETRY_ANNOTATION).cloned();
     if ready == Some(false) && retry.is_some() && retry != status.retry_token {
         let fresh = CompileJobStatus {
             retry_token: retry,
-            ..CompileJobStatus::default()
+            ..fresh_status(&original, false)
         };
-        return Step::Write(Box::new(Outcome {
-            before: vec![Effect::DeleteJobs],
-            status: Some(fresh),
-            note: Some(Note::Normal(
+        return start_over(
+            fresh,
+            Vec::new(),
+            Note::Normal(
                 Reason::Retrying,
                 "the retry annotation changed: fetching and building again".to_string(),
-            )),
-            then: Then::Requeue(RETRY_POLL),
-            ..Outcome::idle()
-        }));
+            ),
+        );
+    }
+    if let Some(step) = rebuild_step(compile_job, &original) {
+        return step;
+    }
+    if ready_reason == Some(Reason::FetchFailed)
+        && let Some(at) = status.next_attempt_at.clone()
+    {
+        if now < at.0 {
+            return Step::Write(Box::new(Outcome::wait(Then::Requeue(until(now, at.0)))));
+        }
+        let attempt = original.fetch_attempts.unwrap_or(0) + 1;
+        return start_over(
+            fresh_status(&original, true),
+            Vec::new(),
+            Note::Normal(
+                Reason::Retrying,
+                format!("fetching again after a failure (attempt {attempt})"),
+            ),
+        );
     }
     if ready.is_some() {
-        // Ready, or failed for good: nothing to do until deleted or retried.
-        return Step::Write(Box::new(Outcome::idle()));
+        // Ready, or failed: a name is re-resolved when due; anything else waits for a change.
+        return match refresh_due(compile_job, &status, policy) {
+            Some(due) if now >= due => resolve_step(compile_job, status, observed, policy),
+            Some(due) => Step::Write(Box::new(Outcome::wait(Then::Requeue(until(now, due))))),
+            None => Step::Write(Box::new(Outcome::idle())),
+        };
     }
-    let resolved_commit = match fetch_step(compile_job, &mut status, observed) {
+    let resolved_commit = match fetch_step(compile_job, &mut status, observed, policy) {
         ControlFlow::Continue(commit) => commit,
         ControlFlow::Break(step) => return step,
     };
@@ -240,7 +387,162 @@ pub(crate) fn next_step(compile_job: &CompileJob, observed: &Observed, now: Time
             ..Outcome::idle()
         }));
     }
-    build_step(compile_job, status, observed, resolved_commit)
+    build_step(compile_job, status, observed, resolved_commit, policy)
+}
+
+/// The status a CompileJob starts over with: what it answered (retry and rebuild tokens) and, for a
+/// retried fetch, how many attempts failed before (the back-off grows with them).
+fn fresh_status(original: &CompileJobStatus, keep_attempts: bool) -> CompileJobStatus {
+    CompileJobStatus {
+        retry_token: original.retry_token.clone(),
+        rebuild_token: original.rebuild_token.clone(),
+        fetch_attempts: if keep_attempts {
+            original.fetch_attempts
+        } else {
+            None
+        },
+        ..CompileJobStatus::default()
+    }
+}
+
+/// Deletes the old Jobs and resets the status: the fetch starts again once they are gone.
+fn start_over(fresh: CompileJobStatus, mut before: Vec<Effect>, note: Note) -> Step {
+    before.push(Effect::DeleteJobs);
+    Step::Write(Box::new(Outcome {
+        before,
+        status: Some(fresh),
+        note: Some(note),
+        then: Then::Requeue(RETRY_POLL),
+        ..Outcome::idle()
+    }))
+}
+
+/// A CompileJob whose name is not its spec's hash builds nothing: an execution looks CompileJobs up
+/// by name, so one planted under another source's name must never hold a module.
+fn refuse_misnamed(mut status: StatusUpdate<CompileJobStatus>, why: &str) -> Step {
+    let already = status
+        .find_condition(ConditionType::Ready)
+        .is_some_and(|c| c.reason == Reason::NameMismatch.as_str());
+    if already {
+        return Step::Write(Box::new(Outcome::idle()));
+    }
+    let message = format!("refused: {why}");
+    status.observed_generation = status.generation();
+    status.message = Some(message.clone());
+    status.set(
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::NameMismatch,
+        message.clone(),
+    );
+    Step::Write(Box::new(Outcome {
+        status: Some(status.into_inner()),
+        note: Some(Note::Warning(Reason::NameMismatch, message)),
+        ..Outcome::idle()
+    }))
+}
+
+/// The `outlayer.dev/rebuild` annotation names the ready module as damaged (an executor could not
+/// read it or its checksum did not match): evict it and build again, once per annotation value.
+fn rebuild_step(compile_job: &CompileJob, original: &CompileJobStatus) -> Option<Step> {
+    let value = compile_job.annotations().get(REBUILD_ANNOTATION)?;
+    if original.rebuild_token.as_ref() == Some(value) {
+        return None;
+    }
+    let named = value.split('/').next().unwrap_or_default();
+    let CompileState::Ready { wasm_sha256 } = original.state() else {
+        return None;
+    };
+    if named != wasm_sha256 {
+        // About a module this CompileJob no longer holds.
+        return None;
+    }
+    let fresh = CompileJobStatus {
+        rebuild_token: Some(value.clone()),
+        ..fresh_status(original, false)
+    };
+    Some(start_over(
+        fresh,
+        vec![Effect::EvictModule {
+            sha256: wasm_sha256.clone(),
+        }],
+        Note::Warning(
+            Reason::ModuleCorrupt,
+            format!("module {wasm_sha256} was found damaged in the cache: evicted, building again"),
+        ),
+    ))
+}
+
+/// A name due for re-resolving: the resolve Job says where it points now. Unmoved, the module stays
+/// and the clock restarts; moved, everything starts over; a failed re-resolve keeps the module and
+/// tries again after a back-off.
+fn resolve_step(
+    compile_job: &CompileJob,
+    mut status: StatusUpdate<CompileJobStatus>,
+    observed: &Observed,
+    policy: &Policy,
+) -> Step {
+    let report = match &observed.resolve {
+        None => return Step::Look(CompileStage::Resolve, None),
+        // Its completion wakes this CompileJob (it owns its Jobs).
+        Some(StageState::Running) => return Step::Write(Box::new(Outcome::idle())),
+        Some(StageState::Finished(report)) => report.clone(),
+    };
+    let source = &compile_job.spec.source;
+    let after = vec![Effect::DeleteJob(CompileStage::Resolve)];
+    match stage_result(CompileStage::Resolve, report) {
+        StageResult::Fetched { commit, .. }
+            if status.resolved_commit.as_deref() == Some(&commit) =>
+        {
+            status.resolved_at = Some(status.now().clone());
+            status.next_attempt_at = None;
+            status.fetch_attempts = None;
+            Step::Write(Box::new(Outcome {
+                status: Some(status.into_inner()),
+                after,
+                then: Then::Requeue(policy.name_ttl),
+                ..Outcome::idle()
+            }))
+        }
+        StageResult::Fetched { commit, .. } => {
+            let old = status.resolved_commit.clone().unwrap_or_default();
+            start_over(
+                fresh_status(&status, false),
+                Vec::new(),
+                Note::Normal(
+                    Reason::NameMoved,
+                    format!(
+                        "{} moved from {old} to {commit}: fetching and building again",
+                        source.commit
+                    ),
+                ),
+            )
+        }
+        StageResult::Failed(failure) => {
+            let failures = status.fetch_attempts.unwrap_or(0).saturating_add(1);
+            let delay = fetch_backoff(policy.fetch_retry, failures);
+            status.fetch_attempts = Some(failures);
+            status.next_attempt_at = status.now().0.checked_add(delay).ok().map(Time);
+            let message = format!(
+                "re-resolving {} failed ({}); the module built from {} stays, trying again in {}s",
+                source.commit,
+                failure.message,
+                status.resolved_commit.as_deref().unwrap_or("?"),
+                delay.as_secs()
+            );
+            status.message = Some(message.clone());
+            Step::Write(Box::new(Outcome {
+                status: Some(status.into_inner()),
+                note: Some(Note::Warning(Reason::FetchFailed, message)),
+                after,
+                then: Then::Requeue(delay),
+                ..Outcome::idle()
+            }))
+        }
+        StageResult::Built { .. } => {
+            unreachable!("stage_result(Resolve, _) never reads a build report")
+        }
+    }
 }
 
 /// The fetch: the commit it resolved (recorded in `status` when it was just learnt), or the step
@@ -249,6 +551,7 @@ fn fetch_step(
     compile_job: &CompileJob,
     status: &mut StatusUpdate<CompileJobStatus>,
     observed: &Observed,
+    policy: &Policy,
 ) -> ControlFlow<Step, String> {
     if status.condition(ConditionType::Fetched) == Some(true)
         && let Some(commit) = status.resolved_commit.clone()
@@ -279,17 +582,33 @@ fn fetch_step(
         }
         Some(StageState::Finished(report)) => {
             match stage_result(CompileStage::Fetch, report.clone()) {
-                StageResult::Fetched { commit } => {
+                StageResult::Fetched {
+                    commit,
+                    reachable,
+                    reachable_from,
+                } => {
+                    let on = match (&reachable, &reachable_from) {
+                        (Some(false), _) => " (on no branch or tag)".to_string(),
+                        (_, Some(from)) => format!(" (on {from})"),
+                        _ => String::new(),
+                    };
                     status.set(
                         ConditionType::Fetched,
                         ConditionStatus::True,
                         Reason::Fetched,
-                        format!("resolved to {commit}"),
+                        format!("resolved to {commit}{on}"),
                     );
                     status.resolved_commit = Some(commit.clone());
+                    status.resolved_at = Some(status.now().clone());
+                    status.reachable = reachable;
+                    status.reachable_from = reachable_from;
+                    status.fetch_attempts = None;
+                    status.next_attempt_at = None;
                     ControlFlow::Continue(commit)
                 }
-                StageResult::Failed(failure) => ControlFlow::Break(fail(status.clone(), failure)),
+                StageResult::Failed(failure) => {
+                    ControlFlow::Break(fail(status.clone(), failure, source.is_name(), policy))
+                }
                 StageResult::Built { .. } => {
                     unreachable!("stage_result(Fetch, _) never reads a build report")
                 }
@@ -304,6 +623,7 @@ fn build_step(
     mut status: StatusUpdate<CompileJobStatus>,
     observed: &Observed,
     resolved_commit: String,
+    policy: &Policy,
 ) -> Step {
     let report = match &observed.build {
         None => return Step::Look(CompileStage::Build, Some(resolved_commit)),
@@ -360,7 +680,9 @@ fn build_step(
                 ..Outcome::idle()
             }))
         }
-        StageResult::Failed(failure) => fail(status, failure),
+        StageResult::Failed(failure) => {
+            fail(status, failure, compile_job.spec.source.is_name(), policy)
+        }
         StageResult::Fetched { .. } => {
             unreachable!("stage_result(Build, _) never reads a fetch report")
         }
@@ -376,16 +698,24 @@ fn started(status: StatusUpdate<CompileJobStatus>, reason: Reason, message: Stri
     }))
 }
 
-/// A stage failed: its condition and `Ready` say why, final until a retry.
-fn fail(mut status: StatusUpdate<CompileJobStatus>, failure: StageFailure) -> Step {
+/// A stage failed: its condition and `Ready` say why. A build failure is final until a retry (or, for
+/// a name, until it moves); a fetch failure is final only for invalid input, else it is tried again
+/// after a back-off.
+fn fail(
+    mut status: StatusUpdate<CompileJobStatus>,
+    failure: StageFailure,
+    is_name: bool,
+    policy: &Policy,
+) -> Step {
     let StageFailure {
         stage,
-        message,
+        mut message,
+        kind,
         log_tail,
         compile_time_ms,
     } = failure;
     let (condition, reason, outcome) = match stage {
-        CompileStage::Fetch => (
+        CompileStage::Fetch | CompileStage::Resolve => (
             ConditionType::Fetched,
             Reason::FetchFailed,
             CompileOutcome::FetchFailed,
@@ -396,8 +726,16 @@ fn fail(mut status: StatusUpdate<CompileJobStatus>, failure: StageFailure) -> St
             CompileOutcome::BuildFailed,
         ),
     };
+    let mut then = Then::AwaitChange;
     if stage == CompileStage::Build {
         status.compile_time_ms = compile_time_ms;
+    } else if !fetch_failure_is_final(kind.as_deref(), is_name) {
+        let failures = status.fetch_attempts.unwrap_or(0).saturating_add(1);
+        let delay = fetch_backoff(policy.fetch_retry, failures);
+        status.fetch_attempts = Some(failures);
+        status.next_attempt_at = status.now().0.checked_add(delay).ok().map(Time);
+        message = format!("{message} (trying again in {}s)", delay.as_secs());
+        then = Then::Requeue(delay);
     }
     status.build_log = log_tail;
     status.set(
@@ -418,6 +756,7 @@ fn fail(mut status: StatusUpdate<CompileJobStatus>, failure: StageFailure) -> St
         status: Some(status.into_inner()),
         note: Some(Note::Warning(reason, message)),
         finished: Some(outcome),
+        then,
         ..Outcome::idle()
     }))
 }
@@ -427,13 +766,15 @@ impl CompileJob {
     #[instrument(skip(self, ctx), fields(compile_job = %self.name_any()))]
     async fn reconcile(&self, ctx: &Context) -> Result<Action> {
         let mut observed = Observed::default();
+        let policy = Policy::from_config(&ctx.config.compiler);
         for _ in 0..MAX_LOOKS {
-            match next_step(self, &observed, Timestamp::now()) {
+            match next_step(self, &observed, Timestamp::now(), &policy) {
                 Step::Look(stage, resolved_commit) => {
                     let state = self.stage(ctx, stage, resolved_commit.as_deref()).await?;
                     match stage {
                         CompileStage::Fetch => observed.fetch = Some(state),
                         CompileStage::Build => observed.build = Some(state),
+                        CompileStage::Resolve => observed.resolve = Some(state),
                     }
                 }
                 Step::Write(outcome) => return self.write_outcome(ctx, *outcome).await,
@@ -474,9 +815,16 @@ impl CompileJob {
 
     async fn apply_effect(&self, ctx: &Context, effect: &Effect) -> Result<()> {
         match effect {
-            Effect::DeleteJobs => self.delete_jobs(ctx).await,
+            Effect::DeleteJobs => self.delete_jobs(ctx, &CompileStage::ALL).await,
+            Effect::DeleteJob(stage) => self.delete_jobs(ctx, &[*stage]).await,
             Effect::EnforceCacheBound { just_built } => {
                 self.enforce_cache_bound(ctx, just_built).await;
+                Ok(())
+            }
+            Effect::EvictModule { sha256 } => {
+                if let Some(mount) = &ctx.config.cache_mount_path {
+                    crate::cache::evict_module_file(mount, sha256);
+                }
                 Ok(())
             }
         }
@@ -501,6 +849,7 @@ impl CompileJob {
         else {
             let wanted = match (stage, resolved_commit) {
                 (CompileStage::Build, Some(commit)) => build_job(self, commit, &ctx.config)?,
+                (CompileStage::Resolve, _) => resolve_job(self, &ctx.config)?,
                 _ => fetch_job(self, &ctx.config)?,
             };
             match jobs.create(&PostParams::default(), &wanted).await {
@@ -552,13 +901,13 @@ impl CompileJob {
         })))
     }
 
-    /// Deletes both stages' Jobs (absent is fine): a retry starts over.
-    async fn delete_jobs(&self, ctx: &Context) -> Result<()> {
+    /// Deletes the stages' Jobs (absent is fine): a retry starts over.
+    async fn delete_jobs(&self, ctx: &Context, stages: &[CompileStage]) -> Result<()> {
         let namespace = self
             .namespace()
             .ok_or(Error::MissingMetadata("metadata.namespace"))?;
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-        for stage in [CompileStage::Fetch, CompileStage::Build] {
+        for &stage in stages {
             let name = compile_stage_job_name(&self.name_any(), stage);
             match jobs.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => {}
@@ -613,7 +962,7 @@ fn tail(log: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{BUILD_TARGET_WASIP1, CompileJobSpec, CompileSource};
+    use crate::crd::{BUILD_TARGET_WASIP1, CompileJobSpec, CompileSource, REBUILD_ANNOTATION};
 
     const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -622,16 +971,13 @@ mod tests {
     }
 
     fn compile_job(edit: impl FnOnce(&mut CompileJob)) -> CompileJob {
-        let mut compile_job = CompileJob::new(
-            "cj-1",
-            CompileJobSpec {
-                source: CompileSource {
-                    repo: "https://github.com/alice/echo".to_string(),
-                    commit: "main".to_string(),
-                    build_target: BUILD_TARGET_WASIP1.to_string(),
-                },
-            },
-        );
+        let source = CompileSource {
+            repo: "https://github.com/alice/echo".to_string(),
+            commit: "main".to_string(),
+            build_target: BUILD_TARGET_WASIP1.to_string(),
+        };
+        let mut compile_job =
+            CompileJob::new(&source.compile_job_name(), CompileJobSpec { source });
         compile_job.metadata.generation = Some(1);
         edit(&mut compile_job);
         compile_job
@@ -652,8 +998,9 @@ mod tests {
             match stage {
                 CompileStage::Fetch => observed.fetch = Some(state.clone()),
                 CompileStage::Build => observed.build = Some(state.clone()),
+                CompileStage::Resolve => observed.resolve = Some(state.clone()),
             }
-            if let Step::Write(outcome) = next_step(&job, &observed, now())
+            if let Step::Write(outcome) = next_step(&job, &observed, now(), &policy())
                 && let Some(status) = outcome.status
             {
                 job.status = Some(status);
@@ -670,8 +1017,20 @@ mod tests {
         serde_json::json!({"v": 1, "ok": true, "sha256": "ab".repeat(32), "sizeBytes": 100, "compileTimeMs": 900, "timeMs": 1000}).to_string()
     }
 
+    fn policy() -> Policy {
+        Policy {
+            name_ttl: Duration::from_secs(600),
+            fetch_retry: Duration::from_secs(30),
+        }
+    }
+
+    /// A failed report of kind `invalidRef` (final).
     fn failed(compile_time_ms: Option<u64>) -> String {
-        let mut report = serde_json::json!({"v": 1, "ok": false, "error": "no such commit", "logTail": "fatal: bad ref", "timeMs": 5});
+        failed_with("invalidRef", compile_time_ms)
+    }
+
+    fn failed_with(kind: &str, compile_time_ms: Option<u64>) -> String {
+        let mut report = serde_json::json!({"v": 1, "ok": false, "error": "no such commit", "errorKind": kind, "logTail": "fatal: bad ref", "timeMs": 5});
         if let Some(ms) = compile_time_ms {
             report["compileTimeMs"] = ms.into();
         }
@@ -764,6 +1123,7 @@ mod tests {
                 Observed {
                     fetch: Some(StageState::Finished(Ok(fetched()))),
                     build: Some(StageState::Running),
+                    resolve: None,
                 },
                 "Built=False/Building,Fetched=True/Fetched note=Building AwaitChange".to_string(),
             ),
@@ -804,13 +1164,13 @@ mod tests {
                 "Fetched=False/FetchFailed,Ready=False/FetchFailed warn=FetchFailed finished=fetch_failed AwaitChange".to_string(),
             ),
             (
-                "fetch Job ended without a report",
+                "fetch Job ended without a report: ours, tried again after a back-off",
                 after(&fetching),
                 Observed {
                     fetch: Some(StageState::Finished(Err("Job cj-1-fetch ended without a report".to_string()))),
                     ..Observed::default()
                 },
-                "Fetched=False/FetchFailed,Ready=False/FetchFailed warn=FetchFailed finished=fetch_failed AwaitChange".to_string(),
+                "Fetched=False/FetchFailed,Ready=False/FetchFailed warn=FetchFailed finished=fetch_failed Requeue(30s)".to_string(),
             ),
             (
                 "build failed",
@@ -833,7 +1193,7 @@ mod tests {
         ];
         let mut failures = Vec::new();
         for (name, job, observed, expected) in rows {
-            let got = summary(&next_step(&job, &observed, now()));
+            let got = summary(&next_step(&job, &observed, now(), &policy()));
             if got != expected {
                 failures.push(format!("{name}:\n  expected {expected}\n  got      {got}"));
             }
@@ -847,14 +1207,14 @@ mod tests {
             || after(&[(CompileStage::Fetch, StageState::Finished(Ok(failed(None))))]);
         let job = failed_fetch();
         assert_eq!(
-            summary(&next_step(&job, &Observed::default(), now())),
+            summary(&next_step(&job, &Observed::default(), now(), &policy())),
             "unchanged AwaitChange"
         );
         let mut retried = failed_fetch();
         retried
             .annotations_mut()
             .insert(RETRY_ANNOTATION.to_string(), "1".to_string());
-        let step = next_step(&retried, &Observed::default(), now());
+        let step = next_step(&retried, &Observed::default(), now(), &policy());
         assert_eq!(summary(&step), " note=Retrying DeleteJobs Requeue(1s)");
         let Step::Write(outcome) = step else {
             unreachable!()
@@ -865,7 +1225,7 @@ mod tests {
         // the fetch starts over instead of resetting again.
         retried.status = Some(fresh);
         assert_eq!(
-            summary(&next_step(&retried, &Observed::default(), now())),
+            summary(&next_step(&retried, &Observed::default(), now(), &policy())),
             "look Fetch None"
         );
         // A retry annotation on a CompileJob that did not fail changes nothing.
@@ -876,10 +1236,390 @@ mod tests {
         ready
             .annotations_mut()
             .insert(RETRY_ANNOTATION.to_string(), "2".to_string());
+        // (A ready name only waits for its re-resolve.)
         assert_eq!(
-            summary(&next_step(&ready, &Observed::default(), now())),
+            summary(&next_step(&ready, &Observed::default(), now(), &policy())),
+            "unchanged Requeue(600s)"
+        );
+    }
+
+    fn ready_job(commit: &str) -> CompileJob {
+        let mut job = after(&[
+            (CompileStage::Fetch, StageState::Finished(Ok(fetched()))),
+            (CompileStage::Build, StageState::Finished(Ok(built()))),
+        ]);
+        job.spec.source.commit = commit.to_string();
+        job.metadata.name = Some(job.spec.source.compile_job_name());
+        job
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        now()
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+            .unwrap()
+    }
+
+    fn resolved(commit: &str) -> Observed {
+        Observed {
+            resolve: Some(StageState::Finished(Ok(serde_json::json!({
+                "v": 1, "ok": true, "resolvedCommit": commit, "reachable": true,
+                "reachableFrom": "refs/heads/main", "timeMs": 5
+            })
+            .to_string()))),
+            ..Observed::default()
+        }
+    }
+
+    /// Applies a step's status, as the writer would.
+    fn apply(mut job: CompileJob, step: &Step) -> CompileJob {
+        if let Step::Write(outcome) = step
+            && let Some(status) = &outcome.status
+        {
+            job.status = Some(status.clone());
+        }
+        job
+    }
+
+    #[test]
+    fn a_name_is_re_resolved_after_its_ttl_and_rebuilt_only_when_it_moved() {
+        let job = ready_job("main");
+        let none = Observed::default();
+        let policy = policy();
+        assert_eq!(
+            summary(&next_step(&job, &none, at(599), &policy)),
+            "unchanged Requeue(1s)"
+        );
+        assert_eq!(
+            summary(&next_step(&job, &none, at(600), &policy)),
+            "look Resolve None"
+        );
+        let running = Observed {
+            resolve: Some(StageState::Running),
+            ..Observed::default()
+        };
+        assert_eq!(
+            summary(&next_step(&job, &running, at(600), &policy)),
             "unchanged AwaitChange"
         );
+
+        // Unmoved: the module stays, the clock restarts, the resolve Job goes.
+        let step = next_step(&job, &resolved(COMMIT), at(600), &policy);
+        assert_eq!(
+            summary(&step),
+            "Built=True/Built,Fetched=True/Fetched,Ready=True/ModuleReady DeleteJob(Resolve) Requeue(600s)"
+        );
+        let unmoved = apply(job.clone(), &step);
+        let status = unmoved.status.as_ref().unwrap();
+        assert_eq!(status.resolved_at, Some(Time(at(600))));
+        assert_eq!(
+            status.state(),
+            CompileState::Ready {
+                wasm_sha256: "ab".repeat(32)
+            }
+        );
+        assert_eq!(
+            summary(&next_step(&unmoved, &none, at(1199), &policy)),
+            "unchanged Requeue(1s)"
+        );
+
+        // Moved: everything starts over for the new commit.
+        let moved = "f".repeat(40);
+        let step = next_step(&job, &resolved(&moved), at(600), &policy);
+        assert_eq!(summary(&step), " note=NameMoved DeleteJobs Requeue(1s)");
+        let restarted = apply(job.clone(), &step);
+        assert_eq!(
+            restarted.status.as_ref().unwrap().state(),
+            CompileState::InProgress
+        );
+        assert_eq!(
+            summary(&next_step(&restarted, &none, at(601), &policy)),
+            "look Fetch None"
+        );
+
+        // A failed re-resolve keeps the module and tries again after a back-off.
+        let failed_resolve = Observed {
+            resolve: Some(StageState::Finished(Ok(failed_with("git", None)))),
+            ..Observed::default()
+        };
+        let step = next_step(&job, &failed_resolve, at(600), &policy);
+        assert_eq!(
+            summary(&step),
+            "Built=True/Built,Fetched=True/Fetched,Ready=True/ModuleReady warn=FetchFailed DeleteJob(Resolve) Requeue(30s)"
+        );
+        let retrying = apply(job.clone(), &step);
+        assert!(matches!(
+            retrying.status.as_ref().unwrap().state(),
+            CompileState::Ready { .. }
+        ));
+        assert_eq!(
+            summary(&next_step(&retrying, &none, at(629), &policy)),
+            "unchanged Requeue(1s)"
+        );
+        assert_eq!(
+            summary(&next_step(&retrying, &none, at(630), &policy)),
+            "look Resolve None"
+        );
+        // The second failure waits twice as long.
+        let step = next_step(&retrying, &failed_resolve, at(630), &policy);
+        assert!(
+            summary(&step).ends_with("Requeue(60s)"),
+            "{}",
+            summary(&step)
+        );
+
+        // A full SHA never moves; a TTL of zero turns re-resolving off.
+        let pinned = ready_job(COMMIT);
+        assert_eq!(
+            summary(&next_step(&pinned, &none, at(100_000), &policy)),
+            "unchanged AwaitChange"
+        );
+        let off = Policy {
+            name_ttl: Duration::ZERO,
+            ..policy
+        };
+        assert_eq!(
+            summary(&next_step(&job, &none, at(100_000), &off)),
+            "unchanged AwaitChange"
+        );
+    }
+
+    #[test]
+    fn a_name_whose_build_failed_is_re_resolved_so_a_pushed_fix_is_picked_up() {
+        let job = after(&[
+            (CompileStage::Fetch, StageState::Finished(Ok(fetched()))),
+            (
+                CompileStage::Build,
+                StageState::Finished(Ok(failed_with("compile", Some(700)))),
+            ),
+        ]);
+        let none = Observed::default();
+        assert_eq!(
+            summary(&next_step(&job, &none, at(10), &policy())),
+            "unchanged Requeue(590s)"
+        );
+        assert_eq!(
+            summary(&next_step(&job, &none, at(600), &policy())),
+            "look Resolve None"
+        );
+        let fix = "e".repeat(40);
+        assert_eq!(
+            summary(&next_step(&job, &resolved(&fix), at(600), &policy())),
+            " note=NameMoved DeleteJobs Requeue(1s)"
+        );
+    }
+
+    #[test]
+    fn fetch_failures_are_final_only_for_invalid_input() {
+        let rows = [
+            // (errorKind, a name?, final?)
+            (Some("invalidRepo"), true, true),
+            (Some("repoNotAllowed"), true, true),
+            (Some("invalidRef"), false, true),
+            (Some("invalidConfig"), true, true),
+            (Some("git"), false, false),
+            (Some("timeout"), false, false),
+            (Some("vendor"), false, false),
+            (None, false, false),
+            (Some("refNotFound"), true, false),
+            (Some("noManifest"), true, false),
+            (Some("refNotFound"), false, true),
+            (Some("noManifest"), false, true),
+            (Some("workspaceTooLarge"), false, true),
+        ];
+        for (kind, is_name, expected) in rows {
+            assert_eq!(
+                fetch_failure_is_final(kind, is_name),
+                expected,
+                "{kind:?} name={is_name}"
+            );
+        }
+        let base = Duration::from_secs(30);
+        let waits: Vec<u64> = (1..=9).map(|n| fetch_backoff(base, n).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(fetch_backoff(base, u32::MAX), MAX_FETCH_BACKOFF);
+    }
+
+    #[test]
+    fn a_retryable_fetch_failure_is_tried_again_with_a_growing_back_off() {
+        let missing_branch = || {
+            (
+                CompileStage::Fetch,
+                StageState::Finished(Ok(failed_with("refNotFound", None))),
+            )
+        };
+        let job = after(&[missing_branch()]);
+        let status = job.status.clone().unwrap();
+        assert_eq!(status.fetch_attempts, Some(1));
+        assert_eq!(status.next_attempt_at, Some(Time(at(30))));
+        assert!(matches!(status.state(), CompileState::Failed { .. }));
+        let none = Observed::default();
+        assert_eq!(
+            summary(&next_step(&job, &none, at(29), &policy())),
+            "unchanged Requeue(1s)"
+        );
+        let step = next_step(&job, &none, at(30), &policy());
+        assert_eq!(summary(&step), " note=Retrying DeleteJobs Requeue(1s)");
+        let mut again = apply(job, &step);
+        assert_eq!(again.status.as_ref().unwrap().fetch_attempts, Some(1));
+        assert_eq!(
+            summary(&next_step(&again, &none, at(31), &policy())),
+            "look Fetch None"
+        );
+        // The second failure in a row waits 60 s.
+        let step = next_step(
+            &again,
+            &Observed {
+                fetch: Some(StageState::Finished(Ok(failed_with("refNotFound", None)))),
+                ..Observed::default()
+            },
+            at(40),
+            &policy(),
+        );
+        again = apply(again, &step);
+        let status = again.status.unwrap();
+        assert_eq!(status.fetch_attempts, Some(2));
+        assert_eq!(status.next_attempt_at, Some(Time(at(100))));
+
+        // A SHA that does not exist stays failed.
+        let mut pinned = new_job();
+        pinned.spec.source.commit = COMMIT.to_string();
+        pinned.metadata.name = Some(pinned.spec.source.compile_job_name());
+        let step = next_step(
+            &pinned,
+            &Observed {
+                fetch: Some(StageState::Finished(Ok(failed_with("refNotFound", None)))),
+                ..Observed::default()
+            },
+            now(),
+            &policy(),
+        );
+        assert!(
+            summary(&step).ends_with("AwaitChange"),
+            "{}",
+            summary(&step)
+        );
+        let pinned = apply(pinned, &step);
+        assert_eq!(pinned.status.as_ref().unwrap().next_attempt_at, None);
+        assert_eq!(
+            summary(&next_step(&pinned, &none, at(100_000), &policy())),
+            "unchanged AwaitChange"
+        );
+    }
+
+    #[test]
+    fn a_compile_job_whose_name_is_not_its_specs_builds_nothing() {
+        let mut planted = new_job();
+        planted.metadata.name = Some(
+            CompileSource {
+                commit: "other".to_string(),
+                ..planted.spec.source.clone()
+            }
+            .compile_job_name(),
+        );
+        let step = next_step(&planted, &Observed::default(), now(), &policy());
+        assert_eq!(
+            summary(&step),
+            "Ready=False/NameMismatch warn=NameMismatch AwaitChange"
+        );
+        let refused = apply(planted, &step);
+        let status = refused.status.as_ref().unwrap();
+        assert!(
+            status
+                .message
+                .as_deref()
+                .unwrap()
+                .contains(&refused.spec.source.compile_job_name()),
+            "{:?}",
+            status.message
+        );
+        assert!(matches!(status.state(), CompileState::Failed { .. }));
+        // Refused once; neither a retry nor time changes that.
+        let mut retried = refused.clone();
+        retried
+            .annotations_mut()
+            .insert(RETRY_ANNOTATION.to_string(), "1".to_string());
+        assert_eq!(
+            summary(&next_step(
+                &retried,
+                &Observed::default(),
+                at(100_000),
+                &policy()
+            )),
+            "unchanged AwaitChange"
+        );
+    }
+
+    #[test]
+    fn a_module_found_damaged_is_evicted_and_built_again_once() {
+        let job = ready_job("main");
+        let sha = "ab".repeat(32);
+        let mut flagged = job.clone();
+        flagged
+            .annotations_mut()
+            .insert(REBUILD_ANNOTATION.to_string(), format!("{sha}/req-1"));
+        let step = next_step(&flagged, &Observed::default(), at(5), &policy());
+        assert_eq!(
+            summary(&step),
+            format!(
+                " warn=ModuleCorrupt EvictModule {{ sha256: \"{sha}\" }} DeleteJobs Requeue(1s)"
+            )
+        );
+        let rebuilding = apply(flagged, &step);
+        let status = rebuilding.status.as_ref().unwrap();
+        assert_eq!(status.state(), CompileState::InProgress);
+        assert_eq!(
+            status.rebuild_token.as_deref(),
+            Some(format!("{sha}/req-1").as_str())
+        );
+        // Rebuilt (the same module again): the same annotation is answered already.
+        let mut rebuilt = rebuilding.clone();
+        rebuilt.status = job.status.clone().map(|mut s| {
+            s.rebuild_token = status.rebuild_token.clone();
+            s
+        });
+        assert_eq!(
+            summary(&next_step(&rebuilt, &Observed::default(), at(6), &policy())),
+            "unchanged Requeue(594s)"
+        );
+        // An annotation about another module than the one held changes nothing.
+        let mut other = job.clone();
+        other.annotations_mut().insert(
+            REBUILD_ANNOTATION.to_string(),
+            format!("{}/req-2", "cd".repeat(32)),
+        );
+        assert_eq!(
+            summary(&next_step(&other, &Observed::default(), at(6), &policy())),
+            "unchanged Requeue(594s)"
+        );
+    }
+
+    #[test]
+    fn the_fetch_records_where_the_commit_was_found() {
+        let fetching = after(&[(CompileStage::Fetch, StageState::Running)]);
+        let report = serde_json::json!({
+            "v": 1, "ok": true, "resolvedCommit": COMMIT, "reachable": false, "timeMs": 5
+        });
+        let step = next_step(
+            &fetching,
+            &Observed {
+                fetch: Some(StageState::Finished(Ok(report.to_string()))),
+                build: Some(StageState::Running),
+                resolve: None,
+            },
+            now(),
+            &policy(),
+        );
+        let job = apply(fetching, &step);
+        let status = job.status.unwrap();
+        assert_eq!(status.reachable, Some(false));
+        assert_eq!(status.reachable_from, None);
+        assert_eq!(status.resolved_at, Some(Time(now())));
+        let fetched = status
+            .find_condition(ConditionType::Fetched)
+            .unwrap()
+            .message
+            .clone();
+        assert!(fetched.contains("on no branch or tag"), "{fetched}");
     }
 
     #[test]
@@ -889,6 +1629,7 @@ mod tests {
             StageResult::Failed(StageFailure {
                 stage: CompileStage::Build,
                 message: "no such commit".to_string(),
+                kind: Some("invalidRef".to_string()),
                 log_tail: Some("fatal: bad ref".to_string()),
                 compile_time_ms: Some(700),
             })
@@ -901,6 +1642,7 @@ mod tests {
             StageResult::Failed(StageFailure {
                 stage: CompileStage::Fetch,
                 message: "fetch failed without an error message".to_string(),
+                kind: None,
                 log_tail: None,
                 compile_time_ms: None,
             })

@@ -254,6 +254,14 @@ impl ExecutionRequest {
                 }
             }
         };
+        // Found by name only: someone with `create compilejobs` may have planted another source there.
+        if let Err(mismatch) = compile_job.serves(source) {
+            warn!(compile_job = %name, %mismatch, "CompileJob does not build the requested source");
+            return Ok(ModuleObservation::Mismatch {
+                name,
+                message: mismatch.to_string(),
+            });
+        }
         let status = compile_job.status.unwrap_or_default();
         debug!(compile_job = %name, state = ?status.state(), "module");
         Ok(ModuleObservation::CompileJob {

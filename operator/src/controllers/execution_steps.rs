@@ -80,6 +80,8 @@ pub(crate) enum ModuleObservation {
     },
     /// No CompileJob exists and none was created: too little time is left to compile.
     NotCompiled { name: String },
+    /// The CompileJob under the source's name builds something else (`CompileJob::serves`): never used.
+    Mismatch { name: String, message: String },
 }
 
 /// The executor pod of the current attempt.
@@ -435,23 +437,17 @@ fn run_step(
         }
         ModuleState::Failed {
             compile_job,
+            reason,
             message,
         } => {
             status.compile_job = Some(compile_job);
             status.set(
                 ConditionType::Compiled,
                 ConditionStatus::False,
-                Reason::CompileFailed,
+                reason.clone(),
                 message.clone(),
             );
-            finish(
-                execution,
-                status,
-                false,
-                Reason::CompileFailed,
-                message,
-                Vec::new(),
-            )
+            finish(execution, status, false, reason, message, Vec::new())
         }
         ModuleState::Ready {
             sha256,
@@ -491,6 +487,7 @@ enum ModuleState {
     },
     Failed {
         compile_job: String,
+        reason: Reason,
         message: String,
     },
     /// Not in the cache, and too little time is left to compile it: nothing was started.
@@ -508,6 +505,11 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
         ModuleObservation::NotCompiled { name } => ModuleState::TooLate {
             compile_job: name.clone(),
         },
+        ModuleObservation::Mismatch { name, message } => ModuleState::Failed {
+            compile_job: name.clone(),
+            reason: Reason::CompileJobMismatch,
+            message: format!("CompileJob {name} is not used: {message}"),
+        },
         ModuleObservation::CompileJob { name, status } => match status.state() {
             CompileState::Ready { wasm_sha256 } => ModuleState::Ready {
                 sha256: wasm_sha256,
@@ -517,6 +519,7 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
             },
             CompileState::Failed { message, .. } => ModuleState::Failed {
                 message: format!("CompileJob {name} failed: {message}"),
+                reason: Reason::CompileFailed,
                 compile_job: name.clone(),
             },
             CompileState::InProgress => {

@@ -46,8 +46,10 @@ fn default_build_target() -> String {
 }
 
 impl CompileSource {
-    /// The deterministic name of the CompileJob for this source: `cj-` + the first 16 hex characters of
-    /// sha256(repo NUL commit NUL target). Deterministic names make creation idempotent (409 = exists).
+    /// The deterministic name of the CompileJob for this source: `cj-` + the first 32 hex characters
+    /// (128 bits) of sha256(repo NUL commit NUL target). Deterministic names make creation idempotent
+    /// (409 = exists); 128 bits make a name nobody can aim another source at. 35 characters, so the
+    /// Jobs' names (`-fetch`, `-build`, `-resolve`) and their pods' (`-xxxxx`) stay within 63.
     pub fn compile_job_name(&self) -> String {
         let mut hasher = Sha256::new();
         for part in [&self.repo, &self.commit, &self.build_target] {
@@ -55,7 +57,62 @@ impl CompileSource {
             hasher.update([0u8]);
         }
         let digest = hasher.finalize();
-        format!("cj-{}", hex::encode(&digest[..8]))
+        format!("cj-{}", hex::encode(&digest[..16]))
+    }
+
+    /// Whether the branch or tag name `commit` is, rather than a full commit SHA: only a name can move,
+    /// so only a name is re-resolved.
+    pub fn is_name(&self) -> bool {
+        !(self.commit.len() == 40 && self.commit.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+}
+
+/// Why a CompileJob cannot stand for a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceMismatch {
+    /// Its name is not the one its own spec hashes to (made by hand, or planted).
+    Name { expected: String },
+    /// It builds another source than the one asked for.
+    Spec { found: Box<CompileSource> },
+}
+
+impl std::fmt::Display for SourceMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Name { expected } => write!(
+                f,
+                "its name does not match its spec: a CompileJob for this source must be named {expected}"
+            ),
+            Self::Spec { found } => write!(
+                f,
+                "it builds {}@{} ({}), not the requested source",
+                found.repo, found.commit, found.build_target
+            ),
+        }
+    }
+}
+
+impl CompileJob {
+    /// Whether this CompileJob's name is the one its spec hashes to: the compile controller builds
+    /// nothing else.
+    pub fn check_name(&self) -> Result<(), SourceMismatch> {
+        let expected = self.spec.source.compile_job_name();
+        if self.metadata.name.as_deref() == Some(expected.as_str()) {
+            Ok(())
+        } else {
+            Err(SourceMismatch::Name { expected })
+        }
+    }
+
+    /// Whether this CompileJob (found under `wanted`'s name) builds exactly `wanted`: an execution uses
+    /// it only then.
+    pub fn serves(&self, wanted: &CompileSource) -> Result<(), SourceMismatch> {
+        if self.spec.source != *wanted {
+            return Err(SourceMismatch::Spec {
+                found: Box::new(self.spec.source.clone()),
+            });
+        }
+        self.check_name()
     }
 }
 
@@ -95,6 +152,25 @@ pub struct CompileJobStatus {
     /// The full commit SHA the fetch resolved `spec.commit` to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_commit: Option<String>,
+    /// When `spec.commit` was last resolved to `resolvedCommit`; a branch or tag name is resolved
+    /// again once this is older than the operator's `--name-ttl-seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Time>,
+    /// Whether the fetch found `resolvedCommit` in the history of a branch or tag of the repository.
+    /// `false`: only another ref (e.g. `refs/pull/1/head`) holds it, so it is on no branch and
+    /// secrets sealed for any branch are not offered to it. Absent until fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// The branch or tag (a full ref, `refs/heads/…` or `refs/tags/…`) the fetch found
+    /// `resolvedCommit` on: the name itself for a name, one that contains the commit for a SHA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable_from: Option<String>,
+    /// Consecutive failed fetches (or re-resolves) that are tried again after a back-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_attempts: Option<u32>,
+    /// When the failed fetch (or re-resolve) is tried again; absent when a failure is final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wasm_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +189,10 @@ pub struct CompileJobStatus {
     /// value reruns a failed fetch and build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_token: Option<String>,
+    /// The `outlayer.dev/rebuild` annotation value this status answered (the module it named was
+    /// evicted and built again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_token: Option<String>,
 }
 
 impl HasConditions for CompileJobStatus {
@@ -129,13 +209,18 @@ impl HasConditions for CompileJobStatus {
 pub enum CompileStage {
     Fetch,
     Build,
+    /// Re-resolving a branch or tag name (network, like the fetch; no checkout).
+    Resolve,
 }
 
 impl CompileStage {
+    pub const ALL: [CompileStage; 3] = [Self::Fetch, Self::Build, Self::Resolve];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Fetch => "fetch",
             Self::Build => "build",
+            Self::Resolve => "resolve",
         }
     }
 }
@@ -177,6 +262,10 @@ impl CompileJobStatus {
                 stage: CompileStage::Build,
                 message: ready.message.clone(),
             },
+            ("False", Reason::NameMismatch, _) => CompileState::Failed {
+                stage: CompileStage::Fetch,
+                message: ready.message.clone(),
+            },
             _ => CompileState::InProgress,
         }
     }
@@ -184,6 +273,9 @@ impl CompileJobStatus {
 
 /// Set to a new value (e.g. a timestamp) to rerun a failed CompileJob.
 pub const RETRY_ANNOTATION: &str = "outlayer.dev/retry";
+/// `<sha256>/<token>`: the cached module `<sha256>` was found damaged (an executor's checksum check
+/// failed or it could not read it); the compile controller evicts it and builds again, once per token.
+pub const REBUILD_ANNOTATION: &str = "outlayer.dev/rebuild";
 /// When an execution last used the module (RFC 3339); LRU eviction orders by it.
 pub const LAST_USED_ANNOTATION: &str = "outlayer.dev/last-used";
 
@@ -259,7 +351,7 @@ mod tests {
     fn compile_job_names_are_deterministic_and_distinct() {
         let a = source("https://github.com/alice/echo", "main");
         assert_eq!(a.compile_job_name(), a.clone().compile_job_name());
-        assert_eq!(a.compile_job_name().len(), "cj-".len() + 16);
+        assert_eq!(a.compile_job_name().len(), "cj-".len() + 32);
         assert!(a.compile_job_name().starts_with("cj-"));
         let b = source("https://github.com/alice/echo", "dev");
         assert_ne!(a.compile_job_name(), b.compile_job_name());
@@ -268,5 +360,89 @@ mod tests {
             source("https://x/ab", "c").compile_job_name(),
             source("https://x/a", "bc").compile_job_name()
         );
+    }
+
+    #[test]
+    fn a_compile_job_serves_only_the_source_its_name_and_spec_say() {
+        let wanted = source("https://github.com/alice/echo", "main");
+        let named = |name: &str, spec: &CompileSource| {
+            CompileJob::new(
+                name,
+                CompileJobSpec {
+                    source: spec.clone(),
+                },
+            )
+        };
+        let other = source("https://github.com/mallory/echo", "main");
+        let rows: Vec<(&str, CompileJob, Result<(), &str>)> = vec![
+            (
+                "its own name and spec",
+                named(&wanted.compile_job_name(), &wanted),
+                Ok(()),
+            ),
+            (
+                "another source planted under the wanted name",
+                named(&wanted.compile_job_name(), &other),
+                Err("spec"),
+            ),
+            (
+                "another commit planted under the wanted name",
+                named(
+                    &wanted.compile_job_name(),
+                    &source("https://github.com/alice/echo", "evil"),
+                ),
+                Err("spec"),
+            ),
+            (
+                "another build target",
+                named(
+                    &wanted.compile_job_name(),
+                    &CompileSource {
+                        build_target: "wasm32-unknown-unknown".to_string(),
+                        ..wanted.clone()
+                    },
+                ),
+                Err("spec"),
+            ),
+            (
+                "the wanted spec under a hand-made name",
+                named("cj-precompiled", &wanted),
+                Err("name"),
+            ),
+        ];
+        for (what, job, expected) in rows {
+            let got = job.serves(&wanted).map_err(|e| match e {
+                SourceMismatch::Name { .. } => "name",
+                SourceMismatch::Spec { .. } => "spec",
+            });
+            assert_eq!(got, expected, "{what}");
+        }
+        assert_eq!(
+            named("cj-x", &wanted).check_name(),
+            Err(SourceMismatch::Name {
+                expected: wanted.compile_job_name()
+            })
+        );
+        assert!(
+            named(&other.compile_job_name(), &other)
+                .check_name()
+                .is_ok()
+        );
+        assert!(wanted.is_name());
+        assert!(!source("https://x/a", &"aB".repeat(20)).is_name());
+    }
+
+    #[test]
+    fn names_of_compile_jobs_and_their_jobs_fit_kubernetes_limits() {
+        let name = source(
+            &format!("https://github.com/{}/{}", "a".repeat(39), "b".repeat(100)),
+            &"x".repeat(256),
+        )
+        .compile_job_name();
+        assert_eq!(name.len(), 35);
+        for suffix in ["-fetch", "-build", "-resolve"] {
+            // The Job controller names pods `<job>-<5 random>`; the job name is also a label value.
+            assert!(name.len() + suffix.len() + 6 <= 63, "{suffix}");
+        }
     }
 }

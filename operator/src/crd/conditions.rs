@@ -76,6 +76,8 @@ pub enum Reason {
     CompileFailed,
     ModuleReady,
     NoTimeToCompile,
+    /// The CompileJob under the source's name builds another source (or is misnamed): never used.
+    CompileJobMismatch,
     // ExecutionRequest: executing.
     ExecutorStarted,
     Running,
@@ -120,6 +122,12 @@ pub enum Reason {
     Building,
     Built,
     BuildFailed,
+    /// The CompileJob's name is not the one its spec hashes to: nothing is built.
+    NameMismatch,
+    /// A re-resolved branch or tag points at another commit: fetched and built again.
+    NameMoved,
+    /// The cached module was found damaged: evicted and built again.
+    ModuleCorrupt,
     // Pricing.
     /// The spec cannot be applied as written.
     InvalidSpec,
@@ -137,6 +145,7 @@ impl Reason {
         Self::CompileFailed,
         Self::ModuleReady,
         Self::NoTimeToCompile,
+        Self::CompileJobMismatch,
         Self::ExecutorStarted,
         Self::Running,
         Self::Retrying,
@@ -168,6 +177,9 @@ impl Reason {
         Self::Building,
         Self::Built,
         Self::BuildFailed,
+        Self::NameMismatch,
+        Self::NameMoved,
+        Self::ModuleCorrupt,
         Self::InvalidSpec,
         Self::InSync,
         Self::Applied,
@@ -182,6 +194,7 @@ impl Reason {
             Self::CompileFailed => "CompileFailed",
             Self::ModuleReady => "ModuleReady",
             Self::NoTimeToCompile => "NoTimeToCompile",
+            Self::CompileJobMismatch => "CompileJobMismatch",
             Self::ExecutorStarted => "ExecutorStarted",
             Self::Running => "Running",
             Self::Retrying => "Retrying",
@@ -214,6 +227,9 @@ impl Reason {
             Self::Building => "Building",
             Self::Built => "Built",
             Self::BuildFailed => "BuildFailed",
+            Self::NameMismatch => "NameMismatch",
+            Self::NameMoved => "NameMoved",
+            Self::ModuleCorrupt => "ModuleCorrupt",
             Self::InvalidSpec => "InvalidSpec",
             Self::InSync => "InSync",
             Self::Applied => "Applied",

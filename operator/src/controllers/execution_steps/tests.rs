@@ -433,6 +433,18 @@ fn before_the_module_is_ready() {
             "phase=Failed warn=CompileFailed finished=failed/CompileFailed cleanup",
         ),
         (
+            "a CompileJob planted under the source's name is never used",
+            kubectl(),
+            module(
+                unbounded(),
+                ModuleObservation::Mismatch {
+                    name: "cj-1".to_string(),
+                    message: "it builds another source".to_string(),
+                },
+            ),
+            "phase=Failed warn=CompileJobMismatch finished=failed/CompileJobMismatch cleanup",
+        ),
+        (
             "compile failed, on chain: the contract hears about it",
             in_phase(on_chain(), Phase::Compiling),
             module(seconds_left(100), compile_failed()),
