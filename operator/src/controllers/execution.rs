@@ -86,8 +86,8 @@ impl ExecutionRequest {
                 observed.module = Some(self.module(ctx, may_compile).await?);
             }
             Look::Pod => observed.pod = Some(self.pod(ctx).await?),
-            Look::Secrets { sha256 } => {
-                observed.secrets = Some(self.prepare_secrets(ctx, &sha256).await?);
+            Look::Secrets { sha256, reachable } => {
+                observed.secrets = Some(self.prepare_secrets(ctx, &sha256, reachable).await?);
             }
             Look::StoredOutput { sha256, encoding } => {
                 observed.stored_output = Some(self.read_large_output(ctx, &sha256, encoding)?);

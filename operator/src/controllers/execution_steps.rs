@@ -170,6 +170,8 @@ pub(crate) enum Look {
     Secrets {
         /// The module the execution runs (access conditions may name it: `WasmHash`).
         sha256: String,
+        /// Whether its commit is on a branch or tag (a SHA that is not gets no any-branch secrets).
+        reachable: Option<bool>,
     },
     /// Read `results/<sha256>` from the cache mount.
     StoredOutput {
@@ -454,6 +456,7 @@ fn run_step(
             compile_job,
             resolved_commit,
             compile_time_ms,
+            reachable,
         } => {
             status.compile_job = compile_job;
             status.short_commit = resolved_commit
@@ -468,7 +471,11 @@ fn run_step(
                 Reason::ModuleReady,
                 format!("module {sha256} is in the cache"),
             );
-            execute_step(execution, status, observed, &sha256, time_left, config)
+            let module = ReadyModule {
+                sha256: &sha256,
+                reachable,
+            };
+            execute_step(execution, status, observed, module, time_left, config)
         }
     }
 }
@@ -480,6 +487,8 @@ enum ModuleState {
         compile_job: Option<String>,
         resolved_commit: Option<String>,
         compile_time_ms: Option<u64>,
+        /// Whether the commit is on a branch or tag of the repository (`None`: not known).
+        reachable: Option<bool>,
     },
     Compiling {
         compile_job: String,
@@ -501,6 +510,7 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
             compile_job: None,
             resolved_commit: None,
             compile_time_ms: None,
+            reachable: None,
         },
         ModuleObservation::NotCompiled { name } => ModuleState::TooLate {
             compile_job: name.clone(),
@@ -516,6 +526,7 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
                 compile_job: Some(name.clone()),
                 resolved_commit: status.resolved_commit.clone(),
                 compile_time_ms: status.compile_time_ms,
+                reachable: status.reachable,
             },
             CompileState::Failed { message, .. } => ModuleState::Failed {
                 message: format!("CompileJob {name} failed: {message}"),
@@ -540,11 +551,19 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
 }
 
 /// The module is ready: start the executor pod, or keep its result once it has one.
+/// The module an execution is about to run.
+#[derive(Clone, Copy)]
+struct ReadyModule<'a> {
+    sha256: &'a str,
+    /// Its commit is on a branch or tag of the repository (`None`: not known, or no repository).
+    reachable: Option<bool>,
+}
+
 fn execute_step(
     execution: &ExecutionRequest,
     mut status: StatusUpdate<ExecutionRequestStatus>,
     observed: &Observed,
-    sha256: &str,
+    module: ReadyModule<'_>,
     time_left: Option<Duration>,
     config: &OperatorConfig,
 ) -> Step {
@@ -575,7 +594,7 @@ fn execute_step(
                     Vec::new(),
                 );
             }
-            start_step(execution, status, observed, sha256, time_left, config)
+            start_step(execution, status, observed, module, time_left, config)
         }
         // Pod status changes wake this request (the controller owns its pods).
         PodObservation::Running => {
@@ -631,13 +650,15 @@ fn start_step(
     execution: &ExecutionRequest,
     mut status: StatusUpdate<ExecutionRequestStatus>,
     observed: &Observed,
-    sha256: &str,
+    module: ReadyModule<'_>,
     time_left: Option<Duration>,
     config: &OperatorConfig,
 ) -> Step {
+    let sha256 = module.sha256;
     let Some(secrets) = &observed.secrets else {
         return Step::Look(Look::Secrets {
             sha256: sha256.to_string(),
+            reachable: module.reachable,
         });
     };
     let env_secret = match secrets {

@@ -47,11 +47,13 @@ fn branch_of(commit: &str) -> Option<&str> {
 }
 
 impl ExecutionRequest {
-    /// `module_sha256`: the module the execution runs, for `WasmHash` conditions.
+    /// `module_sha256`: the module the execution runs, for `WasmHash` conditions; `reachable`: whether
+    /// its commit is on a branch or tag of the repository (the fetch Job's finding).
     pub(super) async fn prepare_secrets(
         &self,
         ctx: &Context,
         module_sha256: &str,
+        reachable: Option<bool>,
     ) -> Result<SecretsStep> {
         let Some(secrets_ref) = &self.spec.secrets_ref else {
             return Ok(SecretsStep::Ready(None));
@@ -89,6 +91,12 @@ impl ExecutionRequest {
                     .to_string(),
             });
         };
+        if let Some(refusal) = unreachable_commit(&source.repo, &source.commit, reachable) {
+            return Ok(SecretsStep::Denied {
+                reason: Reason::SecretsAccessDenied,
+                message: refusal,
+            });
+        }
         let scope = match Scope::new(
             &secrets_ref.account_id,
             &source.repo,
@@ -200,9 +208,37 @@ impl ExecutionRequest {
     }
 }
 
+/// Secrets stored for "no branch" are meant for the repository's own commits: a full SHA gets them
+/// only when the fetch Job found it on a branch or tag (a fork's or a pull request's commit is fetched
+/// by SHA all the same). Unknown counts as not reachable.
+fn unreachable_commit(repo: &str, commit: &str, reachable: Option<bool>) -> Option<String> {
+    let is_sha = branch_of(commit).is_none();
+    (is_sha && reachable != Some(true)).then(|| {
+        format!(
+            "commit {commit} is not on a branch or tag of {repo} (a fork's or a pull request's?): secrets stored for any branch are offered only to commits on one"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_branch_secrets_reach_only_commits_on_a_branch_or_tag() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(unreachable_commit("r", sha, Some(true)), None);
+        assert!(unreachable_commit("r", sha, Some(false)).is_some());
+        assert!(
+            unreachable_commit("r", sha, None).is_some(),
+            "unknown is not reachable"
+        );
+        assert_eq!(
+            unreachable_commit("r", "main", None),
+            None,
+            "a name is its branch"
+        );
+    }
 
     #[test]
     fn only_names_are_branches() {

@@ -481,7 +481,7 @@ fn starting_the_executor_pod() {
             "no pod: the secrets first",
             kubectl(),
             pod(unbounded(), PodObservation::Missing),
-            "look Secrets { sha256: \"ab12\" }",
+            "look Secrets { sha256: \"ab12\", reachable: None }",
         ),
         (
             "no pod, no time for the run on chain: the contract hears it at once",
@@ -493,7 +493,7 @@ fn starting_the_executor_pod() {
             "no pod, just enough time on chain",
             on_chain(),
             pod(seconds_left(15), PodObservation::Missing),
-            "look Secrets { sha256: \"ab12\" }",
+            "look Secrets { sha256: \"ab12\", reachable: None }",
         ),
         (
             "secrets ready: start the pod and mark the module used",
