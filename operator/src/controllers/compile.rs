@@ -240,12 +240,15 @@ impl Outcome {
 }
 
 /// The timing the compile controller's decisions follow (from the operator's flags).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Policy {
     /// A name is re-resolved this long after it last was; zero never.
     pub name_ttl: Duration,
     /// The first back-off of a failed fetch; it doubles per consecutive failure.
     pub fetch_retry: Duration,
+    /// Repositories the operator fetches from (`--allow-repo-prefix`): anything else is refused before
+    /// a Job is made.
+    pub allowed_repo_prefixes: Vec<String>,
 }
 
 impl Policy {
@@ -253,7 +256,16 @@ impl Policy {
         Self {
             name_ttl: config.name_ttl,
             fetch_retry: config.fetch_retry,
+            allowed_repo_prefixes: config.allowed_repo_prefixes.clone(),
         }
+    }
+
+    /// Why `repo` is not fetched (the compiler's own form check and allow-list), if it is not.
+    fn repo_refusal(&self, repo: &str) -> Option<String> {
+        outlayer_compiler::repo::AllowList::new(&self.allowed_repo_prefixes)
+            .and_then(|allow| outlayer_compiler::repo::validate_repo(repo, &allow))
+            .err()
+            .map(|error| error.to_string())
     }
 }
 
@@ -325,7 +337,10 @@ pub(crate) fn next_step(
     let mut status =
         StatusUpdate::new(original.clone(), compile_job.metadata.generation, Time(now));
     if let Err(mismatch) = compile_job.check_name() {
-        return refuse_misnamed(status, &mismatch.to_string());
+        return refuse(status, Reason::NameMismatch, &mismatch.to_string());
+    }
+    if let Some(refusal) = policy.repo_refusal(&compile_job.spec.source.repo) {
+        return refuse(status, Reason::SpecRefused, &refusal);
     }
     let ready = status.condition(ConditionType::Ready);
     let ready_reason = status
@@ -417,12 +432,13 @@ fn start_over(fresh: CompileJobStatus, mut before: Vec<Effect>, note: Note) -> S
     }))
 }
 
-/// A CompileJob whose name is not its spec's hash builds nothing: an execution looks CompileJobs up
-/// by name, so one planted under another source's name must never hold a module.
-fn refuse_misnamed(mut status: StatusUpdate<CompileJobStatus>, why: &str) -> Step {
+/// A CompileJob that must not be built builds nothing, and says why once: one whose name is not its
+/// spec's hash (an execution looks CompileJobs up by name, so one planted under another source's name
+/// must never hold a module), or one for a repository this operator does not fetch from.
+fn refuse(mut status: StatusUpdate<CompileJobStatus>, reason: Reason, why: &str) -> Step {
     let already = status
         .find_condition(ConditionType::Ready)
-        .is_some_and(|c| c.reason == Reason::NameMismatch.as_str());
+        .is_some_and(|c| c.reason == reason.as_str());
     if already {
         return Step::Write(Box::new(Outcome::idle()));
     }
@@ -432,12 +448,12 @@ fn refuse_misnamed(mut status: StatusUpdate<CompileJobStatus>, why: &str) -> Ste
     status.set(
         ConditionType::Ready,
         ConditionStatus::False,
-        Reason::NameMismatch,
+        reason.clone(),
         message.clone(),
     );
     Step::Write(Box::new(Outcome {
         status: Some(status.into_inner()),
-        note: Some(Note::Warning(Reason::NameMismatch, message)),
+        note: Some(Note::Warning(reason, message)),
         ..Outcome::idle()
     }))
 }
@@ -1021,7 +1037,21 @@ mod tests {
         Policy {
             name_ttl: Duration::from_secs(600),
             fetch_retry: Duration::from_secs(30),
+            allowed_repo_prefixes: vec!["https://github.com/".to_string()],
         }
+    }
+
+    #[test]
+    fn a_repository_outside_the_allow_list_makes_no_job() {
+        let job = compile_job(|job| {
+            job.spec.source.repo = "file:///etc".to_string();
+            job.metadata.name = Some(job.spec.source.compile_job_name());
+        });
+        let step = next_step(&job, &Observed::default(), now(), &policy());
+        assert_eq!(
+            summary(&step),
+            "Ready=False/SpecRefused warn=SpecRefused AwaitChange"
+        );
     }
 
     /// A failed report of kind `invalidRef` (final).
