@@ -24,6 +24,9 @@ pub struct Context {
     pub chain: Option<Arc<ChainClient>>,
     /// The chain's head height, refreshed at most every block time, for yield-deadline decisions.
     pub head: HeadCache,
+    /// The contract's limit caps (`get_max_limits`), refreshed at most every minute: kubectl requests
+    /// are held to them too.
+    pub max_limits: Mutex<Option<(crate::chain::ResourceLimits, Instant)>>,
     /// The sealing keys, once loaded (or created) from their Secret; `None` until then.
     keyring: RwLock<Option<Arc<Keyring>>>,
     /// The warm pool, while this replica leads and `--warm-pool` is set.
@@ -40,6 +43,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             head: HeadCache::new(config.on_chain.expected_block_time),
+            max_limits: Mutex::new(None),
             client,
             config,
             metrics: Arc::new(Metrics::new()),
@@ -142,6 +146,31 @@ pub enum Note {
 pub struct HeadCache {
     max_age: Duration,
     last: Mutex<Option<(u64, Instant)>>,
+}
+
+impl Context {
+    /// The contract's limit caps, from the cache when younger than a minute; `None` without a chain.
+    pub async fn max_limits(&self) -> Result<Option<crate::chain::ResourceLimits>, ChainError> {
+        let Some(chain) = &self.chain else {
+            return Ok(None);
+        };
+        let cached = self
+            .max_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some((caps, at)) = cached
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return Ok(Some(caps));
+        }
+        let caps = chain.get_max_limits().await?;
+        *self
+            .max_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((caps.clone(), Instant::now()));
+        Ok(Some(caps))
+    }
 }
 
 impl HeadCache {

@@ -903,3 +903,90 @@ async fn a_damaged_module_is_evicted_and_rebuilt_when_marked() {
     );
     operator.stop().await;
 }
+
+/// Jobs are trusted by owner, not by name: a fetch Job planted under a CompileJob's stage name (the
+/// operator's own Job, minus its owner reference) runs to a report that is never read. The CompileJob
+/// waits, counted as an untrusted Job, and is built by its own Job once the plant is gone.
+#[tokio::test]
+async fn a_job_planted_under_a_stage_name_is_never_read() {
+    let repos = repositories_dir();
+    let repo_path = echo_repository(repos.path());
+    let repo_url = format!("file://{}", repo_path.display());
+    let env = OperatorEnv::start().await;
+    let client = env.cluster.client();
+    let config = operator_config(repos.path());
+    let compile_jobs: Api<CompileJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
+    let source = CompileSource {
+        repo: repo_url,
+        commit: "main".to_string(),
+        build_target: "wasm32-wasip1".to_string(),
+    };
+    let name = source.compile_job_name();
+    let mut template = CompileJob::new(&name, CompileJobSpec { source });
+    template.metadata.namespace = Some(NAMESPACE.to_string());
+    template.metadata.uid = Some("00000000-0000-0000-0000-000000000000".to_string());
+    let mut planted = outlayer_operator::pods::compile::fetch_job(&template, &config).unwrap();
+    planted.metadata.owner_references = None;
+    let planted = jobs.create(&PostParams::default(), &planted).await.unwrap();
+    let planted_name = planted.metadata.name.clone().unwrap();
+
+    let ctx = test_context(client.clone(), config);
+    let operator = start_operator(ctx.clone());
+    compile_jobs
+        .create(
+            &PostParams::default(),
+            &CompileJob::new(&name, template.spec.clone()),
+        )
+        .await
+        .unwrap();
+    wait_for("the planted Job to run to its report", || async {
+        let status = jobs.get(&planted_name).await.ok()?.status?;
+        (status.succeeded.unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    let untrusted = || {
+        ctx.metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("outlayer_untrusted_objects_total{kind=\"Job\"} "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let seen = untrusted();
+    // A reconcile after the plant finished still refuses it (and so never read its report).
+    wait_for("another reconcile to refuse the planted Job", || async {
+        (untrusted() > seen).then_some(())
+    })
+    .await;
+    let status = compile_jobs
+        .get(&name)
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert_ne!(
+        condition_status(&status.conditions, "Fetched"),
+        Some(true),
+        "the planted Job's report was read: {status:?}"
+    );
+    jobs.delete(
+        &planted_name,
+        &kube::api::DeleteParams {
+            propagation_policy: Some(kube::api::PropagationPolicy::Background),
+            preconditions: Some(kube::api::Preconditions {
+                uid: planted.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    wait_for("the CompileJob to be built by its own Jobs", || async {
+        let status = compile_jobs.get(&name).await.ok()?.status?;
+        (condition_status(&status.conditions, "Ready") == Some(true)).then_some(())
+    })
+    .await;
+    operator.stop().await;
+}

@@ -197,6 +197,12 @@ impl ChainClient {
         .await
     }
 
+    /// The contract's caps on a request's limits.
+    pub async fn get_max_limits(&self) -> Result<outlayer_contract::ResourceLimits, ChainError> {
+        self.view_call(self.contract_id(), "get_max_limits", &json!({}))
+            .await
+    }
+
     pub async fn get_pricing(&self) -> Result<Pricing, ChainError> {
         self.view_call(self.contract_id(), "get_pricing", &json!({}))
             .await

@@ -879,6 +879,21 @@ impl CompileJob {
             // A retry deleted it; a new one is created once it is gone.
             return Ok(StageState::Running);
         }
+        // Trusted by owner, not by name: a Job planted under the stage's name would hand in a report.
+        let owner_uid = self
+            .metadata
+            .uid
+            .as_deref()
+            .ok_or(Error::MissingMetadata("metadata.uid"))?;
+        if !crate::pods::controlled_by(&job.metadata, owner_uid) {
+            ctx.metrics.untrusted_object("Job");
+            return Err(Error::Untrusted {
+                kind: "Job",
+                name,
+                why: "it has no controller reference to this CompileJob; its report is not read"
+                    .to_string(),
+            });
+        }
         let job_status = job.status.unwrap_or_default();
         let finished = job_status.succeeded.unwrap_or(0) > 0 || job_status.failed.unwrap_or(0) > 0;
         if !finished {
@@ -897,6 +912,8 @@ impl CompileJob {
         let report = listed
             .items
             .iter()
+            // Labels can be copied; the Job's controller reference cannot be earned.
+            .filter(|pod| crate::pods::controlled_by(&pod.metadata, &uid))
             .find_map(read_compiler_report::<serde_json::Value>)
             .map(|report| report.map(|value| value.to_string()));
         Ok(StageState::Finished(report.unwrap_or_else(|| {

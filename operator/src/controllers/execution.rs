@@ -94,6 +94,12 @@ impl ExecutionRequest {
             }
             Look::ChainHead => observed.head = Some(self.chain_head(ctx).await?),
             Look::RequestOnChain => observed.request = Some(self.request_on_chain(ctx).await?),
+            Look::Caps => {
+                observed.caps = Some(ctx.max_limits().await.map_err(|source| Error::Chain {
+                    what: "reading the contract's limit caps".to_string(),
+                    source,
+                })?);
+            }
             Look::SignedResolve => {
                 let signed = self.status.as_ref().and_then(|s| s.signed_resolve.as_ref());
                 observed.signed = Some(match signed {
@@ -194,6 +200,20 @@ impl ExecutionRequest {
                 create_owned(ctx, &pods, &built.pod, &uid, |_| true).await?;
             }
             Effect::MarkUsed { compile_job } => mark_used(ctx, &namespace, compile_job).await,
+            Effect::RebuildModule {
+                compile_job,
+                sha256,
+                token,
+            } => {
+                crate::cache::mark_module_damaged(
+                    &ctx.client,
+                    &namespace,
+                    compile_job,
+                    sha256,
+                    token,
+                )
+                .await?;
+            }
             Effect::DeleteEnvSecret => self.delete_env_secret(ctx).await?,
             Effect::DeleteChildren => self.delete_children(ctx).await?,
         }
@@ -297,6 +317,9 @@ impl ExecutionRequest {
                 PodObservation::Ended(ExecutorOutcome::PlatformFailure(format!(
                     "pod {pod_name} is not this execution's (no controller reference to its uid); it was ignored"
                 )))
+            }
+            Some(pod) if crate::cache::damaged_module(&pod) => {
+                PodObservation::DamagedModule(termination_message(&pod))
             }
             Some(pod) => match read_executor_outcome(&pod) {
                 None => PodObservation::Running,
@@ -424,6 +447,20 @@ impl ExecutionRequest {
         self.namespace()
             .ok_or(Error::MissingMetadata("metadata.namespace"))
     }
+}
+
+/// The executor container's termination message, shortened for a status message.
+fn termination_message(pod: &Pod) -> String {
+    let message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+        .next()
+        .unwrap_or_default();
+    message.trim().chars().take(200).collect()
 }
 
 /// Records on the CompileJob that its module was just used, for LRU eviction. An annotation, not status:

@@ -28,7 +28,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::value::RawValue;
 
 use super::secrets::SecretsStep;
-use crate::chain::{ChainError, ExecutionOutput, ExecutionResponse, ReportPlan, ResourceMetrics};
+use crate::chain::{
+    ChainError, ExecutionOutput, ExecutionResponse, ReportPlan, ResourceLimits, ResourceMetrics,
+};
 use crate::config::OperatorConfig;
 use crate::context::Note;
 use crate::crd::{
@@ -91,6 +93,9 @@ pub(crate) enum PodObservation {
     /// It exists and has not ended.
     Running,
     Ended(ExecutorOutcome),
+    /// It ended because the cached module file is damaged (unreadable, or not its checksum): the
+    /// cache's fault, neither the guest's nor this run's.
+    DamagedModule(String),
 }
 
 /// The chain's head, for a request that is reporting.
@@ -151,6 +156,8 @@ pub(crate) struct Observed {
     pub request: Option<RequestOnChain>,
     /// What the resolve recorded in `status.signedResolve` did: `None` inside when no node knows it.
     pub signed: Option<Option<Sent>>,
+    /// The contract's limit caps, for a new kubectl request: `None` inside without a chain client.
+    pub caps: Option<Option<ResourceLimits>>,
     pub sent: Option<Sent>,
 }
 
@@ -182,6 +189,8 @@ pub(crate) enum Look {
     RequestOnChain,
     /// Look up the resolve recorded in `status.signedResolve` by its hash.
     SignedResolve,
+    /// The contract's limit caps (a new kubectl request is held to them).
+    Caps,
     /// Send the resolve (and read the charge when it lands).
     Send(Box<ExecutionResponse>),
 }
@@ -197,6 +206,12 @@ pub(crate) enum Effect {
     },
     /// Records on the CompileJob that its module was just used (LRU eviction).
     MarkUsed { compile_job: String },
+    /// Asks the CompileJob to evict module `sha256` and build it again (`token`: once per finding).
+    RebuildModule {
+        compile_job: String,
+        sha256: String,
+        token: String,
+    },
     /// The pod has ended: its secrets go now, not with the request.
     DeleteEnvSecret,
     /// Pods, input and secrets of the request.
@@ -334,6 +349,39 @@ pub(crate) fn spec_refusal(
     None
 }
 
+/// Why a kubectl request's limits are more than the contract allows any request (on-chain requests
+/// were held to the caps by the contract itself).
+pub(crate) fn limits_refusal(
+    execution: &ExecutionRequest,
+    caps: &ResourceLimits,
+) -> Option<String> {
+    let limits = &execution.spec.limits;
+    let over = [
+        (
+            "maxInstructions",
+            limits.max_instructions,
+            caps.max_instructions,
+        ),
+        (
+            "maxMemoryMb",
+            u64::from(limits.max_memory_mb),
+            u64::from(caps.max_memory_mb),
+        ),
+        (
+            "maxExecutionSeconds",
+            limits.max_execution_seconds,
+            caps.max_execution_seconds,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, asked, cap)| asked > cap)
+    .map(|(name, asked, cap)| {
+        format!("spec.limits.{name} {asked} is over the contract's cap {cap}")
+    })
+    .collect::<Vec<_>>();
+    (!over.is_empty()).then(|| over.join("; "))
+}
+
 /// Pending, Compiling, Executing: get the module, run it, keep its result.
 fn run_step(
     execution: &ExecutionRequest,
@@ -345,6 +393,24 @@ fn run_step(
         return Step::Look(Look::YieldWindow);
     };
     let time_left = window.time_left();
+    if status.phase.is_none() && execution.spec.on_chain.is_none() {
+        let Some(caps) = &observed.caps else {
+            return Step::Look(Look::Caps);
+        };
+        if let Some(refusal) = caps
+            .as_ref()
+            .and_then(|caps| limits_refusal(execution, caps))
+        {
+            return finish(
+                execution,
+                status,
+                false,
+                Reason::SpecRefused,
+                refusal,
+                Vec::new(),
+            );
+        }
+    }
     if status.phase.is_none()
         && let Some(refusal) = spec_refusal(execution, config)
     {
@@ -520,6 +586,20 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
             reason: Reason::CompileJobMismatch,
             message: format!("CompileJob {name} is not used: {message}"),
         },
+        // A rebuild this request asked for (a damaged module) is not done until the CompileJob says
+        // it acted on this very finding and is Ready again.
+        ModuleObservation::CompileJob { name, status }
+            if execution
+                .status
+                .as_ref()
+                .and_then(|s| s.awaited_rebuild.as_ref())
+                .is_some_and(|awaited| status.rebuild_token.as_ref() != Some(awaited)) =>
+        {
+            ModuleState::Compiling {
+                message: format!("waiting for CompileJob {name} to rebuild the damaged module"),
+                compile_job: name.clone(),
+            }
+        }
         ModuleObservation::CompileJob { name, status } => match status.state() {
             CompileState::Ready { wasm_sha256 } => ModuleState::Ready {
                 sha256: wasm_sha256,
@@ -608,6 +688,58 @@ fn execute_step(
         }
         PodObservation::Ended(ExecutorOutcome::Finished(result)) => {
             result_step(execution, status, observed, result)
+        }
+        PodObservation::DamagedModule(reason)
+            if status.compile_job.is_some()
+                && retries < config.platform_retries
+                && time_left.is_none_or(run_fits) =>
+        {
+            // Every later request would fail on the same file: its CompileJob evicts and rebuilds
+            // it, and this request waits for that rebuild (the token names this finding), then runs
+            // in a fresh pod.
+            let compile_job = status.compile_job.clone().unwrap_or_default();
+            let sha256 = module.sha256;
+            let rebuild = format!("{sha256}/{pod_name}");
+            status.retries = Some(retries + 1);
+            status.pod_name = Some(executor_pod_name_for(&name, retries + 1));
+            status.phase = Some(Phase::Compiling);
+            status.awaited_rebuild = Some(rebuild);
+            let message = format!(
+                "module {sha256} in the cache is damaged ({reason}); CompileJob {compile_job} rebuilds it"
+            );
+            status.message = Some(message.clone());
+            status.set(
+                ConditionType::Compiled,
+                ConditionStatus::False,
+                Reason::ModuleCorrupt,
+                message.clone(),
+            );
+            Step::write(
+                Outcome::write(status, wait_for_change(time_left, config))
+                    .before(vec![Effect::RebuildModule {
+                        compile_job,
+                        sha256: sha256.to_string(),
+                        token: pod_name,
+                    }])
+                    .with_note(Note::Warning(Reason::ModuleCorrupt, message)),
+            )
+        }
+        PodObservation::DamagedModule(reason) => {
+            let reason = format!("the cached module is damaged: {reason}");
+            status.set(
+                ConditionType::Executed,
+                ConditionStatus::False,
+                Reason::ExecutorFailed,
+                reason.clone(),
+            );
+            finish(
+                execution,
+                status,
+                false,
+                Reason::ExecutorFailed,
+                reason,
+                vec![Effect::DeleteEnvSecret],
+            )
         }
         PodObservation::Ended(ExecutorOutcome::PlatformFailure(reason))
             if retries < config.platform_retries && time_left.is_none_or(run_fits) =>

@@ -205,6 +205,10 @@ pub struct ExecutionRequestStatus {
     /// The run's own outcome, kept while an on-chain request is `Reporting` it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RunOutcome>,
+    /// A rebuild of a damaged module this request waits for (`<sha256>/<token>`, the CompileJob's
+    /// `rebuildToken` once it acted on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaited_rebuild: Option<String>,
     /// The resolve transaction as signed, recorded before it is sent: after a crash the operator looks
     /// it up by hash to learn whether, and at what charge, the request was answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -88,6 +88,7 @@ fn window(window: YieldWindow) -> Observed {
     Observed {
         window: Some(window),
         request: Some(RequestOnChain::Pending),
+        caps: Some(None),
         ..Observed::default()
     }
 }
@@ -239,6 +240,7 @@ fn effect_name(effect: &Effect) -> &'static str {
     match effect {
         Effect::StartPod { .. } => "StartPod",
         Effect::MarkUsed { .. } => "MarkUsed",
+        Effect::RebuildModule { .. } => "RebuildModule",
         Effect::DeleteEnvSecret => "DeleteEnvSecret",
         Effect::DeleteChildren => "DeleteChildren",
     }
@@ -315,6 +317,7 @@ fn asks_again(look: &Look, observed: &Observed) -> bool {
         Look::ChainHead => observed.head.is_some(),
         Look::RequestOnChain => observed.request.is_some(),
         Look::SignedResolve => observed.signed.is_some(),
+        Look::Caps => observed.caps.is_some(),
         Look::Send(_) => observed.sent.is_some(),
     }
 }
@@ -1163,6 +1166,106 @@ fn specs_the_schema_cannot_judge_are_refused_before_anything_is_created() {
     local.spec.code = CodeRef::from_repo("file:///etc", "main");
     assert_eq!(
         summary(&step(&local, &unbounded())),
+        "phase=Failed warn=SpecRefused finished=failed/SpecRefused cleanup"
+    );
+}
+
+#[test]
+fn a_damaged_module_is_rebuilt_and_the_request_waits_for_that_rebuild() {
+    let running = with_status(in_phase(kubectl(), Phase::Executing), |s| {
+        s.compile_job = Some("cj-1".to_string());
+        s.pod_name = Some("req-1-run".to_string());
+    });
+    let damaged = with(module(unbounded(), cached()), |o| {
+        o.pod = Some(PodObservation::DamagedModule(
+            "has sha256 00, expected ab12".into(),
+        ));
+    });
+    let step = step(&running, &damaged);
+    assert_eq!(
+        summary(&step),
+        "phase=Compiling warn=ModuleCorrupt before=RebuildModule await"
+    );
+    let status = written(step).status.unwrap();
+    assert_eq!(status.awaited_rebuild.as_deref(), Some("ab12/req-1-run"));
+    assert_eq!(status.retries, Some(1));
+    // Until the CompileJob says it acted on this finding, the old Ready module is not used.
+    let waiting = with_status(in_phase(kubectl(), Phase::Compiling), |s| {
+        *s = status.clone();
+    });
+    assert_eq!(
+        summary(&super::next_step(
+            &waiting,
+            &module(unbounded(), cached()),
+            now(),
+            &config()
+        )),
+        "phase=Compiling await"
+    );
+    let rebuilt = match cached() {
+        ModuleObservation::CompileJob { name, mut status } => {
+            status.rebuild_token = Some("ab12/req-1-run".to_string());
+            ModuleObservation::CompileJob { name, status }
+        }
+        other => other,
+    };
+    assert_eq!(
+        summary(&super::next_step(
+            &waiting,
+            &module(unbounded(), rebuilt),
+            now(),
+            &config()
+        )),
+        "look Pod"
+    );
+    // By hash there is no CompileJob to rebuild: a platform failure that says why.
+    let by_hash = in_phase(kubectl(), Phase::Executing);
+    let step = super::next_step(
+        &by_hash,
+        &with(
+            module(unbounded(), ModuleObservation::ByHash("ab12".into())),
+            |o| {
+                o.pod = Some(PodObservation::DamagedModule("unreadable".into()));
+            },
+        ),
+        now(),
+        &config(),
+    );
+    assert_eq!(
+        summary(&step),
+        "phase=Failed warn=ExecutorFailed finished=failed/ExecutorFailed before=DeleteEnvSecret cleanup"
+    );
+}
+
+#[test]
+fn kubectl_limits_are_held_to_the_contracts_caps() {
+    let caps = ResourceLimits {
+        max_instructions: 500_000,
+        max_memory_mb: 16,
+        max_execution_seconds: 5,
+    };
+    let request = kubectl();
+    let refusal = limits_refusal(&request, &caps).unwrap();
+    assert_eq!(
+        refusal,
+        "spec.limits.maxInstructions 1000000 is over the contract's cap 500000; \
+         spec.limits.maxExecutionSeconds 10 is over the contract's cap 5"
+    );
+    let generous = ResourceLimits {
+        max_instructions: 1_000_000,
+        max_memory_mb: 16,
+        max_execution_seconds: 10,
+    };
+    assert_eq!(limits_refusal(&request, &generous), None);
+    assert_eq!(
+        summary(&step(&request, &with(unbounded(), |o| o.caps = None))),
+        "look Caps"
+    );
+    assert_eq!(
+        summary(&step(
+            &request,
+            &with(unbounded(), |o| o.caps = Some(Some(caps)))
+        )),
         "phase=Failed warn=SpecRefused finished=failed/SpecRefused cleanup"
     );
 }
