@@ -299,6 +299,73 @@ async fn sealed_secrets_reach_only_the_executions_allowed_to_see_them() {
         Some(Phase::Succeeded),
         "an old ciphertext opens after rotation: {done:?}"
     );
+
+    // Secrets stored for any branch reach only the repository's own commits: a commit that only a
+    // pull-request ref holds (a fork's code) is built and run, but gets no secrets.
+    let mirror = net.repos.path().join("outlayer").join("env-reader");
+    common::git(&mirror, &["checkout", "-q", "-b", "pr-1"]);
+    common::git(
+        &mirror,
+        &["commit", "-q", "--allow-empty", "-m", "from a fork"],
+    );
+    let forked = common::git(&mirror, &["rev-parse", "HEAD"]);
+    common::git(&mirror, &["update-ref", "refs/pull/1/head", &forked]);
+    common::git(&mirror, &["checkout", "-q", "main"]);
+    common::git(&mirror, &["branch", "-q", "-D", "pr-1"]);
+    let outcome = net
+        .request_code(
+            json!({"repo": ENV_READER, "commit": forked}),
+            "API_KEY",
+            secrets_ref("alice.localnet", "prod"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(returned(&outcome), Value::Null);
+    finished(&executions, "req-8").await;
+    let forked_run = executions.get("req-8").await.unwrap();
+    assert_eq!(failure_reason(&forked_run), "SecretsAccessDenied");
+    let message = forked_run.status.unwrap().message.unwrap();
+    assert!(message.contains("not on a branch or tag"), "{message}");
+
+    // WasmHash pins a secret to one build: another module is refused, this one admitted.
+    let module = done.wasm_sha256.clone().unwrap();
+    for (profile, sha256) in [("pinned-elsewhere", "ab".repeat(32)), ("pinned", module)] {
+        let pinned_scope = scope("alice.localnet", profile);
+        put(SealedSecret {
+            scope: pinned_scope.clone(),
+            access: AccessCondition::WasmHash { sha256 },
+            sealed: seal(&new_key, &pinned_scope, &plaintext).unwrap(),
+        })
+        .await;
+    }
+    let outcome = net
+        .request_code(
+            code.clone(),
+            "API_KEY",
+            secrets_ref("alice.localnet", "pinned-elsewhere"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(returned(&outcome), Value::Null);
+    finished(&executions, "req-9").await;
+    assert_eq!(
+        failure_reason(&executions.get("req-9").await.unwrap()),
+        "SecretsAccessDenied"
+    );
+    let outcome = net
+        .request_code(
+            code.clone(),
+            "API_KEY",
+            secrets_ref("alice.localnet", "pinned"),
+        )
+        .await
+        .unwrap();
+    let output: Value = serde_json::from_str(returned(&outcome).as_str().unwrap()).unwrap();
+    assert_eq!(
+        output["API_KEY"],
+        api_key.as_str(),
+        "the pinned module sees it"
+    );
     operator.stop().await;
 
     // Never leaked: the password was never printed by any guest, so it must appear nowhere; the API

@@ -126,6 +126,12 @@ async fn real_node_runs_hardened_containers_enforces_policies_and_leaves_nothing
     );
 
     drop(cluster);
+    // Held while looking, so another real node on this machine (another test binary) cannot be
+    // mistaken for this one's leftovers.
+    let _no_other_node = host::NodeLock::acquire(
+        &e2e_cluster::binaries::cache_root().expect("the e2e cache directory"),
+    )
+    .unwrap();
     // Nothing left: no bridge, no guard, no kube-proxy table, no container, no mount.
     let links = host::run("ip", &["-br", "link"]).unwrap();
     assert!(!links.contains(host::BRIDGE), "{links}");
