@@ -12,11 +12,16 @@ use common::{
 };
 use e2e_cluster::real_node::{self, GitMirror, NODE_IP};
 use e2e_cluster::{Cluster, ClusterOptions};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use outlayer_operator::config::{CompilerConfig, OperatorConfig};
-use outlayer_operator::crd::{CompileJob, ExecutionRequest, Phase};
+use outlayer_operator::crd::{
+    CodeRef, CompileJob, ExecutionRequest, ExecutionRequestSpec, Limits, Phase, ResponseFormat,
+};
+use outlayer_operator::pods::executor::{EXECUTION_LABEL, EXECUTOR_CONTAINER};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 /// The chart's sandbox policy (charts/outlayer-operator/templates/networkpolicies.yaml): no traffic in
 /// or out of pods running user code (build and executor pods carry the sandbox label).
@@ -173,6 +178,174 @@ async fn a_request_compiles_and_runs_in_real_containers_with_the_build_offline()
         log.contains("network unreachable from the build"),
         "the build should fail on the refused connection: {log}"
     );
+
+    operator.stop().await;
+}
+
+/// A WASI command that grows its memory by `pages` (64 KiB each) and writes one byte in every 4 KiB
+/// of it. A growth past `maxMemoryMb` is refused by the executor's limiter (a trap) before anything
+/// is allocated.
+fn memory_grower(pages: u32) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (local $at i32) (local $end i32)
+                (drop (memory.grow (i32.const {pages})))
+                (local.set $end (i32.mul (memory.size) (i32.const 65536)))
+                (loop $touch
+                    (i32.store8 (local.get $at) (i32.const 1))
+                    (local.set $at (i32.add (local.get $at) (i32.const 4096)))
+                    (br_if $touch (i32.lt_u (local.get $at) (local.get $end))))))"#
+    ))
+    .unwrap()
+}
+
+/// A WASI command with 1 MiB of linear memory that writes it to stdout `times` times: the executor
+/// holds stdout in its own (host) memory, which the guest's memory limit does not cover.
+fn output_flooder(times: u32) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 17)
+            (func (export "_start")
+                (local $written i32)
+                (i32.store (i32.const 0) (i32.const 64))
+                (i32.store (i32.const 4) (i32.const 1048576))
+                (loop $write
+                    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                    (local.set $written (i32.add (local.get $written) (i32.const 1)))
+                    (br_if $write (i32.lt_u (local.get $written) (i32.const {times}))))))"#
+    ))
+    .unwrap()
+}
+
+/// Publishes `wasm` as `<cache>/wasm/<sha256>.wasm` and returns the hash.
+fn publish_bytes(cache: &std::path::Path, wasm: &[u8]) -> String {
+    let sha256: String = Sha256::digest(wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(cache.join("wasm").join(format!("{sha256}.wasm")), wasm).unwrap();
+    sha256
+}
+
+fn by_hash(name: &str, sha256: &str, max_memory_mb: u32) -> ExecutionRequest {
+    ExecutionRequest::new(
+        name,
+        ExecutionRequestSpec {
+            code: CodeRef {
+                source: None,
+                wasm_sha256: Some(sha256.to_string()),
+            },
+            input: String::new(),
+            limits: Limits {
+                max_instructions: 100_000_000,
+                max_memory_mb,
+                max_execution_seconds: 10,
+            },
+            response_format: ResponseFormat::Text,
+            secrets_ref: None,
+            on_chain: None,
+        },
+    )
+}
+
+/// Memory limits hold at two levels. A guest growing its memory past `maxMemoryMb` is refused by the
+/// executor (a guest failure, the user's). An executor the kernel kills at the pod's memory limit
+/// (OOMKilled: here the guest floods stdout, which the executor buffers in its own memory, with an
+/// output limit configured far beyond what the pod's memory overhead covers) is a platform failure:
+/// re-run in fresh pods, then reported as `ExecutorFailed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_oom_kill_is_a_platform_failure_and_the_executor_limit_comes_first() {
+    let images = real_node::build_images(&target_dir().join("debug")).unwrap();
+    let mut cluster = Cluster::start_with(ClusterOptions::real_node())
+        .await
+        .unwrap();
+    cluster
+        .start_real_node(&images.only(&[&images.executor]))
+        .await
+        .unwrap();
+    cluster
+        .create_namespace(
+            NAMESPACE,
+            &[("pod-security.kubernetes.io/enforce", "restricted")],
+        )
+        .await
+        .unwrap();
+    install_crds(&cluster).await;
+    deny_build_network(&cluster).await;
+    let cache = tempfile::tempdir().unwrap();
+    for dir in ["wasm", "results"] {
+        std::fs::create_dir_all(cache.path().join(dir)).unwrap();
+    }
+    for path in [
+        cache.path().to_owned(),
+        cache.path().join("wasm"),
+        cache.path().join("results"),
+    ] {
+        std::os::unix::fs::chown(&path, Some(65532), Some(65532)).unwrap();
+    }
+    create_cache_volume(&cluster, cache.path()).await;
+    let grower = publish_bytes(cache.path(), &memory_grower(127 * 16));
+    let flooder = publish_bytes(cache.path(), &output_flooder(128));
+
+    let config = OperatorConfig {
+        executor_image: images.executor.clone(),
+        // 256 MiB of stdout accepted, while the pod's memory is the guest's limit + 64 MiB.
+        executor_max_output_bytes: 256 * 1024 * 1024,
+        ..OperatorConfig::default()
+    };
+    let retries = config.platform_retries;
+    let client = cluster.client();
+    let operator = start_operator(test_context(client.clone(), config));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+
+    // Past maxMemoryMb: the executor refuses the growth before the kernel has anything to do.
+    executions
+        .create(&post, &by_hash("over-limit", &grower, 64))
+        .await
+        .unwrap();
+    let status = finished(&executions, "over-limit").await;
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    assert_eq!(status.retries.unwrap_or(0), 0, "{status:#?}");
+    let text = format!("{status:?}");
+    assert!(text.contains("memory limit exceeded (64 MiB)"), "{text}");
+    assert!(text.contains("MemoryLimit"), "{text}");
+
+    // 128 MiB of output held by the executor in a pod limited to 16 + 64 MiB: the kernel kills it.
+    executions
+        .create(&post, &by_hash("oom", &flooder, 16))
+        .await
+        .unwrap();
+    let status = finished(&executions, "oom").await;
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    assert_eq!(status.retries, Some(retries), "{status:#?}");
+    let text = format!("{status:?}");
+    assert!(text.contains("ExecutorFailed"), "{text}");
+    assert!(text.contains("code 137 (OOMKilled)"), "{text}");
+    // Every attempt ran in a pod of its own, and the kernel killed each one (failed pods are kept).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let attempts = pods
+        .list(&ListParams::default().labels(&format!("{EXECUTION_LABEL}=oom")))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(attempts.len(), retries as usize + 1, "{attempts:#?}");
+    for pod in &attempts {
+        let terminated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.iter().find(|c| c.name == EXECUTOR_CONTAINER))
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .unwrap_or_else(|| panic!("{pod:#?}"));
+        assert_eq!(terminated.reason.as_deref(), Some("OOMKilled"), "{pod:#?}");
+        assert_eq!(terminated.exit_code, 137, "{pod:#?}");
+    }
 
     operator.stop().await;
 }

@@ -32,6 +32,9 @@ pub struct BenchEnv {
     _agent: Option<NodeAgent>,
     /// The executor image pods run: the node agent's mapped name, or the real node's built image.
     pub executor_image: String,
+    /// The compiler image fetch and build Jobs run, when the bench compiles (the node agent's mapped
+    /// name, or the real node's built image).
+    pub compiler_image: Option<String>,
     pub cluster: Cluster,
     pub cache: tempfile::TempDir,
 }
@@ -73,26 +76,33 @@ impl BenchEnv {
         Ok(Self {
             _agent: Some(agent),
             executor_image: EXECUTOR_IMAGE.to_string(),
+            compiler_image: compiler.map(|_| COMPILER_IMAGE.to_string()),
             cluster,
             cache,
         })
     }
 
     /// The same on a real node (kubelet, containerd, runc; needs root): images built from the
-    /// repository's Dockerfiles with the binaries in `bin_dir` (`e2e/real-node/images.sh`).
-    pub async fn start_real_node(bin_dir: &Path) -> anyhow::Result<Self> {
+    /// repository's Dockerfiles with the binaries in `bin_dir` (`e2e/real-node/images.sh`). With
+    /// `compiler`, the compiler image is imported too and the cache is writable by its uid (65532):
+    /// the build Job publishes `wasm/` and the kubelet creates each `workspaces/<CompileJob>` subPath
+    /// with the mode of the volume's root.
+    pub async fn start_real_node(bin_dir: &Path, compiler: bool) -> anyhow::Result<Self> {
         let cache = tempfile::tempdir().context("create the module cache directory")?;
         for dir in ["wasm", "results"] {
             std::fs::create_dir_all(cache.path().join(dir))
                 .with_context(|| format!("create <cache>/{dir}"))?;
         }
         // The executor runs as uid 65532 and writes large outputs here; the kubelet reads the rest.
-        for (dir, mode) in [("", 0o755), ("wasm", 0o755), ("results", 0o777)] {
-            std::fs::set_permissions(
-                cache.path().join(dir),
-                std::os::unix::fs::PermissionsExt::from_mode(mode),
-            )
-            .with_context(|| format!("chmod <cache>/{dir}"))?;
+        let root_mode = if compiler { 0o777 } else { 0o755 };
+        for (dir, mode) in [("", root_mode), ("wasm", 0o755), ("results", 0o777)] {
+            let path = cache.path().join(dir);
+            if compiler {
+                std::os::unix::fs::chown(&path, Some(65532), Some(65532))
+                    .with_context(|| format!("chown <cache>/{dir} to 65532"))?;
+            }
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .with_context(|| format!("chmod <cache>/{dir}"))?;
         }
         let bin_dir = bin_dir.to_path_buf();
         let images = tokio::task::spawn_blocking(move || real_node::build_images(&bin_dir))
@@ -102,13 +112,18 @@ impl BenchEnv {
             .await
             .context("start the local control plane")?;
         cluster
-            .start_real_node(&images.only(&[&images.executor]))
+            .start_real_node(&images.only(&if compiler {
+                vec![images.executor.as_str(), images.compiler.as_str()]
+            } else {
+                vec![images.executor.as_str()]
+            }))
             .await
             .context("start the real node (e2e/real-node/build.sh builds it)")?;
         prepare_namespace(&cluster, cache.path()).await?;
         Ok(Self {
             _agent: None,
             executor_image: images.executor.clone(),
+            compiler_image: compiler.then(|| images.compiler.clone()),
             cluster,
             cache,
         })
@@ -135,13 +150,39 @@ pub fn target_dir() -> PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
-/// A binary under the target directory, release build preferred; with the profile it came from.
-pub fn built_binary(name: &str) -> anyhow::Result<(PathBuf, &'static str)> {
-    for profile in ["release", "debug"] {
+/// The build profiles the benches take binaries from (`--binaries`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Binaries {
+    /// `release/` when the binary is there, else `debug/`.
+    Auto,
+    Release,
+    Debug,
+}
+
+impl Binaries {
+    /// The profile directories to look in, in order.
+    pub fn profiles(self) -> &'static [&'static str] {
+        match self {
+            Binaries::Auto => &["release", "debug"],
+            Binaries::Release => &["release"],
+            Binaries::Debug => &["debug"],
+        }
+    }
+}
+
+/// A binary under the target directory from `binaries`' profiles; with the profile it came from.
+pub fn built_binary(name: &str, binaries: Binaries) -> anyhow::Result<(PathBuf, &'static str)> {
+    for profile in binaries.profiles() {
         let path = target_dir().join(profile).join(name);
         if path.exists() {
             return Ok((path, profile));
         }
+    }
+    if binaries == Binaries::Release {
+        bail!(
+            "{name} is not in {}/release: run `cargo build --release -p {name}`",
+            target_dir().display()
+        );
     }
     bail!(
         "{name} is in neither {}/release nor {}/debug: run `cargo build -p {name}`",

@@ -55,6 +55,10 @@ struct Cli {
     /// `64=4`), after the same steps with it off: both in one run.
     #[arg(long)]
     warm_pool: Option<String>,
+    /// Where the executor (and the other binaries the images are built from) come from: `auto`
+    /// takes `target/release` when the binary is there, else `target/debug`.
+    #[arg(long, value_enum, default_value_t = env::Binaries::Auto)]
+    binaries: env::Binaries,
     /// Skip steps: any of latency, throughput, memory (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -115,8 +119,8 @@ async fn main() -> anyhow::Result<()> {
     let objects = cli.count(cli.objects, 10_000, 1_000);
     let bench_started = Instant::now();
 
-    let (executor, executor_profile) = env::built_binary("outlayer-executor")?;
-    let (operator, operator_profile) = env::built_binary("outlayer-operator")?;
+    let (executor, executor_profile) = env::built_binary("outlayer-executor", cli.binaries)?;
+    let (operator, operator_profile) = env::built_binary("outlayer-operator", cli.binaries)?;
     let guest = env::target_dir().join("wasm32-wasip1/release/example-echo.wasm");
     anyhow::ensure!(
         guest.exists(),
@@ -145,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
         let bin_dir = executor
             .parent()
             .context("the executor binary has no directory")?;
-        BenchEnv::start_real_node(bin_dir).await?
+        BenchEnv::start_real_node(bin_dir, false).await?
     } else {
         println!("[setup] starting the control plane and node agent");
         BenchEnv::start(&executor, None).await?

@@ -640,7 +640,14 @@ impl Cluster {
                 format!("--cert-dir={}", node_dir.join("kubelet-pki").display()),
                 format!("--hostname-override={node_name}"),
                 format!("--node-ip={}", real_node::NODE_IP),
-                "--v=1".into(),
+                // `OUTLAYER_E2E_KUBELET_VERBOSITY=3` logs PLEG events and status patches with times.
+                format!(
+                    "--v={}",
+                    std::env::var("OUTLAYER_E2E_KUBELET_VERBOSITY")
+                        .ok()
+                        .and_then(|v| v.parse::<u8>().ok())
+                        .unwrap_or(1)
+                ),
             ],
         )?;
 

@@ -43,6 +43,17 @@ struct Cli {
     /// The localnet's block time in ms (also the operator's expected block time).
     #[arg(long, default_value_t = 600)]
     block_time_ms: u64,
+    /// Run pods as containers on a real node (kubelet, containerd, runc; needs root) with the images
+    /// built from the Dockerfiles, instead of under the node agent: the fetch Job clones from a git
+    /// mirror on the node over the pod network, the build Job compiles in the compiler image. The
+    /// images are built from the directory of the executor binary, which must also hold the
+    /// compiler and operator.
+    #[arg(long)]
+    real_node: bool,
+    /// Where the executor (and the other binaries the images are built from) come from: `auto`
+    /// takes `target/release` when the binary is there, else `target/debug`.
+    #[arg(long, value_enum, default_value_t = env::Binaries::Auto)]
+    binaries: env::Binaries,
     /// Skip steps: latency, throughput (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -76,8 +87,8 @@ async fn main() -> anyhow::Result<()> {
     let block_time = Duration::from_millis(cli.block_time_ms);
     let bench_started = Instant::now();
 
-    let (executor, executor_profile) = env::built_binary("outlayer-executor")?;
-    let (compiler, compiler_profile) = env::built_binary("outlayer-compiler")?;
+    let (executor, executor_profile) = env::built_binary("outlayer-executor", cli.binaries)?;
+    let (compiler, compiler_profile) = env::built_binary("outlayer-compiler", cli.binaries)?;
     let contract = env::target_dir().join("near/outlayer_contract.wasm");
     anyhow::ensure!(
         contract.exists(),
@@ -98,8 +109,16 @@ async fn main() -> anyhow::Result<()> {
         cli.block_time_ms, cli.poll_interval_ms
     );
 
-    println!("[setup] starting the control plane, node agent and localnet");
-    let bench = ChainBench::start(block_time, &executor, &compiler, contract).await?;
+    println!(
+        "[setup] starting the control plane, {} and localnet",
+        if cli.real_node {
+            "a real node"
+        } else {
+            "node agent"
+        }
+    );
+    let bench =
+        ChainBench::start(block_time, &executor, &compiler, contract, cli.real_node).await?;
     let api: Api<ExecutionRequest> = Api::namespaced(bench.env.cluster.client(), NAMESPACE);
     let observer = timeline::Observer::start(api).await?;
     let poll = |ms: u64| Duration::from_millis(ms);

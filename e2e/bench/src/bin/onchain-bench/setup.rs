@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use e2e_bench::env::{BenchEnv, COMPILER_IMAGE, EXECUTOR_IMAGE, NAMESPACE, target_dir};
+use e2e_bench::env::{BenchEnv, COMPILER_IMAGE, NAMESPACE, target_dir};
+use e2e_cluster::real_node::GitMirror;
 use e2e_localnet::{InitCall, Localnet, LocalnetConfig};
 use kube::api::{Api, PostParams};
 use near_crypto::{KeyType, SecretKey};
@@ -48,6 +49,9 @@ pub struct ChainBench {
     repos: tempfile::TempDir,
     pub commit: String,
     pub block_time: Duration,
+    /// On a real node: the `git daemon` fetch Jobs clone from over the pod network (held for its
+    /// lifetime). Under the node agent the compiler reads the repositories as files instead.
+    mirror: Option<GitMirror>,
     /// One client for all of the user's calls: its clones share the user's nonce.
     pub user: ChainClient,
     /// Views and transaction look-ups only (no key).
@@ -55,17 +59,36 @@ pub struct ChainBench {
 }
 
 impl ChainBench {
+    /// `real_node`: pods run as containers on a real node with the images built from the
+    /// Dockerfiles and the binaries next to `executor` (which must hold the compiler and operator
+    /// too); otherwise under the node agent with `executor` and `compiler` mapped.
     pub async fn start(
         block_time: Duration,
         executor: &Path,
         compiler: &Path,
         contract_wasm: PathBuf,
+        real_node: bool,
     ) -> anyhow::Result<Self> {
         let repos = repositories_dir()?;
         let repo = repos.path().join("outlayer").join("echo");
         echo_main_branch(&repo)?;
         let commit = git(&repo, &["rev-parse", "main"])?;
-        let env = BenchEnv::start(executor, Some(compiler)).await?;
+        let (env, mirror) = if real_node {
+            let bin_dir = executor
+                .parent()
+                .context("the executor binary has no directory")?;
+            let env = BenchEnv::start_real_node(bin_dir, true).await?;
+            let log_dir = env
+                .cluster
+                .state_dir()
+                .context("the real node's cluster has no state directory")?
+                .to_path_buf();
+            let mirror = GitMirror::start(repos.path(), &log_dir)
+                .context("start the git mirror on the node")?;
+            (env, Some(mirror))
+        } else {
+            (BenchEnv::start(executor, Some(compiler)).await?, None)
+        };
         let config = LocalnetConfig::default()
             .with_block_time(block_time)
             .with_account(account(USER)?, 1000 * NEAR, secret(USER).public_key())
@@ -102,6 +125,7 @@ impl ChainBench {
             repos,
             commit,
             block_time,
+            mirror,
             user,
             viewer,
         })
@@ -110,6 +134,38 @@ impl ChainBench {
     /// The operator as deployed (default chain client settings and on-chain planning), with the
     /// bench's images, the git mirror, the localnet's block time and the poll interval under test.
     pub fn operator_config(&self, poll_interval: Duration) -> anyhow::Result<OperatorConfig> {
+        let compiler = match &self.mirror {
+            // The compiler image has its toolchain baked in; the node has 2 CPUs, so the build
+            // gets one (the default of 2 would leave nothing for anything else).
+            Some(mirror) => CompilerConfig {
+                image: self
+                    .env
+                    .compiler_image
+                    .clone()
+                    .context("the real node was started without the compiler image")?,
+                allowed_repo_prefixes: vec!["https://github.com/".to_string()],
+                git_mirrors: vec![format!("https://github.com/={}", mirror.url())],
+                cpu: "1".to_string(),
+                memory: "2Gi".to_string(),
+                ..CompilerConfig::default()
+            },
+            None => self.node_agent_compiler()?,
+        };
+        Ok(OperatorConfig {
+            executor_image: self.env.executor_image.clone(),
+            cache_mount_path: Some(self.env.cache.path().to_path_buf()),
+            compiler,
+            on_chain: OnChainConfig {
+                expected_block_time: self.block_time,
+                poll_interval,
+                ..OnChainConfig::default()
+            },
+            ..OperatorConfig::default()
+        })
+    }
+
+    /// The compiler under the node agent: the host's binary, toolchain and repositories.
+    fn node_agent_compiler(&self) -> anyhow::Result<CompilerConfig> {
         let rustup_home = match std::env::var("RUSTUP_HOME") {
             Ok(home) => home,
             Err(_) => format!(
@@ -117,35 +173,25 @@ impl ChainBench {
                 std::env::var("HOME").context("neither RUSTUP_HOME nor HOME is set")?
             ),
         };
-        Ok(OperatorConfig {
-            executor_image: EXECUTOR_IMAGE.to_string(),
-            cache_mount_path: Some(self.env.cache.path().to_path_buf()),
-            compiler: CompilerConfig {
-                image: COMPILER_IMAGE.to_string(),
-                allowed_repo_prefixes: vec!["https://github.com/".to_string()],
-                git_mirrors: vec![format!(
-                    "https://github.com/=file://{}/",
-                    self.repos.path().display()
-                )],
-                // The node agent starts containers with an empty environment; a real compiler
-                // image has its toolchain baked in, here it is the host's.
-                env: vec![
-                    (
-                        "PATH".to_string(),
-                        std::env::var("PATH").context("PATH is not set")?,
-                    ),
-                    ("OUTLAYER_GIT".to_string(), which("git")?),
-                    ("OUTLAYER_CARGO".to_string(), which("cargo")?),
-                    ("RUSTUP_HOME".to_string(), rustup_home),
-                ],
-                ..CompilerConfig::default()
-            },
-            on_chain: OnChainConfig {
-                expected_block_time: self.block_time,
-                poll_interval,
-                ..OnChainConfig::default()
-            },
-            ..OperatorConfig::default()
+        Ok(CompilerConfig {
+            image: COMPILER_IMAGE.to_string(),
+            allowed_repo_prefixes: vec!["https://github.com/".to_string()],
+            git_mirrors: vec![format!(
+                "https://github.com/=file://{}/",
+                self.repos.path().display()
+            )],
+            // The node agent starts containers with an empty environment; a real compiler
+            // image has its toolchain baked in, here it is the host's.
+            env: vec![
+                (
+                    "PATH".to_string(),
+                    std::env::var("PATH").context("PATH is not set")?,
+                ),
+                ("OUTLAYER_GIT".to_string(), which("git")?),
+                ("OUTLAYER_CARGO".to_string(), which("cargo")?),
+                ("RUSTUP_HOME".to_string(), rustup_home),
+            ],
+            ..CompilerConfig::default()
         })
     }
 
