@@ -947,6 +947,7 @@ mod tests {
     fn evidence() -> Evidence {
         Evidence {
             wasm_sha256: "a5".repeat(32),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".to_string()),
             toolchain: Some("rustc 1.95.0 (59807616e 2026-04-14)".to_string()),
             compiler: Some("outlayer-compiler 0.1.0".to_string()),
         }
@@ -976,7 +977,7 @@ mod tests {
         let without = serde_json::to_vec(&response(true, Some(text("HI"))))
             .unwrap()
             .len();
-        assert_eq!(with - without, 181, "added bytes");
+        assert_eq!(with - without, 233, "added bytes");
     }
 
     #[test]
@@ -1029,6 +1030,11 @@ mod tests {
             ..evidence()
         };
         assert!(empty.problem().is_some());
+        let short_commit = Evidence {
+            commit: Some("0123abc".to_string()),
+            ..evidence()
+        };
+        assert!(short_commit.problem().unwrap().contains("evidence.commit"));
     }
 
     #[test]

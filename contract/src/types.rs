@@ -192,12 +192,16 @@ pub struct ExecutionResponse {
 
 /// The evidence an answer carries: which module ran, built by what. With the request (code source,
 /// input, limits) on chain and the instructions in `resources_used`, anyone can rebuild the module
-/// from the commit and replay the run. About 150 bytes of JSON.
+/// from the commit and replay the run. About 230 bytes of JSON.
 #[near(serializers = [json])]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evidence {
     /// sha256 of the wasm module that ran (64 lower-case hex).
     pub wasm_sha256: String,
+    /// The commit the module was built from (40 lower-case hex): what a branch or tag name in the
+    /// request resolved to when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     /// The toolchain that built it: `rustc -vV`'s first line, e.g. `rustc 1.95.0 (59807616e 2026-04-14)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toolchain: Option<String>,
@@ -215,12 +219,20 @@ impl Evidence {
     /// Why the evidence is malformed, if it is: a 64-hex sha256 and short printable identity strings,
     /// so the event that repeats them stays small and readable.
     pub fn problem(&self) -> Option<String> {
-        let hex = self.wasm_sha256.len() == 64
-            && self
-                .wasm_sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex {
+        let hex = |text: &str, len: usize| {
+            text.len() == len
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if let Some(commit) = &self.commit
+            && !hex(commit, 40)
+        {
+            return Some(format!(
+                "evidence.commit must be 40 lower-case hex characters, got {commit:?}"
+            ));
+        }
+        if !hex(&self.wasm_sha256, 64) {
             return Some(format!(
                 "evidence.wasm_sha256 must be 64 lower-case hex characters, got {:?}",
                 self.wasm_sha256

@@ -1272,6 +1272,10 @@ pub(crate) fn execution_response(
 pub(crate) fn evidence(status: &ExecutionRequestStatus) -> Option<Evidence> {
     let evidence = Evidence {
         wasm_sha256: status.wasm_sha256.clone()?.to_ascii_lowercase(),
+        commit: status
+            .resolved_commit
+            .as_ref()
+            .map(|commit| commit.to_ascii_lowercase()),
         toolchain: status.toolchain.clone(),
         compiler: status.compiler.clone(),
     };
@@ -1279,6 +1283,7 @@ pub(crate) fn evidence(status: &ExecutionRequestStatus) -> Option<Evidence> {
         return Some(evidence);
     }
     let bare = Evidence {
+        commit: None,
         toolchain: None,
         compiler: None,
         ..evidence

@@ -1181,12 +1181,14 @@ fn the_response_carries_the_module_and_build_identity_as_evidence() {
         output: Some("{\"a\":1}".to_string()),
         instructions: Some(10),
         wasm_sha256: Some("AB".repeat(32)),
+        resolved_commit: Some("0123456789abcdef0123456789abcdef01234567".to_string()),
         toolchain: Some("rustc 1.95.0 (59807616e 2026-04-14)".to_string()),
         compiler: Some("outlayer-compiler 0.1.0".to_string()),
         ..ExecutionRequestStatus::default()
     };
     let expected = Evidence {
         wasm_sha256: "ab".repeat(32),
+        commit: status.resolved_commit.clone(),
         toolchain: status.toolchain.clone(),
         compiler: status.compiler.clone(),
     };
@@ -1204,6 +1206,7 @@ fn the_response_carries_the_module_and_build_identity_as_evidence() {
     assert_eq!(
         bare.evidence,
         Some(Evidence {
+            commit: None,
             toolchain: None,
             compiler: None,
             ..expected
