@@ -20,9 +20,10 @@ use sha2::{Digest, Sha256};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_outlayer-operator");
 
-/// Runs `verify --json` for the request made by `outcome`; returns the exit code, the report and
-/// the wall time.
-/// The localnet is served by this test's runtime: the command runs on the blocking pool.
+/// Runs `verify --json` for the request made by `outcome` (with `extra` arguments; the marker
+/// `--text` here means without `--json`, the lines as a JSON string); returns the exit code, the
+/// report and the wall time. The localnet is served by this test's runtime, so the command runs on
+/// the blocking pool.
 async fn verify_with(
     net: &ChainEnv,
     outcome: &TxOutcome,
@@ -36,7 +37,8 @@ async fn verify_with(
     let started = Instant::now();
     let mut command = Command::new(OPERATOR);
     command
-        .args(["verify", "--json", "--contract-id", "outlayer.localnet"])
+        .arg("verify")
+        .args(["--contract-id", "outlayer.localnet"])
         .args(["--sender", "alice.localnet"])
         .arg("--rpc-url")
         .arg(net.localnet.rpc_url())
@@ -49,8 +51,13 @@ async fn verify_with(
             net.repos.path().display()
         ))
         .arg("--cache-dir")
-        .arg(cache)
-        .args(extra);
+        .arg(cache);
+    let text = extra.iter().any(|a| a == "--text");
+    if text {
+        command.args(extra.iter().filter(|a| *a != "--text"));
+    } else {
+        command.arg("--json").args(extra);
+    }
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
@@ -58,6 +65,9 @@ async fn verify_with(
     let elapsed = started.elapsed();
     let code = output.status.code().unwrap_or(-1);
     let stdout = String::from_utf8_lossy(&output.stdout);
+    if text {
+        return (code, Value::String(stdout.into_owned()), elapsed);
+    }
     let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
             "verify printed no JSON ({e}); exit {code}; stdout {stdout}; stderr {}",
@@ -135,7 +145,7 @@ async fn honest_answers_verify_and_forged_ones_are_caught() {
     assert_eq!(evidence["compiler"], "outlayer-compiler 0.1.0");
     assert_eq!(status.toolchain.as_deref(), evidence["toolchain"].as_str());
 
-    let (code, report, cold) = verify(&net, &honest, cache.path()).await;
+    let (code, report, cold) = verify_with(&net, &honest, cache.path(), &[]).await;
     assert_eq!(code, 0, "{report}");
     for check in ["sourceToModule", "output", "instructions"] {
         assert_eq!(report[check]["verdict"], "match", "{check}: {report}");
@@ -152,6 +162,18 @@ async fn honest_answers_verify_and_forged_ones_are_caught() {
         build_seconds,
         cached.as_secs_f64()
     );
+    // The lines a person reads.
+    let (code, lines, _) = verify_with(&net, &honest, cache.path(), &["--text".to_string()]).await;
+    assert_eq!(code, 0, "{lines}");
+    let lines = lines.as_str().unwrap();
+    eprintln!("{lines}");
+    for line in [
+        "source → module: match (",
+        "output: match\n",
+        "instructions: match (",
+    ] {
+        assert!(lines.contains(line), "{line:?} in {lines}");
+    }
 
     // From here on, answers are sent by hand: the operator must not answer first.
     operator.stop().await;
