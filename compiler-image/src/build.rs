@@ -19,6 +19,7 @@ use crate::log::Log;
 use crate::module::validate_module;
 use crate::publish::{Published, publish, read_regular_file, sha256_hex, write_fresh};
 use crate::report::{BuildReport, Failure, FetchReport, REPORT_VERSION, encode};
+use crate::reproducible::{COMPILER_VERSION, toolchain_identity};
 use crate::runner::{self, Limits, describe_status};
 use crate::toolenv::Tools;
 use crate::workspace::Workspace;
@@ -62,6 +63,8 @@ pub struct Built {
     pub compile_time_ms: u64,
     pub resolved_commit: String,
     pub bin: String,
+    /// `rustc -vV`'s first line.
+    pub toolchain: String,
     /// Where the module went: `None` when staged for `publish`.
     pub published: Option<Published>,
 }
@@ -83,6 +86,8 @@ pub fn run_build(config: &BuildConfig, log: &Arc<Log>) -> (BuildReport, String) 
             report.size_bytes = Some(built.size_bytes);
             report.resolved_commit = Some(built.resolved_commit);
             report.bin = Some(built.bin);
+            report.toolchain = Some(built.toolchain);
+            report.compiler = Some(COMPILER_VERSION.to_string());
         }
         Err(error) => {
             tracing::warn!(error = %error, kind = error.kind(), "build failed");
@@ -121,10 +126,19 @@ pub fn build(
     );
 
     let (package, bin) = select_binary(config, &workspace, log, &limits)?;
+    let toolchain = toolchain(config, &workspace, log, &limits)?;
     log.step(&format!(
-        "building {package} (bin {bin}) at {resolved_commit} for {BUILD_TARGET}, offline"
+        "building {package} (bin {bin}) at {resolved_commit} for {BUILD_TARGET}, offline, with {toolchain}"
     ));
-    let mut command = config.tools.cargo(&workspace, true);
+    // This binary is cargo's RUSTC_WRAPPER: it adds the path remapping to every compilation.
+    let wrapper = std::env::current_exe().map_err(|e| {
+        Error::io(
+            "finding this program (the rustc wrapper)",
+            "/proc/self/exe",
+            e,
+        )
+    })?;
+    let mut command = config.tools.cargo_build(&workspace, &wrapper);
     command
         .current_dir(workspace.src())
         .args([
@@ -192,8 +206,30 @@ pub fn build(
         compile_time_ms: compile_time_ms.unwrap_or_default(),
         resolved_commit,
         bin,
+        toolchain,
         published,
     })
+}
+
+/// The toolchain's identity (`rustc -vV`), asked in the checkout so a `rust-toolchain.toml` there
+/// selects the same toolchain cargo will use.
+fn toolchain(
+    config: &BuildConfig,
+    workspace: &Workspace,
+    log: &Arc<Log>,
+    limits: &Limits,
+) -> Result<String> {
+    let mut command = config.tools.rustc(workspace);
+    command.current_dir(workspace.src()).arg("-vV");
+    let outcome = runner::run("rustc -vV", command, log, limits, true)?;
+    let text = String::from_utf8_lossy(&outcome.stdout);
+    match (outcome.status.success(), toolchain_identity(&text)) {
+        (true, Some(identity)) => Ok(identity),
+        _ => Err(Error::InvalidConfig(format!(
+            "rustc -vV did not name a toolchain ({}); the log has its output",
+            describe_status(&outcome.status)
+        ))),
+    }
 }
 
 /// The fetch's record is the only evidence that `src/` holds a complete checkout with its
@@ -382,6 +418,10 @@ pub fn run_publish(config: &PublishConfig, log: &Arc<Log>) -> (BuildReport, Stri
         let json = encode(&mut report);
         return (report, json);
     }
+    // The staged report was written where the build's code could write too: keep only a
+    // well-formed toolchain line, and state this step's own version (the same image).
+    report.toolchain = report.toolchain.as_deref().and_then(toolchain_identity);
+    report.compiler = Some(COMPILER_VERSION.to_string());
     match publish_staged(config, &report, log) {
         Ok((sha256, size)) => {
             report.sha256 = Some(sha256);

@@ -18,6 +18,7 @@ pub mod module;
 pub mod publish;
 pub mod repo;
 pub mod report;
+pub mod reproducible;
 pub mod runner;
 pub mod toolenv;
 pub mod workspace;

@@ -83,6 +83,13 @@ pub struct BuildReport {
     pub resolved_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin: Option<String>,
+    /// The toolchain that built the module: `rustc -vV`'s first line (`rustc 1.95.0 (59807616e
+    /// 2026-04-14)`). With `compiler`, the build identity a rebuild must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<String>,
+    /// The build driver's name and version (`outlayer-compiler 0.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiler: Option<String>,
     /// Wall time of the whole command.
     pub time_ms: u64,
     #[serde(flatten)]

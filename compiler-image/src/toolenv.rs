@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 
+use crate::reproducible;
 use crate::workspace::Workspace;
 
 /// Used when the pod has no PATH: where the official rust images and Debian keep the tools.
@@ -114,6 +115,36 @@ impl Tools {
             command.arg("-c").arg("protocol.git.allow=always");
         }
         command.arg("-C").arg(workspace.src());
+        command
+    }
+
+    /// The rustup home passed to children, when there is one.
+    pub fn rustup_home(&self) -> Option<&Path> {
+        self.passthrough
+            .iter()
+            .find(|(name, _)| *name == "RUSTUP_HOME")
+            .map(|(_, value)| Path::new(value))
+    }
+
+    /// `rustc` (the one [`reproducible::rustc_for`] picks for the cargo program) with the same
+    /// clean environment, to ask it for its version.
+    pub fn rustc(&self, workspace: &Workspace) -> Command {
+        self.base(
+            &reproducible::rustc_for(&self.cargo).to_string_lossy(),
+            workspace,
+        )
+    }
+
+    /// `cargo build`'s command: [`Tools::cargo`] offline, plus what makes the module independent
+    /// of where the workspace is (DESIGN §5, `reproducible`): this binary as `RUSTC_WRAPPER`
+    /// adding `--remap-path-prefix` to every compilation, and a fixed `SOURCE_DATE_EPOCH`.
+    pub fn cargo_build(&self, workspace: &Workspace, wrapper: &Path) -> Command {
+        let mut command = self.cargo(workspace, true);
+        let remap = reproducible::remappings(workspace.root(), self.rustup_home()).join("\n");
+        command
+            .env("RUSTC_WRAPPER", wrapper)
+            .env(reproducible::REMAP_ENV, remap)
+            .env("SOURCE_DATE_EPOCH", reproducible::SOURCE_DATE_EPOCH);
         command
     }
 

@@ -4,7 +4,7 @@
 use near_sdk::json_types::U128;
 use near_sdk::{AccountId, near};
 
-use crate::types::{PendingRequest, Pricing, ResourceLimits, ResourceMetrics};
+use crate::types::{Evidence, PendingRequest, Pricing, ResourceLimits, ResourceMetrics};
 
 #[near(serializers = [json])]
 #[derive(Clone, Debug)]
@@ -22,6 +22,10 @@ pub struct ExecutionCompletedData {
     pub resources_used: ResourceMetrics,
     pub payment_charged: U128,
     pub payment_refunded: U128,
+    /// The module and build identity the operator reported (absent on a timeout, or when the
+    /// operator sent none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
 }
 
 #[near(serializers = [json])]

@@ -11,7 +11,7 @@ use crate::events::{
 };
 use crate::pricing::{Settlement, estimate_cost};
 use crate::types::{
-    CodeSource, ExecutionOutput, ExecutionRequest, ExecutionResponse, ExecutionSource,
+    CodeSource, Evidence, ExecutionOutput, ExecutionRequest, ExecutionResponse, ExecutionSource,
     PendingRequest, RequestParams, ResourceLimits, ResourceMetrics, ResponseFormat,
     SecretsReference, SourceKind, public_error,
 };
@@ -223,6 +223,9 @@ impl Contract {
                  resolve it with the output omitted"
             ));
         }
+        if let Some(problem) = response.evidence.as_ref().and_then(Evidence::problem) {
+            env::panic_str(&format!("response for request {request_id}: {problem}"));
+        }
         let payload = serde_json::to_vec(&response)
             .unwrap_or_else(|e| env::panic_str(&format!("response cannot be serialized: {e}")));
         if payload.len() > MAX_YIELD_PAYLOAD_BYTES {
@@ -275,7 +278,7 @@ impl Contract {
             .remove(&request_id)
             .and_then(|json| serde_json::from_str::<ExecutionOutput>(&json).ok());
 
-        let (success, output, error, used, timed_out) = match response {
+        let (success, output, error, used, timed_out, evidence) = match response {
             Ok(response) => (
                 response.success,
                 response.output.or(stored_output),
@@ -284,6 +287,7 @@ impl Contract {
                     .map(|error| public_error(&error, request.include_stderr)),
                 response.resources_used,
                 false,
+                response.evidence,
             ),
             Err(_) => (
                 false,
@@ -291,6 +295,7 @@ impl Contract {
                 Some(TIMEOUT_ERROR.to_string()),
                 ResourceMetrics::default(),
                 true,
+                None,
             ),
         };
 
@@ -328,6 +333,7 @@ impl Contract {
             resources_used: used,
             payment_charged: U128(settlement.charged),
             payment_refunded: U128(settlement.refunded),
+            evidence,
         }])
         .emit();
 
@@ -545,6 +551,7 @@ mod tests {
                 time_ms: 10,
                 compile_time_ms: Some(100),
             },
+            evidence: None,
         }
     }
 
@@ -935,6 +942,99 @@ mod tests {
         let stats = contract.get_stats();
         assert_eq!((stats.successful, stats.pending), (1, 0));
         assert_eq!(stats.total_fees_collected, U128(cost));
+    }
+
+    fn evidence() -> Evidence {
+        Evidence {
+            wasm_sha256: "a5".repeat(32),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".to_string()),
+            toolchain: Some("rustc 1.95.0 (59807616e 2026-04-14)".to_string()),
+            compiler: Some("outlayer-compiler 0.1.0".to_string()),
+        }
+    }
+
+    #[test]
+    fn the_evidence_goes_into_execution_completed_and_fits_the_payload() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        let with_evidence = ExecutionResponse {
+            evidence: Some(evidence()),
+            ..response(true, Some(text("HI")))
+        };
+        as_operator(&request.data_id);
+        contract.resolve_execution(0, with_evidence.clone());
+        as_callback();
+        contract.on_execution_response(0, Ok(with_evidence.clone()));
+        let completed = event("execution_completed");
+        assert_eq!(completed["evidence"]["wasm_sha256"], "a5".repeat(32));
+        assert_eq!(
+            completed["evidence"]["toolchain"],
+            "rustc 1.95.0 (59807616e 2026-04-14)"
+        );
+        assert_eq!(completed["evidence"]["compiler"], "outlayer-compiler 0.1.0");
+        // What the evidence adds to the resume payload (the common case stays far below 1024).
+        let with = serde_json::to_vec(&with_evidence).unwrap().len();
+        let without = serde_json::to_vec(&response(true, Some(text("HI"))))
+            .unwrap()
+            .len();
+        assert_eq!(with - without, 233, "added bytes");
+    }
+
+    #[test]
+    fn a_response_without_evidence_is_still_accepted() {
+        // An operator from before the evidence: the event simply has none.
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        as_operator(&request.data_id);
+        contract.resolve_execution(0, response(true, Some(text("HI"))));
+        as_callback();
+        contract.on_execution_response(0, Ok(response(true, Some(text("HI")))));
+        assert_eq!(event("execution_completed")["success"], true);
+        assert!(event("execution_completed").get("evidence").is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "evidence.wasm_sha256 must be 64 lower-case hex characters")]
+    fn malformed_evidence_is_refused() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        as_operator(&request.data_id);
+        let bad = Evidence {
+            wasm_sha256: "A5".repeat(32),
+            ..evidence()
+        };
+        contract.resolve_execution(
+            0,
+            ExecutionResponse {
+                evidence: Some(bad),
+                ..response(true, Some(text("HI")))
+            },
+        );
+    }
+
+    #[test]
+    fn evidence_problems_name_the_field() {
+        assert_eq!(evidence().problem(), None);
+        let long = Evidence {
+            toolchain: Some("r".repeat(129)),
+            ..evidence()
+        };
+        assert!(long.problem().unwrap().contains("evidence.toolchain"));
+        let control = Evidence {
+            compiler: Some("outlayer\ncompiler".to_string()),
+            ..evidence()
+        };
+        assert!(control.problem().unwrap().contains("evidence.compiler"));
+        let empty = Evidence {
+            compiler: Some(String::new()),
+            ..evidence()
+        };
+        assert!(empty.problem().is_some());
+        let short_commit = Evidence {
+            commit: Some("0123abc".to_string()),
+            ..evidence()
+        };
+        assert!(short_commit.problem().unwrap().contains("evidence.commit"));
     }
 
     #[test]

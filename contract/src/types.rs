@@ -184,6 +184,76 @@ pub struct ExecutionResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub resources_used: ResourceMetrics,
+    /// What a verifier needs to rebuild and replay the run (`outlayer-operator verify`): the module
+    /// and the build identity. Optional, so a response without it is still accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+/// The evidence an answer carries: which module ran, built by what. With the request (code source,
+/// input, limits) on chain and the instructions in `resources_used`, anyone can rebuild the module
+/// from the commit and replay the run. About 230 bytes of JSON.
+#[near(serializers = [json])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    /// sha256 of the wasm module that ran (64 lower-case hex).
+    pub wasm_sha256: String,
+    /// The commit the module was built from (40 lower-case hex): what a branch or tag name in the
+    /// request resolved to when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The toolchain that built it: `rustc -vV`'s first line, e.g. `rustc 1.95.0 (59807616e 2026-04-14)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<String>,
+    /// The build driver and its version, e.g. `outlayer-compiler 0.1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiler: Option<String>,
+}
+
+/// The longest `Evidence::toolchain` accepted.
+pub const MAX_TOOLCHAIN_BYTES: usize = 128;
+/// The longest `Evidence::compiler` accepted.
+pub const MAX_COMPILER_BYTES: usize = 64;
+
+impl Evidence {
+    /// Why the evidence is malformed, if it is: a 64-hex sha256 and short printable identity strings,
+    /// so the event that repeats them stays small and readable.
+    pub fn problem(&self) -> Option<String> {
+        let hex = |text: &str, len: usize| {
+            text.len() == len
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if let Some(commit) = &self.commit
+            && !hex(commit, 40)
+        {
+            return Some(format!(
+                "evidence.commit must be 40 lower-case hex characters, got {commit:?}"
+            ));
+        }
+        if !hex(&self.wasm_sha256, 64) {
+            return Some(format!(
+                "evidence.wasm_sha256 must be 64 lower-case hex characters, got {:?}",
+                self.wasm_sha256
+            ));
+        }
+        let printable = |text: &str| text.bytes().all(|b| (0x20..0x7f).contains(&b));
+        for (name, value, max) in [
+            ("toolchain", &self.toolchain, MAX_TOOLCHAIN_BYTES),
+            ("compiler", &self.compiler, MAX_COMPILER_BYTES),
+        ] {
+            if let Some(value) = value
+                && (value.is_empty() || value.len() > max || !printable(value))
+            {
+                return Some(format!(
+                    "evidence.{name} must be 1 to {max} printable ASCII characters, got {} bytes",
+                    value.len()
+                ));
+            }
+        }
+        None
+    }
 }
 
 /// The fees, in yoctoNEAR.

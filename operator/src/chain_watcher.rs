@@ -332,6 +332,7 @@ impl Watcher {
                 time_ms: 0,
                 compile_time_ms: None,
             },
+            evidence: None,
         };
         self.chain
             .report_execution(request_id, response)

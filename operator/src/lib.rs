@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pods;
 pub mod pool;
 pub mod sealing;
+pub mod verify;
 
 /// Everything the operator's library can fail with; each variant names what failed and with which input.
 #[derive(Debug, thiserror::Error)]

@@ -44,6 +44,10 @@ enum Command {
     Seal(outlayer_operator::sealing::cli::SealArgs),
     /// Print the operator's current sealing public key.
     Pubkey(outlayer_operator::sealing::cli::PubkeyArgs),
+    /// Check an answer from the chain alone: rebuild the module from the request's commit, compare
+    /// its sha256 with the answer's evidence and replay the request (exit 0 all match, 1 mismatch,
+    /// 2 could not check).
+    Verify(Box<outlayer_operator::verify::VerifyArgs>),
     /// Print the version and exit.
     Version,
 }
@@ -179,6 +183,14 @@ async fn main() -> ExitCode {
         }
         Command::Seal(args) => report(outlayer_operator::sealing::cli::run_seal(args).await),
         Command::Pubkey(args) => report(outlayer_operator::sealing::cli::run_pubkey(args).await),
+        Command::Verify(args) => match outlayer_operator::verify::run(*args).await {
+            Ok(code) => ExitCode::from(code),
+            Err(error) => {
+                // Nothing could be checked: the chain, the fetch or the build failed.
+                eprintln!("could not check: {error:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run(args) => {
             init_logging();
             match run(*args).await {

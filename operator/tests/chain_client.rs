@@ -171,6 +171,7 @@ fn text_response(text: &str) -> ExecutionResponse {
             time_ms: 3,
             compile_time_ms: None,
         },
+        evidence: None,
     }
 }
 

@@ -18,6 +18,7 @@ use outlayer_compiler::log::Log;
 use outlayer_compiler::module::DEFAULT_MAX_MODULE_BYTES;
 use outlayer_compiler::repo::{AllowList, DEFAULT_ALLOWED_PREFIX};
 use outlayer_compiler::report::{BuildReport, FetchReport, Report, encode, write_report};
+use outlayer_compiler::reproducible;
 use outlayer_compiler::toolenv::Tools;
 use outlayer_compiler::{BUILD_TARGET, Error};
 use tracing_subscriber::EnvFilter;
@@ -164,6 +165,17 @@ struct BuildArgs {
 }
 
 fn main() -> ExitCode {
+    // Run by cargo as RUSTC_WRAPPER (see `outlayer_compiler::reproducible`): become rustc with
+    // the remapping added, before anything else (no logging, no argument parsing).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(mut rustc) =
+        reproducible::wrapped_rustc(&args, std::env::var_os(reproducible::REMAP_ENV).as_ref())
+    {
+        use std::os::unix::process::CommandExt;
+        let error = rustc.exec();
+        eprintln!("outlayer-compiler (rustc wrapper): cannot run rustc: {error}");
+        return ExitCode::from(1);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -393,6 +393,7 @@ mod tests {
                 time_ms: 2,
                 compile_time_ms: Some(3),
             },
+            evidence: None,
         }
     }
 

@@ -25,6 +25,6 @@ pub use signer::OperatorSigner;
 
 /// The contract's wire types, re-exported so callers need no second import path.
 pub use outlayer_contract::{
-    CodeSource, ExecutionOutput, ExecutionRequest as ContractRequest, ExecutionResponse,
+    CodeSource, Evidence, ExecutionOutput, ExecutionRequest as ContractRequest, ExecutionResponse,
     PendingRequest, Pricing, ResourceLimits, ResourceMetrics, ResponseFormat, SecretsReference,
 };

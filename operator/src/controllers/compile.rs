@@ -88,6 +88,9 @@ pub(crate) enum StageResult {
         sha256: String,
         size_bytes: Option<u64>,
         compile_time_ms: Option<u64>,
+        /// The build identity the report names (absent from compilers before it did).
+        toolchain: Option<String>,
+        compiler: Option<String>,
     },
     Failed(StageFailure),
 }
@@ -153,11 +156,15 @@ pub(crate) fn stage_result(stage: CompileStage, report: Result<String, String>) 
                 sha256: Some(sha256),
                 size_bytes,
                 compile_time_ms,
+                toolchain,
+                compiler,
                 ..
             }) => StageResult::Built {
                 sha256,
                 size_bytes,
                 compile_time_ms,
+                toolchain,
+                compiler,
             },
             Ok(report) => failed(
                 report
@@ -666,10 +673,14 @@ fn build_step(
             sha256,
             size_bytes,
             compile_time_ms,
+            toolchain,
+            compiler,
         } => {
             status.wasm_sha256 = Some(sha256.clone());
             status.size_bytes = size_bytes;
             status.compile_time_ms = compile_time_ms;
+            status.toolchain = toolchain;
+            status.compiler = compiler;
             status.last_used = Some(status.now().clone());
             status.observed_generation = status.generation();
             status.message = Some(format!("module {sha256} is in the cache"));
@@ -1048,6 +1059,32 @@ mod tests {
 
     fn built() -> String {
         serde_json::json!({"v": 1, "ok": true, "sha256": "ab".repeat(32), "sizeBytes": 100, "compileTimeMs": 900, "timeMs": 1000}).to_string()
+    }
+
+    #[test]
+    fn the_build_identity_of_the_report_lands_in_the_status() {
+        let report = serde_json::json!({"v": 1, "ok": true, "sha256": "ab".repeat(32), "sizeBytes": 100,
+            "compileTimeMs": 900, "toolchain": "rustc 1.95.0 (59807616e 2026-04-14)",
+            "compiler": "outlayer-compiler 0.1.0", "timeMs": 1000});
+        let job = after(&[
+            (CompileStage::Fetch, StageState::Finished(Ok(fetched()))),
+            (
+                CompileStage::Build,
+                StageState::Finished(Ok(report.to_string())),
+            ),
+        ]);
+        let status = job.status.unwrap();
+        assert_eq!(
+            status.toolchain.as_deref(),
+            Some("rustc 1.95.0 (59807616e 2026-04-14)")
+        );
+        assert_eq!(status.compiler.as_deref(), Some("outlayer-compiler 0.1.0"));
+        // A report from a compiler that did not name them: none.
+        let older = after(&[
+            (CompileStage::Fetch, StageState::Finished(Ok(fetched()))),
+            (CompileStage::Build, StageState::Finished(Ok(built()))),
+        ]);
+        assert_eq!(older.status.unwrap().toolchain, None);
     }
 
     fn policy() -> Policy {

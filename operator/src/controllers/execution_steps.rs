@@ -29,7 +29,8 @@ use serde_json::value::RawValue;
 
 use super::secrets::SecretsStep;
 use crate::chain::{
-    ChainError, ExecutionOutput, ExecutionResponse, ReportPlan, ResourceLimits, ResourceMetrics,
+    ChainError, Evidence, ExecutionOutput, ExecutionResponse, ReportPlan, ResourceLimits,
+    ResourceMetrics,
 };
 use crate::config::OperatorConfig;
 use crate::context::Note;
@@ -523,8 +524,12 @@ fn run_step(
             resolved_commit,
             compile_time_ms,
             reachable,
+            toolchain,
+            compiler,
         } => {
             status.compile_job = compile_job;
+            status.toolchain = toolchain;
+            status.compiler = compiler;
             status.short_commit = resolved_commit
                 .as_ref()
                 .map(|c| c.chars().take(12).collect());
@@ -555,6 +560,9 @@ enum ModuleState {
         compile_time_ms: Option<u64>,
         /// Whether the commit is on a branch or tag of the repository (`None`: not known).
         reachable: Option<bool>,
+        /// The build identity, from the CompileJob (`None` for a module named by hash).
+        toolchain: Option<String>,
+        compiler: Option<String>,
     },
     Compiling {
         compile_job: String,
@@ -577,6 +585,8 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
             resolved_commit: None,
             compile_time_ms: None,
             reachable: None,
+            toolchain: None,
+            compiler: None,
         },
         ModuleObservation::NotCompiled { name } => ModuleState::TooLate {
             compile_job: name.clone(),
@@ -607,6 +617,8 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
                 resolved_commit: status.resolved_commit.clone(),
                 compile_time_ms: status.compile_time_ms,
                 reachable: status.reachable,
+                toolchain: status.toolchain.clone(),
+                compiler: status.compiler.clone(),
             },
             CompileState::Failed { message, .. } => ModuleState::Failed {
                 message: format!("CompileJob {name} failed: {message}"),
@@ -1324,11 +1336,13 @@ pub(crate) fn execution_response(
             None
         },
     };
+    let evidence = evidence(status);
     let failure = |error: String| ExecutionResponse {
         success: false,
         output: None,
         error: Some(outlayer_contract::public_error(&error, include_stderr)),
         resources_used: resources_used.clone(),
+        evidence: evidence.clone(),
     };
     if !outcome.success {
         return Ok(failure(outcome.message.clone()));
@@ -1372,6 +1386,7 @@ pub(crate) fn execution_response(
         output: Some(output),
         error: None,
         resources_used: resources_used.clone(),
+        evidence: evidence.clone(),
     };
     match ReportPlan::new(request_id, response.clone()) {
         Err(ChainError::OutputTooLarge { bytes, max, .. }) => Ok(failure(format!(
@@ -1379,6 +1394,32 @@ pub(crate) fn execution_response(
         ))),
         _ => Ok(response),
     }
+}
+
+/// The answer's evidence (DESIGN §10): the module that ran and the build identity its CompileJob
+/// reported. The identity comes from the build report only, never from configuration: a module built
+/// by a compiler that did not report it goes out without one (a verifier then rebuilds with its own
+/// toolchain and says so). Fields the contract would refuse are left out rather than sent.
+pub(crate) fn evidence(status: &ExecutionRequestStatus) -> Option<Evidence> {
+    let evidence = Evidence {
+        wasm_sha256: status.wasm_sha256.clone()?.to_ascii_lowercase(),
+        commit: status
+            .resolved_commit
+            .as_ref()
+            .map(|commit| commit.to_ascii_lowercase()),
+        toolchain: status.toolchain.clone(),
+        compiler: status.compiler.clone(),
+    };
+    if evidence.problem().is_none() {
+        return Some(evidence);
+    }
+    let bare = Evidence {
+        commit: None,
+        toolchain: None,
+        compiler: None,
+        ..evidence
+    };
+    bare.problem().is_none().then_some(bare)
 }
 
 /// Waits for a watch event, or for the yield deadline of an on-chain request (`time_left`), whichever

@@ -177,6 +177,12 @@ pub struct CompileJobStatus {
     pub size_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compile_time_ms: Option<u64>,
+    /// The toolchain that built the module (`rustc -vV`'s first line), from the build's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<String>,
+    /// The build driver's name and version (`outlayer-compiler 0.1.0`), from the build's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiler: Option<String>,
     /// When an execution last used the module: what LRU eviction orders by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<Time>,

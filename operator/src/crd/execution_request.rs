@@ -166,6 +166,13 @@ pub struct ExecutionRequestStatus {
     pub short_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wasm_sha256: Option<String>,
+    /// The toolchain that built the module (`rustc -vV`'s first line), from its CompileJob; reported
+    /// on chain with `wasmSha256` as the answer's evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<String>,
+    /// The build driver's name and version, from the CompileJob; part of the evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiler: Option<String>,
     /// stdout, bounded by the operator's status output limit (64 KiB by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,

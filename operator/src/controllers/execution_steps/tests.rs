@@ -106,6 +106,8 @@ fn compile_job(ready: Option<(bool, Reason)>, sha256: Option<&str>) -> ModuleObs
         wasm_sha256: sha256.map(str::to_string),
         resolved_commit: Some("0123456789abcdef0123456789abcdef01234567".to_string()),
         compile_time_ms: Some(1_500),
+        toolchain: Some("rustc 1.95.0 (59807616e 2026-04-14)".to_string()),
+        compiler: Some("outlayer-compiler 0.1.0".to_string()),
         ..CompileJobStatus::default()
     };
     if let Some((ready, reason)) = ready {
@@ -858,6 +860,12 @@ fn a_started_pod_records_the_module_and_attempt() {
     assert_eq!(status.wasm_sha256.as_deref(), Some("ab12"));
     assert_eq!(status.short_commit.as_deref(), Some("0123456789ab"));
     assert_eq!(status.compile_time_ms, Some(1_500));
+    // The build identity follows the module from its CompileJob (the answer's evidence).
+    assert_eq!(
+        status.toolchain.as_deref(),
+        Some("rustc 1.95.0 (59807616e 2026-04-14)")
+    );
+    assert_eq!(status.compiler.as_deref(), Some("outlayer-compiler 0.1.0"));
     assert_eq!(status.condition(ConditionType::Compiled), Some(true));
     assert_eq!(status.condition(ConditionType::Executed), Some(false));
     assert_eq!(status.pod_name.as_deref(), Some("req-1-run"));
@@ -1267,5 +1275,55 @@ fn kubectl_limits_are_held_to_the_contracts_caps() {
             &with(unbounded(), |o| o.caps = Some(Some(caps)))
         )),
         "phase=Failed warn=SpecRefused finished=failed/SpecRefused cleanup"
+    );
+}
+
+#[test]
+fn the_response_carries_the_module_and_build_identity_as_evidence() {
+    let status = ExecutionRequestStatus {
+        output: Some("{\"a\":1}".to_string()),
+        instructions: Some(10),
+        wasm_sha256: Some("AB".repeat(32)),
+        resolved_commit: Some("0123456789abcdef0123456789abcdef01234567".to_string()),
+        toolchain: Some("rustc 1.95.0 (59807616e 2026-04-14)".to_string()),
+        compiler: Some("outlayer-compiler 0.1.0".to_string()),
+        ..ExecutionRequestStatus::default()
+    };
+    let expected = Evidence {
+        wasm_sha256: "ab".repeat(32),
+        commit: status.resolved_commit.clone(),
+        toolchain: status.toolchain.clone(),
+        compiler: status.compiler.clone(),
+    };
+    let ok = response_of(ResponseFormat::Json, &status, true).unwrap();
+    assert_eq!(ok.evidence.as_ref(), Some(&expected));
+    // A failed run names its module too (a verifier can replay the failure).
+    let failed = response_of(ResponseFormat::Json, &status, false).unwrap();
+    assert_eq!(failed.evidence.as_ref(), Some(&expected));
+    // An identity the contract would refuse is dropped, the module hash kept.
+    let odd = ExecutionRequestStatus {
+        toolchain: Some("rustc\n1.95".to_string()),
+        ..status.clone()
+    };
+    let bare = response_of(ResponseFormat::Json, &odd, true).unwrap();
+    assert_eq!(
+        bare.evidence,
+        Some(Evidence {
+            commit: None,
+            toolchain: None,
+            compiler: None,
+            ..expected
+        })
+    );
+    // No module (it never compiled): no evidence.
+    let none = ExecutionRequestStatus {
+        wasm_sha256: None,
+        ..status
+    };
+    assert_eq!(
+        response_of(ResponseFormat::Json, &none, false)
+            .unwrap()
+            .evidence,
+        None
     );
 }
