@@ -160,6 +160,53 @@ struct KeySlot {
     nonce: tokio::sync::Mutex<NonceTracker>,
     /// Transactions of this key between signing and their outcome.
     in_flight: AtomicUsize,
+    /// Nonces signed but not yet handed to the node, which hands them over in order.
+    order: HandOver,
+}
+
+/// The nonces of one key signed but not yet handed to a node: a transaction waits for its turn
+/// (no lower nonce outstanding) before it is sent.
+#[derive(Default)]
+struct HandOver {
+    outstanding: Mutex<std::collections::BTreeSet<u64>>,
+    changed: tokio::sync::Notify,
+}
+
+impl HandOver {
+    /// Registers `nonce` (call while the key's nonce lock is held, so registration follows nonce
+    /// order); the returned turn gives it up when dropped.
+    fn enter(&self, nonce: u64) -> Turn<'_> {
+        lock(&self.outstanding).insert(nonce);
+        Turn { order: self, nonce }
+    }
+}
+
+struct Turn<'a> {
+    order: &'a HandOver,
+    nonce: u64,
+}
+
+impl Turn<'_> {
+    /// Resolves once no lower nonce of the key is outstanding.
+    async fn wait(&self) {
+        loop {
+            let changed = self.order.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let first = lock(&self.order.outstanding).first().copied();
+            if first.is_none_or(|first| first >= self.nonce) {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        lock(&self.order.outstanding).remove(&self.nonce);
+        self.order.changed.notify_waiters();
+    }
 }
 
 /// Which of the operator's keys may sign a call.
@@ -263,6 +310,7 @@ impl ChainClient {
                         signer,
                         nonce: tokio::sync::Mutex::new(NonceTracker::default()),
                         in_flight: AtomicUsize::new(0),
+                        order: HandOver::default(),
                     })
                     .collect(),
                 next_key: AtomicUsize::new(0),
@@ -632,29 +680,32 @@ impl ChainClient {
         let signer = &slot.signer;
         let mut resigns = 0u32;
         loop {
-            // The key's nonce lock is held from taking a nonce until the node admitted (or refused)
-            // the transaction, so one key's transactions reach the node in nonce order: a lower
-            // nonce never arrives after a higher one was included (nearcore then refuses it).
-            let (tx, admitted) = {
+            // One key's transactions reach the node in nonce order: a transaction is handed over
+            // only once every lower nonce of its key was handed over (or given up), so a lower nonce
+            // never arrives after a higher one was included (nearcore then refuses it). Recording
+            // (`on_signed`) runs concurrently; only the hand-over is ordered.
+            let block_hash = self.recent_block_hash().await?;
+            let (nonce, turn) = {
                 let mut nonces = slot.nonce.lock().await;
                 let nonce = self.next_nonce(&mut nonces, signer).await?;
-                let block_hash = self.recent_block_hash().await?;
-                let tx = signer.sign(nonce, block_hash, receiver_id.clone(), actions.clone());
-                let tx_hash = tx.get_hash();
-                on_signed(tx_hash)
-                    .await
-                    .map_err(|reason| ChainError::NotRecorded {
-                        method: method.to_string(),
-                        tx_hash,
-                        reason,
-                    })?;
-                tracing::debug!(%tx_hash, method, receiver = %receiver_id, key = %signer.public_key(), nonce, "sending transaction");
-                let admitted = self.admit(&tx).await;
-                if let Admission::Refused(invalid) = &admitted {
-                    self.before_resign(&mut nonces, invalid, method, signer);
-                }
-                (tx, admitted)
+                (nonce, slot.order.enter(nonce))
             };
+            let tx = signer.sign(nonce, block_hash, receiver_id.clone(), actions.clone());
+            let tx_hash = tx.get_hash();
+            on_signed(tx_hash)
+                .await
+                .map_err(|reason| ChainError::NotRecorded {
+                    method: method.to_string(),
+                    tx_hash,
+                    reason,
+                })?;
+            turn.wait().await;
+            tracing::debug!(%tx_hash, method, receiver = %receiver_id, key = %signer.public_key(), nonce, "sending transaction");
+            let admitted = self.admit(&tx).await;
+            drop(turn);
+            if let Admission::Refused(invalid) = &admitted {
+                self.before_resign(&mut *slot.nonce.lock().await, invalid, method, signer);
+            }
             let invalid = match admitted {
                 Admission::Refused(invalid) => invalid,
                 Admission::Admitted | Admission::Unsure => {
@@ -1063,6 +1114,32 @@ mod tests {
                 .key_count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn transactions_are_handed_over_in_nonce_order() {
+        let order = Arc::new(HandOver::default());
+        let first = order.enter(1);
+        let second = order.enter(2);
+        let waiter = {
+            let order = order.clone();
+            tokio::spawn(async move {
+                let third = order.enter(3);
+                third.wait().await;
+            })
+        };
+        first.wait().await; // the lowest never waits
+        tokio::task::yield_now().await;
+        // Whichever lower nonce is given up first, the third waits for both.
+        drop(second);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "nonce 1 is still outstanding");
+        drop(first);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(lock(&order.outstanding).is_empty());
     }
 
     #[test]
