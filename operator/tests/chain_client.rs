@@ -668,3 +668,81 @@ async fn a_dead_first_url_fails_over_and_keys_in_urls_never_show() {
     let error = touch(&stranded, &net.outlayer).await.unwrap_err();
     assert!(error.is_transient(), "{error}");
 }
+
+/// `outlayer-operator add-keys` (the binary): writes the new key file (old keys first, mode 0600, never
+/// over an existing file) and adds the keys on chain as function-call keys of the resolve methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_keys_writes_the_key_file_and_adds_restricted_keys() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let net = Net::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("key");
+    std::fs::write(&old, format!("{}\n", secret("operator.localnet"))).unwrap();
+    let new = dir.path().join("keys");
+    let run = |out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outlayer-operator"))
+            .args(["add-keys", "--rpc-url", &net.localnet.rpc_url()])
+            .args(["--contract-id", net.outlayer.as_str()])
+            .args(["--operator-account-id", "operator.localnet"])
+            .arg("--operator-key-file")
+            .arg(&old)
+            .args(["--count", "2", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let output = tokio::task::block_in_place(|| run(&new));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(&new).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&new).unwrap();
+    let keys = OperatorSigner::pool_from_secret_strings("operator.localnet", &text).unwrap();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(
+        keys[0].public_key(),
+        &secret("operator.localnet").public_key()
+    );
+    assert!(
+        !stdout.contains(&text.lines().nth(1).unwrap()[8..]),
+        "secret keys are never printed"
+    );
+
+    let client = net.operator();
+    for key in &keys[1..] {
+        assert!(stdout.contains(&key.public_key().to_string()), "{stdout}");
+        let view = client.view_access_key(key).await.unwrap();
+        match view.permission {
+            near_primitives::views::AccessKeyPermissionView::FunctionCall {
+                allowance,
+                receiver_id,
+                method_names,
+            } => {
+                assert_eq!(allowance, None);
+                assert_eq!(receiver_id, net.outlayer.as_str());
+                assert_eq!(
+                    method_names,
+                    ["resolve_execution", "submit_execution_output"]
+                );
+            }
+            other => panic!("expected a function-call key, got {other:?}"),
+        }
+    }
+
+    // An existing file is never overwritten (and nothing is added).
+    let again = tokio::task::block_in_place(|| run(&new));
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("creating --out"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&new).unwrap(), text);
+}
