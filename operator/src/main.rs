@@ -48,6 +48,11 @@ enum Command {
     /// its sha256 with the answer's evidence and replay the request (exit 0 all match, 1 mismatch,
     /// 2 could not check).
     Verify(Box<outlayer_operator::verify::VerifyArgs>),
+    /// Add function-call keys for the resolve pool to the operator's account (signed by the key
+    /// file's first key, which needs full access; each new key may call only the contract's
+    /// resolve_execution and submit_execution_output) and write a new key file: the old keys, then
+    /// the new ones. Mount it as the operator's key Secret.
+    AddKeys(AddKeysArgs),
     /// Print the version and exit.
     Version,
 }
@@ -78,13 +83,18 @@ struct RunArgs {
         help_heading = "Chain client"
     )]
     operator_account_id: Option<String>,
-    /// File holding the operator account's private key (`ed25519:…`), e.g. a mounted Secret.
+    /// File holding the operator account's private keys (`ed25519:…`, one per line), e.g. a
+    /// mounted Secret. The first signs every call; all sign resolves in parallel.
     #[arg(
         long,
         env = "OUTLAYER_OPERATOR_KEY_FILE",
         help_heading = "Chain client"
     )]
     operator_key_file: Option<PathBuf>,
+    /// How many of the key file's keys sign resolves in parallel (the first N; 0: all of them).
+    /// More keys than the file holds is an error at start.
+    #[arg(long, env = "OUTLAYER_SIGNING_KEYS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=256), help_heading = "Chain client")]
+    signing_keys: u32,
 
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
@@ -149,14 +159,24 @@ impl RunArgs {
             .operator_key_file
             .as_ref()
             .context("--rpc-url needs --operator-key-file (the operator account's private key)")?;
-        // The error names the file, never its content.
-        let key = std::fs::read_to_string(key_file)
-            .with_context(|| format!("reading --operator-key-file {}", key_file.display()))?;
-        let signer = OperatorSigner::from_secret_strings(account_id, &key)
-            .with_context(|| format!("the key in {}", key_file.display()))?;
+        let mut keys = read_key_file(account_id, key_file)?;
+        if self.signing_keys > 0 {
+            let wanted = self.signing_keys as usize;
+            anyhow::ensure!(
+                wanted <= keys.len(),
+                "--signing-keys {wanted}, but {} holds {} key(s) (add some with `outlayer-operator add-keys`)",
+                key_file.display(),
+                keys.len()
+            );
+            keys.truncate(wanted);
+        }
         let config = ChainConfig::new(self.rpc_urls.clone(), contract_id);
+        info!(
+            keys = keys.len(),
+            "signing resolves with a pool of access keys"
+        );
         Ok(Some(
-            ChainClient::new(config, Some(signer)).context("building the NEAR RPC client")?,
+            ChainClient::with_keys(config, keys).context("building the NEAR RPC client")?,
         ))
     }
 
@@ -172,6 +192,103 @@ impl RunArgs {
         )?;
         Ok(host.trim().to_string())
     }
+}
+
+/// The operator's keys from its key file; errors name the file (and line), never its content.
+fn read_key_file(
+    account_id: &str,
+    key_file: &std::path::Path,
+) -> anyhow::Result<Vec<OperatorSigner>> {
+    let text = std::fs::read_to_string(key_file)
+        .with_context(|| format!("reading --operator-key-file {}", key_file.display()))?;
+    OperatorSigner::pool_from_secret_strings(account_id, &text)
+        .with_context(|| format!("the keys in {}", key_file.display()))
+}
+
+#[derive(Args)]
+struct AddKeysArgs {
+    /// NEAR JSON-RPC endpoint (repeatable).
+    #[arg(
+        long = "rpc-url",
+        env = "OUTLAYER_RPC_URLS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        required = true
+    )]
+    rpc_urls: Vec<String>,
+    /// The OutLayer contract the new keys may call.
+    #[arg(long, env = "OUTLAYER_CONTRACT_ID")]
+    contract_id: String,
+    #[arg(long, env = "OUTLAYER_OPERATOR_ACCOUNT_ID")]
+    operator_account_id: String,
+    /// The current key file; its first key signs the AddKey transaction.
+    #[arg(long, env = "OUTLAYER_OPERATOR_KEY_FILE")]
+    operator_key_file: PathBuf,
+    /// How many keys to add.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    count: u32,
+    /// The new key file to write (created with mode 0600; an existing file is not overwritten).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+async fn add_keys(args: AddKeysArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let contract_id = args.contract_id.parse().with_context(|| {
+        format!(
+            "--contract-id {:?} is not a NEAR account id",
+            args.contract_id
+        )
+    })?;
+    let keys = read_key_file(&args.operator_account_id, &args.operator_key_file)?;
+    let new_keys: Vec<near_crypto::SecretKey> = (0..args.count)
+        .map(|_| near_crypto::SecretKey::from_random(near_crypto::KeyType::ED25519))
+        .collect();
+    // The file first: keys added on chain but never written down would be lost.
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.out)
+        .with_context(|| format!("creating --out {}", args.out.display()))?;
+    let old = std::fs::read_to_string(&args.operator_key_file)
+        .with_context(|| format!("reading {}", args.operator_key_file.display()))?;
+    let mut text = old.trim_end().to_string();
+    text.push('\n');
+    for key in &new_keys {
+        text.push_str(&key.to_string());
+        text.push('\n');
+    }
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.sync_all())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+
+    let client = ChainClient::with_keys(ChainConfig::new(args.rpc_urls, contract_id), keys)
+        .context("building the NEAR RPC client")?;
+    let public: Vec<_> = new_keys.iter().map(|key| key.public_key()).collect();
+    let outcome = client
+        .add_pool_keys(&public)
+        .await
+        .context("the AddKey transaction")?;
+    if let outlayer_operator::chain::CallStatus::Failure(message) = &outcome.status {
+        anyhow::bail!(
+            "the AddKey transaction {} failed: {message} ({} holds keys that were not added)",
+            outcome.tx_hash,
+            args.out.display()
+        );
+    }
+    println!(
+        "added {} key(s) in transaction {}",
+        public.len(),
+        outcome.tx_hash
+    );
+    for key in &public {
+        println!("  {key}");
+    }
+    println!("new key file: {}", args.out.display());
+    Ok(())
 }
 
 #[tokio::main]
@@ -191,6 +308,7 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::AddKeys(args) => report(add_keys(args).await),
         Command::Run(args) => {
             init_logging();
             match run(*args).await {

@@ -408,6 +408,139 @@ async fn a_stale_nonce_is_refreshed_and_the_call_succeeds() {
         jumped + 1,
         "re-signed with the nonce right after the chain's"
     );
+    assert_eq!(client.resigns(), 1, "one stale nonce, one re-sign");
+}
+
+/// Issue 16 item 5: the primary key adds function-call keys restricted to the resolve methods; a
+/// pool of them resolves many requests at once, spread over the keys, each key with its own nonce
+/// sequence — no re-signs, every request answered exactly once.
+#[tokio::test]
+async fn a_key_pool_resolves_in_parallel_without_nonce_collisions() {
+    const REQUESTS: usize = 24;
+    const ADDED: usize = 3;
+    let net = Net::start().await;
+    let primary = net.operator();
+    let added: Vec<SecretKey> = (0..ADDED)
+        .map(|i| secret(&format!("operator pool key {i}")))
+        .collect();
+    let public: Vec<_> = added.iter().map(SecretKey::public_key).collect();
+    let outcome = primary.add_pool_keys(&public).await.unwrap();
+    assert!(
+        matches!(outcome.status, CallStatus::Success(_)),
+        "{:?}",
+        outcome.status
+    );
+
+    // An added key may call the resolve methods only.
+    let restricted = ChainClient::new(
+        net.config(vec![net.localnet.rpc_url()]),
+        Some(OperatorSigner::new(
+            account("operator.localnet"),
+            added[0].clone(),
+        )),
+    )
+    .unwrap();
+    let error = touch(&restricted, &net.outlayer).await.unwrap_err();
+    assert!(
+        matches!(error, ChainError::InvalidTransaction { ref reason, .. }
+            if reason.contains("get_stats") || reason.contains("method")),
+        "{error}"
+    );
+
+    // The key file as the operator reads it: the primary first, then the added keys.
+    let key_file: String = std::iter::once(secret("operator.localnet"))
+        .chain(added.iter().cloned())
+        .map(|key| format!("{key}\n"))
+        .collect();
+    let keys = OperatorSigner::pool_from_secret_strings("operator.localnet", &key_file).unwrap();
+    let pool = ChainClient::with_keys(net.config(vec![net.localnet.rpc_url()]), keys).unwrap();
+    assert_eq!(pool.key_count(), ADDED + 1);
+
+    // Many requests at once from one user client (one nonce sequence, so its sends never collide).
+    let alice = net.client_as("alice.localnet");
+    let users: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let alice = alice.clone();
+            let outlayer = net.outlayer.clone();
+            let args = json!({
+                "code_source": {"repo": "https://github.com/outlayer/examples",
+                                "commit": "0123456789abcdef0123456789abcdef01234567"},
+                "resource_limits": {"max_instructions": 1_000_000_000u64, "max_memory_mb": 128,
+                                    "max_execution_seconds": 10},
+                "input_data": format!("request {i}"),
+                "response_format": "Text"
+            });
+            tokio::spawn(async move {
+                alice
+                    .call_function(
+                        &outlayer,
+                        "request_execution",
+                        &args,
+                        Gas::from_teragas(50),
+                        Balance::from_yoctonear(REQUEST_DEPOSIT),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let pending = net
+        .wait_for_pending(&pool, |pending| pending.len() == REQUESTS)
+        .await;
+
+    let resolves: Vec<_> = pending
+        .iter()
+        .map(|request| {
+            let pool = pool.clone();
+            let id = request.request_id;
+            let text = format!(
+                "answer to {}",
+                request.input_data.clone().unwrap_or_default()
+            );
+            tokio::spawn(async move { pool.resolve_execution(id, &text_response(&text)).await })
+        })
+        .collect();
+    let mut hashes = Vec::new();
+    for resolve in resolves {
+        match resolve.await.unwrap().unwrap() {
+            RequestCallOutcome::Applied { tx_hash } => hashes.push(tx_hash),
+            other => panic!("every resolve applies once, got {other:?}"),
+        }
+    }
+    assert_eq!(pool.resigns(), 0, "no key's nonce collided");
+
+    // Spread over the pool: the signing key of every resolve, looked up on chain.
+    let mut signed_by = std::collections::BTreeMap::<String, usize>::new();
+    for hash in &hashes {
+        let outcome = pool
+            .transaction_status(*hash, &account("operator.localnet"))
+            .await
+            .unwrap()
+            .unwrap();
+        *signed_by
+            .entry(outcome.outcome.transaction.public_key.to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        signed_by.len(),
+        ADDED + 1,
+        "every key signed: {signed_by:?}"
+    );
+
+    for (i, user) in users.into_iter().enumerate() {
+        let user = tokio::time::timeout(DEADLINE, user).await.unwrap().unwrap();
+        assert_eq!(
+            returned_json(&user),
+            format!("answer to request {i}").as_str()
+        );
+        assert_eq!(
+            user.events()
+                .iter()
+                .filter(|e| e["event"] == "execution_completed")
+                .count(),
+            1
+        );
+    }
 }
 
 #[tokio::test]
@@ -535,4 +668,82 @@ async fn a_dead_first_url_fails_over_and_keys_in_urls_never_show() {
     assert!(text.contains("rpc#1 http://127.0.0.1"), "{text}");
     let error = touch(&stranded, &net.outlayer).await.unwrap_err();
     assert!(error.is_transient(), "{error}");
+}
+
+/// `outlayer-operator add-keys` (the binary): writes the new key file (old keys first, mode 0600, never
+/// over an existing file) and adds the keys on chain as function-call keys of the resolve methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_keys_writes_the_key_file_and_adds_restricted_keys() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let net = Net::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("key");
+    std::fs::write(&old, format!("{}\n", secret("operator.localnet"))).unwrap();
+    let new = dir.path().join("keys");
+    let run = |out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outlayer-operator"))
+            .args(["add-keys", "--rpc-url", &net.localnet.rpc_url()])
+            .args(["--contract-id", net.outlayer.as_str()])
+            .args(["--operator-account-id", "operator.localnet"])
+            .arg("--operator-key-file")
+            .arg(&old)
+            .args(["--count", "2", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let output = tokio::task::block_in_place(|| run(&new));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(&new).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&new).unwrap();
+    let keys = OperatorSigner::pool_from_secret_strings("operator.localnet", &text).unwrap();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(
+        keys[0].public_key(),
+        &secret("operator.localnet").public_key()
+    );
+    assert!(
+        !stdout.contains(&text.lines().nth(1).unwrap()[8..]),
+        "secret keys are never printed"
+    );
+
+    let client = net.operator();
+    for key in &keys[1..] {
+        assert!(stdout.contains(&key.public_key().to_string()), "{stdout}");
+        let view = client.view_access_key(key).await.unwrap();
+        match view.permission {
+            near_primitives::views::AccessKeyPermissionView::FunctionCall {
+                allowance,
+                receiver_id,
+                method_names,
+            } => {
+                assert_eq!(allowance, None);
+                assert_eq!(receiver_id, net.outlayer.as_str());
+                assert_eq!(
+                    method_names,
+                    ["resolve_execution", "submit_execution_output"]
+                );
+            }
+            other => panic!("expected a function-call key, got {other:?}"),
+        }
+    }
+
+    // An existing file is never overwritten (and nothing is added).
+    let again = tokio::task::block_in_place(|| run(&new));
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("creating --out"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&new).unwrap(), text);
 }

@@ -576,6 +576,21 @@ fn env_matches_the_operator_flags() {
         "outlayer-operator-key"
     );
     let key_file = env_value(container, "OUTLAYER_OPERATOR_KEY_FILE").unwrap();
+    // The resolve key pool: all keys of the file unless chain.operatorKey.signingKeys says how many.
+    assert_eq!(
+        env_value(container, "OUTLAYER_SIGNING_KEYS").as_deref(),
+        Some("0")
+    );
+    let pooled = render(&[
+        "--set",
+        "chain.operatorKey.secretName=outlayer-operator-key",
+        "--set",
+        "chain.operatorKey.signingKeys=8",
+    ]);
+    assert_eq!(
+        env_value(operator_container(&pooled), "OUTLAYER_SIGNING_KEYS").as_deref(),
+        Some("8")
+    );
     let pod = &deployment(&objects)["spec"]["template"]["spec"];
     let mount = container["volumeMounts"]
         .as_array()
@@ -878,6 +893,10 @@ fn values_schema_rejects_bad_values() {
         ("cache.accessMode=ReadWriteSometimes", "/cache/accessMode"),
         ("cache.maxBytes=-1", "/cache/maxBytes"),
         ("operator.replicas=0", "/operator/replicas"),
+        (
+            "chain.operatorKey.signingKeys=-1",
+            "/chain/operatorKey/signingKeys",
+        ),
         ("operator.bogus=1", "bogus"),
         ("pricing.baseFee=-1", "/pricing/baseFee"),
         (

@@ -231,12 +231,10 @@ impl ChainClient {
         Fut: Future<Output = Result<(), String>>,
     {
         let outcome = self
-            .call_function_recorded(
-                self.contract_id(),
+            .call_pooled(
                 "resolve_execution",
                 &json!({"request_id": request_id, "response": response}),
                 self.config().resolve_gas,
-                Balance::from_yoctonear(0),
                 on_signed,
             )
             .await?;
@@ -253,12 +251,11 @@ impl ChainClient {
         output: &ExecutionOutput,
     ) -> Result<RequestCallOutcome, ChainError> {
         let outcome = self
-            .call_function(
-                self.contract_id(),
+            .call_pooled(
                 "submit_execution_output",
                 &json!({"request_id": request_id, "output": output}),
                 self.config().submit_output_gas,
-                Balance::from_yoctonear(0),
+                |_| std::future::ready(Ok(())),
             )
             .await?;
         let result = classify_request_call("submit_execution_output", self, outcome)?;

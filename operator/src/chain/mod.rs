@@ -17,7 +17,7 @@ mod errors;
 mod rpc;
 mod signer;
 
-pub use client::{BlockRef, CallStatus, ChainClient, ChainConfig, TxOutcome};
+pub use client::{BlockRef, CallStatus, ChainClient, ChainConfig, POOL_METHODS, TxOutcome};
 pub use contract::{Report, ReportPlan, RequestCallOutcome};
 pub use errors::ChainError;
 pub use rpc::RetryPolicy;

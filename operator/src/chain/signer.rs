@@ -60,6 +60,39 @@ impl OperatorSigner {
         Ok(Self::new(account_id, secret_key))
     }
 
+    /// The keys of an operator key file: one `ed25519:<base58>` key per line (blank lines and `#`
+    /// comments skipped), the first being the primary (see `ChainClient::with_keys`). Errors name
+    /// the line, never its content.
+    pub fn pool_from_secret_strings(
+        account_id: &str,
+        key_file: &str,
+    ) -> Result<Vec<Self>, ChainError> {
+        let mut keys = Vec::new();
+        for (index, line) in key_file.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let key = Self::from_secret_strings(account_id, line).map_err(|e| match e {
+                ChainError::InvalidSecretKey { account_id, reason } => {
+                    ChainError::InvalidSecretKey {
+                        account_id,
+                        reason: format!("line {}: {reason}", index + 1),
+                    }
+                }
+                other => other,
+            })?;
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Err(ChainError::InvalidSecretKey {
+                account_id: account_id.trim().to_string(),
+                reason: "no key (expected one ed25519:<base58> key per line)".to_string(),
+            });
+        }
+        Ok(keys)
+    }
+
     pub fn new(account_id: AccountId, secret_key: SecretKey) -> Self {
         let public_key = secret_key.public_key();
         Self {
@@ -164,6 +197,40 @@ mod tests {
 
         let error = OperatorSigner::from_secret_strings("op.near", "secp256k1:abc").unwrap_err();
         assert!(error.to_string().contains("ed25519:<base58>"), "{error}");
+    }
+
+    #[test]
+    fn a_key_file_holds_one_key_per_line() {
+        let keys: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|seed| SecretKey::from_seed(KeyType::ED25519, seed).to_string())
+            .collect();
+        let file = format!("# pool\n{}\n\n  {}  \n{}\n", keys[0], keys[1], keys[2]);
+        let pool = OperatorSigner::pool_from_secret_strings("op.near", &file).unwrap();
+        let public: Vec<String> = pool.iter().map(|k| k.public_key().to_string()).collect();
+        let expected: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|seed| {
+                SecretKey::from_seed(KeyType::ED25519, seed)
+                    .public_key()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(public, expected);
+        // A single key without a newline is the old format.
+        assert_eq!(
+            OperatorSigner::pool_from_secret_strings("op.near", &keys[0])
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let broken = format!("{}\n{}\n", keys[0], &keys[1][..keys[1].len() - 4]);
+        let error = OperatorSigner::pool_from_secret_strings("op.near", &broken).unwrap_err();
+        assert!(error.to_string().contains("line 2"), "{error}");
+        assert!(!error.to_string().contains(&keys[1][8..20]), "{error}");
+        let error = OperatorSigner::pool_from_secret_strings("op.near", "# none\n\n").unwrap_err();
+        assert!(error.to_string().contains("no key"), "{error}");
     }
 
     #[test]

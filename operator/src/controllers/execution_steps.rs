@@ -37,7 +37,7 @@ use crate::context::Note;
 use crate::crd::{
     CompileJobStatus, CompileState, ConditionStatus, ConditionType, ExecutionRequest,
     ExecutionRequestStatus, HasConditions, MAX_INPUT_BYTES, OutputEncoding, Phase, Reason,
-    ResponseFormat, RunOutcome, StatusUpdate, format_duration_ms,
+    ResponseFormat, RunOutcome, StatusUpdate, format_duration_ms, format_near,
 };
 use crate::metrics::ExecutionResult;
 use crate::pods::ExecutorOutcome;
@@ -1212,6 +1212,7 @@ fn sent_step(
             cost_yocto,
         } => {
             status.cost_yocto = cost_yocto.clone();
+            status.cost = cost_yocto.as_deref().and_then(format_near);
             status.tx_hash = Some(tx_hash.clone());
             let message = match submit_tx {
                 Some(submit) => {

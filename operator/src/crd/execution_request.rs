@@ -103,7 +103,8 @@ pub struct OnChain {
     printcolumn = r#"{"name":"Commit","type":"string","jsonPath":".status.shortCommit"}"#,
     printcolumn = r#"{"name":"Instructions","type":"integer","jsonPath":".status.instructions"}"#,
     printcolumn = r#"{"name":"Time","type":"string","jsonPath":".status.time"}"#,
-    printcolumn = r#"{"name":"Cost","type":"string","jsonPath":".status.costYocto","priority":1}"#,
+    printcolumn = r#"{"name":"Cost","type":"string","jsonPath":".status.cost","description":"charged on chain, in NEAR (yocto in status.costYocto)"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
     printcolumn = r#"{"name":"Module","type":"string","jsonPath":".status.wasmSha256","priority":1}"#,
     printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".status.podName","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -195,6 +196,9 @@ pub struct ExecutionRequestStatus {
     /// yoctoNEAR charged on chain, decimal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_yocto: Option<String>,
+    /// `costYocto` for humans (e.g. `0.00109 NEAR`), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,9 +277,63 @@ pub fn format_duration_ms(ms: u64) -> String {
     }
 }
 
+const YOCTO_PER_NEAR: u128 = 1_000_000_000_000_000_000_000_000;
+/// Significant digits `format_near` keeps (`costYocto` keeps the exact amount).
+const NEAR_SIGNIFICANT_DIGITS: u32 = 6;
+
+/// A decimal yoctoNEAR amount for humans: `1090000000000000000000` → `0.00109 NEAR`, rounded to
+/// six significant digits; `None` when it is not a decimal u128.
+pub fn format_near(yocto: &str) -> Option<String> {
+    if yocto.is_empty() || !yocto.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u128 = yocto.parse().ok()?;
+    let digits = amount.checked_ilog10().map_or(1, |log| log + 1);
+    let rounded = if digits > NEAR_SIGNIFICANT_DIGITS {
+        let unit = 10u128.pow(digits - NEAR_SIGNIFICANT_DIGITS);
+        let quotient = amount / unit;
+        let up = u128::from(amount % unit >= unit / 2);
+        quotient.checked_add(up)?.checked_mul(unit)?
+    } else {
+        amount
+    };
+    let whole = rounded / YOCTO_PER_NEAR;
+    let fraction = format!("{:024}", rounded % YOCTO_PER_NEAR);
+    let fraction = fraction.trim_end_matches('0');
+    Some(if fraction.is_empty() {
+        format!("{whole} NEAR")
+    } else {
+        format!("{whole}.{fraction} NEAR")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn costs_read_in_near() {
+        for (yocto, near) in [
+            ("0", Some("0 NEAR")),
+            ("1090000000000000000000", Some("0.00109 NEAR")),
+            ("1000000000000000000000000", Some("1 NEAR")),
+            ("1234567890000000000000000", Some("1.23457 NEAR")),
+            ("1", Some("0.000000000000000000000001 NEAR")),
+            ("999999900000000000000000", Some("1 NEAR")),
+            ("12345678", Some("0.0000000000000000123457 NEAR")),
+            ("1000000000000000000000000000", Some("1000 NEAR")),
+            (
+                "340282366920938463463374607431768211455",
+                Some("340282000000000 NEAR"),
+            ),
+            ("340282366920938463463374607431768211456", None),
+            ("", None),
+            ("-1", None),
+            ("1e24", None),
+        ] {
+            assert_eq!(format_near(yocto).as_deref(), near, "{yocto}");
+        }
+    }
 
     #[test]
     fn durations_read_well_in_kubectl() {

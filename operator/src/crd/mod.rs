@@ -17,7 +17,7 @@ pub use execution_request::{
     CodeRef, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
     MAX_EXECUTION_SECONDS, MAX_INPUT_BYTES, MAX_INSTRUCTIONS, MAX_MEMORY_MB, OnChain,
     OutputEncoding, Phase, ResponseFormat, RunOutcome, SecretsRef, SignedResolve,
-    format_duration_ms,
+    format_duration_ms, format_near,
 };
 pub use pricing::{PRICING_SINGLETON, Pricing, PricingSpec, PricingStatus};
 

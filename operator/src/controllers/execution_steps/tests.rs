@@ -964,6 +964,10 @@ fn a_resolve_records_its_transaction_and_cost() {
     assert_eq!(status.tx_hash.as_deref(), Some("tx1"));
     assert_eq!(status.cost_yocto.as_deref(), Some("42"));
     assert_eq!(
+        status.cost.as_deref(),
+        Some("0.000000000000000000000042 NEAR")
+    );
+    assert_eq!(
         status.message.as_deref(),
         Some("the module ran to completion")
     );

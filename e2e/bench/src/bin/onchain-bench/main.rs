@@ -40,6 +40,10 @@ struct Cli {
     /// value, restarting the in-process operator in between.
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     poll_interval_ms: Vec<u64>,
+    /// How many access keys sign resolves (the operator's own key plus function-call keys the
+    /// bench adds); several (comma-separated) run every step once per value.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    signing_keys: Vec<usize>,
     /// The localnet's block time in ms (also the operator's expected block time).
     #[arg(long, default_value_t = 600)]
     block_time_ms: u64,
@@ -122,8 +126,17 @@ async fn main() -> anyhow::Result<()> {
     let api: Api<ExecutionRequest> = Api::namespaced(bench.env.cluster.client(), NAMESPACE);
     let observer = timeline::Observer::start(api).await?;
     let poll = |ms: u64| Duration::from_millis(ms);
-    let mut operator =
-        bench.start_operator(bench.operator_config(poll(cli.poll_interval_ms[0]))?)?;
+    anyhow::ensure!(
+        !cli.signing_keys.is_empty() && !cli.signing_keys.contains(&0),
+        "--signing-keys needs values ≥ 1"
+    );
+    bench
+        .add_pool_keys(cli.signing_keys.iter().copied().max().unwrap_or(1))
+        .await?;
+    let mut operator = bench.start_operator(
+        bench.operator_config(poll(cli.poll_interval_ms[0]))?,
+        cli.signing_keys[0],
+    )?;
     let compile_time = bench.precompile().await?;
     println!(
         "[setup] ready after {:.1} s; echo compiled ahead of time in {:.1} s (the cache is warm)",
@@ -141,12 +154,17 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut report = Vec::new();
-    for (index, &poll_ms) in cli.poll_interval_ms.iter().enumerate() {
+    let combinations: Vec<(u64, usize)> = cli
+        .poll_interval_ms
+        .iter()
+        .flat_map(|&poll_ms| cli.signing_keys.iter().map(move |&keys| (poll_ms, keys)))
+        .collect();
+    for (index, &(poll_ms, keys)) in combinations.iter().enumerate() {
         if index > 0 {
             operator.stop().await?;
-            operator = bench.start_operator(bench.operator_config(poll(poll_ms))?)?;
+            operator = bench.start_operator(bench.operator_config(poll(poll_ms))?, keys)?;
         }
-        let label = format!("poll {poll_ms} ms");
+        let label = format!("poll {poll_ms} ms, {keys} signing key(s)");
         if cli.runs_step("latency") {
             println!("[latency, {label}] {runs} requests, one after another");
             let cpu = CpuSnapshot::take();
@@ -170,8 +188,10 @@ async fn main() -> anyhow::Result<()> {
         if cli.runs_step("throughput") {
             println!("[throughput, {label}] {burst} requests sent at once");
             let cpu = CpuSnapshot::take();
+            let resigns = operator.chain.resigns();
             let figures = throughput::run(&bench, &observer, burst, &label).await?;
             let cpu = cpu_use(cpu);
+            let resigns = operator.chain.resigns() - resigns;
             report.push(format!(
                 "throughput, {label}, block {} ms: {} of {} resolved in {:.2} s (first request block → \
                  last resolve block) = {:.1} resolves/s; the burst landed over {:.2} s of blocks; \
@@ -184,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
                 figures.arrival.as_secs_f64(),
                 figures.wall.as_secs_f64()
             ));
+            report.push(format!("  operator re-signs during the burst: {resigns}"));
             report.extend(
                 measure::describe(&figures.samples)
                     .into_iter()

@@ -42,6 +42,15 @@ fn secret(name: &str) -> SecretKey {
     SecretKey::from_seed(KeyType::ED25519, name)
 }
 
+/// Key `index` of the operator's resolve pool; 0 is the account's own full-access key.
+fn pool_secret(index: usize) -> SecretKey {
+    if index == 0 {
+        secret(OPERATOR)
+    } else {
+        secret(&format!("{OPERATOR} pool key {index}"))
+    }
+}
+
 /// Field order matters: the cluster (and its agent) stops before the localnet.
 pub struct ChainBench {
     pub env: BenchEnv,
@@ -197,14 +206,23 @@ impl ChainBench {
 
     /// The controllers, chain watcher and submitter in this process, signing as the operator with
     /// the client settings the operator binary uses.
-    pub fn start_operator(&self, config: OperatorConfig) -> anyhow::Result<RunningOperator> {
-        let chain = ChainClient::new(
+    /// `signing_keys` keys sign resolves: the operator's own key and `signing_keys - 1` function-call
+    /// keys [`Self::add_pool_keys`] added.
+    pub fn start_operator(
+        &self,
+        config: OperatorConfig,
+        signing_keys: usize,
+    ) -> anyhow::Result<RunningOperator> {
+        let keys = (0..signing_keys.max(1))
+            .map(|index| Ok(OperatorSigner::new(account(OPERATOR)?, pool_secret(index))))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let chain = ChainClient::with_keys(
             ChainConfig::new(vec![self.localnet.rpc_url()], account(CONTRACT)?),
-            Some(signer(OPERATOR)?),
+            keys,
         )
         .context("build the operator's chain client")?;
         let ctx = Context::new(self.env.cluster.client(), config, Some("bench".to_string()))
-            .with_chain(Arc::new(chain));
+            .with_chain(Arc::new(chain.clone()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(outlayer_operator::controllers::run(
             Arc::new(ctx),
@@ -213,7 +231,30 @@ impl ChainBench {
                 let _ = stopped.await;
             },
         ));
-        Ok(RunningOperator { stop, task })
+        Ok(RunningOperator { stop, task, chain })
+    }
+
+    /// Adds function-call keys 1..`count` of the pool to the operator's account (as
+    /// `outlayer-operator add-keys` does), signed by its full-access key.
+    pub async fn add_pool_keys(&self, count: usize) -> anyhow::Result<()> {
+        if count <= 1 {
+            return Ok(());
+        }
+        let primary = ChainClient::new(
+            ChainConfig::new(vec![self.localnet.rpc_url()], account(CONTRACT)?),
+            Some(signer(OPERATOR)?),
+        )?;
+        let public: Vec<_> = (1..count).map(|i| pool_secret(i).public_key()).collect();
+        let outcome = primary.add_pool_keys(&public).await?;
+        anyhow::ensure!(
+            matches!(
+                outcome.status,
+                outlayer_operator::chain::CallStatus::Success(_)
+            ),
+            "AddKey failed: {:?}",
+            outcome.status
+        );
+        Ok(())
     }
 
     /// A CompileJob created ahead of time, as `kubectl apply` would: every request then hits the
@@ -261,6 +302,8 @@ impl ChainBench {
 pub struct RunningOperator {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    /// The operator's chain client (its re-sign count).
+    pub chain: ChainClient,
 }
 
 impl RunningOperator {
