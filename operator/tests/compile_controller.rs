@@ -844,13 +844,27 @@ async fn a_damaged_module_is_evicted_and_rebuilt_when_marked() {
         .await
         .unwrap();
     let damaged = finished(&executions, "damaged").await;
-    assert_eq!(damaged.phase, Some(Phase::Succeeded), "{:?}", damaged.message);
+    assert_eq!(
+        damaged.phase,
+        Some(Phase::Succeeded),
+        "{:?}",
+        damaged.message
+    );
     assert_eq!(damaged.output.as_deref(), Some("two"));
-    assert_eq!(damaged.retries, Some(1), "one pod found the damage, the next ran");
+    assert_eq!(
+        damaged.retries,
+        Some(1),
+        "one pod found the damage, the next ran"
+    );
     assert_eq!(damaged.wasm_sha256.as_deref(), Some(sha.as_str()));
     // The rebuild answered the first pod's finding (the pod itself went with the success).
     let token = format!("{sha}/damaged-run");
-    let status = compile_jobs.get(&compile_job).await.unwrap().status.unwrap();
+    let status = compile_jobs
+        .get(&compile_job)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
     assert_eq!(status.rebuild_token.as_deref(), Some(token.as_str()));
     assert_eq!(condition_status(&status.conditions, "Ready"), Some(true));
     assert!(
