@@ -194,6 +194,8 @@ async fn execution_requests_run_to_a_result_in_status() {
             "COMMIT",
             "INSTRUCTIONS",
             "TIME",
+            "COST",
+            "REASON",
             "AGE"
         ]
     );
@@ -202,6 +204,8 @@ async fn execution_requests_run_to_a_result_in_status() {
     assert!(row.starts_with("echo "), "{table}");
     for cell in [
         "True",
+        "Succeeded",
+        // The Succeeded condition's reason, in the REASON column.
         "Succeeded",
         &echoed.instructions.unwrap().to_string(),
         echoed.time.as_deref().unwrap(),

@@ -166,6 +166,31 @@ async fn an_onchain_request_through_the_chart_then_pricing_upgrade_then_uninstal
     assert_eq!(parts, second.charged, "{second}");
     assert_eq!(second.balance_decrease(), second.charged + second.gas_burnt);
 
+    // A succeeded execution's pod and input go right after its status says so: wait for that
+    // cleanup (the operator's, not uninstall's), so what follows is about uninstall alone.
+    wait_until(
+        "the succeeded execution's pod and input to be deleted",
+        Duration::from_secs(60),
+        || async {
+            let left: Vec<String> = items(&demo, "pods,configmaps")
+                .iter()
+                .filter(|o| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r["kind"] == "ExecutionRequest"))
+                })
+                .map(|o| name(o).to_string())
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n---- operator log ----\n{}", demo.operator_log()));
+
     // helm uninstall: the operator goes; nothing created for the execution stays.
     let uninstalling = Instant::now();
     demo.release().uninstall().unwrap_or_else(|e| panic!("{e}"));
