@@ -395,14 +395,18 @@ pub fn execution_request(
                 account_id: secrets.account_id.to_string(),
                 profile: secrets.profile.clone(),
             }),
+            // Seeded by the chain (`onChain.seedPublicKey`), never by the spec.
+            deterministic: None,
             on_chain: Some(OnChain {
                 request_id: request.request_id,
                 data_id: request.data_id.clone(),
                 sender: request.sender_id.to_string(),
                 deposit: request.payment.0.to_string(),
                 block_height: request.created_at_block,
+                block_timestamp_ns: request.created_at_ns,
                 yield_deadline_height: request.created_at_block + yield_timeout_blocks,
                 include_stderr: request.include_stderr,
+                seed_public_key: request.seed_public_key.as_ref().map(ToString::to_string),
             }),
         },
     );

@@ -384,6 +384,64 @@ fn request_resolve_callback_in_nearcore_vm() {
     }
 }
 
+/// The seed signature is checked by nearcore's own `ed25519_verify`: the recorded key's signature over
+/// the request's seed message passes, any other fails the resolve. Prints what the check costs.
+#[test]
+fn a_seeded_answer_is_checked_by_the_vms_ed25519_verify() {
+    let mut chain = Chain::new();
+    let response = |signature: Option<String>| {
+        let mut evidence = json!({"wasm_sha256": "ab".repeat(32)});
+        if let Some(signature) = signature {
+            evidence["seed_signature"] = signature.into();
+        }
+        json!({
+            "success": true,
+            "output": {"Text": "hi"},
+            "resources_used": {"instructions": 5_000_000u64, "time_ms": 12},
+            "evidence": evidence
+        })
+    };
+    // Before any seed key: request 0 records none and is answered without a signature.
+    chain.request("unseeded");
+    let unsigned = chain.resolve(0, response(None));
+    assert_success(&unsigned, "resolve_execution (no seed key)");
+
+    let key = near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, "seed");
+    let operator = chain.operator.clone();
+    let published = chain.call(
+        &operator,
+        "set_seed_public_key",
+        &json!({"public_key": key.public_key().to_string()}),
+        Balance::ZERO,
+        CALL_GAS,
+    );
+    assert_success(&published, "set_seed_public_key");
+    let (requested, data_id) = chain.request("seeded");
+    let event = single_event(&requested, "execution_requested");
+    assert_eq!(event["seed_public_key"], key.public_key().to_string());
+    let sign = |key: &near_crypto::SecretKey, id: u64| {
+        let message = outlayer_contract::seed_message("outlayer.near", id, &data_id.to_string());
+        key.sign(&message).to_string()
+    };
+    let other = near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, "other");
+    let forged = chain.resolve(1, response(Some(sign(&other, 1))));
+    assert_fails_with(&forged, "is not the seed key");
+    let wrong_request = chain.resolve(1, response(Some(sign(&key, 0))));
+    assert_fails_with(&wrong_request, "is not the seed key");
+    let missing = chain.resolve(1, response(None));
+    assert_fails_with(&missing, "must carry evidence.seed_signature");
+    let signed = chain.resolve(1, response(Some(sign(&key, 1))));
+    assert_success(&signed, "resolve_execution (seeded)");
+    let payload = signed.yield_resumes[0].payload.len();
+    println!(
+        "resolve_execution burnt {} without a seed signature, {} with one (checked); resume payload \
+         {payload} bytes",
+        tgas(unsigned.gas_burnt),
+        tgas(signed.gas_burnt),
+    );
+    assert!(payload < 1024, "{payload}");
+}
+
 #[test]
 fn output_over_the_yield_payload_limit_goes_in_two_steps() {
     let mut chain = Chain::new();

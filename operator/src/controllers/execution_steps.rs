@@ -43,6 +43,7 @@ use crate::metrics::ExecutionResult;
 use crate::pods::ExecutorOutcome;
 use crate::pods::executor::{RESULTS_SUBDIR, executor_pod_name_for};
 use crate::pods::result::ResultMessage;
+use crate::seed::{RunSeed, SeedStep};
 
 /// How soon an execution waiting for the sealing keys looks again.
 pub(crate) const SECRETS_RETRY: Duration = Duration::from_secs(10);
@@ -150,6 +151,8 @@ pub(crate) struct Observed {
     pub module: Option<ModuleObservation>,
     pub pod: Option<PodObservation>,
     pub secrets: Option<SecretsStep>,
+    /// How the run is seeded (from the seed key the operator holds).
+    pub seed: Option<SeedStep>,
     /// An output kept in the cache (`results/<sha256>`): its text, or `None` when the operator has no
     /// cache mount or it is larger than the status may hold.
     pub stored_output: Option<Option<String>>,
@@ -181,6 +184,8 @@ pub(crate) enum Look {
         /// Whether its commit is on a branch or tag (a SHA that is not gets no any-branch secrets).
         reachable: Option<bool>,
     },
+    /// How the run is seeded: the request's seed key against the one the operator holds.
+    Seed,
     /// Read `results/<sha256>` from the cache mount.
     StoredOutput {
         sha256: String,
@@ -204,6 +209,8 @@ pub(crate) enum Effect {
         sha256: String,
         attempt: u32,
         env_secret: Option<String>,
+        /// Deterministic mode's seed and clock; `None`: a free run.
+        seed: Option<RunSeed>,
     },
     /// Records on the CompileJob that its module was just used (LRU eviction).
     MarkUsed { compile_job: String },
@@ -799,6 +806,31 @@ fn start_step(
     config: &OperatorConfig,
 ) -> Step {
     let sha256 = module.sha256;
+    // The seed before the secrets: a run that cannot be seeded as the contract requires is not started,
+    // so nothing is unsealed for it.
+    let seed = match &observed.seed {
+        None => return Step::Look(Look::Seed),
+        Some(SeedStep::Free) => None,
+        Some(SeedStep::Ready(seed)) => Some(seed.clone()),
+        Some(SeedStep::Waiting(message)) => {
+            let then = Then::Requeue(SECRETS_RETRY);
+            if status.message.as_deref() == Some(message.as_str()) {
+                return Step::write(Outcome::wait(then));
+            }
+            status.message = Some(message.clone());
+            return Step::write(Outcome::write(status, then));
+        }
+        Some(SeedStep::Unavailable(message)) => {
+            return finish(
+                execution,
+                status,
+                false,
+                Reason::SeedKeyUnavailable,
+                message.clone(),
+                Vec::new(),
+            );
+        }
+    };
     let Some(secrets) = &observed.secrets else {
         return Step::Look(Look::Secrets {
             sha256: sha256.to_string(),
@@ -831,10 +863,13 @@ fn start_step(
         &execution.metadata.name.clone().unwrap_or_default(),
         retries,
     );
+    status.deterministic = seed.is_some().then_some(true);
+    status.seed_signature = seed.as_ref().and_then(|seed| seed.signature.clone());
     let mut start = vec![Effect::StartPod {
         sha256: sha256.to_string(),
         attempt: retries,
         env_secret,
+        seed,
     }];
     if let Some(compile_job) = &status.compile_job {
         start.push(Effect::MarkUsed {
@@ -1410,6 +1445,7 @@ pub(crate) fn evidence(status: &ExecutionRequestStatus) -> Option<Evidence> {
             .map(|commit| commit.to_ascii_lowercase()),
         toolchain: status.toolchain.clone(),
         compiler: status.compiler.clone(),
+        seed_signature: status.seed_signature.clone(),
     };
     if evidence.problem().is_none() {
         return Some(evidence);

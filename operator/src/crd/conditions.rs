@@ -96,6 +96,8 @@ pub enum Reason {
     SecretsUnavailable,
     SecretsUnreadable,
     SecretsInvalid,
+    /// The request recorded a seed key the operator does not hold (its run cannot be seeded).
+    SeedKeyUnavailable,
     // ExecutionRequest: the yield window and reporting.
     YieldDeadline,
     YieldTimedOut,
@@ -159,6 +161,7 @@ impl Reason {
         Self::SecretsUnavailable,
         Self::SecretsUnreadable,
         Self::SecretsInvalid,
+        Self::SeedKeyUnavailable,
         Self::YieldDeadline,
         Self::YieldTimedOut,
         Self::Reporting,
@@ -209,6 +212,7 @@ impl Reason {
             Self::SecretsUnavailable => "SecretsUnavailable",
             Self::SecretsUnreadable => "SecretsUnreadable",
             Self::SecretsInvalid => "SecretsInvalid",
+            Self::SeedKeyUnavailable => "SeedKeyUnavailable",
             Self::YieldDeadline => "YieldDeadline",
             Self::YieldTimedOut => "YieldTimedOut",
             Self::Reporting => "Reporting",
