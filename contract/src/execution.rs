@@ -25,6 +25,12 @@ use crate::{
 };
 
 const CALLBACK_METHOD: &str = "on_execution_response";
+/// What a compile-only request without limits stores as its limits: it runs nothing.
+const NO_LIMITS: ResourceLimits = ResourceLimits {
+    max_instructions: 0,
+    max_memory_mb: 0,
+    max_execution_seconds: 0,
+};
 const DATA_ID_REGISTER: u64 = 0;
 /// The longest base58 encoding of a 32-byte data id.
 const MAX_DATA_ID_LEN: usize = 44;
@@ -62,13 +68,14 @@ impl Contract {
         require_valid(validate_code_source(&code_source));
         let params = params.unwrap_or_default();
         require_valid(validate_request_params(&params));
-        let Some(resource_limits) = resource_limits else {
-            env::panic_str(
-                "resource_limits is required: {max_instructions, max_memory_mb, \
-                 max_execution_seconds}; compile-only requests (no limits) are not supported yet",
-            );
-        };
-        require_valid(validate_limits(&resource_limits, &self.max_limits));
+        // A request that asks only to compile (OutLayer's `params.compile_only`, or no limits) warms
+        // the cache: it is answered with the module's hash, size and compile time, and charged the
+        // base fee plus the compile time. Limits given with it are checked, then unused.
+        let compile_only = params.compile_only || resource_limits.is_none();
+        if let Some(limits) = &resource_limits {
+            require_valid(validate_limits(limits, &self.max_limits));
+        }
+        let resource_limits = resource_limits.unwrap_or(NO_LIMITS);
         let input_data = input_data.unwrap_or_default();
         require_valid(validate_input(&input_data));
         if let Some(secrets_ref) = &secrets_ref {
@@ -95,7 +102,11 @@ impl Contract {
         let deposit = env::attached_deposit().as_yoctonear();
         // The pricing is fixed now: the request is charged at it whatever `set_pricing` does later.
         let pricing = self.pricing.clone();
-        let estimate = estimate_cost(&pricing, &resource_limits);
+        let estimate = if compile_only {
+            pricing.base_fee.0
+        } else {
+            estimate_cost(&pricing, &resource_limits)
+        };
 
         let request_id = self.next_request_id;
         self.next_request_id += 1;
@@ -130,7 +141,11 @@ impl Contract {
             resolved: false,
             pricing: Some(pricing),
             include_stderr: params.include_stderr,
-            seed_public_key: self.seed_public_key.clone(),
+            compile_only,
+            // Nothing runs, so nothing is seeded.
+            seed_public_key: (!compile_only)
+                .then(|| self.seed_public_key.clone())
+                .flatten(),
         };
         let event = PendingRequest::from(&request);
         self.requests.insert(request_id, request);
@@ -301,6 +316,16 @@ impl Contract {
             ),
         };
 
+        // A compile-only request ran nothing: whatever the answer says, only compile time is charged.
+        let used = if request.compile_only {
+            ResourceMetrics {
+                instructions: 0,
+                time_ms: 0,
+                ..used
+            }
+        } else {
+            used
+        };
         let pricing = request.pricing_or(&self.pricing);
         let settlement = if timed_out {
             Settlement::for_timeout(pricing, request.payment.0)
@@ -786,19 +811,18 @@ mod tests {
         request_with_source(&mut contract, source, None);
     }
 
-    #[test]
-    #[should_panic(expected = "params.compile_only is not supported yet")]
-    fn compile_only_is_refused_rather_than_run() {
-        let mut contract = contract();
-        set_caller(user(), DEPOSIT);
+    /// A compile-only request: by `params.compile_only` (with limits, checked then unused) or by
+    /// leaving the limits out.
+    fn compile_only_request(contract: &mut Contract, by_params: bool, deposit: u128) {
+        set_caller(user(), deposit);
         let params = RequestParams {
-            compile_only: true,
+            compile_only: by_params,
             ..RequestParams::default()
         };
         contract.request_execution(
             Some(code()),
             None,
-            Some(limits()),
+            by_params.then(limits),
             None,
             None,
             None,
@@ -808,11 +832,84 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "resource_limits is required")]
-    fn missing_limits_are_rejected() {
+    fn compile_only_requests_are_stored_announced_and_not_seeded() {
+        for by_params in [true, false] {
+            let mut contract = contract();
+            set_caller(operator(), 0);
+            let key = seed_key("operator").public_key().to_string();
+            contract.set_seed_public_key(key.parse().unwrap());
+            compile_only_request(&mut contract, by_params, DEPOSIT);
+            let stored = contract.get_request(0).unwrap();
+            assert!(stored.compile_only, "by_params {by_params}");
+            assert_eq!(
+                stored.seed_public_key, None,
+                "nothing runs, nothing is seeded"
+            );
+            let event = event("execution_requested");
+            assert_eq!(event["compile_only"], true);
+            if !by_params {
+                assert_eq!(event["resource_limits"]["max_instructions"], 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_compile_only_deposit_covers_the_base_fee_and_storage() {
+        // Pricing: base 1,000 yocto; the limits' estimate would be ~10^10 more.
+        let mut contract = contract();
+        let error = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            compile_only_request(&mut contract, false, 1_000)
+        }))
+        .unwrap_err();
+        let message = error.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.contains("(estimated cost 1000 + storage"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_compile_only_answer_is_charged_base_and_compile_time_only() {
+        let mut contract = contract();
+        compile_only_request(&mut contract, true, DEPOSIT);
+        let request = contract.get_request(0).unwrap();
+        // Whatever the answer claims to have run, nothing ran.
+        let mut answer = response(true, Some(text("{}")));
+        answer.resources_used.compile_time_ms = Some(40);
+        as_operator(&request.data_id);
+        contract.resolve_execution(0, answer.clone());
+        as_callback();
+        contract.on_execution_response(0, Ok(answer));
+        let completed = event("execution_completed");
+        assert_eq!(completed["payment_charged"], (1_000 + 40 * 2).to_string());
+        assert_eq!(completed["resources_used"]["instructions"], 0);
+        assert_eq!(completed["resources_used"]["time_ms"], 0);
+        assert_eq!(completed["resources_used"]["compile_time_ms"], 40);
+    }
+
+    #[test]
+    #[should_panic(expected = "max_instructions 2000000000000 exceeds the maximum")]
+    fn limits_given_with_compile_only_are_still_checked() {
         let mut contract = contract();
         set_caller(user(), DEPOSIT);
-        contract.request_execution(Some(code()), None, None, None, None, None, None, None);
+        let params = RequestParams {
+            compile_only: true,
+            ..RequestParams::default()
+        };
+        let over = ResourceLimits {
+            max_instructions: 2_000_000_000_000,
+            ..limits()
+        };
+        contract.request_execution(
+            Some(code()),
+            None,
+            Some(over),
+            None,
+            None,
+            None,
+            None,
+            Some(params),
+        );
     }
 
     #[test]

@@ -352,6 +352,10 @@ pub struct ExecutionRequest {
     /// `params.include_stderr`: the whole error may go on chain.
     #[serde(default, skip_serializing_if = "is_false")]
     pub include_stderr: bool,
+    /// Only compile (`params.compile_only`, or no limits): answered with the module's sha256, size
+    /// and compile time; charged the base fee and the compile time.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub compile_only: bool,
     /// The contract's seed key when the request was made: the only key whose signature may seed its
     /// run (see [`seed_message`]). Absent when none was published then (the run is not replayable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -398,6 +402,9 @@ pub struct PendingRequest {
     /// The request asked for the guest's whole error on chain (`params.include_stderr`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub include_stderr: bool,
+    /// Only compile (see [`ExecutionRequest::compile_only`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub compile_only: bool,
     /// The seed key the run's randomness is derived with (see [`ExecutionRequest::seed_public_key`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_public_key: Option<PublicKey>,
@@ -426,6 +433,7 @@ impl From<&ExecutionRequest> for PendingRequest {
             created_at_block: request.created_at_block,
             created_at_ns: request.created_at_ns,
             include_stderr: request.include_stderr,
+            compile_only: request.compile_only,
             seed_public_key: request.seed_public_key.clone(),
         }
     }

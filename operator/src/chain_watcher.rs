@@ -381,11 +381,17 @@ pub fn execution_request(
                 wasm_sha256: None,
             },
             input,
-            limits: Limits {
-                max_instructions: request.resource_limits.max_instructions,
-                max_memory_mb: request.resource_limits.max_memory_mb,
-                max_execution_seconds: request.resource_limits.max_execution_seconds,
+            limits: if request.compile_only && request.resource_limits.max_instructions == 0 {
+                // A compile-only request without limits runs nothing; the CRD wants limits anyway.
+                Limits::COMPILE_ONLY
+            } else {
+                Limits {
+                    max_instructions: request.resource_limits.max_instructions,
+                    max_memory_mb: request.resource_limits.max_memory_mb,
+                    max_execution_seconds: request.resource_limits.max_execution_seconds,
+                }
             },
+            compile_only: request.compile_only,
             response_format: match request.response_format {
                 outlayer_contract::ResponseFormat::Text => ResponseFormat::Text,
                 outlayer_contract::ResponseFormat::Json => ResponseFormat::Json,

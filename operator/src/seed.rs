@@ -366,6 +366,7 @@ mod tests {
             },
             response_format: Default::default(),
             secrets_ref: None,
+            compile_only: false,
             deterministic: None,
             on_chain,
         }

@@ -33,6 +33,7 @@ async fn run(
             limits,
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
             deterministic: None,
             on_chain: None,
         },

@@ -679,8 +679,6 @@ fn request_shapes_are_exactly_one_and_the_payer_a_valid_account() {
     wasm_url["source"] = json!({"WasmUrl": {
         "url": "https://example.com/m.wasm", "hash": "ab".repeat(32), "build_target": "wasm32-wasip1"
     }});
-    let mut compile_only = outlayer_client_args("payer.near");
-    compile_only["params"] = json!({"compile_only": true});
     for (args, expected) in [
         (both, "give the code once: either code_source"),
         (neither, "the code to run is missing"),
@@ -689,12 +687,46 @@ fn request_shapes_are_exactly_one_and_the_payer_a_valid_account() {
             "payer_account_id must be a valid NEAR account id",
         ),
         (wasm_url, "source WasmUrl is not supported yet"),
-        (compile_only, "params.compile_only is not supported yet"),
     ] {
         let outcome = chain.call(&client, "request_execution", &args, DEPOSIT, REQUEST_GAS);
         assert_fails_with(&outcome, expected);
     }
     assert_eq!(chain.view("get_pending_requests", &json!({})), json!([]));
+}
+
+/// OutLayer's compile-only request (`params.compile_only`, and the same with the limits left out): stored
+/// as such, charged the base fee and the compile time whatever the answer claims to have run.
+#[test]
+fn a_compile_only_request_is_charged_base_and_compile_time() {
+    let mut chain = Chain::new();
+    let client = chain.client.clone();
+    let mut by_params = outlayer_client_args("payer.near");
+    by_params["params"] = json!({"compile_only": true});
+    let mut without_limits = outlayer_client_args("payer.near");
+    without_limits
+        .as_object_mut()
+        .unwrap()
+        .remove("resource_limits");
+    for (id, args) in [(0u64, by_params), (1, without_limits)] {
+        let requested = chain.call(&client, "request_execution", &args, DEPOSIT, REQUEST_GAS);
+        assert_success(&requested, "request_execution (compile-only)");
+        let event = single_event(&requested, "execution_requested");
+        assert_eq!(event["compile_only"], true, "{event}");
+        let response = json!({
+            "success": true,
+            "output": {"Json": {"wasm_sha256": "ab".repeat(32), "size_bytes": 100, "compile_time_ms": 7}},
+            "resources_used": {"instructions": 5_000_000u64, "time_ms": 12, "compile_time_ms": 7},
+            "evidence": {"wasm_sha256": "ab".repeat(32)}
+        });
+        let resolved = chain.resolve(id, response);
+        assert_success(&resolved, "resolve_execution (compile-only)");
+        let resume = resolved.yield_resumes[0].clone();
+        let completed = chain.callback(&resume.yielded, PromiseResult::Successful(resume.payload));
+        let output: Value = serde_json::from_slice(completed.value().unwrap()).unwrap();
+        assert_eq!(output["size_bytes"], 100);
+        let event = single_event(&completed, "execution_completed");
+        assert_eq!(yocto(&event["payment_charged"]), BASE_FEE + 7 * PER_MS);
+    }
 }
 
 #[test]

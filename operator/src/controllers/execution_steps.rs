@@ -530,6 +530,7 @@ fn run_step(
             compile_job,
             resolved_commit,
             compile_time_ms,
+            size_bytes,
             reachable,
             toolchain,
             compiler,
@@ -549,6 +550,9 @@ fn run_step(
                 Reason::ModuleReady,
                 format!("module {sha256} is in the cache"),
             );
+            if execution.spec.compile_only {
+                return compiled_only(execution, status, &sha256, size_bytes);
+            }
             let module = ReadyModule {
                 sha256: &sha256,
                 reachable,
@@ -565,6 +569,8 @@ enum ModuleState {
         compile_job: Option<String>,
         resolved_commit: Option<String>,
         compile_time_ms: Option<u64>,
+        /// The module's size, from the CompileJob (`None` for a module named by hash).
+        size_bytes: Option<u64>,
         /// Whether the commit is on a branch or tag of the repository (`None`: not known).
         reachable: Option<bool>,
         /// The build identity, from the CompileJob (`None` for a module named by hash).
@@ -591,6 +597,7 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
             compile_job: None,
             resolved_commit: None,
             compile_time_ms: None,
+            size_bytes: None,
             reachable: None,
             toolchain: None,
             compiler: None,
@@ -623,6 +630,7 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
                 compile_job: Some(name.clone()),
                 resolved_commit: status.resolved_commit.clone(),
                 compile_time_ms: status.compile_time_ms,
+                size_bytes: status.size_bytes,
                 reachable: status.reachable,
                 toolchain: status.toolchain.clone(),
                 compiler: status.compiler.clone(),
@@ -996,6 +1004,41 @@ fn result_step(
     )
 }
 
+/// A compile-only request's answer, once its module is in the cache: the module's sha256, size and
+/// compile time as JSON (`compileTimeMs` null for a cache hit, which costs no compile time); nothing
+/// runs.
+fn compiled_only(
+    execution: &ExecutionRequest,
+    mut status: StatusUpdate<ExecutionRequestStatus>,
+    sha256: &str,
+    size_bytes: Option<u64>,
+) -> Step {
+    let compile_time_ms = if status.cache_hit == Some(false) {
+        status.compile_time_ms
+    } else {
+        None
+    };
+    let answer = serde_json::json!({
+        "wasm_sha256": sha256,
+        "size_bytes": size_bytes,
+        "compile_time_ms": compile_time_ms,
+        "cached": status.cache_hit == Some(true),
+    })
+    .to_string();
+    status.output_size = Some(answer.len() as u64);
+    status.output = Some(answer);
+    status.output_encoding = Some(OutputEncoding::Json);
+    let message = format!("module {sha256} is built; compile-only requests run nothing");
+    finish(
+        execution,
+        status,
+        true,
+        Reason::CompiledOnly,
+        message,
+        Vec::new(),
+    )
+}
+
 /// The run is over. A kubectl request is finished; an on-chain one keeps the run's outcome and moves
 /// to `Reporting` (the status write wakes the next reconcile, which reports from the fresh object).
 fn finish(
@@ -1216,8 +1259,14 @@ fn report_step(
     } else {
         None
     };
+    // A compile-only answer is JSON whatever format the request named (it named none for a run).
+    let format = if execution.spec.compile_only {
+        ResponseFormat::Json
+    } else {
+        execution.spec.response_format
+    };
     let response = match execution_response(
-        execution.spec.response_format,
+        format,
         &status,
         &outcome,
         stored_output,

@@ -286,6 +286,7 @@ mod tests {
                 },
                 response_format: ResponseFormat::Text,
                 secrets_ref: None,
+                compile_only: false,
                 deterministic: None,
                 on_chain: None,
             },

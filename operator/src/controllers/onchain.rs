@@ -257,6 +257,10 @@ fn spec_differences(
         actual.secrets_ref == expected.secrets_ref,
     );
     check(
+        "spec.compileOnly",
+        actual.compile_only == expected.compile_only,
+    );
+    check(
         "spec.deterministic",
         actual.deterministic == expected.deterministic,
     );

@@ -98,6 +98,8 @@ pub enum Reason {
     SecretsInvalid,
     /// The request recorded a seed key the operator does not hold (its run cannot be seeded).
     SeedKeyUnavailable,
+    /// A compile-only request's module is built (nothing runs).
+    CompiledOnly,
     // ExecutionRequest: the yield window and reporting.
     YieldDeadline,
     YieldTimedOut,
@@ -162,6 +164,7 @@ impl Reason {
         Self::SecretsUnreadable,
         Self::SecretsInvalid,
         Self::SeedKeyUnavailable,
+        Self::CompiledOnly,
         Self::YieldDeadline,
         Self::YieldTimedOut,
         Self::Reporting,
@@ -213,6 +216,7 @@ impl Reason {
             Self::SecretsUnreadable => "SecretsUnreadable",
             Self::SecretsInvalid => "SecretsInvalid",
             Self::SeedKeyUnavailable => "SeedKeyUnavailable",
+            Self::CompiledOnly => "CompiledOnly",
             Self::YieldDeadline => "YieldDeadline",
             Self::YieldTimedOut => "YieldTimedOut",
             Self::Reporting => "Reporting",

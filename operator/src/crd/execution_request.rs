@@ -47,6 +47,15 @@ pub struct Limits {
     pub max_execution_seconds: u64,
 }
 
+impl Limits {
+    /// What a compile-only request that named no limits carries: the smallest valid, never used.
+    pub const COMPILE_ONLY: Limits = Limits {
+        max_instructions: 1,
+        max_memory_mb: 1,
+        max_execution_seconds: 1,
+    };
+}
+
 /// How the output is interpreted and handed back, as in the contract.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ResponseFormat {
@@ -140,6 +149,10 @@ pub struct ExecutionRequestSpec {
     pub response_format: ResponseFormat,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_ref: Option<SecretsRef>,
+    /// Only compile: the request is answered with the module's sha256, size and compile time, and
+    /// nothing runs (`limits` are unused). How a client warms the cache for a commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compile_only: bool,
     /// kubectl requests only: run deterministically with this seed and clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deterministic: Option<DeterministicSpec>,
@@ -383,6 +396,7 @@ mod tests {
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
             deterministic: None,
             on_chain: None,
         };

@@ -498,6 +498,7 @@ mod tests {
                 },
                 response_format: ResponseFormat::Json,
                 secrets_ref: None,
+                compile_only: false,
                 deterministic: None,
                 on_chain: None,
             },

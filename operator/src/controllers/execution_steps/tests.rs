@@ -35,6 +35,7 @@ fn kubectl() -> ExecutionRequest {
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
             deterministic: None,
             on_chain: None,
         },
@@ -1408,4 +1409,68 @@ fn the_response_carries_the_module_and_build_identity_as_evidence() {
             .evidence,
         None
     );
+}
+
+fn compile_only(mut request: ExecutionRequest) -> ExecutionRequest {
+    request.spec.compile_only = true;
+    request
+}
+
+#[test]
+fn a_compile_only_request_is_answered_when_its_module_is_built() {
+    check(vec![
+        (
+            "building: waits like any request",
+            compile_only(kubectl()),
+            module(unbounded(), building()),
+            "phase=Compiling note=Compiling await",
+        ),
+        (
+            "built, kubectl: succeeds without a pod, secrets or seed",
+            compile_only(kubectl()),
+            module(unbounded(), cached()),
+            "phase=Succeeded note=CompiledOnly finished=succeeded/CompiledOnly cleanup",
+        ),
+        (
+            "built, on chain: reports",
+            compile_only(on_chain()),
+            module(seconds_left(100), cached()),
+            "phase=Reporting await",
+        ),
+        (
+            "a failed build fails it",
+            compile_only(kubectl()),
+            module(unbounded(), compile_failed()),
+            "phase=Failed warn=CompileFailed finished=failed/CompileFailed cleanup",
+        ),
+    ]);
+    // The answer: the module's hash, size and whether it was cached, as JSON whatever the format.
+    let mut built = compile_job(Some((true, Reason::ModuleReady)), Some("ab12"));
+    if let ModuleObservation::CompileJob { status, .. } = &mut built {
+        status.size_bytes = Some(4_096);
+    }
+    let outcome = written(step(
+        &compile_only(on_chain()),
+        &module(seconds_left(100), built),
+    ));
+    let status = outcome.status.unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_str(status.output.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"wasm_sha256": "ab12", "size_bytes": 4096, "compile_time_ms": null, "cached": true})
+    );
+    let reported = with_status(compile_only(on_chain()), |s| *s = status.clone());
+    let response = execution_response(
+        ResponseFormat::Json,
+        reported.status.as_ref().unwrap(),
+        status.outcome.as_ref().unwrap(),
+        None,
+        7,
+        false,
+    )
+    .unwrap();
+    assert!(response.success);
+    assert_eq!(response.resources_used.instructions, 0);
+    assert!(matches!(response.output, Some(ExecutionOutput::Json(_))));
 }
