@@ -481,6 +481,18 @@ struct CachedBuild {
     compiler: Option<String>,
 }
 
+/// The Cargo workspace root above `dir`, if any (a `Cargo.toml` with a `[workspace]` table).
+fn enclosing_workspace(dir: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(dir).ok()?;
+    absolute
+        .ancestors()
+        .find(|ancestor| {
+            std::fs::read_to_string(ancestor.join("Cargo.toml"))
+                .is_ok_and(|text| text.lines().any(|line| line.trim() == "[workspace]"))
+        })
+        .map(Path::to_path_buf)
+}
+
 fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -683,6 +695,14 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| request.code_source.commit.clone());
 
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    if let Some(root) = enclosing_workspace(&cache) {
+        bail!(
+            "the cache directory {} is inside the Cargo workspace {}: cargo would take the checkout \
+             for one of its members; pass a --cache-dir outside it",
+            cache.display(),
+            root.display()
+        );
+    }
     let build_started = Instant::now();
     let (wasm, built, module_cached) = rebuild(&args, &cache, &repo, &commit)?;
     let build_seconds = if module_cached {

@@ -297,3 +297,17 @@ fn a_seeded_random_guest_is_held_to_its_output() {
     let (output, _) = run_checks(&record, &random);
     assert!(matches!(output, Check::Mismatch { .. }), "{output:?}");
 }
+
+#[test]
+fn a_cache_inside_a_cargo_workspace_is_named_before_cargo_trips_on_it() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        root.path().join("Cargo.toml"),
+        "[workspace]\nmembers = []\n",
+    )
+    .unwrap();
+    let cache = root.path().join("target").join("verify");
+    assert_eq!(enclosing_workspace(&cache), Some(root.path().to_path_buf()));
+    let outside = tempfile::tempdir().unwrap();
+    assert_eq!(enclosing_workspace(outside.path()), None);
+}
