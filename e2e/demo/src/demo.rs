@@ -254,7 +254,7 @@ impl Demo {
                 self.mirror_url
             ))
             .arg("--cache-dir")
-            .arg(&cache);
+            .arg(cache);
         let shown = format!(
             "outlayer-operator verify --rpc-url {} --contract-id {} --tx {tx_hash} --sender {USER}",
             self.chain.rpc_url(),
