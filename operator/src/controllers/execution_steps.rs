@@ -7,10 +7,11 @@
 //! |---|---|---|
 //! | (none), Pending | Compiling | the module is not in the cache: a (shared) CompileJob builds it |
 //! | | Executing | the module is in the cache (or named by hash): the executor pod starts |
-//! | | Failed | the CompileJob failed, or the secrets are refused (kubectl requests) |
-//! | | Reporting | the same failures, on-chain requests: the contract hears about them |
+//! | | Succeeded | a compile-only request's module is in the cache: nothing runs (kubectl requests) |
+//! | | Failed | the CompileJob failed, the secrets are refused, or the request recorded a seed key the operator does not hold (kubectl requests) |
+//! | | Reporting | the same outcomes, on-chain requests: the contract hears about them |
 //! | | Expired | on-chain: too little of the yield window is left to compile, run or report |
-//! | Compiling | Executing, Failed, Reporting, Expired | as from Pending, when the CompileJob changes |
+//! | Compiling | Executing, Succeeded, Failed, Reporting, Expired | as from Pending, when the CompileJob changes |
 //! | Executing | Succeeded, Failed | the pod left a result (kubectl requests) |
 //! | | Reporting | the pod left a result (on-chain requests: success or guest failure) |
 //! | | Executing | the pod ended without a result: a fresh pod, up to `platformRetries` times |
