@@ -485,7 +485,10 @@ async fn requests_that_cannot_finish_in_time_expire_and_are_refunded() {
 
 #[tokio::test]
 async fn a_report_cut_short_by_a_crash_and_rpc_faults_is_sent_exactly_once() {
-    let net = ChainEnv::start(Duration::from_millis(300)).await;
+    // 500 ms blocks: a 100 s yield window, so 100 requests under RPC faults are all answered in time
+    // on a busy 2-core machine too (at 300 ms the window ran out under load; what is checked is that
+    // each is answered exactly once, not how fast).
+    let net = ChainEnv::start(Duration::from_millis(500)).await;
     let operator = net.start_operator(net.config());
     net.precompile().await;
 
