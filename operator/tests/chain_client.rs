@@ -3,11 +3,13 @@
 //! large output, stale nonces, RPC faults (5xx, no answer, dropped transactions) and failover.
 //! Every wait is for a condition with a generous deadline; no timing decides a test.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
-use e2e_localnet::{Fault, InitCall, Localnet, LocalnetConfig};
-use near_crypto::{KeyType, SecretKey};
+use common::chain::{NEAR, account, secret};
+use e2e_localnet::{Fault, Localnet};
+use near_crypto::SecretKey;
 use near_jsonrpc_client::{JsonRpcClient, methods};
 use near_primitives::action::{Action, FunctionCallAction};
 use near_primitives::transaction::{SignedTransaction, Transaction, TransactionV0};
@@ -17,9 +19,9 @@ use outlayer_operator::chain::{
     OperatorSigner, PendingRequest, Pricing, RequestCallOutcome, ResourceMetrics, RetryPolicy,
     TxOutcome,
 };
+use outlayer_testkit::localnet::outlayer_genesis;
 use serde_json::{Value, json};
 
-const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 const BLOCK_TIME: Duration = Duration::from_millis(50);
 /// Bounds a hung test only; waits end on conditions.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -27,27 +29,6 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// shorter than the client's own bound, so the user's request (open until resolved) exercises it.
 const NODE_TX_WAIT: Duration = Duration::from_secs(5);
 const REQUEST_DEPOSIT: u128 = NEAR / 10;
-
-fn account(name: &str) -> AccountId {
-    name.parse().unwrap()
-}
-
-fn secret(name: &str) -> SecretKey {
-    SecretKey::from_seed(KeyType::ED25519, name)
-}
-
-fn contract_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("near").join("outlayer_contract.wasm");
-    assert!(
-        path.exists(),
-        "contract wasm {} is missing: run scripts/build-wasm",
-        path.display()
-    );
-    path
-}
 
 struct Net {
     localnet: Localnet,
@@ -57,28 +38,9 @@ struct Net {
 impl Net {
     async fn start() -> Self {
         let outlayer = account("outlayer.localnet");
-        let config = LocalnetConfig::default()
+        let config = outlayer_genesis(100 * NEAR)
             .with_block_time(BLOCK_TIME)
-            .with_tx_wait_timeout(NODE_TX_WAIT)
-            .with_account(
-                account("alice.localnet"),
-                100 * NEAR,
-                secret("alice.localnet").public_key(),
-            )
-            .with_account(
-                account("operator.localnet"),
-                10 * NEAR,
-                secret("operator.localnet").public_key(),
-            )
-            .with_contract(
-                outlayer.clone(),
-                10 * NEAR,
-                contract_wasm(),
-                Some(InitCall {
-                    method: "new".to_string(),
-                    args: json!({"owner_id": "alice.localnet", "operator_id": "operator.localnet"}),
-                }),
-            );
+            .with_tx_wait_timeout(NODE_TX_WAIT);
         Self {
             localnet: Localnet::start(config).await.unwrap(),
             outlayer,
