@@ -7,34 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use outlayer_executor::{Executor, Job, Limits, SystemEnv};
+/// git for the fixtures with a fixed identity and dates, so commits are reproducible.
+use outlayer_testkit::reproducible_git as git;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const COMPILER: &str = env!("CARGO_BIN_EXE_outlayer-compiler");
-
-/// Runs git for the test fixtures with a fixed identity and dates, so commits are reproducible.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "OutLayer Test")
-        .env("GIT_AUTHOR_EMAIL", "test@outlayer.invalid")
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_NAME", "OutLayer Test")
-        .env("GIT_COMMITTER_EMAIL", "test@outlayer.invalid")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
 
 /// A standalone manifest: the example's own uses workspace inheritance.
 fn manifest(name: &str) -> String {

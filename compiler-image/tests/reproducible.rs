@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// git for the fixtures with a fixed identity and dates, so commits are reproducible.
+use outlayer_testkit::reproducible_git as git;
 use serde_json::Value;
 
 const COMPILER: &str = env!("CARGO_BIN_EXE_outlayer-compiler");
@@ -20,28 +22,6 @@ const EXAMPLES: &[&str] = &[
     "random",
     "sha256-loop",
 ];
-
-fn git(dir: &Path, args: &[&str]) {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "OutLayer Test")
-        .env("GIT_AUTHOR_EMAIL", "test@outlayer.invalid")
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_NAME", "OutLayer Test")
-        .env("GIT_COMMITTER_EMAIL", "test@outlayer.invalid")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// A repository at `<root>/repos/<name>` with `files` (path → content), committed on `main`.
 fn make_repo(root: &Path, name: &str, files: &Files) -> String {

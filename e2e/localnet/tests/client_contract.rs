@@ -6,11 +6,9 @@
 //! the gas the client's README recommends. Every wait ends on a condition with a generous deadline;
 //! no timing decides a test.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e_localnet::{InitCall, Localnet, LocalnetConfig};
-use near_crypto::{KeyType, PublicKey, SecretKey};
+use e2e_localnet::Localnet;
 use near_jsonrpc_client::{JsonRpcClient, methods};
 use near_jsonrpc_primitives::types::query::QueryResponseKind;
 use near_jsonrpc_primitives::types::transactions::TransactionInfo;
@@ -24,9 +22,10 @@ use near_primitives::views::{
     ExecutionOutcomeWithIdView, ExecutionStatusView, FinalExecutionOutcomeView,
     FinalExecutionOutcomeViewEnum, FinalExecutionStatus, QueryRequest, TxExecutionStatus,
 };
+use outlayer_testkit::localnet::{outlayer_genesis, with_client_contract};
+use outlayer_testkit::near::{Key, NEAR, account};
 use serde_json::{Value, json};
 
-const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 const BLOCK_TIME: Duration = Duration::from_millis(50);
 /// Generous: waits end on conditions, this only bounds a hung test.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -39,41 +38,6 @@ const ASK_TGAS: u64 = 100;
 /// Room for the pending request's storage on top of the estimate: 1,000 bytes at 1e19 yocto each,
 /// far more than a small request takes.
 const STORAGE_MARGIN: u128 = 1_000 * 10_000_000_000_000_000_000;
-
-fn account(name: &str) -> AccountId {
-    name.parse().unwrap()
-}
-
-fn wasm(file: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = target.join("near").join(file);
-    assert!(
-        path.exists(),
-        "contract wasm {} is missing: run scripts/build-wasm",
-        path.display()
-    );
-    path
-}
-
-struct Key {
-    account_id: AccountId,
-    secret: SecretKey,
-}
-
-impl Key {
-    fn new(name: &str) -> Self {
-        Self {
-            account_id: account(name),
-            secret: SecretKey::from_seed(KeyType::ED25519, name),
-        }
-    }
-
-    fn public_key(&self) -> PublicKey {
-        self.secret.public_key()
-    }
-}
 
 /// A localnet with a user (alice), the operator's account, OutLayer and the client contract.
 struct Net {
@@ -91,33 +55,9 @@ impl Net {
         let operator = Key::new("operator.localnet");
         let outlayer = account("outlayer.localnet");
         let client_contract = account("client.localnet");
-        let config = LocalnetConfig::default()
+        let config = with_client_contract(outlayer_genesis(100 * NEAR))
             .with_block_time(BLOCK_TIME)
-            .with_tx_wait_timeout(DEADLINE)
-            .with_account(alice.account_id.clone(), 100 * NEAR, alice.public_key())
-            .with_account(
-                operator.account_id.clone(),
-                10 * NEAR,
-                operator.public_key(),
-            )
-            .with_contract(
-                outlayer.clone(),
-                10 * NEAR,
-                wasm("outlayer_contract.wasm"),
-                Some(InitCall {
-                    method: "new".to_string(),
-                    args: json!({"owner_id": "alice.localnet", "operator_id": "operator.localnet"}),
-                }),
-            )
-            .with_contract(
-                client_contract.clone(),
-                10 * NEAR,
-                wasm("example_client_contract.wasm"),
-                Some(InitCall {
-                    method: "new".to_string(),
-                    args: json!({"outlayer_id": "outlayer.localnet"}),
-                }),
-            );
+            .with_tx_wait_timeout(DEADLINE);
         let localnet = Localnet::start(config).await.unwrap();
         Self {
             client: JsonRpcClient::connect(localnet.rpc_url()),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use e2e_localnet::{Fault, InitCall, Localnet, LocalnetConfig};
-use near_crypto::{KeyType, PublicKey, SecretKey};
+use near_crypto::{PublicKey, SecretKey};
 use near_jsonrpc_client::errors::{JsonRpcError, JsonRpcServerError};
 use near_jsonrpc_client::{JsonRpcClient, methods};
 use near_jsonrpc_primitives::types::query::QueryResponseKind;
@@ -29,9 +29,9 @@ use near_primitives::views::{
     ExecutionStatusView, FinalExecutionOutcomeView, FinalExecutionOutcomeViewEnum,
     FinalExecutionStatus, QueryRequest, TxExecutionStatus,
 };
+use outlayer_testkit::near::{Key, NEAR, account, secret};
 use serde_json::{Value, json};
 
-const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 const BLOCK_TIME: Duration = Duration::from_millis(50);
 /// Generous: waits end on conditions, this only bounds a hung test.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -43,39 +43,8 @@ const PER_MILLION_INSTRUCTIONS: u128 = 100_000_000_000_000;
 const PER_MS: u128 = 100_000_000_000_000_000;
 const REQUEST_DEPOSIT: u128 = NEAR / 10;
 
-fn account(name: &str) -> AccountId {
-    name.parse().unwrap()
-}
-
-struct Key {
-    account_id: AccountId,
-    secret: SecretKey,
-}
-
-impl Key {
-    fn new(name: &str) -> Self {
-        Self {
-            account_id: account(name),
-            secret: SecretKey::from_seed(KeyType::ED25519, name),
-        }
-    }
-
-    fn public_key(&self) -> PublicKey {
-        self.secret.public_key()
-    }
-}
-
 fn contract_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = target.join("near").join("outlayer_contract.wasm");
-    assert!(
-        path.exists(),
-        "contract wasm {} is missing: run scripts/build-wasm",
-        path.display()
-    );
-    path
+    outlayer_testkit::contract_wasm("outlayer_contract.wasm")
 }
 
 struct Net {
@@ -493,7 +462,7 @@ async fn invalid_transactions_are_rejected_as_nearcore_does() {
     };
 
     // Signed by another key than the one it names.
-    let intruder = SecretKey::from_seed(KeyType::ED25519, "intruder");
+    let intruder = secret("intruder");
     let forged = net.sign_with(alice, &intruder, 1, block_hash, bob, vec![transfer(NEAR)]);
     assert_eq!(
         invalid_tx(commit(forged).await),
@@ -1436,7 +1405,7 @@ async fn protocol_config_is_nearcores_for_the_protocol_version() {
 async fn access_key_list_shows_every_key_with_its_permission_and_pages() {
     let net = Net::start(true).await;
     let alice = &net.alice;
-    let pool_key = SecretKey::from_seed(KeyType::ED25519, "pool-1").public_key();
+    let pool_key = secret("pool-1").public_key();
     let restricted = function_call_key(&net.outlayer, &["resolve_execution"], None);
     let outcome = net
         .run(
@@ -1560,7 +1529,7 @@ async fn a_function_call_key_signs_only_what_its_permission_allows() {
     let operator = &net.operator;
     let pool = Key {
         account_id: operator.account_id.clone(),
-        secret: SecretKey::from_seed(KeyType::ED25519, "operator-pool-1"),
+        secret: secret("operator-pool-1"),
     };
     let outcome = net
         .run(
@@ -1669,7 +1638,7 @@ async fn delete_key_removes_the_key_and_its_signatures() {
     let alice = &net.alice;
     let spare = Key {
         account_id: alice.account_id.clone(),
-        secret: SecretKey::from_seed(KeyType::ED25519, "alice-spare"),
+        secret: secret("alice-spare"),
     };
     success_value(
         &net.run(

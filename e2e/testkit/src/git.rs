@@ -1,11 +1,13 @@
-//! `git` with a fixed identity, so commits work on machines without a global git config.
+//! `git` with a fixed identity, so commits work on machines without a global git config; and a
+//! reproducible variant for tests that compare commit hashes across runs.
 
 use std::path::Path;
 use std::process::Command;
 
 /// Runs `git <args>` in `dir`; its trimmed stdout, or git's stderr as the error.
 pub fn try_git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("git")
+    let mut command = Command::new("git");
+    command
         .args([
             "-c",
             "user.name=OutLayer Tests",
@@ -13,7 +15,32 @@ pub fn try_git(dir: &Path, args: &[&str]) -> Result<String, String> {
             "user.email=tests@outlayer.dev",
         ])
         .args(args)
-        .current_dir(dir)
+        .current_dir(dir);
+    run(command, args)
+}
+
+/// Runs `git <args>` in `dir` with no global or system configuration and fixed author and committer
+/// (names and dates), so the same commits get the same hashes on every machine and run; panics with
+/// git's stderr when it fails.
+pub fn reproducible_git(dir: &Path, args: &[&str]) -> String {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "OutLayer Test")
+        .env("GIT_AUTHOR_EMAIL", "test@outlayer.invalid")
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_NAME", "OutLayer Test")
+        .env("GIT_COMMITTER_EMAIL", "test@outlayer.invalid")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z");
+    run(command, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run(mut command: Command, args: &[&str]) -> Result<String, String> {
+    let output = command
         .output()
         .map_err(|e| format!("git {args:?} did not start: {e}"))?;
     if !output.status.success() {
@@ -49,5 +76,26 @@ mod tests {
         let error = try_git(&repo, &["rev-parse", "no-such-branch"]).unwrap_err();
         assert!(error.contains("rev-parse"), "{error}");
         std::fs::remove_dir_all(&repo).unwrap();
+    }
+
+    #[test]
+    fn reproducible_commits_get_the_same_hash_anywhere() {
+        let hashes: Vec<String> = ["a", "b/deeper"]
+            .iter()
+            .map(|sub| {
+                let base =
+                    std::env::temp_dir().join(format!("testkit-repro-{}", std::process::id()));
+                let repo = base.join(sub);
+                std::fs::create_dir_all(&repo).unwrap();
+                reproducible_git(&repo, &["init", "-q", "-b", "main"]);
+                std::fs::write(repo.join("file"), "same").unwrap();
+                reproducible_git(&repo, &["add", "."]);
+                reproducible_git(&repo, &["commit", "-q", "-m", "same"]);
+                let hash = reproducible_git(&repo, &["rev-parse", "HEAD"]);
+                std::fs::remove_dir_all(&repo).unwrap();
+                hash
+            })
+            .collect();
+        assert_eq!(hashes[0], hashes[1]);
     }
 }
