@@ -80,19 +80,12 @@ impl Env {
     }
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    outlayer_testkit::wait_for(what, WAIT, probe).await
 }
 
 fn terminated(pod: &Pod, container: &str) -> ContainerStateTerminated {

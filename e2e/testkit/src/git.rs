@@ -39,6 +39,41 @@ pub fn reproducible_git(dir: &Path, args: &[&str]) -> String {
     run(command, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Commits `examples/<example>` (a std-only guest) as a standalone crate (its own manifest: the
+/// example's uses workspace inheritance) on branch `main` of a new repository at `repo`.
+pub fn example_repository(repo: &Path, example: &str) {
+    let source = crate::workspace_root().join(format!("examples/{example}/src/main.rs"));
+    let main = std::fs::read_to_string(&source)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()));
+    let written = std::fs::create_dir_all(repo.join("src"))
+        .and_then(|()| {
+            std::fs::write(
+                repo.join("Cargo.toml"),
+                format!(
+                    "[package]\nname = \"{example}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n"
+                ),
+            )
+        })
+        .and_then(|()| std::fs::write(repo.join("src/main.rs"), main));
+    if let Err(e) = written {
+        panic!("cannot write the {example} repository at {}: {e}", repo.display());
+    }
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", example]);
+}
+
+/// The path of `program` as the shell finds it; panics when it is not on PATH.
+pub fn which(program: &str) -> String {
+    let output = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap_or_else(|e| panic!("sh did not start: {e}"));
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(!path.is_empty(), "{program} is not on PATH");
+    path
+}
+
 fn run(mut command: Command, args: &[&str]) -> Result<String, String> {
     let output = command
         .output()
@@ -76,6 +111,18 @@ mod tests {
         let error = try_git(&repo, &["rev-parse", "no-such-branch"]).unwrap_err();
         assert!(error.contains("rev-parse"), "{error}");
         std::fs::remove_dir_all(&repo).unwrap();
+    }
+
+    #[test]
+    fn an_example_becomes_a_standalone_repository_on_main() {
+        let repo = std::env::temp_dir().join(format!("testkit-example-{}", std::process::id()));
+        example_repository(&repo, "echo");
+        assert_eq!(git(&repo, &["branch", "--show-current"]), "main");
+        assert_eq!(git(&repo, &["log", "-1", "--format=%s"]), "echo");
+        let manifest = std::fs::read_to_string(repo.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("name = \"echo\""), "{manifest}");
+        std::fs::remove_dir_all(&repo).unwrap();
+        assert!(which("git").ends_with("git"));
     }
 
     #[test]

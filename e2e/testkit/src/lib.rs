@@ -18,6 +18,6 @@ pub mod near;
 mod paths;
 mod wait;
 
-pub use git::{git, reproducible_git, try_git};
+pub use git::{example_repository, git, reproducible_git, try_git, which};
 pub use paths::{artifact, contract_wasm, guest_wasm, target_dir, workspace_root};
 pub use wait::{wait_for, wait_until};

@@ -7,7 +7,6 @@ pub mod chain;
 
 use std::future::Future;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use e2e_cluster::{Cluster, DEFAULT_NODE, NodeAgent};
@@ -22,7 +21,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 pub use outlayer_testkit::cluster::{await_condition_within, repositories_dir};
-pub use outlayer_testkit::{artifact, git, target_dir};
+pub use outlayer_testkit::{artifact, git, target_dir, which};
 
 /// Generous: the control plane shares 2 cores with the build; a condition, not a timing, decides.
 pub const WAIT: Duration = Duration::from_secs(120);
@@ -265,22 +264,7 @@ pub fn echo_main_branch(repo: &Path) {
 /// Commits `examples/<example>` (a std-only guest) as a standalone crate on branch `main` of a new
 /// repository at `repo`.
 pub fn example_main_branch(repo: &Path, example: &str) {
-    std::fs::create_dir_all(repo.join("src")).unwrap();
-    std::fs::write(
-        repo.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"{example}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n"
-        ),
-    )
-    .unwrap();
-    let main = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{example}/src/main.rs")),
-    )
-    .unwrap();
-    std::fs::write(repo.join("src/main.rs"), main).unwrap();
-    git(repo, &["init", "-q", "-b", "main"]);
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", example]);
+    outlayer_testkit::example_repository(repo, example);
 }
 
 /// The operator's configuration for these tests: test images, the repositories' directory as the only
@@ -304,14 +288,6 @@ pub fn operator_config(repos: &Path) -> OperatorConfig {
         },
         ..OperatorConfig::default()
     }
-}
-
-pub fn which(program: &str) -> String {
-    let output = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
 /// The images the real-node tests run, built from the repository's Dockerfiles around the freshly
