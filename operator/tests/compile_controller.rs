@@ -8,8 +8,9 @@ mod common;
 use std::path::Path;
 
 use common::{
-    NAMESPACE, OperatorEnv, echo_main_branch, example_main_branch, finished, git, operator_config,
-    repositories_dir, request, start_operator, test_context, wait_for,
+    NAMESPACE, OperatorEnv, echo_main_branch, example_main_branch, finished, git,
+    network_probe_build_script, operator_config, repositories_dir, request, start_operator,
+    test_context, wait_for,
 };
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -51,12 +52,7 @@ fn echo_repository_with(root: &Path, network_probe_port: Option<u16>) -> std::pa
         git(&repo, &["checkout", "-q", "-b", "network", "main"]);
         std::fs::write(
             repo.join("build.rs"),
-            format!(
-                "fn main() {{\n    let address = \"127.0.0.1:{port}\".parse().unwrap();\n    \
-                 match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {{\n        \
-                 Ok(_) => println!(\"cargo:warning=the build reached the network\"),\n        \
-                 Err(e) => panic!(\"network unreachable from the build: {{e}}\"),\n    }}\n}}\n"
-            ),
+            network_probe_build_script(&format!("127.0.0.1:{port}")),
         )
         .unwrap();
         git(&repo, &["add", "build.rs"]);

@@ -7,8 +7,9 @@
 mod common;
 
 use common::{
-    NAMESPACE, echo_main_branch, finished, git, publish_bytes, real_node_cache, real_node_images,
-    repositories_dir, request, start_operator, start_real_node, test_context,
+    NAMESPACE, by_hash, echo_main_branch, finished, git, network_probe_build_script, publish_bytes,
+    real_node_cache, real_node_images, repositories_dir, request, start_operator, start_real_node,
+    test_context,
 };
 use e2e_cluster::Cluster;
 use e2e_cluster::real_node::{GitMirror, NODE_IP};
@@ -16,9 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, PostParams};
 use outlayer_operator::config::{CompilerConfig, OperatorConfig};
-use outlayer_operator::crd::{
-    CodeRef, CompileJob, ExecutionRequest, ExecutionRequestSpec, Limits, Phase, ResponseFormat,
-};
+use outlayer_operator::crd::{CompileJob, ExecutionRequest, Phase};
 use outlayer_operator::pods::executor::{EXECUTION_LABEL, EXECUTOR_CONTAINER};
 use serde_json::json;
 
@@ -54,12 +53,7 @@ async fn a_request_compiles_and_runs_in_real_containers_with_the_build_offline()
     let mirror_port = mirror.port();
     std::fs::write(
         repo.join("build.rs"),
-        format!(
-            "fn main() {{\n    let address = \"{NODE_IP}:{mirror_port}\".parse().unwrap();\n    \
-             match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {{\n        \
-             Ok(_) => println!(\"cargo:warning=the build reached the network\"),\n        \
-             Err(e) => panic!(\"network unreachable from the build: {{e}}\"),\n    }}\n}}\n"
-        ),
+        network_probe_build_script(&format!("{NODE_IP}:{mirror_port}")),
     )
     .unwrap();
     git(&repo, &["add", "build.rs"]);
@@ -195,27 +189,6 @@ fn output_flooder(times: u32) -> Vec<u8> {
     .unwrap()
 }
 
-fn by_hash(name: &str, sha256: &str, max_memory_mb: u32) -> ExecutionRequest {
-    ExecutionRequest::new(
-        name,
-        ExecutionRequestSpec {
-            code: CodeRef {
-                source: None,
-                wasm_sha256: Some(sha256.to_string()),
-            },
-            input: String::new(),
-            limits: Limits {
-                max_instructions: 100_000_000,
-                max_memory_mb,
-                max_execution_seconds: 10,
-            },
-            response_format: ResponseFormat::Text,
-            secrets_ref: None,
-            on_chain: None,
-        },
-    )
-}
-
 /// Memory limits hold at two levels. A guest growing its memory past `maxMemoryMb` is refused by the
 /// executor (a guest failure, the user's). An executor the kernel kills at the pod's memory limit
 /// (OOMKilled: here the guest floods stdout, which the executor buffers in its own memory, with an
@@ -244,7 +217,7 @@ async fn the_kernel_oom_kill_is_a_platform_failure_and_the_executor_limit_comes_
 
     // Past maxMemoryMb: the executor refuses the growth before the kernel has anything to do.
     executions
-        .create(&post, &by_hash("over-limit", &grower, 64))
+        .create(&post, &by_hash("over-limit", &grower, "", 64))
         .await
         .unwrap();
     let status = finished(&executions, "over-limit").await;
@@ -256,7 +229,7 @@ async fn the_kernel_oom_kill_is_a_platform_failure_and_the_executor_limit_comes_
 
     // 128 MiB of output held by the executor in a pod limited to 16 + 64 MiB: the kernel kills it.
     executions
-        .create(&post, &by_hash("oom", &flooder, 16))
+        .create(&post, &by_hash("oom", &flooder, "", 16))
         .await
         .unwrap();
     let status = finished(&executions, "oom").await;

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    NAMESPACE, finished, publish, real_node_cache, real_node_images, start_operator,
+    NAMESPACE, by_hash, finished, publish, real_node_cache, real_node_images, start_operator,
     start_real_node, test_context, wait_for,
 };
 use e2e_cluster::Cluster;
@@ -20,37 +20,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use outlayer_operator::config::{OperatorConfig, WarmPoolConfig};
-use outlayer_operator::crd::{
-    CodeRef, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits, Phase,
-    ResponseFormat,
-};
+use outlayer_operator::crd::{ExecutionRequest, ExecutionRequestStatus, Phase};
 use outlayer_operator::pods::executor::{WARM_CLASS_LABEL, WARM_IDLE, WARM_STATE_LABEL};
 use outlayer_operator::pool::plan;
 use serde_json::json;
 
 const HANDOFF_PORT: u16 = 7070;
 const POOL_SIZE: u32 = 2;
-
-fn by_hash(name: &str, sha256: &str, input: &str, memory_mb: u32) -> ExecutionRequest {
-    ExecutionRequest::new(
-        name,
-        ExecutionRequestSpec {
-            code: CodeRef {
-                source: None,
-                wasm_sha256: Some(sha256.to_string()),
-            },
-            input: input.to_string(),
-            limits: Limits {
-                max_instructions: 100_000_000,
-                max_memory_mb: memory_mb,
-                max_execution_seconds: 10,
-            },
-            response_format: ResponseFormat::Text,
-            secrets_ref: None,
-            on_chain: None,
-        },
-    )
-}
 
 /// The chart's sandbox policy, and its warm-handoff policy with the node (where this test's operator
 /// runs) in place of the operator's pods.

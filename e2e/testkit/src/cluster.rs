@@ -4,9 +4,9 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::wait::{Condition, await_condition};
-use kube::Resource;
 
 /// A fresh directory for test repositories, spelled without `..` (repository URLs may not contain it),
 /// somewhere sandboxed pods can read: they see the host's filesystem read-only but get an empty /tmp,
@@ -22,8 +22,9 @@ pub fn repositories_dir() -> tempfile::TempDir {
         let root = std::fs::canonicalize(&root)
             .unwrap_or_else(|e| panic!("cannot resolve {}: {e}", root.display()));
         if !root.starts_with("/tmp") {
-            return tempfile::tempdir_in(&root)
-                .unwrap_or_else(|e| panic!("cannot create a directory in {}: {e}", root.display()));
+            return tempfile::tempdir_in(&root).unwrap_or_else(|e| {
+                panic!("cannot create a directory in {}: {e}", root.display())
+            });
         }
     }
     panic!(

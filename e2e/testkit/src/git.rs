@@ -56,7 +56,10 @@ pub fn example_repository(repo: &Path, example: &str) {
         })
         .and_then(|()| std::fs::write(repo.join("src/main.rs"), main));
     if let Err(e) = written {
-        panic!("cannot write the {example} repository at {}: {e}", repo.display());
+        panic!(
+            "cannot write the {example} repository at {}: {e}",
+            repo.display()
+        );
     }
     git(repo, &["init", "-q", "-b", "main"]);
     git(repo, &["add", "."]);

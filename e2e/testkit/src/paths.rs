@@ -49,7 +49,10 @@ pub fn guest_wasm(crate_name: &str) -> PathBuf {
     if hyphen.exists() {
         return hyphen;
     }
-    let underscore = format!("wasm32-wasip1/release/{}.wasm", crate_name.replace('-', "_"));
+    let underscore = format!(
+        "wasm32-wasip1/release/{}.wasm",
+        crate_name.replace('-', "_")
+    );
     artifact(&underscore, "scripts/build-wasm")
 }
 
@@ -62,12 +65,19 @@ mod tests {
         let root = workspace_root();
         let cases = [
             (None, root.join("target")),
-            (Some(PathBuf::from("/var/tmp/elsewhere")), PathBuf::from("/var/tmp/elsewhere")),
+            (
+                Some(PathBuf::from("/var/tmp/elsewhere")),
+                PathBuf::from("/var/tmp/elsewhere"),
+            ),
             (Some(PathBuf::from("build/out")), root.join("build/out")),
         ];
         for (configured, expected) in cases {
             let expected = std::fs::canonicalize(&expected).unwrap_or(expected);
-            assert_eq!(target_dir_from(configured.clone()), expected, "{configured:?}");
+            assert_eq!(
+                target_dir_from(configured.clone()),
+                expected,
+                "{configured:?}"
+            );
         }
     }
 

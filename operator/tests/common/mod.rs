@@ -146,14 +146,7 @@ impl OperatorEnv {
                 ],
             );
         let agent = cluster.start_node_agent(agent_config).await.unwrap();
-        cluster
-            .create_namespace(
-                NAMESPACE,
-                &[("pod-security.kubernetes.io/enforce", "restricted")],
-            )
-            .await
-            .unwrap();
-        install_crds(&cluster).await;
+        prepare_namespace(&cluster).await;
         create_cache_volume(&cluster, cache.path()).await;
         Self {
             agent,
@@ -303,6 +296,12 @@ pub async fn start_real_node(images: &e2e_cluster::real_node::Images, only: &[&s
         .await
         .unwrap();
     cluster.start_real_node(&images.only(only)).await.unwrap();
+    prepare_namespace(&cluster).await;
+    cluster
+}
+
+/// The restricted [`NAMESPACE`] (Pod Security "restricted" enforced) and the CRDs, Established.
+pub async fn prepare_namespace(cluster: &Cluster) {
     cluster
         .create_namespace(
             NAMESPACE,
@@ -310,8 +309,40 @@ pub async fn start_real_node(images: &e2e_cluster::real_node::Images, only: &[&s
         )
         .await
         .unwrap();
-    install_crds(&cluster).await;
-    cluster
+    install_crds(cluster).await;
+}
+
+/// A run of the published module `sha256` (no compile) with `input` and `max_memory_mb`.
+pub fn by_hash(name: &str, sha256: &str, input: &str, max_memory_mb: u32) -> crd::ExecutionRequest {
+    crd::ExecutionRequest::new(
+        name,
+        crd::ExecutionRequestSpec {
+            code: crd::CodeRef {
+                source: None,
+                wasm_sha256: Some(sha256.to_string()),
+            },
+            input: input.to_string(),
+            limits: crd::Limits {
+                max_instructions: 100_000_000,
+                max_memory_mb,
+                max_execution_seconds: 10,
+            },
+            response_format: crd::ResponseFormat::Text,
+            secrets_ref: None,
+            on_chain: None,
+        },
+    )
+}
+
+/// A `build.rs` that tries to reach `address` (`host:port`) and fails the build when it cannot: a
+/// build that succeeds had the network.
+pub fn network_probe_build_script(address: &str) -> String {
+    format!(
+        "fn main() {{\n    let address = \"{address}\".parse().unwrap();\n    \
+         match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {{\n        \
+         Ok(_) => println!(\"cargo:warning=the build reached the network\"),\n        \
+         Err(e) => panic!(\"network unreachable from the build: {{e}}\"),\n    }}\n}}\n"
+    )
 }
 
 /// The module cache on a real node: `wasm/` and `results/` owned by uid 65532 (the build Job publishes

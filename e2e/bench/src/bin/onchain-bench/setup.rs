@@ -356,8 +356,7 @@ fn echo_main_branch(repo: &Path) -> anyhow::Result<()> {
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    outlayer_testkit::try_git(dir, args)
-        .map_err(|e| anyhow::anyhow!("in {}: {e}", dir.display()))
+    outlayer_testkit::try_git(dir, args).map_err(|e| anyhow::anyhow!("in {}: {e}", dir.display()))
 }
 
 fn which(program: &str) -> anyhow::Result<String> {
