@@ -9,8 +9,8 @@ use std::path::Path;
 
 use common::{
     NAMESPACE, OperatorEnv, echo_main_branch, example_main_branch, finished, git,
-    network_probe_build_script, operator_config, repositories_dir, request, start_operator,
-    test_context, wait_for,
+    network_probe_branch, operator_config, repositories_dir, request, start_operator, test_context,
+    wait_for,
 };
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -49,18 +49,7 @@ fn echo_repository_with(root: &Path, network_probe_port: Option<u16>) -> std::pa
         assert_ne!(main, v2);
         std::fs::write(repo.join("src/main.rs"), v2).unwrap();
         git(&repo, &["commit", "-q", "-am", "v2"]);
-        git(&repo, &["checkout", "-q", "-b", "network", "main"]);
-        std::fs::write(
-            repo.join("build.rs"),
-            network_probe_build_script(&format!("127.0.0.1:{port}")),
-        )
-        .unwrap();
-        git(&repo, &["add", "build.rs"]);
-        git(
-            &repo,
-            &["commit", "-q", "-m", "build script probing the network"],
-        );
-        git(&repo, &["checkout", "-q", "main"]);
+        network_probe_branch(&repo, &format!("127.0.0.1:{port}"));
     }
     repo
 }

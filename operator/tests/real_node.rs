@@ -7,7 +7,7 @@
 mod common;
 
 use common::{
-    NAMESPACE, by_hash, echo_main_branch, finished, git, network_probe_build_script, publish_bytes,
+    NAMESPACE, by_hash, echo_main_branch, finished, git, network_probe_branch, publish_bytes,
     real_node_cache, real_node_images, repositories_dir, request, start_operator, start_real_node,
     test_context,
 };
@@ -46,22 +46,10 @@ async fn a_request_compiles_and_runs_in_real_containers_with_the_build_offline()
     let repos = repositories_dir();
     let repo = repos.path().join("outlayer/echo");
     echo_main_branch(&repo);
-    // A build script that tries to reach the mirror (which the fetch pod could reach).
-    git(&repo, &["checkout", "-q", "-b", "network"]);
     let cluster = start_real_node(&images, &[&images.executor, &images.compiler]).await;
     let mirror = GitMirror::start(repos.path(), cluster.state_dir().unwrap()).unwrap();
-    let mirror_port = mirror.port();
-    std::fs::write(
-        repo.join("build.rs"),
-        network_probe_build_script(&format!("{NODE_IP}:{mirror_port}")),
-    )
-    .unwrap();
-    git(&repo, &["add", "build.rs"]);
-    git(
-        &repo,
-        &["commit", "-q", "-m", "build script probing the network"],
-    );
-    git(&repo, &["checkout", "-q", "main"]);
+    // A build script that tries to reach the mirror (which the fetch pod could reach).
+    network_probe_branch(&repo, &format!("{NODE_IP}:{}", mirror.port()));
     let main_sha = git(&repo, &["rev-parse", "main"]);
     let network_sha = git(&repo, &["rev-parse", "network"]);
 

@@ -334,15 +334,27 @@ pub fn by_hash(name: &str, sha256: &str, input: &str, max_memory_mb: u32) -> crd
     )
 }
 
-/// A `build.rs` that tries to reach `address` (`host:port`) and fails the build when it cannot: a
-/// build that succeeds had the network.
-pub fn network_probe_build_script(address: &str) -> String {
-    format!(
-        "fn main() {{\n    let address = \"{address}\".parse().unwrap();\n    \
-         match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {{\n        \
-         Ok(_) => println!(\"cargo:warning=the build reached the network\"),\n        \
-         Err(e) => panic!(\"network unreachable from the build: {{e}}\"),\n    }}\n}}\n"
+/// Commits, on a new branch `network` off `main`, a `build.rs` that tries to reach `address`
+/// (`host:port`) and fails the build when it cannot (a build that succeeds had the network); leaves
+/// `main` checked out.
+pub fn network_probe_branch(repo: &Path, address: &str) {
+    git(repo, &["checkout", "-q", "-b", "network", "main"]);
+    std::fs::write(
+        repo.join("build.rs"),
+        format!(
+            "fn main() {{\n    let address = \"{address}\".parse().unwrap();\n    \
+             match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {{\n        \
+             Ok(_) => println!(\"cargo:warning=the build reached the network\"),\n        \
+             Err(e) => panic!(\"network unreachable from the build: {{e}}\"),\n    }}\n}}\n"
+        ),
     )
+    .unwrap();
+    git(repo, &["add", "build.rs"]);
+    git(
+        repo,
+        &["commit", "-q", "-m", "build script probing the network"],
+    );
+    git(repo, &["checkout", "-q", "main"]);
 }
 
 /// The module cache on a real node: `wasm/` and `results/` owned by uid 65532 (the build Job publishes
