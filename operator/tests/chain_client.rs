@@ -20,6 +20,7 @@ use outlayer_operator::chain::{
     TxOutcome,
 };
 use outlayer_testkit::localnet::outlayer_genesis;
+use outlayer_testkit::wait_until;
 use serde_json::{Value, json};
 
 const BLOCK_TIME: Duration = Duration::from_millis(50);
@@ -108,18 +109,16 @@ impl Net {
         client: &ChainClient,
         predicate: impl Fn(&[PendingRequest]) -> bool,
     ) -> Vec<PendingRequest> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        let predicate = &predicate;
+        wait_until("the pending requests to match", DEADLINE, || async move {
             let pending = client.get_pending_requests(0, 100).await.unwrap();
             if predicate(&pending) {
-                return pending;
+                Ok(pending)
+            } else {
+                Err(format!("{pending:?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "pending requests never matched: {pending:?}"
-            );
-            tokio::time::sleep(BLOCK_TIME).await;
-        }
+        })
+        .await
     }
 }
 

@@ -3,13 +3,16 @@
 //! OutLayer contract's request → resolve → callback flow and its yield timeout, and the fault
 //! switch. Every wait is for a condition with a generous deadline; no timing decides a test.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::{DEADLINE, Rpc, function_call, tokens_burnt};
 use e2e_localnet::{Fault, InitCall, Localnet, LocalnetConfig};
-use near_crypto::{PublicKey, SecretKey};
+use near_crypto::PublicKey;
 use near_jsonrpc_client::errors::{JsonRpcError, JsonRpcServerError};
-use near_jsonrpc_client::{JsonRpcClient, methods};
+use near_jsonrpc_client::methods;
 use near_jsonrpc_primitives::types::query::QueryResponseKind;
 use near_jsonrpc_primitives::types::transactions::{RpcTransactionError, TransactionInfo};
 use std::num::NonZeroU32;
@@ -17,11 +20,11 @@ use std::num::NonZeroU32;
 use near_crypto::PublicKeyHandle;
 use near_primitives::account::{AccessKey, AccessKeyPermission, FunctionCallPermission};
 use near_primitives::action::{
-    Action, AddKeyAction, CreateAccountAction, DeleteKeyAction, FunctionCallAction, TransferAction,
+    Action, AddKeyAction, CreateAccountAction, DeleteKeyAction, TransferAction,
 };
 use near_primitives::errors::{ActionsValidationError, InvalidTxError};
 use near_primitives::hash::CryptoHash;
-use near_primitives::transaction::{SignedTransaction, Transaction, TransactionV0};
+use near_primitives::transaction::SignedTransaction;
 use near_primitives::types::StoreKey;
 use near_primitives::types::{AccountId, Balance, BlockReference, Finality, FunctionArgs, Gas};
 use near_primitives::views::{AccessKeyPermissionView, AccessKeyView};
@@ -30,11 +33,10 @@ use near_primitives::views::{
     FinalExecutionStatus, QueryRequest, TxExecutionStatus,
 };
 use outlayer_testkit::near::{Key, NEAR, account, secret};
+use outlayer_testkit::wait_until;
 use serde_json::{Value, json};
 
 const BLOCK_TIME: Duration = Duration::from_millis(50);
-/// Generous: waits end on conditions, this only bounds a hung test.
-const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Contract defaults (`Pricing::default`): base 0.001 NEAR, 1e14 yocto per million
 /// instructions, 1e17 yocto per ms and per compile ms.
@@ -47,13 +49,22 @@ fn contract_wasm() -> PathBuf {
     outlayer_testkit::contract_wasm("outlayer_contract.wasm")
 }
 
+/// The localnet's RPC (`Deref`: `net.sign(..)`, `net.client`) plus the accounts of its genesis.
 struct Net {
     localnet: Localnet,
-    client: JsonRpcClient,
+    rpc: Rpc,
     alice: Key,
     bob: Key,
     operator: Key,
     outlayer: AccountId,
+}
+
+impl std::ops::Deref for Net {
+    type Target = Rpc;
+
+    fn deref(&self) -> &Rpc {
+        &self.rpc
+    }
 }
 
 impl Net {
@@ -88,10 +99,10 @@ impl Net {
             );
         }
         let localnet = Localnet::start(config).await.unwrap();
-        let client = JsonRpcClient::connect(localnet.rpc_url());
+        let rpc = Rpc::connect(&localnet.rpc_url());
         Self {
             localnet,
-            client,
+            rpc,
             alice,
             bob,
             operator,
@@ -99,164 +110,8 @@ impl Net {
         }
     }
 
-    async fn balance(&self, account_id: &AccountId) -> u128 {
-        let response = self
-            .client
-            .call(methods::query::RpcQueryRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-                request: QueryRequest::ViewAccount {
-                    account_id: account_id.clone(),
-                },
-            })
-            .await
-            .unwrap();
-        match response.kind {
-            QueryResponseKind::ViewAccount(view) => view.amount.as_yoctonear(),
-            other => panic!("expected an account view, got {other:?}"),
-        }
-    }
-
-    async fn nonce(&self, key: &Key) -> u64 {
-        let response = self
-            .client
-            .call(methods::query::RpcQueryRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-                request: QueryRequest::ViewAccessKey {
-                    account_id: key.account_id.clone(),
-                    public_key: key.public_key(),
-                },
-            })
-            .await
-            .unwrap();
-        match response.kind {
-            QueryResponseKind::AccessKey(view) => view.nonce,
-            other => panic!("expected an access key view, got {other:?}"),
-        }
-    }
-
-    async fn final_block_hash(&self) -> CryptoHash {
-        let block = self
-            .client
-            .call(methods::block::RpcBlockRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-            })
-            .await
-            .unwrap();
-        block.header.hash
-    }
-
-    /// Signs with the key's next nonce and the final block, as the operator will.
-    async fn sign(
-        &self,
-        key: &Key,
-        receiver: &AccountId,
-        actions: Vec<Action>,
-    ) -> SignedTransaction {
-        let nonce = self.nonce(key).await + 1;
-        self.sign_with(
-            key,
-            &key.secret,
-            nonce,
-            self.final_block_hash().await,
-            receiver,
-            actions,
-        )
-    }
-
-    fn sign_with(
-        &self,
-        key: &Key,
-        signing_secret: &SecretKey,
-        nonce: u64,
-        block_hash: CryptoHash,
-        receiver: &AccountId,
-        actions: Vec<Action>,
-    ) -> SignedTransaction {
-        let tx = Transaction::V0(TransactionV0 {
-            signer_id: key.account_id.clone(),
-            public_key: key.public_key(),
-            nonce,
-            receiver_id: receiver.clone(),
-            block_hash,
-            actions,
-        });
-        let (hash, _) = tx.get_hash_and_size();
-        SignedTransaction::new(signing_secret.sign(hash.as_ref()), tx)
-    }
-
-    async fn commit(&self, tx: SignedTransaction) -> FinalExecutionOutcomeView {
-        self.client
-            .call(methods::broadcast_tx_commit::RpcBroadcastTxCommitRequest {
-                signed_transaction: tx,
-            })
-            .await
-            .unwrap()
-    }
-
-    /// The final outcome of a transaction, with its receipts, once everything it caused ran.
-    async fn final_outcome(
-        &self,
-        tx_hash: CryptoHash,
-        sender: &AccountId,
-    ) -> FinalExecutionOutcomeView {
-        #[allow(deprecated)]
-        let request = methods::EXPERIMENTAL_tx_status::RpcTransactionStatusRequest {
-            transaction_info: TransactionInfo::TransactionId {
-                tx_hash,
-                sender_account_id: sender.clone(),
-            },
-            wait_until: TxExecutionStatus::Final,
-        };
-        let response = tokio::time::timeout(DEADLINE, self.client.call(request))
-            .await
-            .expect("the transaction did not finish in time")
-            .unwrap();
-        assert_eq!(response.final_execution_status, TxExecutionStatus::Final);
-        match response.final_execution_outcome {
-            Some(FinalExecutionOutcomeViewEnum::FinalExecutionOutcomeWithReceipt(outcome)) => {
-                assert_eq!(
-                    outcome.receipts.len(),
-                    outcome.final_outcome.receipts_outcome.len(),
-                    "every receipt of the transaction has its view"
-                );
-                outcome.final_outcome
-            }
-            other => panic!("expected an outcome with receipts, got {other:?}"),
-        }
-    }
-
     async fn view(&self, method: &str, args: Value) -> Value {
-        let response = self
-            .client
-            .call(methods::query::RpcQueryRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-                request: QueryRequest::CallFunction {
-                    account_id: self.outlayer.clone(),
-                    method_name: method.to_string(),
-                    args: FunctionArgs::from(serde_json::to_vec(&args).unwrap()),
-                },
-            })
-            .await
-            .unwrap();
-        match response.kind {
-            QueryResponseKind::CallResult(result) => {
-                serde_json::from_slice(&result.result).unwrap()
-            }
-            other => panic!("expected a call result, got {other:?}"),
-        }
-    }
-
-    async fn block_height_of(&self, block_hash: CryptoHash) -> u64 {
-        let block = self
-            .client
-            .call(methods::block::RpcBlockRequest {
-                block_reference: BlockReference::BlockId(near_primitives::types::BlockId::Hash(
-                    block_hash,
-                )),
-            })
-            .await
-            .unwrap();
-        block.header.height
+        self.rpc.view_on(&self.outlayer, method, args).await
     }
 
     async fn request_execution(&self, input: &str) -> CryptoHash {
@@ -296,43 +151,24 @@ impl Net {
 
     /// Polls the pending-requests view until `predicate` holds.
     async fn wait_for_pending(&self, predicate: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        let predicate = &predicate;
+        wait_until("the pending requests to match", DEADLINE, || async move {
             let pending = self.view("get_pending_requests", json!({})).await;
             let pending = pending.as_array().cloned().unwrap_or_default();
             if predicate(&pending) {
-                return pending;
+                Ok(pending)
+            } else {
+                Err(format!("{pending:?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "pending requests never matched: {pending:?}"
-            );
-            tokio::time::sleep(BLOCK_TIME).await;
-        }
+        })
+        .await
     }
-}
-
-fn function_call(method: &str, args: &Value, tgas: u64, deposit: u128) -> Action {
-    Action::FunctionCall(Box::new(FunctionCallAction {
-        method_name: method.to_string(),
-        args: serde_json::to_vec(args).unwrap(),
-        gas: Gas::from_teragas(tgas),
-        deposit: Balance::from_yoctonear(deposit),
-    }))
 }
 
 fn transfer(amount: u128) -> Action {
     Action::Transfer(TransferAction {
         deposit: Balance::from_yoctonear(amount),
     })
-}
-
-/// yoctoNEAR burnt by the transaction and every receipt it caused.
-fn tokens_burnt(outcome: &FinalExecutionOutcomeView) -> u128 {
-    std::iter::once(&outcome.transaction_outcome)
-        .chain(&outcome.receipts_outcome)
-        .map(|o| o.outcome.tokens_burnt.as_yoctonear())
-        .sum()
 }
 
 fn success_value(outcome: &FinalExecutionOutcomeView) -> Vec<u8> {
@@ -1155,7 +991,7 @@ async fn client_contract_receives_the_output_in_its_own_callback() {
         );
     let localnet = Localnet::start(config).await.unwrap();
     let net = Net {
-        client: JsonRpcClient::connect(localnet.rpc_url()),
+        rpc: Rpc::connect(&localnet.rpc_url()),
         localnet,
         bob: Key::new("bob.localnet"),
         alice,
@@ -1861,10 +1697,9 @@ async fn nonces_above_the_committed_one_wait_in_the_pool_in_any_order() {
     )
     .await
     .unwrap();
-    let client = JsonRpcClient::connect(localnet.rpc_url());
     let net = Net {
+        rpc: Rpc::connect(&localnet.rpc_url()),
         localnet,
-        client,
         alice,
         bob,
         operator: Key::new("operator.localnet"),
