@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::{
-    NAMESPACE, OperatorEnv, echo_main_branch, example_main_branch, finished, git,
+    NAMESPACE, OperatorEnv, condition, echo_main_branch, example_main_branch, finished, git,
     network_probe_branch, operator_config, repositories_dir, request, start_operator, test_context,
     wait_for,
 };
@@ -127,11 +127,7 @@ async fn repositories_compile_once_into_the_cache_and_run() {
         .unwrap();
     let broken = finished(&executions, "broken").await;
     assert_eq!(broken.phase, Some(Phase::Failed));
-    let reason = broken
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .unwrap();
+    let reason = condition(&broken, "Succeeded");
     assert_eq!(reason.reason, "CompileFailed", "{}", reason.message);
     let broken_job = compile_jobs
         .get(broken.compile_job.as_deref().unwrap())
@@ -442,11 +438,7 @@ async fn a_compile_job_planted_under_another_sources_name_is_never_used() {
         .unwrap();
     let victim = finished(&executions, "victim").await;
     assert_eq!(victim.phase, Some(Phase::Failed), "{:?}", victim.message);
-    let reason = victim
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .unwrap();
+    let reason = condition(&victim, "Succeeded");
     assert_eq!(reason.reason, "CompileJobMismatch", "{}", reason.message);
     assert!(reason.message.contains("broken"), "{}", reason.message);
     assert_eq!(victim.wasm_sha256, None);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use e2e_cluster::{Cluster, DEFAULT_NODE, NodeAgent};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::PostParams;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::conditions;
@@ -64,6 +65,15 @@ pub async fn finished(api: &Api<crd::ExecutionRequest>, name: &str) -> crd::Exec
             .then_some(status)
     })
     .await
+}
+
+/// The condition `kind` of an ExecutionRequest's status; fails the test when it is missing.
+pub fn condition<'a>(status: &'a crd::ExecutionRequestStatus, kind: &str) -> &'a Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {:?}", status.conditions))
 }
 
 /// Applies every CRD with server-side apply and waits until each is Established.
