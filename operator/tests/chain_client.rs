@@ -80,7 +80,15 @@ impl Net {
     /// Alice calls `request_execution` with `input`; the transaction stays open until the request is
     /// resolved (or times out), so it runs in a task whose result is the user's final outcome.
     fn request_execution(&self, input: &str) -> tokio::task::JoinHandle<TxOutcome> {
-        let alice = self.client_as("alice.localnet");
+        self.request_execution_as(self.client_as("alice.localnet"), input)
+    }
+
+    /// [`Net::request_execution`] through `alice`, a client of hers (its clones share her nonces).
+    fn request_execution_as(
+        &self,
+        alice: ChainClient,
+        input: &str,
+    ) -> tokio::task::JoinHandle<TxOutcome> {
         let args = json!({
             "code_source": {"repo": "https://github.com/outlayer/examples",
                             "commit": "0123456789abcdef0123456789abcdef01234567"},
@@ -420,30 +428,7 @@ async fn a_key_pool_resolves_in_parallel_without_nonce_collisions() {
     // Many requests at once from one user client (one nonce sequence, so its sends never collide).
     let alice = net.client_as("alice.localnet");
     let users: Vec<_> = (0..REQUESTS)
-        .map(|i| {
-            let alice = alice.clone();
-            let outlayer = net.outlayer.clone();
-            let args = json!({
-                "code_source": {"repo": "https://github.com/outlayer/examples",
-                                "commit": "0123456789abcdef0123456789abcdef01234567"},
-                "resource_limits": {"max_instructions": 1_000_000_000u64, "max_memory_mb": 128,
-                                    "max_execution_seconds": 10},
-                "input_data": format!("request {i}"),
-                "response_format": "Text"
-            });
-            tokio::spawn(async move {
-                alice
-                    .call_function(
-                        &outlayer,
-                        "request_execution",
-                        &args,
-                        Gas::from_teragas(50),
-                        Balance::from_yoctonear(REQUEST_DEPOSIT),
-                    )
-                    .await
-                    .unwrap()
-            })
-        })
+        .map(|i| net.request_execution_as(alice.clone(), &format!("request {i}")))
         .collect();
     let pending = net
         .wait_for_pending(&pool, |pending| pending.len() == REQUESTS)
