@@ -1,6 +1,7 @@
 //! Sees ExecutionRequests finish through one watch, stamping each with the client's clock the moment
 //! its terminal status arrives: polling would add up to its interval to every figure.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use e2e_bench::watch::RequestWatch;
@@ -29,37 +30,21 @@ impl Outcome {
 }
 
 /// How each ExecutionRequest ended, as first seen by one watch.
-pub struct CompletionObserver {
-    watch: RequestWatch<Outcome>,
-}
+pub type CompletionObserver = RequestWatch<Outcome>;
 
-impl CompletionObserver {
-    /// Starts watching `api` and returns once the initial list is in, so that every request created
-    /// afterwards is seen.
-    pub async fn start(api: Api<ExecutionRequest>) -> anyhow::Result<Self> {
-        let watch = RequestWatch::start(api, |finished, object| {
-            let Some(outcome) = terminal_outcome(object) else {
-                return false;
-            };
-            let name = object.metadata.name.clone().unwrap_or_default();
-            finished.entry(name).or_insert(outcome);
-            true
-        })
-        .await?;
-        Ok(Self { watch })
-    }
-
-    /// Waits until every one of `names` has finished, calling `progress` with the count as it grows.
-    pub async fn wait_all(
-        &self,
-        names: &[String],
-        timeout: Duration,
-        progress: impl FnMut(usize),
-    ) -> anyhow::Result<Vec<Outcome>> {
-        self.watch
-            .wait_all(names, timeout, |_| true, progress)
-            .await
-    }
+/// Starts a [`CompletionObserver`] on `api`; returns once the initial list is in, so that every
+/// request created afterwards is seen.
+pub async fn observe_completions(api: Api<ExecutionRequest>) -> anyhow::Result<CompletionObserver> {
+    let record = |finished: &mut HashMap<String, Outcome>, object: &ExecutionRequest| {
+        let Some(outcome) = terminal_outcome(object) else {
+            return false;
+        };
+        let name = object.metadata.name.clone().unwrap_or_default();
+        finished.entry(name).or_insert(outcome);
+        true
+    };
+    // Only finished requests have a record.
+    RequestWatch::start(api, record, |_| true).await
 }
 
 fn terminal_outcome(object: &ExecutionRequest) -> Option<Outcome> {

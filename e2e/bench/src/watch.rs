@@ -1,7 +1,8 @@
 //! One watch on ExecutionRequests that keeps, per object name, what a bench makes of the events it
 //! sees, stamped the moment they arrive (polling would add up to its interval to every figure). Both
 //! benches build their observer on it: `operator-bench`'s `CompletionObserver` (how each request
-//! ended) and `onchain-bench`'s `TimelineObserver` (each request's milestones).
+//! ended) and `onchain-bench`'s `TimelineObserver` (each request's milestones), both a
+//! `RequestWatch` of their own record type.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,8 @@ type Records<T> = Arc<Mutex<HashMap<String, T>>>;
 
 pub struct RequestWatch<T> {
     records: Records<T>,
+    /// Whether a record is final: what [`RequestWatch::wait_all`] waits for.
+    done: fn(&T) -> bool,
     changed: tokio::sync::watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -24,10 +27,12 @@ pub struct RequestWatch<T> {
 impl<T: Clone + Send + 'static> RequestWatch<T> {
     /// Starts watching `api` and returns once the initial list is in, so that every request created
     /// afterwards is seen from its first event. `record` folds each object event into the records
-    /// and says whether anything a waiter cares about may have changed.
+    /// and says whether anything a waiter cares about may have changed; `done` says whether a record
+    /// is final.
     pub async fn start(
         api: Api<ExecutionRequest>,
         mut record: impl FnMut(&mut HashMap<String, T>, &ExecutionRequest) -> bool + Send + 'static,
+        done: fn(&T) -> bool,
     ) -> anyhow::Result<Self> {
         let records: Records<T> = Arc::default();
         let (notify, changed) = tokio::sync::watch::channel(0u64);
@@ -65,20 +70,21 @@ impl<T: Clone + Send + 'static> RequestWatch<T> {
             .context("the ExecutionRequest watch stopped before its first list")?;
         Ok(Self {
             records,
+            done,
             changed,
             task,
         })
     }
 
-    /// Waits until the record of every one of `names` is `done`, calling `progress` with the count
-    /// as it grows; the records in the order of `names`.
+    /// Waits until the record of every one of `names` is done, calling `progress` with the count as
+    /// it grows; the records in the order of `names`.
     pub async fn wait_all(
         &self,
         names: &[String],
         timeout: Duration,
-        done: impl Fn(&T) -> bool,
         mut progress: impl FnMut(usize),
     ) -> anyhow::Result<Vec<T>> {
+        let done = self.done;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.changed.clone();
         let mut reported = 0;

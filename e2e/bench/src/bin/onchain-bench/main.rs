@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let bench =
         ChainBench::start(block_time, &executor, &compiler, contract, cli.real_node).await?;
     let api: Api<ExecutionRequest> = Api::namespaced(bench.env.cluster.client(), NAMESPACE);
-    let observer = timeline::TimelineObserver::start(api).await?;
+    let observer = timeline::observe_timelines(api).await?;
     let poll = |ms: u64| Duration::from_millis(ms);
     anyhow::ensure!(
         !cli.signing_keys.is_empty() && !cli.signing_keys.contains(&0),

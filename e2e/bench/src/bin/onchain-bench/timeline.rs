@@ -3,7 +3,8 @@
 //! with the same clock, so "request block → created / executed / reported" is exact to the watch's
 //! delivery; the objects' own timestamps (creationTimestamp, conditions) have 1 s resolution.
 
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::time::SystemTime;
 
 use e2e_bench::watch::RequestWatch;
 use kube::api::Api;
@@ -30,48 +31,31 @@ pub struct Timeline {
     pub message: String,
 }
 
-/// Each on-chain ExecutionRequest's milestones, stamped as one watch delivers them.
-pub struct TimelineObserver {
-    watch: RequestWatch<Timeline>,
-}
+/// Each on-chain ExecutionRequest's milestones, stamped as one watch delivers them; a timeline is
+/// done once the request reached a terminal phase.
+pub type TimelineObserver = RequestWatch<Timeline>;
 
-impl TimelineObserver {
-    /// Starts watching `api` and returns once the initial list is in, so that every request created
-    /// afterwards is seen from its first event.
-    pub async fn start(api: Api<ExecutionRequest>) -> anyhow::Result<Self> {
-        let watch = RequestWatch::start(api, |seen, object| {
-            let now = SystemTime::now();
-            let name = object.metadata.name.clone().unwrap_or_default();
-            let entry = seen.entry(name).or_insert_with(|| Timeline {
-                block_height: None,
-                seen: now,
-                executed: None,
-                finished: None,
-                phase: None,
-                reported: None,
-                cache_hit: None,
-                tx_hash: None,
-                message: String::new(),
-            });
-            update(entry, object, now);
-            true
-        })
-        .await?;
-        Ok(Self { watch })
-    }
-
-    /// Waits until every one of `names` has reached a terminal phase, calling `progress` with the
-    /// count as it grows.
-    pub async fn wait_all(
-        &self,
-        names: &[String],
-        timeout: Duration,
-        progress: impl FnMut(usize),
-    ) -> anyhow::Result<Vec<Timeline>> {
-        self.watch
-            .wait_all(names, timeout, |t| t.finished.is_some(), progress)
-            .await
-    }
+/// Starts a [`TimelineObserver`] on `api`; returns once the initial list is in, so that every
+/// request created afterwards is seen from its first event.
+pub async fn observe_timelines(api: Api<ExecutionRequest>) -> anyhow::Result<TimelineObserver> {
+    let record = |seen: &mut HashMap<String, Timeline>, object: &ExecutionRequest| {
+        let now = SystemTime::now();
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let entry = seen.entry(name).or_insert_with(|| Timeline {
+            block_height: None,
+            seen: now,
+            executed: None,
+            finished: None,
+            phase: None,
+            reported: None,
+            cache_hit: None,
+            tx_hash: None,
+            message: String::new(),
+        });
+        update(entry, object, now);
+        true
+    };
+    RequestWatch::start(api, record, |t| t.finished.is_some()).await
 }
 
 fn update(entry: &mut Timeline, object: &ExecutionRequest, now: SystemTime) {
