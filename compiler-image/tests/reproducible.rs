@@ -4,14 +4,15 @@
 //! workspace that rustc writes into panic locations — without the path remapping the two
 //! modules differ). Guests are std-only: no network.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::compiler;
 /// git for the fixtures with a fixed identity and dates, so commits are reproducible.
 use outlayer_testkit::reproducible_git as git;
 use serde_json::Value;
 
-const COMPILER: &str = env!("CARGO_BIN_EXE_outlayer-compiler");
 /// A repository's files: path → content.
 type Files = Vec<(PathBuf, Vec<u8>)>;
 
@@ -93,21 +94,10 @@ fn main() {
     ]
 }
 
+/// Runs the binary, which must succeed; its report.
 fn run(args: &[&str], result: &Path) -> Value {
-    let output = Command::new(COMPILER)
-        .args(args)
-        .arg("--result-path")
-        .arg(result)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(result).unwrap()).unwrap();
+    let (code, report) = compiler(args, result);
+    assert_eq!(code, 0, "{report}");
     assert_eq!(report["ok"], true, "{report}");
     report
 }
