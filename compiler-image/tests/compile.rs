@@ -3,38 +3,17 @@
 //! executor. Guest crates are std-only, so nothing here needs the network. Nested wasm builds
 //! take seconds each, so one built workspace serves many assertions.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::compiler;
 use outlayer_executor::{Executor, Job, Limits, SystemEnv};
+/// git for the fixtures with a fixed identity and dates, so commits are reproducible.
+use outlayer_testkit::reproducible_git as git;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-const COMPILER: &str = env!("CARGO_BIN_EXE_outlayer-compiler");
-
-/// Runs git for the test fixtures with a fixed identity and dates, so commits are reproducible.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "OutLayer Test")
-        .env("GIT_AUTHOR_EMAIL", "test@outlayer.invalid")
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_NAME", "OutLayer Test")
-        .env("GIT_COMMITTER_EMAIL", "test@outlayer.invalid")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
 
 /// A standalone manifest: the example's own uses workspace inheritance.
 fn manifest(name: &str) -> String {
@@ -75,27 +54,6 @@ fn make_repo(root: &Path) -> (String, String, String) {
 
 fn allow_prefix(root: &Path) -> String {
     format!("file://{}/", root.join("repos").display())
-}
-
-/// Runs the binary; returns its exit code and the parsed report.
-fn compiler(args: &[&str], result: &Path) -> (i32, Value) {
-    let output = Command::new(COMPILER)
-        .args(args)
-        .arg("--result-path")
-        .arg(result)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let code = output.status.code().unwrap_or(-1);
-    let text = std::fs::read_to_string(result).unwrap_or_else(|e| {
-        panic!(
-            "no report at {} ({e}); exit {code}; stderr: {}",
-            result.display(),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    assert!(text.len() <= 4096, "report of {} bytes", text.len());
-    (code, serde_json::from_str(&text).unwrap())
 }
 
 fn fetch(root: &Path, repo: &str, commit: &str, workspace: &Path) -> Value {

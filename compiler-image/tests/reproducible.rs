@@ -4,12 +4,15 @@
 //! workspace that rustc writes into panic locations — without the path remapping the two
 //! modules differ). Guests are std-only: no network.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::compiler;
+/// git for the fixtures with a fixed identity and dates, so commits are reproducible.
+use outlayer_testkit::reproducible_git as git;
 use serde_json::Value;
 
-const COMPILER: &str = env!("CARGO_BIN_EXE_outlayer-compiler");
 /// A repository's files: path → content.
 type Files = Vec<(PathBuf, Vec<u8>)>;
 
@@ -20,28 +23,6 @@ const EXAMPLES: &[&str] = &[
     "random",
     "sha256-loop",
 ];
-
-fn git(dir: &Path, args: &[&str]) {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "OutLayer Test")
-        .env("GIT_AUTHOR_EMAIL", "test@outlayer.invalid")
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_NAME", "OutLayer Test")
-        .env("GIT_COMMITTER_EMAIL", "test@outlayer.invalid")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// A repository at `<root>/repos/<name>` with `files` (path → content), committed on `main`.
 fn make_repo(root: &Path, name: &str, files: &Files) -> String {
@@ -113,21 +94,10 @@ fn main() {
     ]
 }
 
+/// Runs the binary, which must succeed; its report.
 fn run(args: &[&str], result: &Path) -> Value {
-    let output = Command::new(COMPILER)
-        .args(args)
-        .arg("--result-path")
-        .arg(result)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(result).unwrap()).unwrap();
+    let (code, report) = compiler(args, result);
+    assert_eq!(code, 0, "{report}");
     assert_eq!(report["ok"], true, "{report}");
     report
 }

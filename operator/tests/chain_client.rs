@@ -3,11 +3,13 @@
 //! large output, stale nonces, RPC faults (5xx, no answer, dropped transactions) and failover.
 //! Every wait is for a condition with a generous deadline; no timing decides a test.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
-use e2e_localnet::{Fault, InitCall, Localnet, LocalnetConfig};
-use near_crypto::{KeyType, SecretKey};
+use common::chain::{NEAR, account, secret};
+use e2e_localnet::{Fault, Localnet};
+use near_crypto::SecretKey;
 use near_jsonrpc_client::{JsonRpcClient, methods};
 use near_primitives::action::{Action, FunctionCallAction};
 use near_primitives::transaction::{SignedTransaction, Transaction, TransactionV0};
@@ -17,9 +19,10 @@ use outlayer_operator::chain::{
     OperatorSigner, PendingRequest, Pricing, RequestCallOutcome, ResourceMetrics, RetryPolicy,
     TxOutcome,
 };
+use outlayer_testkit::localnet::outlayer_genesis;
+use outlayer_testkit::wait_until;
 use serde_json::{Value, json};
 
-const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 const BLOCK_TIME: Duration = Duration::from_millis(50);
 /// Bounds a hung test only; waits end on conditions.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -27,27 +30,6 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// shorter than the client's own bound, so the user's request (open until resolved) exercises it.
 const NODE_TX_WAIT: Duration = Duration::from_secs(5);
 const REQUEST_DEPOSIT: u128 = NEAR / 10;
-
-fn account(name: &str) -> AccountId {
-    name.parse().unwrap()
-}
-
-fn secret(name: &str) -> SecretKey {
-    SecretKey::from_seed(KeyType::ED25519, name)
-}
-
-fn contract_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("near").join("outlayer_contract.wasm");
-    assert!(
-        path.exists(),
-        "contract wasm {} is missing: run scripts/build-wasm",
-        path.display()
-    );
-    path
-}
 
 struct Net {
     localnet: Localnet,
@@ -57,28 +39,9 @@ struct Net {
 impl Net {
     async fn start() -> Self {
         let outlayer = account("outlayer.localnet");
-        let config = LocalnetConfig::default()
+        let config = outlayer_genesis(100 * NEAR)
             .with_block_time(BLOCK_TIME)
-            .with_tx_wait_timeout(NODE_TX_WAIT)
-            .with_account(
-                account("alice.localnet"),
-                100 * NEAR,
-                secret("alice.localnet").public_key(),
-            )
-            .with_account(
-                account("operator.localnet"),
-                10 * NEAR,
-                secret("operator.localnet").public_key(),
-            )
-            .with_contract(
-                outlayer.clone(),
-                10 * NEAR,
-                contract_wasm(),
-                Some(InitCall {
-                    method: "new".to_string(),
-                    args: json!({"owner_id": "alice.localnet", "operator_id": "operator.localnet"}),
-                }),
-            );
+            .with_tx_wait_timeout(NODE_TX_WAIT);
         Self {
             localnet: Localnet::start(config).await.unwrap(),
             outlayer,
@@ -117,7 +80,15 @@ impl Net {
     /// Alice calls `request_execution` with `input`; the transaction stays open until the request is
     /// resolved (or times out), so it runs in a task whose result is the user's final outcome.
     fn request_execution(&self, input: &str) -> tokio::task::JoinHandle<TxOutcome> {
-        let alice = self.client_as("alice.localnet");
+        self.request_execution_as(self.client_as("alice.localnet"), input)
+    }
+
+    /// [`Net::request_execution`] through `alice`, a client of hers (its clones share her nonces).
+    fn request_execution_as(
+        &self,
+        alice: ChainClient,
+        input: &str,
+    ) -> tokio::task::JoinHandle<TxOutcome> {
         let args = json!({
             "code_source": {"repo": "https://github.com/outlayer/examples",
                             "commit": "0123456789abcdef0123456789abcdef01234567"},
@@ -146,18 +117,16 @@ impl Net {
         client: &ChainClient,
         predicate: impl Fn(&[PendingRequest]) -> bool,
     ) -> Vec<PendingRequest> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        let predicate = &predicate;
+        wait_until("the pending requests to match", DEADLINE, || async move {
             let pending = client.get_pending_requests(0, 100).await.unwrap();
             if predicate(&pending) {
-                return pending;
+                Ok(pending)
+            } else {
+                Err(format!("{pending:?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "pending requests never matched: {pending:?}"
-            );
-            tokio::time::sleep(BLOCK_TIME).await;
-        }
+        })
+        .await
     }
 }
 
@@ -459,30 +428,7 @@ async fn a_key_pool_resolves_in_parallel_without_nonce_collisions() {
     // Many requests at once from one user client (one nonce sequence, so its sends never collide).
     let alice = net.client_as("alice.localnet");
     let users: Vec<_> = (0..REQUESTS)
-        .map(|i| {
-            let alice = alice.clone();
-            let outlayer = net.outlayer.clone();
-            let args = json!({
-                "code_source": {"repo": "https://github.com/outlayer/examples",
-                                "commit": "0123456789abcdef0123456789abcdef01234567"},
-                "resource_limits": {"max_instructions": 1_000_000_000u64, "max_memory_mb": 128,
-                                    "max_execution_seconds": 10},
-                "input_data": format!("request {i}"),
-                "response_format": "Text"
-            });
-            tokio::spawn(async move {
-                alice
-                    .call_function(
-                        &outlayer,
-                        "request_execution",
-                        &args,
-                        Gas::from_teragas(50),
-                        Balance::from_yoctonear(REQUEST_DEPOSIT),
-                    )
-                    .await
-                    .unwrap()
-            })
-        })
+        .map(|i| net.request_execution_as(alice.clone(), &format!("request {i}")))
         .collect();
     let pending = net
         .wait_for_pending(&pool, |pending| pending.len() == REQUESTS)

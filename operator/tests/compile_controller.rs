@@ -8,8 +8,9 @@ mod common;
 use std::path::Path;
 
 use common::{
-    NAMESPACE, OperatorEnv, echo_main_branch, example_main_branch, finished, git, operator_config,
-    repositories_dir, request, start_operator, test_context, wait_for,
+    NAMESPACE, OperatorEnv, condition, echo_main_branch, example_main_branch, finished, git,
+    network_probe_branch, operator_config, repositories_dir, request, start_operator, test_context,
+    wait_for,
 };
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -48,23 +49,7 @@ fn echo_repository_with(root: &Path, network_probe_port: Option<u16>) -> std::pa
         assert_ne!(main, v2);
         std::fs::write(repo.join("src/main.rs"), v2).unwrap();
         git(&repo, &["commit", "-q", "-am", "v2"]);
-        git(&repo, &["checkout", "-q", "-b", "network", "main"]);
-        std::fs::write(
-            repo.join("build.rs"),
-            format!(
-                "fn main() {{\n    let address = \"127.0.0.1:{port}\".parse().unwrap();\n    \
-                 match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {{\n        \
-                 Ok(_) => println!(\"cargo:warning=the build reached the network\"),\n        \
-                 Err(e) => panic!(\"network unreachable from the build: {{e}}\"),\n    }}\n}}\n"
-            ),
-        )
-        .unwrap();
-        git(&repo, &["add", "build.rs"]);
-        git(
-            &repo,
-            &["commit", "-q", "-m", "build script probing the network"],
-        );
-        git(&repo, &["checkout", "-q", "main"]);
+        network_probe_branch(&repo, &format!("127.0.0.1:{port}"));
     }
     repo
 }
@@ -142,11 +127,7 @@ async fn repositories_compile_once_into_the_cache_and_run() {
         .unwrap();
     let broken = finished(&executions, "broken").await;
     assert_eq!(broken.phase, Some(Phase::Failed));
-    let reason = broken
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .unwrap();
+    let reason = condition(&broken, "Succeeded");
     assert_eq!(reason.reason, "CompileFailed", "{}", reason.message);
     let broken_job = compile_jobs
         .get(broken.compile_job.as_deref().unwrap())
@@ -457,11 +438,7 @@ async fn a_compile_job_planted_under_another_sources_name_is_never_used() {
         .unwrap();
     let victim = finished(&executions, "victim").await;
     assert_eq!(victim.phase, Some(Phase::Failed), "{:?}", victim.message);
-    let reason = victim
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .unwrap();
+    let reason = condition(&victim, "Succeeded");
     assert_eq!(reason.reason, "CompileJobMismatch", "{}", reason.message);
     assert!(reason.message.contains("broken"), "{}", reason.message);
     assert_eq!(victim.wasm_sha256, None);

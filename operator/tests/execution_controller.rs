@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{NAMESPACE, OperatorEnv, start_operator, test_context, wait_for};
+use common::{NAMESPACE, OperatorEnv, condition, start_operator, test_context, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use outlayer_operator::config::OperatorConfig;
@@ -142,11 +142,7 @@ async fn execution_requests_run_to_a_result_in_status() {
 
     let failed = status_when(&executions, "over-budget", "finished", done).await;
     assert_eq!(failed.phase, Some(Phase::Failed));
-    let succeeded = failed
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .unwrap();
+    let succeeded = condition(&failed, "Succeeded");
     assert_eq!(
         succeeded.reason, "InstructionLimit",
         "{}",
@@ -156,11 +152,7 @@ async fn execution_requests_run_to_a_result_in_status() {
 
     let slow = status_when(&executions, "slow", "finished", done).await;
     assert_eq!(slow.phase, Some(Phase::Failed));
-    let succeeded = slow
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .unwrap();
+    let succeeded = condition(&slow, "Succeeded");
     assert_eq!(succeeded.reason, "TimeLimit", "{}", succeeded.message);
     assert!(
         succeeded.message.contains("time limit exceeded"),

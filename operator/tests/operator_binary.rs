@@ -8,15 +8,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{EXECUTOR_IMAGE, NAMESPACE, OperatorEnv, WAIT, wait_for};
+use common::{EXECUTOR_IMAGE, NAMESPACE, OperatorEnv, WAIT, by_hash, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::PostParams;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use outlayer_operator::crd::{
-    CodeRef, ExecutionRequest, ExecutionRequestSpec, Limits, Phase, ResponseFormat,
-};
+use outlayer_operator::crd::{ExecutionRequest, Phase};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -175,26 +173,7 @@ async fn the_operator_binary_leads_executes_and_shuts_down_cleanly() {
 
     // The leader's controllers run an execution to a result.
     let executions: Api<ExecutionRequest> = Api::namespaced(env.cluster.client(), NAMESPACE);
-    let request = ExecutionRequest::new(
-        "through-the-binary",
-        ExecutionRequestSpec {
-            code: CodeRef {
-                source: None,
-                wasm_sha256: Some(echo.clone()),
-            },
-            input: "hello, binary".to_string(),
-            limits: Limits {
-                max_instructions: 100_000_000,
-                max_memory_mb: 32,
-                max_execution_seconds: 10,
-            },
-            response_format: ResponseFormat::Text,
-            secrets_ref: None,
-            compile_only: false,
-            deterministic: None,
-            on_chain: None,
-        },
-    );
+    let request = by_hash("through-the-binary", &echo, "hello, binary", 32);
     executions
         .create(&PostParams::default(), &request)
         .await

@@ -7,21 +7,19 @@
 mod common;
 
 use common::{
-    NAMESPACE, create_cache_volume, echo_main_branch, finished, git, install_crds,
-    repositories_dir, request, start_operator, target_dir, test_context,
+    NAMESPACE, by_hash, echo_main_branch, finished, git, network_probe_branch, publish_bytes,
+    real_node_cache, real_node_images, repositories_dir, request, start_operator, start_real_node,
+    test_context,
 };
-use e2e_cluster::real_node::{self, GitMirror, NODE_IP};
-use e2e_cluster::{Cluster, ClusterOptions};
+use e2e_cluster::Cluster;
+use e2e_cluster::real_node::{GitMirror, NODE_IP};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, PostParams};
 use outlayer_operator::config::{CompilerConfig, OperatorConfig};
-use outlayer_operator::crd::{
-    CodeRef, CompileJob, ExecutionRequest, ExecutionRequestSpec, Limits, Phase, ResponseFormat,
-};
+use outlayer_operator::crd::{CompileJob, ExecutionRequest, Phase};
 use outlayer_operator::pods::executor::{EXECUTION_LABEL, EXECUTOR_CONTAINER};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 /// The chart's sandbox policy (charts/outlayer-operator/templates/networkpolicies.yaml): no traffic in
 /// or out of pods running user code (build and executor pods carry the sandbox label).
@@ -43,70 +41,28 @@ async fn deny_build_network(cluster: &Cluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_compiles_and_runs_in_real_containers_with_the_build_offline() {
-    let images = real_node::build_images(&target_dir().join("debug")).unwrap();
+    let images = real_node_images();
 
     let repos = repositories_dir();
     let repo = repos.path().join("outlayer/echo");
     echo_main_branch(&repo);
-    // A build script that tries to reach the mirror (which the fetch pod could reach).
-    git(&repo, &["checkout", "-q", "-b", "network"]);
-    let mut cluster = Cluster::start_with(ClusterOptions::real_node())
-        .await
-        .unwrap();
-    cluster
-        .start_real_node(&images.only(&[&images.executor, &images.compiler]))
-        .await
-        .unwrap();
+    let cluster = start_real_node(&images, &[&images.executor, &images.compiler]).await;
     let mirror = GitMirror::start(repos.path(), cluster.state_dir().unwrap()).unwrap();
-    let mirror_port = mirror.port();
-    std::fs::write(
-        repo.join("build.rs"),
-        format!(
-            "fn main() {{\n    let address = \"{NODE_IP}:{mirror_port}\".parse().unwrap();\n    \
-             match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {{\n        \
-             Ok(_) => println!(\"cargo:warning=the build reached the network\"),\n        \
-             Err(e) => panic!(\"network unreachable from the build: {{e}}\"),\n    }}\n}}\n"
-        ),
-    )
-    .unwrap();
-    git(&repo, &["add", "build.rs"]);
-    git(
-        &repo,
-        &["commit", "-q", "-m", "build script probing the network"],
-    );
-    git(&repo, &["checkout", "-q", "main"]);
+    // A build script that tries to reach the mirror (which the fetch pod could reach).
+    network_probe_branch(&repo, &format!("{NODE_IP}:{}", mirror.port()));
     let main_sha = git(&repo, &["rev-parse", "main"]);
     let network_sha = git(&repo, &["rev-parse", "network"]);
 
-    cluster
-        .create_namespace(
-            NAMESPACE,
-            &[("pod-security.kubernetes.io/enforce", "restricted")],
-        )
-        .await
-        .unwrap();
-    install_crds(&cluster).await;
     deny_build_network(&cluster).await;
     // The module cache: written by the build Job's publish step as uid 65532, read by executor pods.
     // The kubelet creates each Job's `workspaces/<CompileJob>` subPath itself, as root with the mode
     // of the volume's root, so the root must let uid 65532 write there (a hostPath PV has no fsGroup).
-    let cache = tempfile::tempdir().unwrap();
-    for dir in ["wasm", "results"] {
-        std::fs::create_dir_all(cache.path().join(dir)).unwrap();
-    }
-    for path in [
-        cache.path().to_owned(),
-        cache.path().join("wasm"),
-        cache.path().join("results"),
-    ] {
-        std::os::unix::fs::chown(&path, Some(65532), Some(65532)).unwrap();
-    }
+    let cache = real_node_cache(&cluster).await;
     std::fs::set_permissions(
         cache.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    create_cache_volume(&cluster, cache.path()).await;
 
     let config = OperatorConfig {
         executor_image: images.executor.clone(),
@@ -221,39 +177,6 @@ fn output_flooder(times: u32) -> Vec<u8> {
     .unwrap()
 }
 
-/// Publishes `wasm` as `<cache>/wasm/<sha256>.wasm` and returns the hash.
-fn publish_bytes(cache: &std::path::Path, wasm: &[u8]) -> String {
-    let sha256: String = Sha256::digest(wasm)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    std::fs::write(cache.join("wasm").join(format!("{sha256}.wasm")), wasm).unwrap();
-    sha256
-}
-
-fn by_hash(name: &str, sha256: &str, max_memory_mb: u32) -> ExecutionRequest {
-    ExecutionRequest::new(
-        name,
-        ExecutionRequestSpec {
-            code: CodeRef {
-                source: None,
-                wasm_sha256: Some(sha256.to_string()),
-            },
-            input: String::new(),
-            limits: Limits {
-                max_instructions: 100_000_000,
-                max_memory_mb,
-                max_execution_seconds: 10,
-            },
-            response_format: ResponseFormat::Text,
-            secrets_ref: None,
-            compile_only: false,
-            deterministic: None,
-            on_chain: None,
-        },
-    )
-}
-
 /// Memory limits hold at two levels. A guest growing its memory past `maxMemoryMb` is refused by the
 /// executor (a guest failure, the user's). An executor the kernel kills at the pod's memory limit
 /// (OOMKilled: here the guest floods stdout, which the executor buffers in its own memory, with an
@@ -261,35 +184,10 @@ fn by_hash(name: &str, sha256: &str, max_memory_mb: u32) -> ExecutionRequest {
 /// re-run in fresh pods, then reported as `ExecutorFailed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kernel_oom_kill_is_a_platform_failure_and_the_executor_limit_comes_first() {
-    let images = real_node::build_images(&target_dir().join("debug")).unwrap();
-    let mut cluster = Cluster::start_with(ClusterOptions::real_node())
-        .await
-        .unwrap();
-    cluster
-        .start_real_node(&images.only(&[&images.executor]))
-        .await
-        .unwrap();
-    cluster
-        .create_namespace(
-            NAMESPACE,
-            &[("pod-security.kubernetes.io/enforce", "restricted")],
-        )
-        .await
-        .unwrap();
-    install_crds(&cluster).await;
+    let images = real_node_images();
+    let cluster = start_real_node(&images, &[&images.executor]).await;
     deny_build_network(&cluster).await;
-    let cache = tempfile::tempdir().unwrap();
-    for dir in ["wasm", "results"] {
-        std::fs::create_dir_all(cache.path().join(dir)).unwrap();
-    }
-    for path in [
-        cache.path().to_owned(),
-        cache.path().join("wasm"),
-        cache.path().join("results"),
-    ] {
-        std::os::unix::fs::chown(&path, Some(65532), Some(65532)).unwrap();
-    }
-    create_cache_volume(&cluster, cache.path()).await;
+    let cache = real_node_cache(&cluster).await;
     let grower = publish_bytes(cache.path(), &memory_grower(127 * 16));
     let flooder = publish_bytes(cache.path(), &output_flooder(128));
 
@@ -307,7 +205,7 @@ async fn the_kernel_oom_kill_is_a_platform_failure_and_the_executor_limit_comes_
 
     // Past maxMemoryMb: the executor refuses the growth before the kernel has anything to do.
     executions
-        .create(&post, &by_hash("over-limit", &grower, 64))
+        .create(&post, &by_hash("over-limit", &grower, "", 64))
         .await
         .unwrap();
     let status = finished(&executions, "over-limit").await;
@@ -319,7 +217,7 @@ async fn the_kernel_oom_kill_is_a_platform_failure_and_the_executor_limit_comes_
 
     // 128 MiB of output held by the executor in a pod limited to 16 + 64 MiB: the kernel kills it.
     executions
-        .create(&post, &by_hash("oom", &flooder, 16))
+        .create(&post, &by_hash("oom", &flooder, "", 16))
         .await
         .unwrap();
     let status = finished(&executions, "oom").await;

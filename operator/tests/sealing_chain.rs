@@ -3,13 +3,14 @@
 //! balances (an unknown account has none); a condition on a contract without the NEP methods is
 //! undecidable, not granted; the published key round-trips through `set_secrets_pubkey`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use e2e_localnet::{InitCall, Localnet, LocalnetConfig};
-use near_crypto::{KeyType, SecretKey as NearSecretKey};
+use common::chain::{NEAR, account, secret};
+use e2e_localnet::Localnet;
 use near_primitives::types::{AccountId, Balance, Gas};
 use outlayer_contract::AccessCondition;
 use outlayer_operator::chain::{CallStatus, ChainClient, ChainConfig, OperatorSigner};
@@ -19,54 +20,12 @@ use outlayer_operator::sealing::unseal::SecretsStore;
 use outlayer_operator::sealing::{
     KeyId, KeyPair, Keyring, Plaintext, Scope, SealingKey, open, seal,
 };
+use outlayer_testkit::localnet::outlayer_genesis;
 use serde_json::json;
-
-const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
-
-fn account(name: &str) -> AccountId {
-    name.parse().unwrap()
-}
-
-fn secret(name: &str) -> NearSecretKey {
-    NearSecretKey::from_seed(KeyType::ED25519, name)
-}
-
-fn contract_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("near").join("outlayer_contract.wasm");
-    assert!(
-        path.exists(),
-        "contract wasm {} is missing: run scripts/build-wasm",
-        path.display()
-    );
-    path
-}
 
 async fn start() -> (Localnet, AccountId) {
     let outlayer = account("outlayer.localnet");
-    let config = LocalnetConfig::default()
-        .with_block_time(Duration::from_millis(50))
-        .with_account(
-            account("alice.localnet"),
-            100 * NEAR,
-            secret("alice.localnet").public_key(),
-        )
-        .with_account(
-            account("operator.localnet"),
-            10 * NEAR,
-            secret("operator.localnet").public_key(),
-        )
-        .with_contract(
-            outlayer.clone(),
-            10 * NEAR,
-            contract_wasm(),
-            Some(InitCall {
-                method: "new".to_string(),
-                args: json!({"owner_id": "alice.localnet", "operator_id": "operator.localnet"}),
-            }),
-        );
+    let config = outlayer_genesis(100 * NEAR).with_block_time(Duration::from_millis(50));
     (Localnet::start(config).await.unwrap(), outlayer)
 }
 

@@ -69,8 +69,7 @@ impl CapturedLogs {
 fn unique(prefix: &str) -> String {
     let mut bytes = [0u8; 12];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).unwrap();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}-{hex}")
+    format!("{prefix}-{}", hex::encode(bytes))
 }
 
 fn secrets_ref(owner: &str, profile: &str) -> Option<Value> {

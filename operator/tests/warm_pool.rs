@@ -10,49 +10,23 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    NAMESPACE, create_cache_volume, finished, install_crds, publish, start_operator, target_dir,
-    test_context, wait_for,
+    NAMESPACE, by_hash, finished, publish, real_node_cache, real_node_images, start_operator,
+    start_real_node, test_context, wait_for,
 };
-use e2e_cluster::real_node::{self, NODE_IP, probe};
-use e2e_cluster::{Cluster, ClusterOptions};
+use e2e_cluster::Cluster;
+use e2e_cluster::real_node::{NODE_IP, probe};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use outlayer_operator::config::{OperatorConfig, WarmPoolConfig};
-use outlayer_operator::crd::{
-    CodeRef, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits, Phase,
-    ResponseFormat,
-};
+use outlayer_operator::crd::{ExecutionRequest, ExecutionRequestStatus, Phase};
 use outlayer_operator::pods::executor::{WARM_CLASS_LABEL, WARM_IDLE, WARM_STATE_LABEL};
 use outlayer_operator::pool::plan;
 use serde_json::json;
 
 const HANDOFF_PORT: u16 = 7070;
 const POOL_SIZE: u32 = 2;
-
-fn by_hash(name: &str, sha256: &str, input: &str, memory_mb: u32) -> ExecutionRequest {
-    ExecutionRequest::new(
-        name,
-        ExecutionRequestSpec {
-            code: CodeRef {
-                source: None,
-                wasm_sha256: Some(sha256.to_string()),
-            },
-            input: input.to_string(),
-            limits: Limits {
-                max_instructions: 100_000_000,
-                max_memory_mb: memory_mb,
-                max_execution_seconds: 10,
-            },
-            response_format: ResponseFormat::Text,
-            secrets_ref: None,
-            compile_only: false,
-            deterministic: None,
-            on_chain: None,
-        },
-    )
-}
 
 /// The chart's sandbox policy, and its warm-handoff policy with the node (where this test's operator
 /// runs) in place of the operator's pods.
@@ -162,35 +136,10 @@ async fn run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_pods_run_one_execution_each_refuse_strangers_and_survive_a_restart() {
-    let images = real_node::build_images(&target_dir().join("debug")).unwrap();
-    let mut cluster = Cluster::start_with(ClusterOptions::real_node())
-        .await
-        .unwrap();
-    cluster
-        .start_real_node(&images.only(&[&images.executor, &images.debian]))
-        .await
-        .unwrap();
-    cluster
-        .create_namespace(
-            NAMESPACE,
-            &[("pod-security.kubernetes.io/enforce", "restricted")],
-        )
-        .await
-        .unwrap();
-    install_crds(&cluster).await;
+    let images = real_node_images();
+    let cluster = start_real_node(&images, &[&images.executor, &images.debian]).await;
     policies(&cluster).await;
-    let cache = tempfile::tempdir().unwrap();
-    for dir in ["wasm", "results"] {
-        std::fs::create_dir_all(cache.path().join(dir)).unwrap();
-    }
-    for path in [
-        cache.path().to_owned(),
-        cache.path().join("wasm"),
-        cache.path().join("results"),
-    ] {
-        std::os::unix::fs::chown(&path, Some(65532), Some(65532)).unwrap();
-    }
-    create_cache_volume(&cluster, cache.path()).await;
+    let cache = real_node_cache(&cluster).await;
     let echo = publish(cache.path(), "example-echo");
 
     let config = OperatorConfig {

@@ -12,6 +12,7 @@ use e2e_cluster::{Cluster, ClusterOptions, DEFAULT_NODE, NodeAgent, real_node};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
 use outlayer_operator::crd;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -142,13 +143,9 @@ impl BenchEnv {
     }
 }
 
-/// The workspace's target directory (CARGO_TARGET_DIR or `<workspace>/target`).
-pub fn target_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    dir.canonicalize().unwrap_or(dir)
-}
+/// The workspace's target directory (CARGO_TARGET_DIR or `<workspace>/target`), as the tests and
+/// `scripts/build-wasm` find it.
+pub use outlayer_testkit::target_dir;
 
 /// The build profiles the benches take binaries from (`--binaries`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -214,28 +211,13 @@ async fn install_crds(cluster: &Cluster) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("apply CRD {name}"))?;
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
     for definition in crd::all() {
         let name = definition.metadata.name.clone().unwrap_or_default();
-        loop {
-            let established = crds
-                .get(&name)
-                .await
-                .with_context(|| format!("read CRD {name}"))?
-                .status
-                .and_then(|s| s.conditions)
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            if established {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("CRD {name} was not Established within 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(Duration::from_secs(120), established)
+            .await
+            .with_context(|| format!("CRD {name} was not Established within 120 s"))?
+            .with_context(|| format!("watch CRD {name}"))?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use kube::api::{Api, PostParams};
 use outlayer_operator::crd::ExecutionRequest;
 
-use crate::observe::Observer;
+use crate::observe::CompletionObserver;
 use crate::requests;
 use crate::stats::{Summary, summarize};
 
@@ -23,7 +23,7 @@ pub struct LatencyFigures {
 pub async fn run(
     api: &Api<ExecutionRequest>,
     prefix: &str,
-    observer: &Observer,
+    observer: &CompletionObserver,
     wasm_sha256: &str,
     runs: usize,
 ) -> anyhow::Result<LatencyFigures> {
@@ -66,7 +66,7 @@ pub async fn run(
 /// One request created and waited for: (client-clock latency, server-clock latency).
 async fn once(
     api: &Api<ExecutionRequest>,
-    observer: &Observer,
+    observer: &CompletionObserver,
     wasm_sha256: &str,
     name: &str,
 ) -> anyhow::Result<(Duration, Duration)> {

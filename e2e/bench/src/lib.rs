@@ -5,3 +5,4 @@ pub mod cpu;
 pub mod env;
 pub mod machine;
 pub mod stats;
+pub mod watch;

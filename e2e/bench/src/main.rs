@@ -203,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
             let _ = stopped.await;
         }));
         let api: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
-        let observer = observe::Observer::start(api.clone()).await?;
+        let observer = observe::observe_completions(api.clone()).await?;
         if !classes.is_empty() {
             let wanted: usize = classes.iter().map(|(_, n)| *n as usize).sum();
             println!("[setup{mode}] waiting for {wanted} ready warm pods");

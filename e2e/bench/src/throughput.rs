@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, PostParams};
 use outlayer_operator::crd::ExecutionRequest;
 
-use crate::observe::Observer;
+use crate::observe::CompletionObserver;
 use crate::requests;
 use crate::stats::{Summary, summarize};
 
@@ -26,7 +26,7 @@ pub struct ThroughputFigures {
 pub async fn run(
     api: &Api<ExecutionRequest>,
     prefix: &str,
-    observer: &Observer,
+    observer: &CompletionObserver,
     wasm_sha256: &str,
     count: usize,
     create_concurrency: usize,

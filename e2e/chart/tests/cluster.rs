@@ -11,6 +11,8 @@ use std::process::Command;
 use e2e_chart::manifests::{self, id, kind, name, single};
 use e2e_chart::{Helm, chart_dir};
 use e2e_cluster::Cluster;
+use outlayer_testkit::cluster::repositories_dir;
+use outlayer_testkit::{artifact, example_repository, target_dir, wait_until, which};
 use serde_json::{Value, json};
 
 const RELEASE: &str = "outlayer";
@@ -283,25 +285,6 @@ async fn install_time_lookup_narrows_the_operator_egress_to_the_api_server() {
     assert_eq!(cidrs, ["192.0.2.10/32"], "{rule}");
 }
 
-/// `target/` (or `$CARGO_TARGET_DIR`).
-fn target_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    std::fs::canonicalize(&dir).unwrap_or(dir)
-}
-
-/// A build artifact, or a failure that says how to build it.
-fn artifact(relative: &str, how_to_build: &str) -> PathBuf {
-    let path = target_dir().join(relative);
-    assert!(
-        path.exists(),
-        "{} is missing: run {how_to_build}",
-        path.display()
-    );
-    path
-}
-
 /// One plain HTTP/1.1 GET on 127.0.0.1: (status, body).
 async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -326,86 +309,10 @@ async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// Polls `probe` every 250 ms until it returns `Some`, for at most `limit`; the failure names `what`
-/// and the last observation.
-async fn wait_until<T, F, Fut>(what: &str, limit: std::time::Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    let mut last = String::new();
-    while std::time::Instant::now() < deadline {
-        match probe().await {
-            Ok(value) => return value,
-            Err(observed) => last = observed,
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    panic!("timed out after {limit:?} waiting for {what}; last: {last}");
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let output = Command::new("git")
-        .args([
-            "-c",
-            "user.name=OutLayer Tests",
-            "-c",
-            "user.email=tests@outlayer.dev",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn which(program: &str) -> String {
-    let output = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .unwrap();
-    let path = String::from_utf8(output.stdout).unwrap().trim().to_string();
-    assert!(!path.is_empty(), "{program} is not on PATH");
-    path
-}
-
-/// A directory for test repositories that sandboxed pods can read: they see the host read-only but
-/// get an empty /tmp, so it lives under target/ (else the e2e cache) and never under /tmp.
-fn repositories_dir() -> tempfile::TempDir {
-    let candidates = [
-        Some(target_dir().join("e2e-repos")),
-        e2e_cluster::binaries::cache_root().map(|root| root.join("test-repos")),
-    ];
-    for root in candidates.into_iter().flatten() {
-        std::fs::create_dir_all(&root).unwrap();
-        let root = std::fs::canonicalize(root).unwrap();
-        if !root.starts_with("/tmp") {
-            return tempfile::tempdir_in(root).unwrap();
-        }
-    }
-    panic!("no place outside /tmp for test repositories: set OUTLAYER_E2E_CACHE outside /tmp")
-}
-
 /// The echo example as a standalone crate, committed on branch `main` of a new repository.
 fn echo_repository(root: &Path) -> PathBuf {
     let repo = root.join("echo");
-    std::fs::create_dir_all(repo.join("src")).unwrap();
-    std::fs::write(
-        repo.join("Cargo.toml"),
-        "[package]\nname = \"echo\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n",
-    )
-    .unwrap();
-    let main =
-        std::fs::read_to_string(e2e_chart::repo_root().join("examples/echo/src/main.rs")).unwrap();
-    std::fs::write(repo.join("src/main.rs"), main).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "echo"]);
+    example_repository(&repo, "echo");
     repo
 }
 
@@ -477,10 +384,7 @@ async fn helm_install_runs_the_operator_as_a_pod() {
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .unwrap();
     }
-    let sha: String = sha2::Sha256::digest(&echo)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = hex::encode(sha2::Sha256::digest(&echo));
     std::fs::write(cache.path().join(format!("wasm/{sha}.wasm")), &echo).unwrap();
     let pv = json!({
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "chart-cache"},

@@ -8,7 +8,6 @@
 //! Needs root, `scripts/install-deps` (helm, the control plane, the real node) and the debug binaries
 //! of the operator, executor and compiler (`cargo test --workspace` builds them first).
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use e2e_chart::{Helm, chart_dir};
@@ -20,6 +19,7 @@ use kube::api::{Api, ListParams, PostParams};
 use outlayer_operator::crd::{
     CodeRef, ExecutionRequest, ExecutionRequestSpec, Limits, Phase, ResponseFormat,
 };
+use outlayer_testkit::target_dir;
 use serde_json::json;
 
 const RELEASE: &str = "outlayer";
@@ -29,13 +29,6 @@ const LEASE: &str = "outlayer-operator";
 const LEASE_SECONDS: u64 = 4;
 const BURST: usize = 12;
 const WAIT: Duration = Duration::from_secs(180);
-
-fn target_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    dir.canonicalize().unwrap_or(dir)
-}
 
 /// The pid of the operator process in the pod with `uid`, found by its cgroup on this node.
 fn operator_process(uid: &str) -> Option<i32> {

@@ -11,6 +11,8 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerStateTerminated, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
 };
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::conditions;
+use outlayer_testkit::cluster::await_condition_within;
 use serde_json::json;
 
 /// Image whose "entrypoint" is the host OS: containers name their command.
@@ -71,28 +73,28 @@ impl Env {
 
     /// Waits until pod `name` is Succeeded or Failed.
     async fn terminal_pod(&self, name: &str) -> Pod {
-        wait_for(&format!("pod {name} to finish"), || async {
-            let pod = self.pod(name).await?;
-            let phase = pod.status.as_ref()?.phase.clone()?;
-            matches!(phase.as_str(), "Succeeded" | "Failed").then_some(pod)
-        })
+        let finished = |pod: Option<&Pod>| {
+            pod.and_then(|p| p.status.as_ref()?.phase.as_deref())
+                .is_some_and(|phase| matches!(phase, "Succeeded" | "Failed"))
+        };
+        await_condition_within(
+            &format!("pod {name} to finish"),
+            WAIT,
+            self.api::<Pod>(),
+            name,
+            finished,
+        )
         .await
+        .unwrap_or_else(|| panic!("pod {name} finished without a pod"))
     }
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    outlayer_testkit::wait_for(what, WAIT, probe).await
 }
 
 fn terminated(pod: &Pod, container: &str) -> ContainerStateTerminated {
@@ -146,14 +148,13 @@ async fn job_runs_to_completion() {
     }))
     .await;
     let jobs = env.api::<Job>();
-    wait_for("job hello to complete", || async {
-        let job = jobs.get("hello").await.ok()?;
-        let conditions = job.status?.conditions?;
-        conditions
-            .iter()
-            .any(|c| c.type_ == "Complete" && c.status == "True")
-            .then_some(())
-    })
+    await_condition_within(
+        "job hello to complete",
+        WAIT,
+        jobs,
+        "hello",
+        conditions::is_job_completed(),
+    )
     .await;
 
     let pods = env

@@ -27,22 +27,14 @@ const BASE_FEE: u128 = 1_000_000_000_000_000_000_000;
 const PER_MILLION_INSTRUCTIONS: u128 = 100_000_000_000_000;
 const PER_MS: u128 = 100_000_000_000_000_000;
 
+/// The deployable artifact: cargo's output after wasm-opt (scripts/build-wasm).
 fn wasm_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    // The deployable artifact: cargo's output after wasm-opt (scripts/build-wasm).
-    target.join("near").join(WASM_NAME)
+    outlayer_testkit::contract_wasm(WASM_NAME)
 }
 
 fn load_wasm() -> Vec<u8> {
     let path = wasm_path();
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "contract wasm {} is missing ({e}): run scripts/build-wasm",
-            path.display()
-        )
-    })
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 fn account(name: &str) -> AccountId {

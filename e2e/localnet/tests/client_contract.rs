@@ -6,30 +6,25 @@
 //! the gas the client's README recommends. Every wait ends on a condition with a generous deadline;
 //! no timing decides a test.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
-use e2e_localnet::{InitCall, Localnet, LocalnetConfig};
-use near_crypto::{KeyType, PublicKey, SecretKey};
-use near_jsonrpc_client::{JsonRpcClient, methods};
-use near_jsonrpc_primitives::types::query::QueryResponseKind;
-use near_jsonrpc_primitives::types::transactions::TransactionInfo;
-use near_primitives::action::{Action, FunctionCallAction};
+use common::{DEADLINE, Rpc, function_call, tokens_burnt};
+use e2e_localnet::Localnet;
+use near_primitives::action::Action;
 use near_primitives::hash::CryptoHash;
-use near_primitives::transaction::{SignedTransaction, Transaction, TransactionV0};
-use near_primitives::types::{
-    AccountId, Balance, BlockId, BlockReference, Finality, FunctionArgs, Gas,
-};
+use near_primitives::transaction::SignedTransaction;
+use near_primitives::types::AccountId;
 use near_primitives::views::{
     ExecutionOutcomeWithIdView, ExecutionStatusView, FinalExecutionOutcomeView,
-    FinalExecutionOutcomeViewEnum, FinalExecutionStatus, QueryRequest, TxExecutionStatus,
+    FinalExecutionStatus,
 };
+use outlayer_testkit::localnet::{outlayer_genesis, with_client_contract};
+use outlayer_testkit::near::{Key, NEAR, account};
 use serde_json::{Value, json};
 
-const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 const BLOCK_TIME: Duration = Duration::from_millis(50);
-/// Generous: waits end on conditions, this only bounds a hung test.
-const DEADLINE: Duration = Duration::from_secs(120);
 /// The OutLayer contract's default base fee (`Pricing::default`): what a failure or timeout costs.
 const BASE_FEE: u128 = 1_000_000_000_000_000_000_000;
 const PER_MILLION_INSTRUCTIONS: u128 = 100_000_000_000_000;
@@ -40,49 +35,23 @@ const ASK_TGAS: u64 = 100;
 /// far more than a small request takes.
 const STORAGE_MARGIN: u128 = 1_000 * 10_000_000_000_000_000_000;
 
-fn account(name: &str) -> AccountId {
-    name.parse().unwrap()
-}
-
-fn wasm(file: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = target.join("near").join(file);
-    assert!(
-        path.exists(),
-        "contract wasm {} is missing: run scripts/build-wasm",
-        path.display()
-    );
-    path
-}
-
-struct Key {
-    account_id: AccountId,
-    secret: SecretKey,
-}
-
-impl Key {
-    fn new(name: &str) -> Self {
-        Self {
-            account_id: account(name),
-            secret: SecretKey::from_seed(KeyType::ED25519, name),
-        }
-    }
-
-    fn public_key(&self) -> PublicKey {
-        self.secret.public_key()
-    }
-}
-
-/// A localnet with a user (alice), the operator's account, OutLayer and the client contract.
+/// A localnet with a user (alice), the operator's account, OutLayer and the client contract; its RPC
+/// through `Deref`.
 struct Net {
     _localnet: Localnet,
-    client: JsonRpcClient,
+    rpc: Rpc,
     alice: Key,
     operator: Key,
     outlayer: AccountId,
     client_contract: AccountId,
+}
+
+impl std::ops::Deref for Net {
+    type Target = Rpc;
+
+    fn deref(&self) -> &Rpc {
+        &self.rpc
+    }
 }
 
 impl Net {
@@ -91,36 +60,12 @@ impl Net {
         let operator = Key::new("operator.localnet");
         let outlayer = account("outlayer.localnet");
         let client_contract = account("client.localnet");
-        let config = LocalnetConfig::default()
+        let config = with_client_contract(outlayer_genesis(100 * NEAR))
             .with_block_time(BLOCK_TIME)
-            .with_tx_wait_timeout(DEADLINE)
-            .with_account(alice.account_id.clone(), 100 * NEAR, alice.public_key())
-            .with_account(
-                operator.account_id.clone(),
-                10 * NEAR,
-                operator.public_key(),
-            )
-            .with_contract(
-                outlayer.clone(),
-                10 * NEAR,
-                wasm("outlayer_contract.wasm"),
-                Some(InitCall {
-                    method: "new".to_string(),
-                    args: json!({"owner_id": "alice.localnet", "operator_id": "operator.localnet"}),
-                }),
-            )
-            .with_contract(
-                client_contract.clone(),
-                10 * NEAR,
-                wasm("example_client_contract.wasm"),
-                Some(InitCall {
-                    method: "new".to_string(),
-                    args: json!({"outlayer_id": "outlayer.localnet"}),
-                }),
-            );
+            .with_tx_wait_timeout(DEADLINE);
         let localnet = Localnet::start(config).await.unwrap();
         Self {
-            client: JsonRpcClient::connect(localnet.rpc_url()),
+            rpc: Rpc::connect(&localnet.rpc_url()),
             _localnet: localnet,
             alice,
             operator,
@@ -129,132 +74,16 @@ impl Net {
         }
     }
 
-    async fn query(&self, request: QueryRequest) -> QueryResponseKind {
-        self.client
-            .call(methods::query::RpcQueryRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-                request,
-            })
-            .await
-            .unwrap()
-            .kind
-    }
-
-    async fn balance(&self, account_id: &AccountId) -> u128 {
-        match self
-            .query(QueryRequest::ViewAccount {
-                account_id: account_id.clone(),
-            })
-            .await
-        {
-            QueryResponseKind::ViewAccount(view) => view.amount.as_yoctonear(),
-            other => panic!("expected an account view, got {other:?}"),
-        }
-    }
-
-    async fn view(&self, contract: &AccountId, method: &str, args: Value) -> Value {
-        let request = QueryRequest::CallFunction {
-            account_id: contract.clone(),
-            method_name: method.to_string(),
-            args: FunctionArgs::from(serde_json::to_vec(&args).unwrap()),
-        };
-        match self.query(request).await {
-            QueryResponseKind::CallResult(result) => {
-                serde_json::from_slice(&result.result).unwrap()
-            }
-            other => panic!("expected a call result, got {other:?}"),
-        }
-    }
-
-    /// Signs with the key's next nonce and the final block, as the operator does.
+    /// Signs `action` with the key's next nonce and the final block, as the operator does.
     async fn sign(&self, key: &Key, receiver: &AccountId, action: Action) -> SignedTransaction {
-        let nonce = match self
-            .query(QueryRequest::ViewAccessKey {
-                account_id: key.account_id.clone(),
-                public_key: key.public_key(),
-            })
-            .await
-        {
-            QueryResponseKind::AccessKey(view) => view.nonce + 1,
-            other => panic!("expected an access key view, got {other:?}"),
-        };
-        let block_hash = self
-            .client
-            .call(methods::block::RpcBlockRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-            })
-            .await
-            .unwrap()
-            .header
-            .hash;
-        let tx = Transaction::V0(TransactionV0 {
-            signer_id: key.account_id.clone(),
-            public_key: key.public_key(),
-            nonce,
-            receiver_id: receiver.clone(),
-            block_hash,
-            actions: vec![action],
-        });
-        let (hash, _) = tx.get_hash_and_size();
-        SignedTransaction::new(key.secret.sign(hash.as_ref()), tx)
-    }
-
-    async fn send(&self, tx: SignedTransaction) -> CryptoHash {
-        self.client
-            .call(methods::broadcast_tx_async::RpcBroadcastTxAsyncRequest {
-                signed_transaction: tx,
-            })
-            .await
-            .unwrap()
-    }
-
-    async fn commit(&self, tx: SignedTransaction) -> FinalExecutionOutcomeView {
-        self.client
-            .call(methods::broadcast_tx_commit::RpcBroadcastTxCommitRequest {
-                signed_transaction: tx,
-            })
-            .await
-            .unwrap()
-    }
-
-    /// The final outcome of a transaction, once everything it caused (refunds included) ran.
-    async fn final_outcome(&self, tx_hash: CryptoHash, sender: &Key) -> FinalExecutionOutcomeView {
-        #[allow(deprecated)]
-        let request = methods::EXPERIMENTAL_tx_status::RpcTransactionStatusRequest {
-            transaction_info: TransactionInfo::TransactionId {
-                tx_hash,
-                sender_account_id: sender.account_id.clone(),
-            },
-            wait_until: TxExecutionStatus::Final,
-        };
-        let response = tokio::time::timeout(DEADLINE, self.client.call(request))
-            .await
-            .expect("the transaction did not finish in time")
-            .unwrap();
-        match response.final_execution_outcome {
-            Some(FinalExecutionOutcomeViewEnum::FinalExecutionOutcomeWithReceipt(outcome)) => {
-                outcome.final_outcome
-            }
-            other => panic!("expected an outcome with receipts, got {other:?}"),
-        }
-    }
-
-    async fn block_height_of(&self, block_hash: CryptoHash) -> u64 {
-        self.client
-            .call(methods::block::RpcBlockRequest {
-                block_reference: BlockReference::BlockId(BlockId::Hash(block_hash)),
-            })
-            .await
-            .unwrap()
-            .header
-            .height
+        self.rpc.sign(key, receiver, vec![action]).await
     }
 
     /// OutLayer's price for the client's default limits, as a client reads it before asking.
     async fn estimate(&self) -> u128 {
         let limits = json!({"max_instructions": 1_000_000_000u64, "max_memory_mb": 128, "max_execution_seconds": 10});
         let estimate = self
-            .view(
+            .view_on(
                 &self.outlayer,
                 "estimate_execution_cost",
                 json!({"resource_limits": limits}),
@@ -281,7 +110,7 @@ impl Net {
     }
 
     async fn answer(&self, question_id: u64) -> Value {
-        self.view(
+        self.view_on(
             &self.client_contract,
             "get_answer",
             json!({"question_id": question_id}),
@@ -303,23 +132,6 @@ impl Net {
             burnt_by_client * 3 / 10,
         )
     }
-}
-
-fn function_call(method: &str, args: &Value, tgas: u64, deposit: u128) -> Action {
-    Action::FunctionCall(Box::new(FunctionCallAction {
-        method_name: method.to_string(),
-        args: serde_json::to_vec(args).unwrap(),
-        gas: Gas::from_teragas(tgas),
-        deposit: Balance::from_yoctonear(deposit),
-    }))
-}
-
-/// yoctoNEAR burnt by the transaction and every receipt it caused.
-fn tokens_burnt(outcome: &FinalExecutionOutcomeView) -> u128 {
-    std::iter::once(&outcome.transaction_outcome)
-        .chain(&outcome.receipts_outcome)
-        .map(|o| o.outcome.tokens_burnt.as_yoctonear())
-        .sum()
 }
 
 fn success_json(outcome: &FinalExecutionOutcomeView) -> Value {
@@ -385,7 +197,7 @@ async fn ask_gets_the_output_into_the_client_contracts_callback_and_view() {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let pending = loop {
         let pending = net
-            .view(&net.outlayer, "get_pending_requests", json!({}))
+            .view_on(&net.outlayer, "get_pending_requests", json!({}))
             .await;
         if pending.as_array().is_some_and(|p| !p.is_empty()) {
             break pending;
@@ -426,7 +238,7 @@ async fn ask_gets_the_output_into_the_client_contracts_callback_and_view() {
         resolved.status
     );
 
-    let outcome = net.final_outcome(ask, &net.alice).await;
+    let outcome = net.final_outcome(ask, &net.alice.account_id).await;
     print_gas(&outcome);
     let asked = receipt_logging(&outcome, "question_asked");
     let answered = receipt_logging(&outcome, "answer_recorded");
@@ -446,7 +258,7 @@ async fn ask_gets_the_output_into_the_client_contracts_callback_and_view() {
     );
     assert_eq!(net.answer(0).await, expected);
     assert_eq!(
-        net.view(&net.client_contract, "last_answer", json!({}))
+        net.view_on(&net.client_contract, "last_answer", json!({}))
             .await,
         expected
     );
@@ -494,7 +306,7 @@ async fn an_unanswered_question_fails_after_the_yield_window_and_the_refund_reac
     let client_before = net.balance(&net.client_contract).await;
 
     let ask = net.ask("nobody answers", deposit).await;
-    let outcome = net.final_outcome(ask, &net.alice).await;
+    let outcome = net.final_outcome(ask, &net.alice.account_id).await;
     print_gas(&outcome);
 
     let answer = success_json(&outcome);
@@ -513,7 +325,7 @@ async fn an_unanswered_question_fails_after_the_yield_window_and_the_refund_reac
         "the client recorded the failure"
     );
     assert_eq!(
-        net.view(&net.client_contract, "last_answer", json!({}))
+        net.view_on(&net.client_contract, "last_answer", json!({}))
             .await,
         answer
     );
@@ -550,7 +362,7 @@ async fn a_request_outlayer_rejects_returns_the_deposit_to_the_asker() {
     let client_before = net.balance(&net.client_contract).await;
 
     let ask = net.ask("too cheap", deposit).await;
-    let outcome = net.final_outcome(ask, &net.alice).await;
+    let outcome = net.final_outcome(ask, &net.alice.account_id).await;
     print_gas(&outcome);
     let rejected = outcome
         .receipts_outcome
@@ -595,7 +407,7 @@ async fn an_input_near_outlayers_limit_fits_the_recommended_gas() {
     let input = "i".repeat(250_000);
     let deposit = net.estimate().await + (input.len() as u128 + 1_000) * 10u128.pow(19);
     let ask = net.ask(&input, deposit).await;
-    let outcome = net.final_outcome(ask, &net.alice).await;
+    let outcome = net.final_outcome(ask, &net.alice.account_id).await;
     print_gas(&outcome);
     let asked = receipt_logging(&outcome, "question_asked");
     let requested = receipt_logging(&outcome, "execution_requested");

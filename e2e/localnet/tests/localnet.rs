@@ -3,13 +3,16 @@
 //! OutLayer contract's request → resolve → callback flow and its yield timeout, and the fault
 //! switch. Every wait is for a condition with a generous deadline; no timing decides a test.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::{DEADLINE, Rpc, function_call, tokens_burnt};
 use e2e_localnet::{Fault, InitCall, Localnet, LocalnetConfig};
-use near_crypto::{KeyType, PublicKey, SecretKey};
+use near_crypto::PublicKey;
 use near_jsonrpc_client::errors::{JsonRpcError, JsonRpcServerError};
-use near_jsonrpc_client::{JsonRpcClient, methods};
+use near_jsonrpc_client::methods;
 use near_jsonrpc_primitives::types::query::QueryResponseKind;
 use near_jsonrpc_primitives::types::transactions::{RpcTransactionError, TransactionInfo};
 use std::num::NonZeroU32;
@@ -17,11 +20,11 @@ use std::num::NonZeroU32;
 use near_crypto::PublicKeyHandle;
 use near_primitives::account::{AccessKey, AccessKeyPermission, FunctionCallPermission};
 use near_primitives::action::{
-    Action, AddKeyAction, CreateAccountAction, DeleteKeyAction, FunctionCallAction, TransferAction,
+    Action, AddKeyAction, CreateAccountAction, DeleteKeyAction, TransferAction,
 };
 use near_primitives::errors::{ActionsValidationError, InvalidTxError};
 use near_primitives::hash::CryptoHash;
-use near_primitives::transaction::{SignedTransaction, Transaction, TransactionV0};
+use near_primitives::transaction::SignedTransaction;
 use near_primitives::types::StoreKey;
 use near_primitives::types::{AccountId, Balance, BlockReference, Finality, FunctionArgs, Gas};
 use near_primitives::views::{AccessKeyPermissionView, AccessKeyView};
@@ -29,12 +32,11 @@ use near_primitives::views::{
     ExecutionStatusView, FinalExecutionOutcomeView, FinalExecutionOutcomeViewEnum,
     FinalExecutionStatus, QueryRequest, TxExecutionStatus,
 };
+use outlayer_testkit::near::{Key, NEAR, account, secret};
+use outlayer_testkit::wait_until;
 use serde_json::{Value, json};
 
-const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 const BLOCK_TIME: Duration = Duration::from_millis(50);
-/// Generous: waits end on conditions, this only bounds a hung test.
-const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Contract defaults (`Pricing::default`): base 0.001 NEAR, 1e14 yocto per million
 /// instructions, 1e17 yocto per ms and per compile ms.
@@ -43,48 +45,26 @@ const PER_MILLION_INSTRUCTIONS: u128 = 100_000_000_000_000;
 const PER_MS: u128 = 100_000_000_000_000_000;
 const REQUEST_DEPOSIT: u128 = NEAR / 10;
 
-fn account(name: &str) -> AccountId {
-    name.parse().unwrap()
-}
-
-struct Key {
-    account_id: AccountId,
-    secret: SecretKey,
-}
-
-impl Key {
-    fn new(name: &str) -> Self {
-        Self {
-            account_id: account(name),
-            secret: SecretKey::from_seed(KeyType::ED25519, name),
-        }
-    }
-
-    fn public_key(&self) -> PublicKey {
-        self.secret.public_key()
-    }
-}
-
 fn contract_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = target.join("near").join("outlayer_contract.wasm");
-    assert!(
-        path.exists(),
-        "contract wasm {} is missing: run scripts/build-wasm",
-        path.display()
-    );
-    path
+    outlayer_testkit::contract_wasm("outlayer_contract.wasm")
 }
 
+/// The localnet's RPC (`Deref`: `net.sign(..)`, `net.client`) plus the accounts of its genesis.
 struct Net {
     localnet: Localnet,
-    client: JsonRpcClient,
+    rpc: Rpc,
     alice: Key,
     bob: Key,
     operator: Key,
     outlayer: AccountId,
+}
+
+impl std::ops::Deref for Net {
+    type Target = Rpc;
+
+    fn deref(&self) -> &Rpc {
+        &self.rpc
+    }
 }
 
 impl Net {
@@ -119,10 +99,10 @@ impl Net {
             );
         }
         let localnet = Localnet::start(config).await.unwrap();
-        let client = JsonRpcClient::connect(localnet.rpc_url());
+        let rpc = Rpc::connect(&localnet.rpc_url());
         Self {
             localnet,
-            client,
+            rpc,
             alice,
             bob,
             operator,
@@ -130,164 +110,8 @@ impl Net {
         }
     }
 
-    async fn balance(&self, account_id: &AccountId) -> u128 {
-        let response = self
-            .client
-            .call(methods::query::RpcQueryRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-                request: QueryRequest::ViewAccount {
-                    account_id: account_id.clone(),
-                },
-            })
-            .await
-            .unwrap();
-        match response.kind {
-            QueryResponseKind::ViewAccount(view) => view.amount.as_yoctonear(),
-            other => panic!("expected an account view, got {other:?}"),
-        }
-    }
-
-    async fn nonce(&self, key: &Key) -> u64 {
-        let response = self
-            .client
-            .call(methods::query::RpcQueryRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-                request: QueryRequest::ViewAccessKey {
-                    account_id: key.account_id.clone(),
-                    public_key: key.public_key(),
-                },
-            })
-            .await
-            .unwrap();
-        match response.kind {
-            QueryResponseKind::AccessKey(view) => view.nonce,
-            other => panic!("expected an access key view, got {other:?}"),
-        }
-    }
-
-    async fn final_block_hash(&self) -> CryptoHash {
-        let block = self
-            .client
-            .call(methods::block::RpcBlockRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-            })
-            .await
-            .unwrap();
-        block.header.hash
-    }
-
-    /// Signs with the key's next nonce and the final block, as the operator will.
-    async fn sign(
-        &self,
-        key: &Key,
-        receiver: &AccountId,
-        actions: Vec<Action>,
-    ) -> SignedTransaction {
-        let nonce = self.nonce(key).await + 1;
-        self.sign_with(
-            key,
-            &key.secret,
-            nonce,
-            self.final_block_hash().await,
-            receiver,
-            actions,
-        )
-    }
-
-    fn sign_with(
-        &self,
-        key: &Key,
-        signing_secret: &SecretKey,
-        nonce: u64,
-        block_hash: CryptoHash,
-        receiver: &AccountId,
-        actions: Vec<Action>,
-    ) -> SignedTransaction {
-        let tx = Transaction::V0(TransactionV0 {
-            signer_id: key.account_id.clone(),
-            public_key: key.public_key(),
-            nonce,
-            receiver_id: receiver.clone(),
-            block_hash,
-            actions,
-        });
-        let (hash, _) = tx.get_hash_and_size();
-        SignedTransaction::new(signing_secret.sign(hash.as_ref()), tx)
-    }
-
-    async fn commit(&self, tx: SignedTransaction) -> FinalExecutionOutcomeView {
-        self.client
-            .call(methods::broadcast_tx_commit::RpcBroadcastTxCommitRequest {
-                signed_transaction: tx,
-            })
-            .await
-            .unwrap()
-    }
-
-    /// The final outcome of a transaction, with its receipts, once everything it caused ran.
-    async fn final_outcome(
-        &self,
-        tx_hash: CryptoHash,
-        sender: &AccountId,
-    ) -> FinalExecutionOutcomeView {
-        #[allow(deprecated)]
-        let request = methods::EXPERIMENTAL_tx_status::RpcTransactionStatusRequest {
-            transaction_info: TransactionInfo::TransactionId {
-                tx_hash,
-                sender_account_id: sender.clone(),
-            },
-            wait_until: TxExecutionStatus::Final,
-        };
-        let response = tokio::time::timeout(DEADLINE, self.client.call(request))
-            .await
-            .expect("the transaction did not finish in time")
-            .unwrap();
-        assert_eq!(response.final_execution_status, TxExecutionStatus::Final);
-        match response.final_execution_outcome {
-            Some(FinalExecutionOutcomeViewEnum::FinalExecutionOutcomeWithReceipt(outcome)) => {
-                assert_eq!(
-                    outcome.receipts.len(),
-                    outcome.final_outcome.receipts_outcome.len(),
-                    "every receipt of the transaction has its view"
-                );
-                outcome.final_outcome
-            }
-            other => panic!("expected an outcome with receipts, got {other:?}"),
-        }
-    }
-
     async fn view(&self, method: &str, args: Value) -> Value {
-        let response = self
-            .client
-            .call(methods::query::RpcQueryRequest {
-                block_reference: BlockReference::Finality(Finality::Final),
-                request: QueryRequest::CallFunction {
-                    account_id: self.outlayer.clone(),
-                    method_name: method.to_string(),
-                    args: FunctionArgs::from(serde_json::to_vec(&args).unwrap()),
-                },
-            })
-            .await
-            .unwrap();
-        match response.kind {
-            QueryResponseKind::CallResult(result) => {
-                serde_json::from_slice(&result.result).unwrap()
-            }
-            other => panic!("expected a call result, got {other:?}"),
-        }
-    }
-
-    async fn block_height_of(&self, block_hash: CryptoHash) -> u64 {
-        let block = self
-            .client
-            .call(methods::block::RpcBlockRequest {
-                block_reference: BlockReference::BlockId(near_primitives::types::BlockId::Hash(
-                    block_hash,
-                )),
-            })
-            .await
-            .unwrap();
-        block.header.height
+        self.rpc.view_on(&self.outlayer, method, args).await
     }
 
     async fn request_execution(&self, input: &str) -> CryptoHash {
@@ -327,43 +151,24 @@ impl Net {
 
     /// Polls the pending-requests view until `predicate` holds.
     async fn wait_for_pending(&self, predicate: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        let predicate = &predicate;
+        wait_until("the pending requests to match", DEADLINE, || async move {
             let pending = self.view("get_pending_requests", json!({})).await;
             let pending = pending.as_array().cloned().unwrap_or_default();
             if predicate(&pending) {
-                return pending;
+                Ok(pending)
+            } else {
+                Err(format!("{pending:?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "pending requests never matched: {pending:?}"
-            );
-            tokio::time::sleep(BLOCK_TIME).await;
-        }
+        })
+        .await
     }
-}
-
-fn function_call(method: &str, args: &Value, tgas: u64, deposit: u128) -> Action {
-    Action::FunctionCall(Box::new(FunctionCallAction {
-        method_name: method.to_string(),
-        args: serde_json::to_vec(args).unwrap(),
-        gas: Gas::from_teragas(tgas),
-        deposit: Balance::from_yoctonear(deposit),
-    }))
 }
 
 fn transfer(amount: u128) -> Action {
     Action::Transfer(TransferAction {
         deposit: Balance::from_yoctonear(amount),
     })
-}
-
-/// yoctoNEAR burnt by the transaction and every receipt it caused.
-fn tokens_burnt(outcome: &FinalExecutionOutcomeView) -> u128 {
-    std::iter::once(&outcome.transaction_outcome)
-        .chain(&outcome.receipts_outcome)
-        .map(|o| o.outcome.tokens_burnt.as_yoctonear())
-        .sum()
 }
 
 fn success_value(outcome: &FinalExecutionOutcomeView) -> Vec<u8> {
@@ -493,7 +298,7 @@ async fn invalid_transactions_are_rejected_as_nearcore_does() {
     };
 
     // Signed by another key than the one it names.
-    let intruder = SecretKey::from_seed(KeyType::ED25519, "intruder");
+    let intruder = secret("intruder");
     let forged = net.sign_with(alice, &intruder, 1, block_hash, bob, vec![transfer(NEAR)]);
     assert_eq!(
         invalid_tx(commit(forged).await),
@@ -1186,7 +991,7 @@ async fn client_contract_receives_the_output_in_its_own_callback() {
         );
     let localnet = Localnet::start(config).await.unwrap();
     let net = Net {
-        client: JsonRpcClient::connect(localnet.rpc_url()),
+        rpc: Rpc::connect(&localnet.rpc_url()),
         localnet,
         bob: Key::new("bob.localnet"),
         alice,
@@ -1436,7 +1241,7 @@ async fn protocol_config_is_nearcores_for_the_protocol_version() {
 async fn access_key_list_shows_every_key_with_its_permission_and_pages() {
     let net = Net::start(true).await;
     let alice = &net.alice;
-    let pool_key = SecretKey::from_seed(KeyType::ED25519, "pool-1").public_key();
+    let pool_key = secret("pool-1").public_key();
     let restricted = function_call_key(&net.outlayer, &["resolve_execution"], None);
     let outcome = net
         .run(
@@ -1560,7 +1365,7 @@ async fn a_function_call_key_signs_only_what_its_permission_allows() {
     let operator = &net.operator;
     let pool = Key {
         account_id: operator.account_id.clone(),
-        secret: SecretKey::from_seed(KeyType::ED25519, "operator-pool-1"),
+        secret: secret("operator-pool-1"),
     };
     let outcome = net
         .run(
@@ -1669,7 +1474,7 @@ async fn delete_key_removes_the_key_and_its_signatures() {
     let alice = &net.alice;
     let spare = Key {
         account_id: alice.account_id.clone(),
-        secret: SecretKey::from_seed(KeyType::ED25519, "alice-spare"),
+        secret: secret("alice-spare"),
     };
     success_value(
         &net.run(
@@ -1892,10 +1697,9 @@ async fn nonces_above_the_committed_one_wait_in_the_pool_in_any_order() {
     )
     .await
     .unwrap();
-    let client = JsonRpcClient::connect(localnet.rpc_url());
     let net = Net {
+        rpc: Rpc::connect(&localnet.rpc_url()),
         localnet,
-        client,
         alice,
         bob,
         operator: Key::new("operator.localnet"),

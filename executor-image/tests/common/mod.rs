@@ -1,31 +1,11 @@
 //! Helpers shared by the integration tests and the benchmark.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use outlayer_executor::{Execution, Executor, Job, Limits, SystemEnv};
 
-/// The workspace target directory, honouring `CARGO_TARGET_DIR` (relative to the workspace root
-/// when relative, as cargo treats it).
-pub fn target_dir() -> PathBuf {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => workspace.join(dir),
-        None => workspace.join("target"),
-    }
-}
-
-/// Path of an example guest built by `scripts/build-wasm` (e.g. `example-echo`).
-pub fn guest_path(crate_name: &str) -> PathBuf {
-    let dir = target_dir().join("wasm32-wasip1").join("release");
-    // Cargo names binaries after the crate (hyphens kept); libraries use underscores.
-    let hyphen = dir.join(format!("{crate_name}.wasm"));
-    if hyphen.exists() {
-        return hyphen;
-    }
-    dir.join(format!("{}.wasm", crate_name.replace('-', "_")))
-}
+pub use outlayer_testkit::{guest_wasm as guest_path, target_dir};
 
 /// The bytes of an example guest; panics with the command that builds it when it is missing.
 pub fn guest(crate_name: &str) -> Vec<u8> {

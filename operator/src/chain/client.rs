@@ -811,6 +811,7 @@ impl ChainClient {
             wait_until: wait_until.clone(),
         };
         let max_attempts = pool.retry_policy().max_attempts.max(1);
+        let mut backoff = pool.retry_policy().backoff();
         let mut failures = 0u32;
         // Handed to a node already (or maybe): ask for it by hash, re-sending only if no node knows it.
         let mut ask_first = true;
@@ -881,7 +882,7 @@ impl ChainClient {
                 });
             }
             ask_first = true;
-            pool.pause_before(failures).await;
+            pool.pause_before(failures, &mut backoff).await;
         }
     }
 

@@ -6,10 +6,10 @@
 //! Because of that a URL is a secret: logs and errors only ever show `rpc#<i> <scheme>://<host>:<port>`.
 
 use std::fmt::{Debug, Display};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use near_jsonrpc_client::errors::{
     JsonRpcError, JsonRpcServerError, JsonRpcServerResponseStatusError, JsonRpcTransportSendError,
     RpcTransportError,
@@ -43,35 +43,20 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// "Equal jitter": half the exponential delay plus a random part of the other half, so clients
-    /// that failed together do not retry together, yet never retry at once.
-    pub fn delay(&self, round: u32) -> Duration {
-        let exponential = self
-            .base_delay
-            .saturating_mul(1u32 << round.min(20))
-            .min(self.max_delay);
-        let half = exponential / 2;
-        let jitter_nanos = half.as_nanos() as u64;
-        let random = if jitter_nanos == 0 {
-            0
-        } else {
-            random_u64() % (jitter_nanos + 1)
-        };
-        half + Duration::from_nanos(random)
+    /// The delays before each retry round: exponential from `base_delay`, doubling, capped at
+    /// `max_delay`, with "equal jitter" — half the exponential delay plus a random part of the other
+    /// half, so clients that failed together do not retry together, yet never retry at once. backon
+    /// adds a random part of up to the current delay on top of it, so its exponential runs at half
+    /// of ours. Never ends; the caller stops at `max_attempts`.
+    pub fn backoff(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        ExponentialBuilder::new()
+            .with_min_delay(self.base_delay / 2)
+            .with_max_delay(self.max_delay / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
     }
-}
-
-/// Jitter only needs to differ between processes and calls, not be unpredictable: std's randomly
-/// keyed hasher is enough and saves a dependency.
-fn random_u64() -> u64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.finish()
 }
 
 /// Whether a node's own error answer (not a transport failure) will pass if asked again.
@@ -274,6 +259,7 @@ impl RpcPool {
     {
         let max_attempts = self.retry.max_attempts.max(1);
         let mut attempt = 0u32;
+        let mut backoff = self.retry.backoff();
         loop {
             match self.attempt(method, make(), timeout).await {
                 Ok(response) => return Ok(response),
@@ -291,17 +277,22 @@ impl RpcPool {
                             last: Box::new(error),
                         }));
                     }
-                    self.pause_before(attempt).await;
+                    self.pause_before(attempt, &mut backoff).await;
                 }
             }
         }
     }
 
-    /// Failing over to the next endpoint is immediate; after a whole round failed, back off.
-    pub(crate) async fn pause_before(&self, attempt: u32) {
+    /// Failing over to the next endpoint is immediate; after a whole round failed, back off by the
+    /// next delay of `backoff` (one [`RetryPolicy::backoff`] per call).
+    pub(crate) async fn pause_before(
+        &self,
+        attempt: u32,
+        backoff: &mut (impl Iterator<Item = Duration> + Send),
+    ) {
         let endpoints = self.endpoints.len() as u32;
         if attempt.is_multiple_of(endpoints) {
-            let delay = self.retry.delay(attempt / endpoints - 1);
+            let delay = backoff.next().unwrap_or(self.retry.max_delay);
             tokio::time::sleep(delay).await;
         }
     }
@@ -400,18 +391,23 @@ mod tests {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
         };
-        for round in 0..12 {
+        // backon computes in f32 seconds: a microsecond covers its rounding, nothing more.
+        let slack = Duration::from_micros(1);
+        for (round, delay) in policy.backoff().take(12).enumerate() {
             let full = (Duration::from_millis(100) * (1 << round.min(20))).min(policy.max_delay);
-            let delay = policy.delay(round);
             assert!(
-                delay >= full / 2 && delay <= full,
+                delay + slack >= full / 2 && delay <= full + slack,
                 "round {round}: {delay:?} not in [{:?}, {full:?}]",
                 full / 2
             );
         }
         let samples: std::collections::BTreeSet<Duration> =
-            (0..20).map(|_| policy.delay(3)).collect();
+            (0..20).filter_map(|_| policy.backoff().nth(3)).collect();
         assert!(samples.len() > 1, "jitter varies: {samples:?}");
+        assert!(
+            policy.backoff().nth(1000).is_some(),
+            "the delays never run out; max_attempts ends the retries"
+        );
     }
 
     #[test]

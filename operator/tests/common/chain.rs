@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e_localnet::{InitCall, Localnet, LocalnetConfig};
+use e2e_localnet::Localnet;
 use kube::api::{Api, PostParams};
-use near_crypto::{KeyType, SecretKey};
-use near_primitives::types::{AccountId, Balance, Gas};
+use near_primitives::types::{Balance, Gas};
 use outlayer_operator::chain::{
     CallStatus, ChainClient, ChainConfig, ChainError, OperatorSigner, RetryPolicy, TxOutcome,
 };
@@ -14,28 +13,23 @@ use outlayer_operator::config::OperatorConfig;
 use outlayer_operator::context::Context;
 use outlayer_operator::crd::{
     BUILD_TARGET_WASIP1, CompileJob, CompileJobSpec, CompileSource, ExecutionRequest,
-    ExecutionRequestStatus, Phase, condition_status,
+    ExecutionRequestStatus, condition_status,
 };
+use outlayer_testkit::localnet::{outlayer_genesis, with_client_contract};
 use serde_json::{Value, json};
 
+pub use super::finished;
 use super::{
     NAMESPACE, OperatorEnv, RunningOperator, echo_main_branch, git, operator_config,
     repositories_dir, start_operator, wait_for,
 };
 
-pub const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
+pub use outlayer_testkit::near::{NEAR, account, secret};
+
 /// Covers the estimate and the storage of a pending request with an input of up to ~40 KB.
 pub const DEPOSIT: u128 = NEAR / 2;
 /// The repository as users name it; the operator fetches it from a local mirror.
 pub const REPO: &str = "https://github.com/outlayer/echo";
-
-pub fn account(name: &str) -> AccountId {
-    name.parse().unwrap()
-}
-
-pub fn secret(name: &str) -> SecretKey {
-    SecretKey::from_seed(KeyType::ED25519, name)
-}
 
 /// A cluster with the operator's CRDs, a localnet with the contract, a user (alice, also the
 /// contract's owner) and the operator's account, and the echo example in a git mirror.
@@ -60,40 +54,9 @@ impl ChainEnv {
             &repos.path().join("outlayer").join("env-reader"),
             "env-reader",
         );
-        let contract = super::artifact("near/outlayer_contract.wasm", "scripts/build-wasm");
-        let client_contract =
-            super::artifact("near/example_client_contract.wasm", "scripts/build-wasm");
-        let config = LocalnetConfig::default()
+        let config = with_client_contract(outlayer_genesis(1000 * NEAR))
             .with_block_time(block_time)
-            .with_tx_wait_timeout(Duration::from_secs(5))
-            .with_account(
-                account("alice.localnet"),
-                1000 * NEAR,
-                secret("alice.localnet").public_key(),
-            )
-            .with_account(
-                account("operator.localnet"),
-                10 * NEAR,
-                secret("operator.localnet").public_key(),
-            )
-            .with_contract(
-                account("outlayer.localnet"),
-                10 * NEAR,
-                contract,
-                Some(InitCall {
-                    method: "new".to_string(),
-                    args: json!({"owner_id": "alice.localnet", "operator_id": "operator.localnet"}),
-                }),
-            )
-            .with_contract(
-                account("client.localnet"),
-                10 * NEAR,
-                client_contract,
-                Some(InitCall {
-                    method: "new".to_string(),
-                    args: json!({"outlayer_id": "outlayer.localnet"}),
-                }),
-            );
+            .with_tx_wait_timeout(Duration::from_secs(5));
         let localnet = Localnet::start(config).await.unwrap();
         let alice = client_for(&localnet, "alice.localnet");
         Self {
@@ -278,17 +241,6 @@ pub fn tokens_burnt(outcome: &TxOutcome) -> u128 {
         .chain(&outcome.outcome.receipts_outcome)
         .map(|o| o.outcome.tokens_burnt.as_yoctonear())
         .sum()
-}
-
-pub async fn finished(api: &Api<ExecutionRequest>, name: &str) -> ExecutionRequestStatus {
-    wait_for(&format!("{name} to finish"), || async {
-        let status = api.get(name).await.ok()?.status?;
-        status
-            .phase
-            .is_some_and(Phase::is_terminal)
-            .then_some(status)
-    })
-    .await
 }
 
 pub fn condition_reason(status: &ExecutionRequestStatus, kind: &str) -> String {

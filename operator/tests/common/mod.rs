@@ -1,42 +1,39 @@
 // Each test binary includes this module and uses a subset of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 //! Helpers the operator's cluster tests share.
 
 pub mod chain;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use e2e_cluster::{Cluster, DEFAULT_NODE, NodeAgent};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::PostParams;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::conditions;
 use outlayer_operator::config::{CompilerConfig, OperatorConfig};
 use outlayer_operator::crd;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub use outlayer_testkit::cluster::{await_condition_within, repositories_dir};
+pub use outlayer_testkit::{artifact, git, target_dir, which};
+
 /// Generous: the control plane shares 2 cores with the build; a condition, not a timing, decides.
 pub const WAIT: Duration = Duration::from_secs(120);
 
 /// Polls `probe` until it yields a value; fails the test after [`WAIT`].
-pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    outlayer_testkit::wait_for(what, WAIT, probe).await
 }
 
 /// A chain-less run of the repository `repo` at `commit` with `input`, text output, small limits.
@@ -72,6 +69,15 @@ pub async fn finished(api: &Api<crd::ExecutionRequest>, name: &str) -> crd::Exec
     .await
 }
 
+/// The condition `kind` of an ExecutionRequest's status; fails the test when it is missing.
+pub fn condition<'a>(status: &'a crd::ExecutionRequestStatus, kind: &str) -> &'a Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {:?}", status.conditions))
+}
+
 /// Applies every CRD with server-side apply and waits until each is Established.
 pub async fn install_crds(cluster: &Cluster) {
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
@@ -84,42 +90,15 @@ pub async fn install_crds(cluster: &Cluster) {
     }
     for definition in crd::all() {
         let name = definition.metadata.name.clone().unwrap();
-        let crds = crds.clone();
-        wait_for(&format!("CRD {name} to be Established"), || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let current = crds.get(&name).await.ok()?;
-                current
-                    .status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
+        await_condition_within(
+            &format!("CRD {name} to be Established"),
+            WAIT,
+            crds.clone(),
+            &name,
+            conditions::is_crd_established(),
+        )
         .await;
     }
-}
-
-/// The workspace's target directory (CARGO_TARGET_DIR or `<workspace>/target`), without `..`: paths from
-/// here become program paths inside sandboxes and repository URLs, where `..` does not resolve.
-pub fn target_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    std::fs::canonicalize(&dir).unwrap_or(dir)
-}
-
-/// An artifact under the target directory, or a failure that says how to build it.
-pub fn artifact(relative: &str, how_to_build: &str) -> PathBuf {
-    let path = target_dir().join(relative);
-    assert!(
-        path.exists(),
-        "{} is missing: run {how_to_build}",
-        path.display()
-    );
-    path
 }
 
 /// The namespace the operator's test workloads run in; it enforces Pod Security "restricted".
@@ -179,14 +158,7 @@ impl OperatorEnv {
                 ],
             );
         let agent = cluster.start_node_agent(agent_config).await.unwrap();
-        cluster
-            .create_namespace(
-                NAMESPACE,
-                &[("pod-security.kubernetes.io/enforce", "restricted")],
-            )
-            .await
-            .unwrap();
-        install_crds(&cluster).await;
+        prepare_namespace(&cluster).await;
         create_cache_volume(&cluster, cache.path()).await;
         Self {
             agent,
@@ -203,15 +175,13 @@ impl OperatorEnv {
 
 /// Copies a guest into `<cache>/wasm/<sha256>.wasm` the way the build Job publishes it.
 pub fn publish(cache: &Path, guest: &str) -> String {
-    let wasm = std::fs::read(artifact(
-        &format!("wasm32-wasip1/release/{guest}.wasm"),
-        "scripts/build-wasm",
-    ))
-    .unwrap();
-    let sha: String = Sha256::digest(&wasm)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let wasm = std::fs::read(outlayer_testkit::guest_wasm(guest)).unwrap();
+    publish_bytes(cache, &wasm)
+}
+
+/// Publishes `wasm` as `<cache>/wasm/<sha256>.wasm` and returns the hash.
+pub fn publish_bytes(cache: &Path, wasm: &[u8]) -> String {
+    let sha = hex::encode(Sha256::digest(wasm));
     std::fs::write(cache.join("wasm").join(format!("{sha}.wasm")), wasm).unwrap();
     sha
 }
@@ -291,26 +261,6 @@ impl RunningOperator {
     }
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args([
-            "-c",
-            "user.name=OutLayer Tests",
-            "-c",
-            "user.email=tests@outlayer.dev",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
 /// Commits the echo example as a standalone crate on branch `main` of a new repository at `repo`.
 pub fn echo_main_branch(repo: &Path) {
     example_main_branch(repo, "echo");
@@ -319,22 +269,7 @@ pub fn echo_main_branch(repo: &Path) {
 /// Commits `examples/<example>` (a std-only guest) as a standalone crate on branch `main` of a new
 /// repository at `repo`.
 pub fn example_main_branch(repo: &Path, example: &str) {
-    std::fs::create_dir_all(repo.join("src")).unwrap();
-    std::fs::write(
-        repo.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"{example}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n"
-        ),
-    )
-    .unwrap();
-    let main = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{example}/src/main.rs")),
-    )
-    .unwrap();
-    std::fs::write(repo.join("src/main.rs"), main).unwrap();
-    git(repo, &["init", "-q", "-b", "main"]);
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", example]);
+    outlayer_testkit::example_repository(repo, example);
 }
 
 /// The operator's configuration for these tests: test images, the repositories' directory as the only
@@ -360,30 +295,97 @@ pub fn operator_config(repos: &Path) -> OperatorConfig {
     }
 }
 
-/// A fresh directory for test repositories, spelled without `..` (repository URLs may not contain it),
-/// somewhere sandboxed pods can read: they see the host's filesystem read-only but get an empty /tmp, so
-/// a checkout under /tmp (as CI may use) keeps its test repositories in the e2e cache instead.
-pub fn repositories_dir() -> tempfile::TempDir {
-    let candidates = [
-        Some(target_dir().join("e2e-repos")),
-        e2e_cluster::binaries::cache_root().map(|root| root.join("test-repos")),
-    ];
-    for root in candidates.into_iter().flatten() {
-        std::fs::create_dir_all(&root).unwrap();
-        let root = std::fs::canonicalize(root).unwrap();
-        if !root.starts_with("/tmp") {
-            return tempfile::tempdir_in(root).unwrap();
-        }
-    }
-    panic!(
-        "no place outside /tmp for test repositories: set OUTLAYER_E2E_CACHE to a directory outside /tmp"
+/// The images the real-node tests run, built from the repository's Dockerfiles around the freshly
+/// built debug binaries.
+pub fn real_node_images() -> e2e_cluster::real_node::Images {
+    e2e_cluster::real_node::build_images(&target_dir().join("debug")).unwrap()
+}
+
+/// A control plane with a real node (kubelet, containerd, runc) holding `images` (plus the pause
+/// image), the restricted [`NAMESPACE`] and the CRDs installed.
+pub async fn start_real_node(images: &e2e_cluster::real_node::Images, only: &[&str]) -> Cluster {
+    let mut cluster = Cluster::start_with(e2e_cluster::ClusterOptions::real_node())
+        .await
+        .unwrap();
+    cluster.start_real_node(&images.only(only)).await.unwrap();
+    prepare_namespace(&cluster).await;
+    cluster
+}
+
+/// The restricted [`NAMESPACE`] (Pod Security "restricted" enforced) and the CRDs, Established.
+pub async fn prepare_namespace(cluster: &Cluster) {
+    cluster
+        .create_namespace(
+            NAMESPACE,
+            &[("pod-security.kubernetes.io/enforce", "restricted")],
+        )
+        .await
+        .unwrap();
+    install_crds(cluster).await;
+}
+
+/// A run of the published module `sha256` (no compile) with `input` and `max_memory_mb`.
+pub fn by_hash(name: &str, sha256: &str, input: &str, max_memory_mb: u32) -> crd::ExecutionRequest {
+    crd::ExecutionRequest::new(
+        name,
+        crd::ExecutionRequestSpec {
+            code: crd::CodeRef {
+                source: None,
+                wasm_sha256: Some(sha256.to_string()),
+            },
+            input: input.to_string(),
+            limits: crd::Limits {
+                max_instructions: 100_000_000,
+                max_memory_mb,
+                max_execution_seconds: 10,
+            },
+            response_format: crd::ResponseFormat::Text,
+            secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
+            on_chain: None,
+        },
     )
 }
 
-pub fn which(program: &str) -> String {
-    let output = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+/// Commits, on a new branch `network` off `main`, a `build.rs` that tries to reach `address`
+/// (`host:port`) and fails the build when it cannot (a build that succeeds had the network); leaves
+/// `main` checked out.
+pub fn network_probe_branch(repo: &Path, address: &str) {
+    git(repo, &["checkout", "-q", "-b", "network", "main"]);
+    std::fs::write(
+        repo.join("build.rs"),
+        format!(
+            "fn main() {{\n    let address = \"{address}\".parse().unwrap();\n    \
+             match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {{\n        \
+             Ok(_) => println!(\"cargo:warning=the build reached the network\"),\n        \
+             Err(e) => panic!(\"network unreachable from the build: {{e}}\"),\n    }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    git(repo, &["add", "build.rs"]);
+    git(
+        repo,
+        &["commit", "-q", "-m", "build script probing the network"],
+    );
+    git(repo, &["checkout", "-q", "main"]);
+}
+
+/// The module cache on a real node: `wasm/` and `results/` owned by uid 65532 (the build Job publishes
+/// and the executor writes as that user; a hostPath volume has no fsGroup), bound as claim
+/// `outlayer-cache`.
+pub async fn real_node_cache(cluster: &Cluster) -> tempfile::TempDir {
+    let cache = tempfile::tempdir().unwrap();
+    for dir in ["wasm", "results"] {
+        std::fs::create_dir_all(cache.path().join(dir)).unwrap();
+    }
+    for path in [
+        cache.path().to_owned(),
+        cache.path().join("wasm"),
+        cache.path().join("results"),
+    ] {
+        std::os::unix::fs::chown(&path, Some(65532), Some(65532)).unwrap();
+    }
+    create_cache_volume(cluster, cache.path()).await;
+    cache
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::measure::{self, Sample};
 use crate::setup::ChainBench;
-use crate::timeline::Observer;
+use crate::timeline::TimelineObserver;
 use crate::user;
 
 /// Bound a hang, not a figure: the yield window is 200 blocks (2 min at 600 ms).
@@ -19,7 +19,7 @@ pub struct Figures {
 
 pub async fn run(
     bench: &ChainBench,
-    observer: &Observer,
+    observer: &TimelineObserver,
     runs: usize,
     label: &str,
 ) -> anyhow::Result<Figures> {
@@ -53,7 +53,7 @@ pub async fn run(
 /// without being resolved (counted, not measured).
 pub async fn once(
     bench: &ChainBench,
-    observer: &Observer,
+    observer: &TimelineObserver,
     input: &str,
 ) -> anyhow::Result<Result<Sample, String>> {
     let settled = user::request(

@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         ChainBench::start(block_time, &executor, &compiler, contract, cli.real_node).await?;
     bench.compile_only = cli.compile_only;
     let api: Api<ExecutionRequest> = Api::namespaced(bench.env.cluster.client(), NAMESPACE);
-    let observer = timeline::Observer::start(api).await?;
+    let observer = timeline::observe_timelines(api).await?;
     let poll = |ms: u64| Duration::from_millis(ms);
     anyhow::ensure!(
         !cli.signing_keys.is_empty() && !cli.signing_keys.contains(&0),

@@ -13,7 +13,7 @@ use e2e_bench::env::{BenchEnv, COMPILER_IMAGE, NAMESPACE, target_dir};
 use e2e_cluster::real_node::GitMirror;
 use e2e_localnet::{InitCall, Localnet, LocalnetConfig};
 use kube::api::{Api, PostParams};
-use near_crypto::{KeyType, SecretKey};
+use near_crypto::SecretKey;
 use near_primitives::types::AccountId;
 use outlayer_operator::chain::{ChainClient, ChainConfig, OperatorSigner};
 use outlayer_operator::config::{CompilerConfig, OnChainConfig, OperatorConfig};
@@ -21,6 +21,8 @@ use outlayer_operator::context::Context;
 use outlayer_operator::crd::{
     BUILD_TARGET_WASIP1, CompileJob, CompileJobSpec, CompileSource, condition_status,
 };
+// Deterministic keys: the localnet is throwaway and nothing else ever sees them.
+use outlayer_testkit::near::{NEAR, secret};
 use serde_json::json;
 
 pub const CONTRACT: &str = "outlayer.localnet";
@@ -28,18 +30,12 @@ pub const USER: &str = "alice.localnet";
 pub const OPERATOR: &str = "operator.localnet";
 /// The repository as users name it; the operator fetches it from the local mirror.
 pub const REPO: &str = "https://github.com/outlayer/echo";
-const NEAR: u128 = 1_000_000_000_000_000_000_000_000;
 /// Bounds a hang, not a figure: a debug-built compile of the echo crate on a loaded 2-core machine.
 const PRECOMPILE_TIMEOUT: Duration = Duration::from_secs(900);
 
 pub fn account(name: &str) -> anyhow::Result<AccountId> {
     name.parse()
         .with_context(|| format!("{name:?} is not a NEAR account id"))
-}
-
-/// Deterministic keys: the localnet is throwaway and nothing else ever sees them.
-fn secret(name: &str) -> SecretKey {
-    SecretKey::from_seed(KeyType::ED25519, name)
 }
 
 /// Key `index` of the operator's resolve pool; 0 is the account's own full-access key.
@@ -363,25 +359,7 @@ fn echo_main_branch(repo: &Path) -> anyhow::Result<()> {
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("git")
-        .args([
-            "-c",
-            "user.name=OutLayer Bench",
-            "-c",
-            "user.email=bench@outlayer.dev",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .with_context(|| format!("run git {args:?} in {}", dir.display()))?;
-    if !output.status.success() {
-        bail!(
-            "git {args:?} in {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    outlayer_testkit::try_git(dir, args).map_err(|e| anyhow::anyhow!("in {}: {e}", dir.display()))
 }
 
 fn which(program: &str) -> anyhow::Result<String> {

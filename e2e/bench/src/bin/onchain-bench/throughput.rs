@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use crate::latency::SETTLE_TIMEOUT;
 use crate::measure::{self, Sample};
 use crate::setup::ChainBench;
-use crate::timeline::Observer;
+use crate::timeline::TimelineObserver;
 use crate::user::{self, Settled};
 
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -32,7 +32,7 @@ pub struct Figures {
 
 pub async fn run(
     bench: &ChainBench,
-    observer: &Observer,
+    observer: &TimelineObserver,
     burst: usize,
     label: &str,
 ) -> anyhow::Result<Figures> {

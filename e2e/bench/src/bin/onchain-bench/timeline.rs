@@ -4,13 +4,10 @@
 //! delivery; the objects' own timestamps (creationTimestamp, conditions) have 1 s resolution.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::{Context as _, bail};
-use futures::StreamExt;
+use e2e_bench::watch::RequestWatch;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
 use outlayer_operator::crd::{ExecutionRequest, Phase, condition_status};
 
 /// What the bench saw of one on-chain ExecutionRequest.
@@ -34,117 +31,31 @@ pub struct Timeline {
     pub message: String,
 }
 
-type Seen = Arc<Mutex<HashMap<String, Timeline>>>;
+/// Each on-chain ExecutionRequest's milestones, stamped as one watch delivers them; a timeline is
+/// done once the request reached a terminal phase.
+pub type TimelineObserver = RequestWatch<Timeline>;
 
-pub struct Observer {
-    seen: Seen,
-    changed: tokio::sync::watch::Receiver<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Observer {
-    /// Starts watching `api` and returns once the initial list is in, so that every request created
-    /// afterwards is seen from its first event.
-    pub async fn start(api: Api<ExecutionRequest>) -> anyhow::Result<Self> {
-        let seen: Seen = Arc::default();
-        let (notify, changed) = tokio::sync::watch::channel(0u64);
-        let (ready, listed) = tokio::sync::oneshot::channel::<()>();
-        let record = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut ready = Some(ready);
-            let mut events = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            while let Some(event) = events.next().await {
-                let object = match event {
-                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => o,
-                    Ok(watcher::Event::InitDone) => {
-                        if let Some(ready) = ready.take() {
-                            let _ = ready.send(());
-                        }
-                        continue;
-                    }
-                    // The watcher retries on its own with backoff.
-                    Ok(_) | Err(_) => continue,
-                };
-                let now = SystemTime::now();
-                let name = object.metadata.name.clone().unwrap_or_default();
-                if let Ok(mut map) = record.lock() {
-                    let entry = map.entry(name).or_insert_with(|| Timeline {
-                        block_height: None,
-                        seen: now,
-                        executed: None,
-                        finished: None,
-                        phase: None,
-                        reported: None,
-                        cache_hit: None,
-                        tx_hash: None,
-                        message: String::new(),
-                    });
-                    update(entry, &object, now);
-                }
-                notify.send_modify(|n| *n += 1);
-            }
+/// Starts a [`TimelineObserver`] on `api`; returns once the initial list is in, so that every
+/// request created afterwards is seen from its first event.
+pub async fn observe_timelines(api: Api<ExecutionRequest>) -> anyhow::Result<TimelineObserver> {
+    let record = |seen: &mut HashMap<String, Timeline>, object: &ExecutionRequest| {
+        let now = SystemTime::now();
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let entry = seen.entry(name).or_insert_with(|| Timeline {
+            block_height: None,
+            seen: now,
+            executed: None,
+            finished: None,
+            phase: None,
+            reported: None,
+            cache_hit: None,
+            tx_hash: None,
+            message: String::new(),
         });
-        tokio::time::timeout(Duration::from_secs(60), listed)
-            .await
-            .context("the ExecutionRequest watch did not list within 60 s")?
-            .context("the ExecutionRequest watch stopped before its first list")?;
-        Ok(Self {
-            seen,
-            changed,
-            task,
-        })
-    }
-
-    /// Waits until every one of `names` has reached a terminal phase, calling `progress` with the
-    /// count as it grows.
-    pub async fn wait_all(
-        &self,
-        names: &[String],
-        timeout: Duration,
-        mut progress: impl FnMut(usize),
-    ) -> anyhow::Result<Vec<Timeline>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut changed = self.changed.clone();
-        let mut reported = 0;
-        loop {
-            changed.borrow_and_update();
-            let done: Vec<Timeline> = {
-                let map = self
-                    .seen
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("the observer's map is poisoned"))?;
-                names
-                    .iter()
-                    .filter_map(|n| map.get(n).filter(|t| t.finished.is_some()).cloned())
-                    .collect()
-            };
-            if done.len() == names.len() {
-                return Ok(done);
-            }
-            if done.len() != reported {
-                reported = done.len();
-                progress(reported);
-            }
-            match tokio::time::timeout_at(deadline, changed.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => bail!("the ExecutionRequest watch stopped"),
-                Err(_) => bail!(
-                    "only {} of {} ExecutionRequests finished within {} s",
-                    done.len(),
-                    names.len(),
-                    timeout.as_secs()
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for Observer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+        update(entry, object, now);
+        true
+    };
+    RequestWatch::start(api, record, |t| t.finished.is_some()).await
 }
 
 fn update(entry: &mut Timeline, object: &ExecutionRequest, now: SystemTime) {
