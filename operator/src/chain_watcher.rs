@@ -370,6 +370,7 @@ pub fn execution_request(
         &execution_name(request.request_id),
         ExecutionRequestSpec {
             code: CodeRef {
+                module_url: None,
                 source: Some(CompileSource {
                     repo: code.repo.clone(),
                     commit: code.commit.clone(),

@@ -179,6 +179,7 @@ async fn the_operator_binary_leads_executes_and_shuts_down_cleanly() {
         "through-the-binary",
         ExecutionRequestSpec {
             code: CodeRef {
+                module_url: None,
                 source: None,
                 wasm_sha256: Some(echo.clone()),
             },

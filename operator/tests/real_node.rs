@@ -236,6 +236,7 @@ fn by_hash(name: &str, sha256: &str, max_memory_mb: u32) -> ExecutionRequest {
         name,
         ExecutionRequestSpec {
             code: CodeRef {
+                module_url: None,
                 source: None,
                 wasm_sha256: Some(sha256.to_string()),
             },

@@ -36,6 +36,7 @@ fn by_hash(name: &str, sha256: &str, input: &str, memory_mb: u32) -> ExecutionRe
         name,
         ExecutionRequestSpec {
             code: CodeRef {
+                module_url: None,
                 source: None,
                 wasm_sha256: Some(sha256.to_string()),
             },

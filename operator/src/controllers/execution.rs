@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -23,8 +23,8 @@ use super::execution_steps::{
 use super::{ERROR_BACKOFF, MAX_LOOKS, STALE_RETRY};
 use crate::context::{Context, Note};
 use crate::crd::{
-    CompileJob, CompileJobSpec, ConditionType, ExecutionRequest, ExecutionRequestStatus,
-    HasConditions, LAST_USED_ANNOTATION, OutputEncoding,
+    CompileJob, CompileState, ConditionType, ExecutionRequest, ExecutionRequestStatus,
+    HasConditions, LAST_USED_ANNOTATION, MODULE_SHA256_LABEL, OutputEncoding,
 };
 use crate::metrics::{ControllerKind, ExecutionResult, TimedPhase};
 use crate::pods::executor::{RESULTS_SUBDIR, is_sha256_hex};
@@ -226,16 +226,31 @@ impl ExecutionRequest {
         if let Some(sha256) = &self.spec.code.wasm_sha256 {
             return Ok(ModuleObservation::ByHash(sha256.clone()));
         }
-        let Some(source) = &self.spec.code.source else {
+        let Some(wanted) = self.spec.code.compile_job_spec() else {
             // The CRD's CEL rules make this unreachable through the API server.
             return Err(Error::InvalidSpec(
-                "spec.code needs repo and commit, or wasmSha256".to_string(),
+                "spec.code needs repo and commit, url and sha256, or wasmSha256".to_string(),
             ));
         };
-        let name = source.compile_job_name();
+        let name = wanted.compile_job_name();
         let namespace = self.namespace_or_err()?;
         let compile_jobs: Api<CompileJob> = Api::namespaced(ctx.client.clone(), &namespace);
         let first_look = self.status.as_ref().and_then(|s| s.phase).is_none();
+        // A module by URL is cached by its hash: a Ready copy fetched through any URL serves, and
+        // nothing is downloaded again.
+        if let Some(module_url) = &wanted.module_url
+            && let Some(found) = ready_by_hash(&compile_jobs, &module_url.sha256).await?
+        {
+            if first_look {
+                ctx.metrics.cache_hit();
+            }
+            let found_name = found.name_any();
+            debug!(compile_job = %found_name, sha256 = %module_url.sha256, "module by URL is in the cache");
+            return Ok(ModuleObservation::CompileJob {
+                name: found_name,
+                status: Box::new(found.status.unwrap_or_default()),
+            });
+        }
         let compile_job = match compile_jobs
             .get_opt(&name)
             .await
@@ -253,13 +268,12 @@ impl ExecutionRequest {
             }
             None if !may_compile => return Ok(ModuleObservation::NotCompiled { name }),
             None => {
-                let wanted = CompileJob::new(
-                    &name,
-                    CompileJobSpec {
-                        source: source.clone(),
-                    },
-                );
-                match compile_jobs.create(&PostParams::default(), &wanted).await {
+                let mut new = CompileJob::new(&name, wanted.clone());
+                if let Some(module_url) = &wanted.module_url {
+                    new.metadata.labels =
+                        Some([(MODULE_SHA256_LABEL.to_string(), module_url.sha256.clone())].into());
+                }
+                match compile_jobs.create(&PostParams::default(), &new).await {
                     Ok(created) => {
                         ctx.metrics.cache_miss();
                         info!(compile_job = %name, "created CompileJob");
@@ -275,7 +289,7 @@ impl ExecutionRequest {
             }
         };
         // Found by name only: someone with `create compilejobs` may have planted another source there.
-        if let Err(mismatch) = compile_job.serves(source) {
+        if let Err(mismatch) = compile_job.serves(&wanted) {
             warn!(compile_job = %name, %mismatch, "CompileJob does not build the requested source");
             return Ok(ModuleObservation::Mismatch {
                 name,
@@ -565,4 +579,34 @@ where
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(Error::api("deleting", name)(e)),
     }
+}
+
+/// A Ready CompileJob that holds the module `sha256` downloaded by URL (found by its label, trusted
+/// only when its name is its spec's hash, its spec asks for `sha256` and its status holds it; the
+/// executor checks the file's hash again before it runs anything).
+async fn ready_by_hash(compile_jobs: &Api<CompileJob>, sha256: &str) -> Result<Option<CompileJob>> {
+    let listed = compile_jobs
+        .list(&ListParams::default().labels(&format!("{MODULE_SHA256_LABEL}={sha256}")))
+        .await
+        .map_err(Error::api("listing CompileJobs of module", sha256))?;
+    Ok(listed
+        .items
+        .into_iter()
+        .find(|job| serves_hash(job, sha256)))
+}
+
+/// Whether `job` is a URL CompileJob for `sha256` that holds that very module.
+pub(crate) fn serves_hash(job: &CompileJob, sha256: &str) -> bool {
+    job.check_name().is_ok()
+        && job
+            .spec
+            .module_url
+            .as_ref()
+            .is_some_and(|u| u.sha256 == sha256)
+        && job.status.as_ref().is_some_and(|status| {
+            status.state()
+                == CompileState::Ready {
+                    wasm_sha256: sha256.to_string(),
+                }
+        })
 }

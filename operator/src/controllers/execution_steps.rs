@@ -347,6 +347,11 @@ pub(crate) fn spec_refusal(
             return Some(format!("spec.code.repo: {error}"));
         }
     }
+    if let Some(module_url) = &spec.code.module_url
+        && let Err(error) = outlayer_compiler::download::check_url(&module_url.url)
+    {
+        return Some(format!("spec.code.url: {error}"));
+    }
     None
 }
 

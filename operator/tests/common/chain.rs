@@ -226,7 +226,7 @@ impl ChainEnv {
         let api: Api<CompileJob> = Api::namespaced(self.env.cluster.client(), NAMESPACE);
         api.create(
             &PostParams::default(),
-            &CompileJob::new(&name, CompileJobSpec { source }),
+            &CompileJob::new(&name, CompileJobSpec::git(source)),
         )
         .await
         .unwrap();

@@ -1173,6 +1173,24 @@ fn specs_the_schema_cannot_judge_are_refused_before_anything_is_created() {
     })
     .unwrap();
     assert!(repo.contains("not allowed"), "{repo}");
+    let sha = "a".repeat(64);
+    for (url, why) in [
+        ("http://example.com/m.wasm", "only https"),
+        ("https://user:pw@example.com/m.wasm", "credentials"),
+        ("ftp://example.com/m.wasm", "only https"),
+    ] {
+        let refusal = refused(&|r| r.spec.code = CodeRef::from_url(url, &sha)).unwrap();
+        assert!(
+            refusal.starts_with("spec.code.url: ")
+                && refusal.contains(why)
+                && refusal.contains(url),
+            "{refusal}"
+        );
+    }
+    assert_eq!(
+        refused(&|r| r.spec.code = CodeRef::from_url("https://example.com/m.wasm", &sha)),
+        None
+    );
     // The step: a kubectl request fails at once, an on-chain one tells the contract.
     let mut local = kubectl();
     local.spec.code = CodeRef::from_repo("file:///etc", "main");
