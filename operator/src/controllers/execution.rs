@@ -24,7 +24,7 @@ use super::{ERROR_BACKOFF, MAX_LOOKS, STALE_RETRY};
 use crate::context::{Context, Note};
 use crate::crd::{
     CompileJob, CompileState, ConditionType, ExecutionRequest, ExecutionRequestStatus,
-    HasConditions, LAST_USED_ANNOTATION, MODULE_SHA256_LABEL, OutputEncoding,
+    HasConditions, LAST_USED_ANNOTATION, MODULE_SHA256_LABEL, OutputEncoding, module_label_value,
 };
 use crate::metrics::{ControllerKind, ExecutionResult, TimedPhase};
 use crate::pods::executor::{RESULTS_SUBDIR, is_sha256_hex};
@@ -270,8 +270,13 @@ impl ExecutionRequest {
             None => {
                 let mut new = CompileJob::new(&name, wanted.clone());
                 if let Some(module_url) = &wanted.module_url {
-                    new.metadata.labels =
-                        Some([(MODULE_SHA256_LABEL.to_string(), module_url.sha256.clone())].into());
+                    new.metadata.labels = Some(
+                        [(
+                            MODULE_SHA256_LABEL.to_string(),
+                            module_label_value(&module_url.sha256),
+                        )]
+                        .into(),
+                    );
                 }
                 match compile_jobs.create(&PostParams::default(), &new).await {
                     Ok(created) => {
@@ -586,7 +591,10 @@ where
 /// executor checks the file's hash again before it runs anything).
 async fn ready_by_hash(compile_jobs: &Api<CompileJob>, sha256: &str) -> Result<Option<CompileJob>> {
     let listed = compile_jobs
-        .list(&ListParams::default().labels(&format!("{MODULE_SHA256_LABEL}={sha256}")))
+        .list(&ListParams::default().labels(&format!(
+            "{MODULE_SHA256_LABEL}={}",
+            module_label_value(sha256)
+        )))
         .await
         .map_err(Error::api("listing CompileJobs of module", sha256))?;
     Ok(listed

@@ -360,10 +360,15 @@ pub const RETRY_ANNOTATION: &str = "outlayer.dev/retry";
 pub const REBUILD_ANNOTATION: &str = "outlayer.dev/rebuild";
 /// When an execution last used the module (RFC 3339); LRU eviction orders by it.
 pub const LAST_USED_ANNOTATION: &str = "outlayer.dev/last-used";
-/// On a URL CompileJob: the module's sha256, so an execution finds a Ready copy of the module
-/// whatever URL brought it (the cache is by hash; the label is only an index, the spec and status are
-/// checked).
+/// On a URL CompileJob: the module's sha256 (its first 32 hex characters: a label value holds at
+/// most 63), so an execution finds a Ready copy of the module whatever URL brought it (the cache is
+/// by hash; the label is only an index, the spec and status are checked in full).
 pub const MODULE_SHA256_LABEL: &str = "outlayer.dev/module-sha256";
+
+/// The [`MODULE_SHA256_LABEL`] value for `sha256`.
+pub fn module_label_value(sha256: &str) -> String {
+    sha256.chars().take(32).collect()
+}
 
 #[cfg(test)]
 mod tests {
