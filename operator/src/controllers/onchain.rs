@@ -469,7 +469,8 @@ mod tests {
             RequestOnChain::Pending
         );
         let mismatch = RequestOnChain::Mismatch("spec.code differ from request 42 on chain".into());
-        let edits: [(&str, fn(&mut crate::crd::ModuleUrl)); 2] = [
+        type Edit = fn(&mut crate::crd::ModuleUrl);
+        let edits: [(&str, Edit); 2] = [
             ("another URL", |u| {
                 u.url = "https://eve.example/app.wasm".into()
             }),
