@@ -3,10 +3,12 @@
 //! repositories) serves a prebuilt module; the fetch Job downloads it, checks its sha256 and
 //! publishes it by hash, no build Job runs, and the module runs. The same hash under another URL is
 //! a cache hit with no download; a wrong hash, an http URL, a redirect to a private address and an
-//! oversized body each fail with a reason that names the URL as the request did.
+//! oversized body each fail with a reason that names the URL as the request did. On the localnet, the
+//! same from OutLayer's `source: {"WasmUrl": …}`, with the failure's on-chain error naming the URL.
 
 mod common;
 
+use common::chain::{ChainEnv, event, returned};
 use common::{
     NAMESPACE, OperatorEnv, artifact, finished, operator_config, repositories_dir, start_operator,
     test_context,
@@ -15,6 +17,7 @@ use e2e_cluster::https_mirror::{HttpsMirror, Route};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, PostParams};
 use outlayer_operator::crd::{self, CodeRef, CompileJob, ExecutionRequest, HasConditions, Phase};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 const MAX_BYTES: u64 = 1024 * 1024;
@@ -222,6 +225,76 @@ async fn modules_by_url_are_fetched_once_by_hash_and_refusals_say_why() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(cached, [format!("{echo_sha}.wasm")]);
+
+    operator.stop().await;
+}
+
+/// The same on chain: OutLayer's `source: {"WasmUrl": …}` is stored, announced and run; a wrong hash
+/// is answered at once as a failure whose public error names the URL as the request did.
+#[tokio::test]
+async fn a_wasm_url_request_on_chain_runs_and_a_wrong_hash_names_the_url() {
+    let echo = std::fs::read(artifact(
+        "wasm32-wasip1/release/example-echo.wasm",
+        "scripts/build-wasm",
+    ))
+    .unwrap();
+    let echo_sha = sha(&echo);
+    let mirror = HttpsMirror::start().await.unwrap();
+    mirror.route(
+        "/echo.wasm",
+        Route::Body {
+            bytes: echo,
+            content_length: true,
+        },
+    );
+    let url = mirror.url("/echo.wasm");
+    let net = ChainEnv::start(std::time::Duration::from_millis(500)).await;
+    let mut config = net.config();
+    config.compiler.url_fetch_allow_cidrs = vec!["127.0.0.1/32".to_string(), "::1/128".to_string()];
+    config.compiler.url_fetch_ca_pem = Some(mirror.ca_pem().to_string());
+    let operator = net.start_operator(config);
+    let args = |hash: &str, input: &str| {
+        json!({
+            "source": {"WasmUrl": {"url": url, "hash": hash, "build_target": "wasm32-wasip1"}},
+            "resource_limits": {"max_instructions": 1_000_000_000u64, "max_memory_mb": 64,
+                                "max_execution_seconds": 10},
+            "input_data": input,
+            "response_format": "Text"
+        })
+    };
+
+    // Upper-case hex as a client may send it: stored (and so fetched) in lower case.
+    let outcome = net
+        .request_args(args(&echo_sha.to_uppercase(), "a module by URL, on chain"))
+        .await
+        .unwrap();
+    assert_eq!(returned(&outcome), "a module by URL, on chain");
+    let requested = event(&outcome, "execution_requested");
+    assert_eq!(requested["source_kind"], "WasmUrl");
+    assert_eq!(requested["wasm_url"]["url"], url.as_str());
+    assert_eq!(requested["wasm_url"]["hash"], echo_sha.as_str());
+    let status = common::chain::finished(&net.executions(), "req-0").await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.wasm_sha256.as_deref(), Some(echo_sha.as_str()));
+    let completed = event(&outcome, "execution_completed");
+    assert_eq!(completed["success"], true);
+    assert_eq!(completed["evidence"]["wasm_sha256"], echo_sha.as_str());
+    assert_eq!(mirror.hits("/echo.wasm"), 1);
+
+    let wrong = "0".repeat(64);
+    let outcome = net.request_args(args(&wrong, "never runs")).await.unwrap();
+    assert_eq!(returned(&outcome), serde_json::Value::Null);
+    let completed = event(&outcome, "execution_completed");
+    assert_eq!(completed["success"], false);
+    let error = completed["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("the module at {url} has sha256 {echo_sha}")),
+        "{error}"
+    );
+    assert!(
+        !error.contains("/cache") && !error.contains("wasm/"),
+        "{error}"
+    );
 
     operator.stop().await;
 }
