@@ -1743,6 +1743,12 @@ mod tests {
             (Some("refNotFound"), false, true),
             (Some("noManifest"), false, true),
             (Some("workspaceTooLarge"), false, true),
+            // A module by URL (never a name): the host's trouble passes, a refusal does not.
+            (Some("download"), false, false),
+            (Some("urlRefused"), false, true),
+            (Some("hashMismatch"), false, true),
+            (Some("downloadTooLarge"), false, true),
+            (Some("invalidModule"), false, true),
         ];
         for (kind, is_name, expected) in rows {
             assert_eq!(

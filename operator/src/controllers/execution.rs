@@ -618,3 +618,76 @@ pub(crate) fn serves_hash(job: &CompileJob, sha256: &str) -> bool {
                 }
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CompileJobSpec, CompileJobStatus, ModuleUrl, Reason, set_condition};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn url_job(sha256: &str, holds: Option<&str>) -> CompileJob {
+        let module_url = ModuleUrl {
+            url: "https://modules.example/m.wasm".to_string(),
+            sha256: sha256.to_string(),
+        };
+        let mut job = CompileJob::new(
+            &module_url.compile_job_name(),
+            CompileJobSpec::url(module_url),
+        );
+        if let Some(held) = holds {
+            let mut status = CompileJobStatus {
+                wasm_sha256: Some(held.to_string()),
+                ..CompileJobStatus::default()
+            };
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                true,
+                Reason::ModuleReady.as_str(),
+                "ready",
+                None,
+                Time(Timestamp::UNIX_EPOCH),
+            );
+            job.status = Some(status);
+        }
+        job
+    }
+
+    #[test]
+    fn a_module_by_url_is_taken_from_the_cache_only_when_name_spec_and_status_agree() {
+        let sha = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        let misnamed = {
+            let mut job = url_job(&sha, Some(&sha));
+            job.metadata.name = Some("cj-planted".to_string());
+            job
+        };
+        let git = CompileJob::new(
+            "cj-git",
+            CompileJobSpec::git(crate::crd::CompileSource {
+                repo: "https://github.com/a/b".to_string(),
+                commit: "main".to_string(),
+                build_target: crate::crd::BUILD_TARGET_WASIP1.to_string(),
+            }),
+        );
+        let rows = [
+            ("ready with the module", url_job(&sha, Some(&sha)), true),
+            ("not ready yet", url_job(&sha, None), false),
+            (
+                "a status holding another module",
+                url_job(&sha, Some(&other)),
+                false,
+            ),
+            (
+                "a spec for another hash",
+                url_job(&other, Some(&sha)),
+                false,
+            ),
+            ("a name that is not its spec's", misnamed, false),
+            ("a git CompileJob", git, false),
+        ];
+        for (what, job, expected) in rows {
+            assert_eq!(serves_hash(&job, &sha), expected, "{what}");
+        }
+    }
+}
