@@ -1349,3 +1349,30 @@ fn the_response_carries_the_module_and_build_identity_as_evidence() {
         None
     );
 }
+
+#[test]
+fn a_request_waiting_for_its_module_says_what_is_being_made() {
+    let waiting = |code: CodeRef| {
+        let mut request = kubectl();
+        request.spec.code = code;
+        let observed = ModuleObservation::CompileJob {
+            name: "cj-1".to_string(),
+            status: Box::new(CompileJobStatus::default()),
+        };
+        match module_state(&request, &observed) {
+            ModuleState::Compiling { message, .. } => message,
+            _ => panic!("a CompileJob in progress is waited for"),
+        }
+    };
+    assert_eq!(
+        waiting(CodeRef::from_repo("https://github.com/a/b", "main")),
+        "waiting for CompileJob cj-1 to build https://github.com/a/b@main"
+    );
+    assert_eq!(
+        waiting(CodeRef::from_url(
+            "https://m.example/x.wasm",
+            "ab".repeat(32)
+        )),
+        "waiting for CompileJob cj-1 to download https://m.example/x.wasm"
+    );
+}
