@@ -1,10 +1,10 @@
 //! Owner and operator administration: roles, pause, pricing, caps and the sealing public key.
 
-use near_sdk::{AccountId, env, near};
+use near_sdk::{AccountId, CurveType, PublicKey, env, near};
 
 use crate::events::{
     MaxLimitsUpdatedData, OutlayerEvent, PausedChangedData, PricingUpdatedData, RoleChangedData,
-    SecretsPubkeyUpdatedData,
+    SecretsPubkeyUpdatedData, SeedPublicKeyUpdatedData,
 };
 use crate::types::{Pricing, ResourceLimits};
 use crate::validation::validate_limits;
@@ -111,6 +111,29 @@ impl Contract {
         self.secrets_pubkey = Some(pubkey.clone());
         OutlayerEvent::SecretsPubkeyUpdated(vec![SecretsPubkeyUpdatedData {
             pubkey,
+            changed_by: caller,
+        }])
+        .emit();
+    }
+
+    /// Owner or operator: publishes the ed25519 key whose signatures seed runs' randomness. Requests
+    /// made from now on record it; requests already pending keep the key they recorded, so changing it
+    /// never changes a pending request's seed.
+    pub fn set_seed_public_key(&mut self, public_key: PublicKey) {
+        let caller = env::predecessor_account_id();
+        if caller != self.owner_id && caller != self.operator_id {
+            env::panic_str(&format!(
+                "only the owner or the operator may set the seed public key, called by {caller}"
+            ));
+        }
+        if public_key.curve_type() != CurveType::ED25519 {
+            env::panic_str(&format!(
+                "the seed public key must be an ed25519 key, got {public_key}"
+            ));
+        }
+        self.seed_public_key = Some(public_key.clone());
+        OutlayerEvent::SeedPublicKeyUpdated(vec![SeedPublicKeyUpdatedData {
+            public_key,
             changed_by: caller,
         }])
         .emit();

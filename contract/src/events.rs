@@ -2,7 +2,7 @@
 //! read them from transaction outcomes. `data` is always a one-element array, as NEP-297 conventions expect.
 
 use near_sdk::json_types::U128;
-use near_sdk::{AccountId, near};
+use near_sdk::{AccountId, PublicKey, near};
 
 use crate::types::{Evidence, PendingRequest, Pricing, ResourceLimits, ResourceMetrics};
 
@@ -119,6 +119,13 @@ pub struct SecretsPubkeyUpdatedData {
     pub changed_by: AccountId,
 }
 
+#[near(serializers = [json])]
+#[derive(Clone, Debug)]
+pub struct SeedPublicKeyUpdatedData {
+    pub public_key: PublicKey,
+    pub changed_by: AccountId,
+}
+
 #[near(event_json(standard = "near-outlayer"))]
 pub enum OutlayerEvent {
     #[event_version("1.0.0")]
@@ -151,4 +158,6 @@ pub enum OutlayerEvent {
     MaxLimitsUpdated(Vec<MaxLimitsUpdatedData>),
     #[event_version("1.0.0")]
     SecretsPubkeyUpdated(Vec<SecretsPubkeyUpdatedData>),
+    #[event_version("1.0.0")]
+    SeedPublicKeyUpdated(Vec<SeedPublicKeyUpdatedData>),
 }

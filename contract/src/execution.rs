@@ -13,7 +13,7 @@ use crate::pricing::{Settlement, estimate_cost};
 use crate::types::{
     CodeSource, Evidence, ExecutionOutput, ExecutionRequest, ExecutionResponse, ExecutionSource,
     PendingRequest, RequestParams, ResourceLimits, ResourceMetrics, ResponseFormat,
-    SecretsReference, SourceKind, WasmUrlSource, public_error,
+    SecretsReference, SourceKind, WasmUrlSource, decode_seed_signature, public_error, seed_message,
 };
 use crate::validation::{
     validate_code_source, validate_input, validate_limits, validate_request_params,
@@ -25,6 +25,12 @@ use crate::{
 };
 
 const CALLBACK_METHOD: &str = "on_execution_response";
+/// What a compile-only request without limits stores as its limits: it runs nothing.
+const NO_LIMITS: ResourceLimits = ResourceLimits {
+    max_instructions: 0,
+    max_memory_mb: 0,
+    max_execution_seconds: 0,
+};
 const DATA_ID_REGISTER: u64 = 0;
 /// The longest base58 encoding of a 32-byte data id.
 const MAX_DATA_ID_LEN: usize = 44;
@@ -64,13 +70,14 @@ impl Contract {
         }
         let params = params.unwrap_or_default();
         require_valid(validate_request_params(&params));
-        let Some(resource_limits) = resource_limits else {
-            env::panic_str(
-                "resource_limits is required: {max_instructions, max_memory_mb, \
-                 max_execution_seconds}; compile-only requests (no limits) are not supported yet",
-            );
-        };
-        require_valid(validate_limits(&resource_limits, &self.max_limits));
+        // A request that asks only to compile (OutLayer's `params.compile_only`, or no limits) warms
+        // the cache: it is answered with the module's hash, size and compile time, and charged the
+        // base fee plus the compile time. Limits given with it are checked, then unused.
+        let compile_only = params.compile_only || resource_limits.is_none();
+        if let Some(limits) = &resource_limits {
+            require_valid(validate_limits(limits, &self.max_limits));
+        }
+        let resource_limits = resource_limits.unwrap_or(NO_LIMITS);
         let input_data = input_data.unwrap_or_default();
         require_valid(validate_input(&input_data));
         if let Some(secrets_ref) = &secrets_ref {
@@ -97,7 +104,11 @@ impl Contract {
         let deposit = env::attached_deposit().as_yoctonear();
         // The pricing is fixed now: the request is charged at it whatever `set_pricing` does later.
         let pricing = self.pricing.clone();
-        let estimate = estimate_cost(&pricing, &resource_limits);
+        let estimate = if compile_only {
+            pricing.base_fee.0
+        } else {
+            estimate_cost(&pricing, &resource_limits)
+        };
 
         let request_id = self.next_request_id;
         self.next_request_id += 1;
@@ -133,6 +144,11 @@ impl Contract {
             resolved: false,
             pricing: Some(pricing),
             include_stderr: params.include_stderr,
+            compile_only,
+            // Nothing runs, so nothing is seeded.
+            seed_public_key: (!compile_only)
+                .then(|| self.seed_public_key.clone())
+                .flatten(),
         };
         let event = PendingRequest::from(&request);
         self.requests.insert(request_id, request);
@@ -229,6 +245,7 @@ impl Contract {
         if let Some(problem) = response.evidence.as_ref().and_then(Evidence::problem) {
             env::panic_str(&format!("response for request {request_id}: {problem}"));
         }
+        check_seed_signature(&request, &response);
         let payload = serde_json::to_vec(&response)
             .unwrap_or_else(|e| env::panic_str(&format!("response cannot be serialized: {e}")));
         if payload.len() > MAX_YIELD_PAYLOAD_BYTES {
@@ -302,6 +319,16 @@ impl Contract {
             ),
         };
 
+        // A compile-only request ran nothing: whatever the answer says, only compile time is charged.
+        let used = if request.compile_only {
+            ResourceMetrics {
+                instructions: 0,
+                time_ms: 0,
+                ..used
+            }
+        } else {
+            used
+        };
         let pricing = request.pricing_or(&self.pricing);
         let settlement = if timed_out {
             Settlement::for_timeout(pricing, request.payment.0)
@@ -469,6 +496,55 @@ fn code_source_of(
             "the code to run is missing: pass code_source {repo, commit, build_target?} or source \
              {\"GitHub\": {repo, commit, build_target?}} / {\"WasmUrl\": {url, hash, build_target}}",
         ),
+    }
+}
+
+/// A successful answer to a request that recorded a seed key must carry that key's signature over
+/// the request's [`seed_message`] (its SHA-256 seeded the run); any answer that carries one must
+/// carry the right one. So the seed of every replayable run is fixed by the chain before the run.
+fn check_seed_signature(request: &ExecutionRequest, response: &ExecutionResponse) {
+    let request_id = request.request_id;
+    let signature = response
+        .evidence
+        .as_ref()
+        .and_then(|evidence| evidence.seed_signature.as_deref());
+    let Some(key) = &request.seed_public_key else {
+        if signature.is_some() {
+            env::panic_str(&format!(
+                "request {request_id} recorded no seed key (none was published when it was made): \
+                 its response must not carry a seed signature"
+            ));
+        }
+        return;
+    };
+    let Some(signature) = signature else {
+        if response.success {
+            env::panic_str(&format!(
+                "request {request_id} recorded the seed key {key}: a successful response must carry \
+                 evidence.seed_signature"
+            ));
+        }
+        return;
+    };
+    let signature = decode_seed_signature(signature).unwrap_or_else(|problem| {
+        env::panic_str(&format!("response for request {request_id}: {problem}"))
+    });
+    // An ed25519 PublicKey is its curve byte followed by the 32 key bytes.
+    let key_bytes = <&[u8; 32]>::try_from(&key.as_bytes()[1..]).unwrap_or_else(|_| {
+        env::panic_str(&format!(
+            "request {request_id}: seed key {key} is not an ed25519 key"
+        ))
+    });
+    let message = seed_message(
+        env::current_account_id().as_str(),
+        request_id,
+        &request.data_id,
+    );
+    if !env::ed25519_verify(&signature, &message, key_bytes) {
+        env::panic_str(&format!(
+            "response for request {request_id}: evidence.seed_signature is not the seed key {key}'s \
+             signature over the request's seed message"
+        ));
     }
 }
 
@@ -772,19 +848,18 @@ mod tests {
         request_with_source(&mut contract, source, None);
     }
 
-    #[test]
-    #[should_panic(expected = "params.compile_only is not supported yet")]
-    fn compile_only_is_refused_rather_than_run() {
-        let mut contract = contract();
-        set_caller(user(), DEPOSIT);
+    /// A compile-only request: by `params.compile_only` (with limits, checked then unused) or by
+    /// leaving the limits out.
+    fn compile_only_request(contract: &mut Contract, by_params: bool, deposit: u128) {
+        set_caller(user(), deposit);
         let params = RequestParams {
-            compile_only: true,
+            compile_only: by_params,
             ..RequestParams::default()
         };
         contract.request_execution(
             Some(code()),
             None,
-            Some(limits()),
+            by_params.then(limits),
             None,
             None,
             None,
@@ -794,11 +869,84 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "resource_limits is required")]
-    fn missing_limits_are_rejected() {
+    fn compile_only_requests_are_stored_announced_and_not_seeded() {
+        for by_params in [true, false] {
+            let mut contract = contract();
+            set_caller(operator(), 0);
+            let key = seed_key("operator").public_key().to_string();
+            contract.set_seed_public_key(key.parse().unwrap());
+            compile_only_request(&mut contract, by_params, DEPOSIT);
+            let stored = contract.get_request(0).unwrap();
+            assert!(stored.compile_only, "by_params {by_params}");
+            assert_eq!(
+                stored.seed_public_key, None,
+                "nothing runs, nothing is seeded"
+            );
+            let event = event("execution_requested");
+            assert_eq!(event["compile_only"], true);
+            if !by_params {
+                assert_eq!(event["resource_limits"]["max_instructions"], 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_compile_only_deposit_covers_the_base_fee_and_storage() {
+        // Pricing: base 1,000 yocto; the limits' estimate would be ~10^10 more.
+        let mut contract = contract();
+        let error = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            compile_only_request(&mut contract, false, 1_000)
+        }))
+        .unwrap_err();
+        let message = error.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.contains("(estimated cost 1000 + storage"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_compile_only_answer_is_charged_base_and_compile_time_only() {
+        let mut contract = contract();
+        compile_only_request(&mut contract, true, DEPOSIT);
+        let request = contract.get_request(0).unwrap();
+        // Whatever the answer claims to have run, nothing ran.
+        let mut answer = response(true, Some(text("{}")));
+        answer.resources_used.compile_time_ms = Some(40);
+        as_operator(&request.data_id);
+        contract.resolve_execution(0, answer.clone());
+        as_callback();
+        contract.on_execution_response(0, Ok(answer));
+        let completed = event("execution_completed");
+        assert_eq!(completed["payment_charged"], (1_000 + 40 * 2).to_string());
+        assert_eq!(completed["resources_used"]["instructions"], 0);
+        assert_eq!(completed["resources_used"]["time_ms"], 0);
+        assert_eq!(completed["resources_used"]["compile_time_ms"], 40);
+    }
+
+    #[test]
+    #[should_panic(expected = "max_instructions 2000000000000 exceeds the maximum")]
+    fn limits_given_with_compile_only_are_still_checked() {
         let mut contract = contract();
         set_caller(user(), DEPOSIT);
-        contract.request_execution(Some(code()), None, None, None, None, None, None, None);
+        let params = RequestParams {
+            compile_only: true,
+            ..RequestParams::default()
+        };
+        let over = ResourceLimits {
+            max_instructions: 2_000_000_000_000,
+            ..limits()
+        };
+        contract.request_execution(
+            Some(code()),
+            None,
+            Some(over),
+            None,
+            None,
+            None,
+            None,
+            Some(params),
+        );
     }
 
     #[test]
@@ -987,7 +1135,183 @@ mod tests {
             commit: Some("0123456789abcdef0123456789abcdef01234567".to_string()),
             toolchain: Some("rustc 1.95.0 (59807616e 2026-04-14)".to_string()),
             compiler: Some("outlayer-compiler 0.1.0".to_string()),
+            seed_signature: None,
         }
+    }
+
+    fn seed_key(name: &str) -> near_crypto::SecretKey {
+        near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, name)
+    }
+
+    /// A contract whose seed key is `seed_key("operator")`, and a request made after it was set.
+    fn keyed_request(contract: &mut Contract) -> ExecutionRequest {
+        set_caller(operator(), 0);
+        let public = seed_key("operator").public_key().to_string();
+        contract.set_seed_public_key(public.parse().unwrap());
+        request(contract, "hi")
+    }
+
+    /// `key`'s seed signature for request `request` on this test's contract account.
+    fn seed_signature(key: &near_crypto::SecretKey, request: &ExecutionRequest) -> String {
+        let message = seed_message(
+            contract_account().as_str(),
+            request.request_id,
+            &request.data_id,
+        );
+        key.sign(&message).to_string()
+    }
+
+    fn signed(success: bool, signature: Option<String>) -> ExecutionResponse {
+        let output = success.then(|| text("HI"));
+        ExecutionResponse {
+            evidence: Some(Evidence {
+                seed_signature: signature,
+                ..evidence()
+            }),
+            ..response(success, output)
+        }
+    }
+
+    #[test]
+    fn a_request_records_the_seed_key_current_when_it_was_made() {
+        let mut contract = contract();
+        let before = request(&mut contract, "hi");
+        assert_eq!(before.seed_public_key, None);
+        let keyed = keyed_request(&mut contract);
+        let first_key = seed_key("operator").public_key().to_string();
+        assert_eq!(
+            keyed.seed_public_key.as_ref().map(ToString::to_string),
+            Some(first_key.clone())
+        );
+        assert_eq!(
+            event("execution_requested")["seed_public_key"],
+            first_key.as_str()
+        );
+        // A later key changes new requests only.
+        set_caller(owner(), 0);
+        let second_key = seed_key("rotated").public_key().to_string();
+        contract.set_seed_public_key(second_key.parse().unwrap());
+        assert_eq!(
+            event("seed_public_key_updated")["public_key"],
+            second_key.as_str()
+        );
+        let stored = contract.get_request(keyed.request_id).unwrap();
+        assert_eq!(
+            stored.seed_public_key.map(|k| k.to_string()),
+            Some(first_key)
+        );
+        let later = request(&mut contract, "hi");
+        assert_eq!(
+            later.seed_public_key.map(|k| k.to_string()),
+            Some(second_key)
+        );
+    }
+
+    #[test]
+    fn the_seed_keys_signature_is_accepted_and_goes_into_the_event() {
+        let mut contract = contract();
+        let request = keyed_request(&mut contract);
+        let signature = seed_signature(&seed_key("operator"), &request);
+        let answer = signed(true, Some(signature.clone()));
+        as_operator(&request.data_id);
+        contract.resolve_execution(request.request_id, answer.clone());
+        as_callback();
+        contract.on_execution_response(request.request_id, Ok(answer.clone()));
+        let completed = event("execution_completed");
+        assert_eq!(completed["evidence"]["seed_signature"], signature.as_str());
+        // The whole evidence with a signature still leaves most of the 1,024-byte payload.
+        let size = serde_json::to_vec(&answer).unwrap().len();
+        assert!(size < 512, "a signed answer is {size} bytes");
+    }
+
+    #[test]
+    #[should_panic(expected = "is not the seed key")]
+    fn another_keys_signature_is_refused() {
+        let mut contract = contract();
+        let request = keyed_request(&mut contract);
+        let signature = seed_signature(&seed_key("another"), &request);
+        as_operator(&request.data_id);
+        contract.resolve_execution(request.request_id, signed(true, Some(signature)));
+    }
+
+    #[test]
+    #[should_panic(expected = "is not the seed key")]
+    fn a_signature_for_another_request_is_refused() {
+        let mut contract = contract();
+        let first = keyed_request(&mut contract);
+        let second = request(&mut contract, "hi");
+        let signature = seed_signature(&seed_key("operator"), &first);
+        as_operator(&second.data_id);
+        contract.resolve_execution(second.request_id, signed(true, Some(signature)));
+    }
+
+    #[test]
+    #[should_panic(expected = "a successful response must carry evidence.seed_signature")]
+    fn a_success_without_the_signature_is_refused() {
+        let mut contract = contract();
+        let request = keyed_request(&mut contract);
+        as_operator(&request.data_id);
+        contract.resolve_execution(request.request_id, signed(true, None));
+    }
+
+    #[test]
+    fn a_failure_may_come_without_the_signature() {
+        let mut contract = contract();
+        let request = keyed_request(&mut contract);
+        as_operator(&request.data_id);
+        contract.resolve_execution(request.request_id, signed(false, None));
+        assert_eq!(event("execution_resolved")["success"], false);
+    }
+
+    #[test]
+    #[should_panic(expected = "its response must not carry a seed signature")]
+    fn a_signature_on_a_request_without_a_seed_key_is_refused() {
+        let mut contract = contract();
+        let request = request(&mut contract, "hi");
+        let signature = seed_signature(&seed_key("operator"), &request);
+        as_operator(&request.data_id);
+        contract.resolve_execution(request.request_id, signed(true, Some(signature)));
+    }
+
+    #[test]
+    #[should_panic(expected = "evidence.seed_signature must be 64 bytes")]
+    fn a_short_signature_is_refused_as_malformed() {
+        let mut contract = contract();
+        let request = keyed_request(&mut contract);
+        as_operator(&request.data_id);
+        contract.resolve_execution(
+            request.request_id,
+            signed(true, Some("ed25519:3yZe7d".into())),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "only the owner or the operator may set the seed public key")]
+    fn strangers_cannot_set_the_seed_key() {
+        let mut contract = contract();
+        set_caller(stranger(), 0);
+        let public = seed_key("stranger").public_key().to_string();
+        contract.set_seed_public_key(public.parse().unwrap());
+    }
+
+    #[test]
+    #[should_panic(expected = "the seed public key must be an ed25519 key")]
+    fn the_seed_key_must_be_ed25519() {
+        let mut contract = contract();
+        set_caller(owner(), 0);
+        let secp = near_crypto::SecretKey::from_seed(near_crypto::KeyType::SECP256K1, "k")
+            .public_key()
+            .to_string();
+        contract.set_seed_public_key(secp.parse().unwrap());
+    }
+
+    #[test]
+    fn the_seed_message_is_the_documented_bytes() {
+        // The operator and `outlayer-operator verify` sign and check exactly these bytes.
+        assert_eq!(
+            seed_message("outlayer.near", 7, "4Kx"),
+            b"outlayer-seed-v1\0outlayer.near\x007\x004Kx".to_vec()
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! checks) and `types` (the JSON wire types).
 
 use near_sdk::store::{LookupMap, TreeMap};
-use near_sdk::{AccountId, BorshStorageKey, Gas, PanicOnDefault, env, near};
+use near_sdk::{AccountId, BorshStorageKey, Gas, PanicOnDefault, PublicKey, env, near};
 
 pub mod admin;
 pub mod events;
@@ -86,6 +86,9 @@ pub struct Contract {
     pub(crate) secrets: LookupMap<SecretsId, SecretsRecord>,
     pub(crate) user_secrets: LookupMap<AccountId, Vec<SecretsKey>>,
     pub(crate) secrets_pubkey: Option<String>,
+    /// The operator's ed25519 key that seeds runs' randomness (`set_seed_public_key`); each request
+    /// records the one current when it was made.
+    pub(crate) seed_public_key: Option<PublicKey>,
     pub(crate) stats: Stats,
 }
 
@@ -110,6 +113,7 @@ impl Contract {
             secrets: LookupMap::new(StorageKey::Secrets),
             user_secrets: LookupMap::new(StorageKey::UserSecrets),
             secrets_pubkey: None,
+            seed_public_key: None,
             stats: Stats::default(),
         }
     }

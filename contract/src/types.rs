@@ -7,7 +7,7 @@ use near_sdk::base64::Engine as _;
 use near_sdk::base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 use near_sdk::env;
 use near_sdk::json_types::U128;
-use near_sdk::{AccountId, near};
+use near_sdk::{AccountId, PublicKey, near};
 use serde_json::value::RawValue;
 
 /// The only build target the operator compiles for today.
@@ -223,6 +223,40 @@ pub struct Evidence {
     /// The build driver and its version, e.g. `outlayer-compiler 0.1.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiler: Option<String>,
+    /// The operator's signature (`ed25519:<base58>`, RFC 8032, deterministic) over
+    /// [`seed_message`] with the seed key the request recorded; the run's randomness was seeded with
+    /// its SHA-256. The contract checks it, so it is always the one signature that key can give.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_signature: Option<String>,
+}
+
+/// What the operator signs to seed a request's randomness: domain-separated, with the contract, the
+/// request id and the yield's data id, so no two requests (on any contract) share a seed and the
+/// requester cannot compute it before the answer. NUL separates the parts (none can contain one).
+pub fn seed_message(contract_id: &str, request_id: u64, data_id: &str) -> Vec<u8> {
+    format!("{SEED_DOMAIN}\0{contract_id}\0{request_id}\0{data_id}").into_bytes()
+}
+
+/// The domain of [`seed_message`]; a new scheme gets a new version.
+pub const SEED_DOMAIN: &str = "outlayer-seed-v1";
+
+/// The prefix of a seed signature's text form (NEAR's notation for ed25519 signatures).
+pub const SEED_SIGNATURE_PREFIX: &str = "ed25519:";
+
+/// Decodes a seed signature's text form into its 64 bytes.
+pub fn decode_seed_signature(text: &str) -> Result<[u8; 64], String> {
+    let encoded = text.strip_prefix(SEED_SIGNATURE_PREFIX).ok_or_else(|| {
+        format!("evidence.seed_signature must start with {SEED_SIGNATURE_PREFIX:?}, got {text:?}")
+    })?;
+    let bytes = near_sdk::bs58::decode(encoded)
+        .into_vec()
+        .map_err(|e| format!("evidence.seed_signature is not base58: {e}"))?;
+    <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "evidence.seed_signature must be 64 bytes, got {} bytes",
+            bytes.len()
+        )
+    })
 }
 
 /// The longest `Evidence::toolchain` accepted.
@@ -252,6 +286,11 @@ impl Evidence {
                 "evidence.wasm_sha256 must be 64 lower-case hex characters, got {:?}",
                 self.wasm_sha256
             ));
+        }
+        if let Some(signature) = &self.seed_signature
+            && let Err(problem) = decode_seed_signature(signature)
+        {
+            return Some(problem);
         }
         let printable = |text: &str| text.bytes().all(|b| (0x20..0x7f).contains(&b));
         for (name, value, max) in [
@@ -333,6 +372,14 @@ pub struct ExecutionRequest {
     /// `params.include_stderr`: the whole error may go on chain.
     #[serde(default, skip_serializing_if = "is_false")]
     pub include_stderr: bool,
+    /// Only compile (`params.compile_only`, or no limits): answered with the module's sha256, size
+    /// and compile time; charged the base fee and the compile time.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub compile_only: bool,
+    /// The contract's seed key when the request was made: the only key whose signature may seed its
+    /// run (see [`seed_message`]). Absent when none was published then (the run is not replayable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_public_key: Option<PublicKey>,
 }
 
 impl ExecutionRequest {
@@ -378,6 +425,12 @@ pub struct PendingRequest {
     /// The request asked for the guest's whole error on chain (`params.include_stderr`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub include_stderr: bool,
+    /// Only compile (see [`ExecutionRequest::compile_only`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub compile_only: bool,
+    /// The seed key the run's randomness is derived with (see [`ExecutionRequest::seed_public_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_public_key: Option<PublicKey>,
 }
 
 /// Inputs this large are left out of `PendingRequest`: NEAR caps a log line (max_total_log_length is
@@ -404,6 +457,8 @@ impl From<&ExecutionRequest> for PendingRequest {
             created_at_block: request.created_at_block,
             created_at_ns: request.created_at_ns,
             include_stderr: request.include_stderr,
+            compile_only: request.compile_only,
+            seed_public_key: request.seed_public_key.clone(),
         }
     }
 }

@@ -134,7 +134,6 @@ pub fn validate_code_source(code: &CodeSource) -> Result<(), String> {
 /// so a client never gets an execution it did not ask for.
 pub fn validate_request_params(params: &RequestParams) -> Result<(), String> {
     for (name, on) in [
-        ("compile_only", params.compile_only),
         ("force_rebuild", params.force_rebuild),
         ("store_on_fastfs", params.store_on_fastfs),
     ] {

@@ -1,7 +1,7 @@
 //! Read-only methods. `get_pending_requests` is what the operator's watcher polls.
 
 use near_sdk::json_types::U128;
-use near_sdk::near;
+use near_sdk::{PublicKey, near};
 
 use crate::pricing::estimate_cost;
 use crate::types::{Config, ExecutionRequest, PendingRequest, Pricing, ResourceLimits, Stats};
@@ -70,6 +70,11 @@ impl Contract {
 
     pub fn get_secrets_pubkey(&self) -> Option<String> {
         self.secrets_pubkey.clone()
+    }
+
+    /// The key new requests record as their seed key (`ed25519:<base58>`).
+    pub fn get_seed_public_key(&self) -> Option<PublicKey> {
+        self.seed_public_key.clone()
     }
 }
 

@@ -387,11 +387,17 @@ pub fn execution_request(
         ExecutionRequestSpec {
             code,
             input,
-            limits: Limits {
-                max_instructions: request.resource_limits.max_instructions,
-                max_memory_mb: request.resource_limits.max_memory_mb,
-                max_execution_seconds: request.resource_limits.max_execution_seconds,
+            limits: if request.compile_only && request.resource_limits.max_instructions == 0 {
+                // A compile-only request without limits runs nothing; the CRD wants limits anyway.
+                Limits::COMPILE_ONLY
+            } else {
+                Limits {
+                    max_instructions: request.resource_limits.max_instructions,
+                    max_memory_mb: request.resource_limits.max_memory_mb,
+                    max_execution_seconds: request.resource_limits.max_execution_seconds,
+                }
             },
+            compile_only: request.compile_only,
             response_format: match request.response_format {
                 outlayer_contract::ResponseFormat::Text => ResponseFormat::Text,
                 outlayer_contract::ResponseFormat::Json => ResponseFormat::Json,
@@ -401,14 +407,18 @@ pub fn execution_request(
                 account_id: secrets.account_id.to_string(),
                 profile: secrets.profile.clone(),
             }),
+            // Seeded by the chain (`onChain.seedPublicKey`), never by the spec.
+            deterministic: None,
             on_chain: Some(OnChain {
                 request_id: request.request_id,
                 data_id: request.data_id.clone(),
                 sender: request.sender_id.to_string(),
                 deposit: request.payment.0.to_string(),
                 block_height: request.created_at_block,
+                block_timestamp_ns: request.created_at_ns,
                 yield_deadline_height: request.created_at_block + yield_timeout_blocks,
                 include_stderr: request.include_stderr,
+                seed_public_key: request.seed_public_key.as_ref().map(ToString::to_string),
             }),
         },
     );

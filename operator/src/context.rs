@@ -29,6 +29,8 @@ pub struct Context {
     pub max_limits: Mutex<Option<(crate::chain::ResourceLimits, Instant)>>,
     /// The sealing keys, once loaded (or created) from their Secret; `None` until then.
     keyring: RwLock<Option<Arc<Keyring>>>,
+    /// The seed key, once loaded (or created) from its Secret; `None` until then.
+    seed_key: RwLock<Option<Arc<crate::seed::SeedKey>>>,
     /// The warm pool, while this replica leads and `--warm-pool` is set.
     pool: std::sync::OnceLock<Arc<crate::pool::WarmPool>>,
     recorder: Recorder,
@@ -49,6 +51,7 @@ impl Context {
             metrics: Arc::new(Metrics::new()),
             chain: None,
             keyring: RwLock::new(None),
+            seed_key: RwLock::new(None),
             pool: std::sync::OnceLock::new(),
         }
     }
@@ -73,6 +76,21 @@ impl Context {
 
     pub fn set_keyring(&self, keyring: Keyring) {
         *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(keyring));
+    }
+
+    /// The seed key, if loaded.
+    pub fn seed_key(&self) -> Option<Arc<crate::seed::SeedKey>> {
+        self.seed_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_seed_key(&self, key: Arc<crate::seed::SeedKey>) {
+        *self
+            .seed_key
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(key);
     }
 
     /// Serves on-chain requests through `chain`.

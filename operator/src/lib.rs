@@ -5,7 +5,8 @@
 //! Layout: `crd` (resource types, typed conditions and reasons; `crdgen` writes them to `crds/`),
 //! `controllers` (execution with its pure decisions in `execution_steps`, on-chain reporting and
 //! secrets; compile; pricing), `chain_watcher` (contract → ExecutionRequests), `chain` (the NEAR
-//! client), `sealing` (sealed secrets: keys, manifests, access conditions, unsealing), `pods` (pure
+//! client), `sealing` (sealed secrets: keys, manifests, access conditions, unsealing), `seed` (the seed key
+//! that makes on-chain runs replayable), `pods` (pure
 //! builders of the pods and Jobs the operator creates), `pool` (the warm executor pods), `cache`, `leader`, `metrics`, `http`, `config`,
 //! `context`.
 
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod pods;
 pub mod pool;
 pub mod sealing;
+pub mod seed;
 pub mod verify;
 
 /// Everything the operator's library can fail with; each variant names what failed and with which input.

@@ -94,11 +94,14 @@ impl Check {
             reason: reason.into(),
         }
     }
-    fn word(&self) -> &'static str {
-        match self {
-            Check::Match { .. } => "match",
-            Check::Mismatch { .. } => "MISMATCH",
-            Check::NotChecked { .. } => "could not check",
+    /// The verdict as printed; a signature is `valid` or `INVALID` rather than a match.
+    fn word(&self, name: &str) -> &'static str {
+        match (self, name) {
+            (Check::Match { .. }, "seed") => "valid",
+            (Check::Mismatch { .. }, "seed") => "INVALID",
+            (Check::Match { .. }, _) => "match",
+            (Check::Mismatch { .. }, _) => "MISMATCH",
+            (Check::NotChecked { .. }, _) => "could not check",
         }
     }
 }
@@ -161,7 +164,7 @@ impl Report {
                 }
                 Check::NotChecked { reason } => format!(": {reason}"),
             };
-            out.push_str(&format!("{name}: {}{detail}\n", check.word()));
+            out.push_str(&format!("{name}: {}{detail}\n", check.word(name)));
         }
         out.push_str(&format!(
             "took {:.1} s (build {:.1} s{})\n",
@@ -310,8 +313,10 @@ pub struct Replay {
     /// Why the run failed, when it did.
     pub failure: Option<String>,
     pub instructions: u64,
-    /// The module imports randomness or a clock (results may legitimately differ).
+    /// The module imports randomness or a clock (results may legitimately differ unless `seeded`).
     pub nondeterministic: bool,
+    /// The replay ran deterministically with the run's own seed and clock.
+    pub seeded: bool,
 }
 
 /// The module check: the rebuilt module's sha256 against the evidence.
@@ -373,13 +378,14 @@ pub fn run_checks(record: &ChainRecord, replay: &Replay) -> (Check, Check) {
         record.completed.resources_used.instructions.to_string(),
         replay.instructions.to_string(),
     );
-    if replay.nondeterministic {
-        // A random or time-dependent guest: a difference proves nothing until on-chain runs are
-        // deterministic (issue 17 item 1); agreement still counts.
+    if replay.nondeterministic && !replay.seeded {
+        // A random or time-dependent guest whose run was not seeded (the request recorded no seed
+        // key): a difference proves nothing; agreement still counts.
         let soften = |check: Check| match check {
             Check::Mismatch { expected, got } => Check::not_checked(format!(
-                "the guest reads randomness or the clock and on-chain runs are not deterministic yet \
-                 (the chain says {expected}; the replay gave {got})"
+                "the guest reads randomness or the clock and its run was not seeded (no seed key \
+                 was published when the request was made) (the chain says {expected}; the replay \
+                 gave {got})"
             )),
             other => other,
         };
@@ -388,9 +394,53 @@ pub fn run_checks(record: &ChainRecord, replay: &Replay) -> (Check, Check) {
     (output, instructions)
 }
 
-/// The seed check: on-chain runs do not use a seed yet (issue 17 item 1).
-pub fn seed_check() -> Check {
-    Check::not_checked("on-chain runs are not deterministic yet: no seed to check")
+/// The seed check: the answer's seed signature against the seed key the request recorded, over the
+/// request's seed message. With it, the seed the replay uses (`Some` only when the signature is valid).
+pub fn seed_check(record: &ChainRecord, contract: &str) -> (Check, Option<String>) {
+    let request = &record.request;
+    let Some(key) = &request.seed_public_key else {
+        return (
+            Check::not_checked(
+                "no seed key was published when the request was made: its run was not seeded",
+            ),
+            None,
+        );
+    };
+    let signature = record
+        .completed
+        .evidence
+        .as_ref()
+        .and_then(|evidence| evidence.seed_signature.as_deref());
+    let Some(signature) = signature else {
+        let reason = if record.completed.timed_out {
+            "the request timed out: there is no seed to check"
+        } else {
+            "the answer carries no seed signature (a failure need not)"
+        };
+        return (Check::not_checked(reason), None);
+    };
+    let key = key.to_string();
+    match crate::seed::check_seed_signature(
+        &key,
+        contract,
+        request.request_id,
+        &request.data_id,
+        signature,
+    ) {
+        Ok(seed) => (
+            Check::Match {
+                detail: format!("signed by {key}"),
+            },
+            Some(seed),
+        ),
+        Err(why) => (
+            Check::Mismatch {
+                expected: format!("{key}'s signature over the request's seed message"),
+                got: why,
+            },
+            None,
+        ),
+    }
 }
 
 fn abbreviate(text: &str) -> String {
@@ -429,6 +479,18 @@ struct CachedBuild {
     sha256: String,
     toolchain: Option<String>,
     compiler: Option<String>,
+}
+
+/// The Cargo workspace root above `dir`, if any (a `Cargo.toml` with a `[workspace]` table).
+fn enclosing_workspace(dir: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(dir).ok()?;
+    absolute
+        .ancestors()
+        .find(|ancestor| {
+            std::fs::read_to_string(ancestor.join("Cargo.toml"))
+                .is_ok_and(|text| text.lines().any(|line| line.trim() == "[workspace]"))
+        })
+        .map(Path::to_path_buf)
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -554,6 +616,7 @@ fn replay(
     contract: &str,
     wasm: &[u8],
     secrets: &BTreeMap<String, String>,
+    seed: Option<&str>,
 ) -> anyhow::Result<Replay> {
     let request = &record.request;
     let executor =
@@ -576,13 +639,18 @@ fn replay(
         ..outlayer_executor::Limits::default()
     };
     let input = request.input_data.clone().unwrap_or_default();
+    // As the operator ran it: the seed from the signature, the clock at the request block.
+    let deterministic = seed.map(|seed| outlayer_executor::Deterministic {
+        seed: seed.as_bytes().to_vec(),
+        unix_time_nanos: request.created_at_ns,
+    });
     let execution = executor.run(&outlayer_executor::Job {
         wasm,
         input: input.as_bytes(),
         secrets,
         system: &system,
         limits,
-        deterministic: None,
+        deterministic: deterministic.as_ref(),
     });
     let (client_value, failure) = match &execution.outcome {
         Ok(stdout) => match outlayer_executor::output::encode(stdout, format) {
@@ -596,6 +664,7 @@ fn replay(
         failure,
         instructions: execution.instructions,
         nondeterministic: imports_nondeterminism(wasm),
+        seeded: deterministic.is_some(),
     })
 }
 
@@ -639,6 +708,14 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| code_source.commit.clone());
 
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    if let Some(root) = enclosing_workspace(&cache) {
+        bail!(
+            "the cache directory {} is inside the Cargo workspace {}: cargo would take the checkout \
+             for one of its members; pass a --cache-dir outside it",
+            cache.display(),
+            root.display()
+        );
+    }
     let build_started = Instant::now();
     let (wasm, built, module_cached) = rebuild(&args, &cache, &repo, &commit)?;
     let build_seconds = if module_cached {
@@ -674,6 +751,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("{} is not a JSON object of strings", path.display()))?,
         None => BTreeMap::new(),
     };
+    let (seed, run_seed) = seed_check(&record, args.contract_id.as_str());
     let (output, instructions) = if record.completed.timed_out {
         let reason = "the request timed out: there is no answer to check";
         (Check::not_checked(reason), Check::not_checked(reason))
@@ -686,8 +764,17 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
             secrets_ref.account_id, secrets_ref.profile
         );
         (Check::not_checked(&reason), Check::not_checked(reason))
+    } else if let Check::Mismatch { .. } = &seed {
+        let reason = "the seed signature is invalid: there is no seed to replay with";
+        (Check::not_checked(reason), Check::not_checked(reason))
     } else {
-        let replayed = replay(&record, args.contract_id.as_str(), &wasm, &secrets)?;
+        let replayed = replay(
+            &record,
+            args.contract_id.as_str(),
+            &wasm,
+            &secrets,
+            run_seed.as_deref(),
+        )?;
         run_checks(&record, &replayed)
     };
     Ok(finish(
@@ -697,7 +784,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
             repo,
             commit,
             source_to_module,
-            seed: seed_check(),
+            seed,
             output,
             instructions,
             build_seconds,

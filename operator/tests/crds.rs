@@ -52,6 +52,8 @@ fn execution(name: &str, code: CodeRef, limits: Limits) -> ExecutionRequest {
             limits,
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
         status: None,

@@ -26,6 +26,8 @@ fn request(name: &str, code: CodeRef, input: &str, max_instructions: u64) -> Exe
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
     )

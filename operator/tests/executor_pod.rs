@@ -34,6 +34,8 @@ async fn run(
             limits,
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
     );
@@ -45,7 +47,7 @@ async fn run(
         executor_image: EXECUTOR_IMAGE.to_string(),
         ..OperatorConfig::default()
     };
-    let built = executor_pod(&request, module, 0, None, &config).unwrap();
+    let built = executor_pod(&request, module, 0, None, None, &config).unwrap();
     Api::<ConfigMap>::namespaced(cluster.client(), NAMESPACE)
         .create(&PostParams::default(), &built.input)
         .await

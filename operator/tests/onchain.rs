@@ -223,6 +223,71 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
 /// The resolve lands but its answer never reaches the operator, which is then killed: the restarted
 /// operator finds the transaction by the hash it recorded before sending, and the status says who
 /// resolved the request and what it was charged, instead of claiming a settlement it cannot vouch for.
+/// The warm-up pattern: a compile-only request (OutLayer's shape, `params.compile_only`, no limits)
+/// builds the module and is answered with its hash, size and compile time, charged the base fee and
+/// the compile time; the next request for the commit is a cache hit.
+#[tokio::test]
+async fn a_compile_only_request_warms_the_cache() {
+    let net = ChainEnv::start(Duration::from_millis(500)).await;
+    let operator = net.start_operator(net.config());
+    let args = json!({
+        "source": {"GitHub": {"repo": REPO, "commit": net.commit}},
+        "params": {"compile_only": true},
+    });
+    let outcome = net
+        .client_as("alice.localnet")
+        .call_function(
+            &account("outlayer.localnet"),
+            "request_execution",
+            &args,
+            Gas::from_teragas(50),
+            Balance::from_yoctonear(DEPOSIT),
+        )
+        .await
+        .unwrap();
+    let status = finished(&net.executions(), "req-0").await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(condition_reason(&status, "Succeeded"), "CompiledOnly");
+    assert_eq!(status.pod_name, None, "nothing ran");
+    let answer = returned(&outcome);
+    let compile_job: Api<CompileJob> = Api::namespaced(net.env.cluster.client(), NAMESPACE);
+    let built = compile_job
+        .get(status.compile_job.as_deref().unwrap())
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        answer["wasm_sha256"].as_str(),
+        built.wasm_sha256.as_deref(),
+        "{answer}"
+    );
+    assert_eq!(answer["size_bytes"].as_u64(), built.size_bytes, "{answer}");
+    assert_eq!(answer["cached"], false);
+    let compile_time_ms = answer["compile_time_ms"].as_u64().unwrap();
+    assert_eq!(Some(compile_time_ms), built.compile_time_ms);
+    let completed = event(&outcome, "execution_completed");
+    assert_eq!(completed["evidence"]["wasm_sha256"], answer["wasm_sha256"]);
+    let pricing = net.client_as("alice.localnet").get_pricing().await.unwrap();
+    let charged: u128 = completed["payment_charged"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        charged,
+        pricing.base_fee.0 + u128::from(compile_time_ms) * pricing.per_compile_ms_fee.0,
+        "{completed}"
+    );
+
+    // Users' requests for the commit now find the module built.
+    let outcome = net.request("warm").await.unwrap();
+    assert_eq!(returned(&outcome), "warm");
+    let status = finished(&net.executions(), "req-1").await;
+    assert_eq!(status.cache_hit, Some(true), "{status:?}");
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn a_resolve_whose_answer_was_lost_is_found_by_its_recorded_hash() {
     let net = ChainEnv::start(Duration::from_millis(300)).await;

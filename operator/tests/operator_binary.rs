@@ -191,6 +191,8 @@ async fn the_operator_binary_leads_executes_and_shuts_down_cleanly() {
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
     );

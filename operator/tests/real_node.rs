@@ -248,6 +248,8 @@ fn by_hash(name: &str, sha256: &str, max_memory_mb: u32) -> ExecutionRequest {
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
     )

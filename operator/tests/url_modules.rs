@@ -36,6 +36,8 @@ fn by_url(name: &str, url: &str, sha256: &str, input: &str) -> ExecutionRequest 
             response_format: crd::ResponseFormat::Text,
             secrets_ref: None,
             on_chain: None,
+            compile_only: false,
+            deterministic: None,
         },
     )
 }

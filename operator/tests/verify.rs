@@ -3,6 +3,8 @@
 //! match), cold and from the verifier's module cache; a resolve sent by hand with another output is
 //! caught (`output: MISMATCH`); so is one naming a module built from another source
 //! (`source → module: MISMATCH`); a request with secrets cannot be checked without them (exit 2).
+//! Runs are seeded by the operator's seed key: the seed signature checks (`seed: valid`), and a guest
+//! that reads randomness and the clock replays to the same output.
 
 mod common;
 
@@ -93,6 +95,43 @@ async fn pending(net: &ChainEnv, id: u64) {
     .await;
 }
 
+/// Waits until the operator has published its seed key on the contract; returns it.
+async fn published_seed_key(net: &ChainEnv) -> String {
+    common::wait_for("the seed key on the contract", || async {
+        net.view("get_seed_public_key", json!({}))
+            .await
+            .as_str()
+            .map(str::to_string)
+    })
+    .await
+}
+
+/// The operator's seed key, from its Secret (what a dishonest operator holds too).
+async fn seed_key(net: &ChainEnv) -> near_crypto::SecretKey {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(net.env.cluster.client(), common::NAMESPACE);
+    let secret = secrets
+        .get(outlayer_operator::seed::SEED_KEY_SECRET)
+        .await
+        .unwrap();
+    let text = &secret.data.unwrap()[outlayer_operator::seed::SEED_KEY_ENTRY].0;
+    std::str::from_utf8(text).unwrap().parse().unwrap()
+}
+
+/// `evidence` with the seed key's signature for request `id` (the contract refuses a success
+/// without it).
+async fn signed_evidence(net: &ChainEnv, evidence: &Value, id: u64) -> Value {
+    let request = net.view("get_request", json!({"request_id": id})).await;
+    let message = outlayer_contract::seed_message(
+        "outlayer.localnet",
+        id,
+        request["data_id"].as_str().unwrap(),
+    );
+    let mut evidence = evidence.clone();
+    evidence["seed_signature"] = seed_key(net).await.sign(&message).to_string().into();
+    evidence
+}
+
 /// Answers request `id` by hand as the operator's account, with whatever `response` says.
 async fn resolve_by_hand(net: &ChainEnv, id: u64, response: Value) {
     let sent = net
@@ -123,11 +162,13 @@ async fn honest_answers_verify_and_forged_ones_are_caught() {
     // The verifier runs here, not in a pod: /tmp is fine (and a checkout under our own Cargo
     // workspace would be taken for one of its members).
     let cache = tempfile::tempdir().unwrap();
+    let seed_public_key = published_seed_key(&net).await;
 
-    // An honest run: the answer carries the module's hash, the commit and the build identity.
+    // An honest run: the answer carries the module's hash, the commit, the build identity and the
+    // seed signature.
     let honest = net.request("hello, verifier").await.unwrap();
-    assert_eq!(returned(&honest), "hello, verifier");
     let status = finished(&net.executions(), "req-0").await;
+    assert_eq!(returned(&honest), "hello, verifier", "{status:?}");
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
     let completed = event(&honest, "execution_completed");
     let evidence = &completed["evidence"];
@@ -144,10 +185,23 @@ async fn honest_answers_verify_and_forged_ones_are_caught() {
     );
     assert_eq!(evidence["compiler"], "outlayer-compiler 0.1.0");
     assert_eq!(status.toolchain.as_deref(), evidence["toolchain"].as_str());
+    assert_eq!(
+        event(&honest, "execution_requested")["seed_public_key"],
+        seed_public_key.as_str()
+    );
+    assert_eq!(
+        evidence["seed_signature"].as_str(),
+        status.seed_signature.as_deref()
+    );
+    assert_eq!(status.deterministic, Some(true), "{status:?}");
+    eprintln!(
+        "evidence: {} bytes of JSON in the resume payload",
+        evidence.to_string().len()
+    );
 
     let (code, report, cold) = verify_with(&net, &honest, cache.path(), &[]).await;
     assert_eq!(code, 0, "{report}");
-    for check in ["sourceToModule", "output", "instructions"] {
+    for check in ["sourceToModule", "seed", "output", "instructions"] {
         assert_eq!(report[check]["verdict"], "match", "{check}: {report}");
     }
     assert_eq!(report["moduleCached"], false);
@@ -169,25 +223,58 @@ async fn honest_answers_verify_and_forged_ones_are_caught() {
     eprintln!("{lines}");
     for line in [
         "source → module: match (",
+        "seed: valid (signed by ed25519:",
         "output: match\n",
         "instructions: match (",
     ] {
         assert!(lines.contains(line), "{line:?} in {lines}");
     }
 
-    // From here on, answers are sent by hand: the operator must not answer first.
+    // A guest that reads randomness and the clock: seeded by the chain, it replays exactly.
+    common::example_main_branch(&net.repos.path().join("outlayer").join("random"), "random");
+    let random_commit = common::git(
+        &net.repos.path().join("outlayer").join("random"),
+        &["rev-parse", "main"],
+    );
+    let random_code =
+        json!({"repo": "https://github.com/outlayer/random", "commit": random_commit});
+    let first = net
+        .request_code(random_code.clone(), "16", None)
+        .await
+        .unwrap();
+    let second = net.request_code(random_code, "16", None).await.unwrap();
+    let drawn = |outcome: &TxOutcome| -> Value {
+        serde_json::from_str(returned(outcome).as_str().unwrap()).unwrap()
+    };
+    let (first_draw, second_draw) = (drawn(&first), drawn(&second));
+    // The clock reads the request block's time; two requests draw different numbers.
+    assert_eq!(
+        first_draw["unixNanos"].as_u64(),
+        event(&first, "execution_requested")["created_at_ns"].as_u64(),
+        "{first_draw}"
+    );
+    assert_ne!(first_draw["random"], second_draw["random"]);
+    let (code, report, _) = verify(&net, &first, cache.path()).await;
+    assert_eq!(code, 0, "{report}");
+    for check in ["seed", "output", "instructions"] {
+        assert_eq!(report[check]["verdict"], "match", "{check}: {report}");
+    }
+
+    // From here on, answers are sent by hand: the operator must not answer first. Each carries the
+    // seed key's signature (the contract checks it): whoever answers holds the operator's key, and is
+    // still caught.
     operator.stop().await;
     let instructions = status.instructions.unwrap();
 
     // A resolve with another output than the module computes.
     let tampered = net.request("pay alice 1 NEAR");
-    pending(&net, 1).await;
+    pending(&net, 3).await;
     resolve_by_hand(
         &net,
-        1,
+        3,
         json!({"success": true, "output": {"Text": "pay mallory 1000 NEAR"},
                "resources_used": {"instructions": instructions, "time_ms": 1},
-               "evidence": evidence}),
+               "evidence": signed_evidence(&net, evidence, 3).await}),
     )
     .await;
     let tampered = tampered.await.unwrap();
@@ -211,10 +298,11 @@ async fn honest_answers_verify_and_forged_ones_are_caught() {
     let mut swapped = evidence.clone();
     swapped["wasm_sha256"] = hex::encode(Sha256::digest(&other)).into();
     let other_module = net.request("hello again");
-    pending(&net, 2).await;
+    pending(&net, 4).await;
+    let swapped = signed_evidence(&net, &swapped, 4).await;
     resolve_by_hand(
         &net,
-        2,
+        4,
         json!({"success": true, "output": {"Text": "hello again"},
                "resources_used": {"instructions": instructions, "time_ms": 1},
                "evidence": swapped}),
@@ -235,13 +323,13 @@ async fn honest_answers_verify_and_forged_ones_are_caught() {
         "hi",
         Some(json!({"account_id": "alice.localnet", "profile": "prod"})),
     );
-    pending(&net, 3).await;
+    pending(&net, 5).await;
     resolve_by_hand(
         &net,
-        3,
+        5,
         json!({"success": true, "output": {"Text": "hi"},
                "resources_used": {"instructions": instructions, "time_ms": 1},
-               "evidence": evidence}),
+               "evidence": signed_evidence(&net, evidence, 5).await}),
     )
     .await;
     let secret = secret.await.unwrap();

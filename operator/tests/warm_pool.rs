@@ -48,6 +48,8 @@ fn by_hash(name: &str, sha256: &str, input: &str, memory_mb: u32) -> ExecutionRe
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
     )

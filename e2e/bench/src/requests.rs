@@ -27,6 +27,8 @@ pub fn echo(name: &str, wasm_sha256: &str) -> ExecutionRequest {
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
     )

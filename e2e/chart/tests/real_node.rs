@@ -73,6 +73,8 @@ fn echo(name: &str, sha: &str) -> ExecutionRequest {
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
     )

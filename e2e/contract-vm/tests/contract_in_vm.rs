@@ -384,6 +384,64 @@ fn request_resolve_callback_in_nearcore_vm() {
     }
 }
 
+/// The seed signature is checked by nearcore's own `ed25519_verify`: the recorded key's signature over
+/// the request's seed message passes, any other fails the resolve. Prints what the check costs.
+#[test]
+fn a_seeded_answer_is_checked_by_the_vms_ed25519_verify() {
+    let mut chain = Chain::new();
+    let response = |signature: Option<String>| {
+        let mut evidence = json!({"wasm_sha256": "ab".repeat(32)});
+        if let Some(signature) = signature {
+            evidence["seed_signature"] = signature.into();
+        }
+        json!({
+            "success": true,
+            "output": {"Text": "hi"},
+            "resources_used": {"instructions": 5_000_000u64, "time_ms": 12},
+            "evidence": evidence
+        })
+    };
+    // Before any seed key: request 0 records none and is answered without a signature.
+    chain.request("unseeded");
+    let unsigned = chain.resolve(0, response(None));
+    assert_success(&unsigned, "resolve_execution (no seed key)");
+
+    let key = near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, "seed");
+    let operator = chain.operator.clone();
+    let published = chain.call(
+        &operator,
+        "set_seed_public_key",
+        &json!({"public_key": key.public_key().to_string()}),
+        Balance::ZERO,
+        CALL_GAS,
+    );
+    assert_success(&published, "set_seed_public_key");
+    let (requested, data_id) = chain.request("seeded");
+    let event = single_event(&requested, "execution_requested");
+    assert_eq!(event["seed_public_key"], key.public_key().to_string());
+    let sign = |key: &near_crypto::SecretKey, id: u64| {
+        let message = outlayer_contract::seed_message("outlayer.near", id, &data_id.to_string());
+        key.sign(&message).to_string()
+    };
+    let other = near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, "other");
+    let forged = chain.resolve(1, response(Some(sign(&other, 1))));
+    assert_fails_with(&forged, "is not the seed key");
+    let wrong_request = chain.resolve(1, response(Some(sign(&key, 0))));
+    assert_fails_with(&wrong_request, "is not the seed key");
+    let missing = chain.resolve(1, response(None));
+    assert_fails_with(&missing, "must carry evidence.seed_signature");
+    let signed = chain.resolve(1, response(Some(sign(&key, 1))));
+    assert_success(&signed, "resolve_execution (seeded)");
+    let payload = signed.yield_resumes[0].payload.len();
+    println!(
+        "resolve_execution burnt {} without a seed signature, {} with one (checked); resume payload \
+         {payload} bytes",
+        tgas(unsigned.gas_burnt),
+        tgas(signed.gas_burnt),
+    );
+    assert!(payload < 1024, "{payload}");
+}
+
 #[test]
 fn output_over_the_yield_payload_limit_goes_in_two_steps() {
     let mut chain = Chain::new();
@@ -621,8 +679,6 @@ fn request_shapes_are_exactly_one_and_the_payer_a_valid_account() {
     wasm_url["source"] = json!({"WasmUrl": {
         "url": "http://example.com/m.wasm", "hash": "ab".repeat(32), "build_target": "wasm32-wasip1"
     }});
-    let mut compile_only = outlayer_client_args("payer.near");
-    compile_only["params"] = json!({"compile_only": true});
     for (args, expected) in [
         (both, "give the code once: either code_source"),
         (neither, "the code to run is missing"),
@@ -631,12 +687,46 @@ fn request_shapes_are_exactly_one_and_the_payer_a_valid_account() {
             "payer_account_id must be a valid NEAR account id",
         ),
         (wasm_url, "source.WasmUrl.url must start with https://"),
-        (compile_only, "params.compile_only is not supported yet"),
     ] {
         let outcome = chain.call(&client, "request_execution", &args, DEPOSIT, REQUEST_GAS);
         assert_fails_with(&outcome, expected);
     }
     assert_eq!(chain.view("get_pending_requests", &json!({})), json!([]));
+}
+
+/// OutLayer's compile-only request (`params.compile_only`, and the same with the limits left out): stored
+/// as such, charged the base fee and the compile time whatever the answer claims to have run.
+#[test]
+fn a_compile_only_request_is_charged_base_and_compile_time() {
+    let mut chain = Chain::new();
+    let client = chain.client.clone();
+    let mut by_params = outlayer_client_args("payer.near");
+    by_params["params"] = json!({"compile_only": true});
+    let mut without_limits = outlayer_client_args("payer.near");
+    without_limits
+        .as_object_mut()
+        .unwrap()
+        .remove("resource_limits");
+    for (id, args) in [(0u64, by_params), (1, without_limits)] {
+        let requested = chain.call(&client, "request_execution", &args, DEPOSIT, REQUEST_GAS);
+        assert_success(&requested, "request_execution (compile-only)");
+        let event = single_event(&requested, "execution_requested");
+        assert_eq!(event["compile_only"], true, "{event}");
+        let response = json!({
+            "success": true,
+            "output": {"Json": {"wasm_sha256": "ab".repeat(32), "size_bytes": 100, "compile_time_ms": 7}},
+            "resources_used": {"instructions": 5_000_000u64, "time_ms": 12, "compile_time_ms": 7},
+            "evidence": {"wasm_sha256": "ab".repeat(32)}
+        });
+        let resolved = chain.resolve(id, response);
+        assert_success(&resolved, "resolve_execution (compile-only)");
+        let resume = resolved.yield_resumes[0].clone();
+        let completed = chain.callback(&resume.yielded, PromiseResult::Successful(resume.payload));
+        let output: Value = serde_json::from_slice(completed.value().unwrap()).unwrap();
+        assert_eq!(output["size_bytes"], 100);
+        let event = single_event(&completed, "execution_completed");
+        assert_eq!(yocto(&event["payment_charged"]), BASE_FEE + 7 * PER_MS);
+    }
 }
 
 #[test]

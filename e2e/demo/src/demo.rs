@@ -59,7 +59,23 @@ pub struct Demo {
     operator_address: std::net::SocketAddr,
     options: DemoOptions,
     commit: String,
+    artifacts: Artifacts,
+    mirror_url: String,
+    /// The verifier's cache: on the host, outside the repository (it runs no pod).
+    verify_cache: tempfile::TempDir,
     work: tempfile::TempDir,
+}
+
+/// What `outlayer-operator verify` said about the demo's answer.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// The command as a third party types it.
+    pub command: String,
+    /// Its exit status: 0 every check matches, 1 a mismatch, 2 something could not be checked.
+    pub code: i32,
+    /// Its lines (the verdict per check and the time it took).
+    pub report: String,
+    pub elapsed: Duration,
 }
 
 impl Demo {
@@ -125,6 +141,7 @@ impl Demo {
             yocto_to_near(chain.balance(USER).await?),
         ));
         let mirror = GitMirror::start(&mirror_root, work.path())?;
+        let mirror_url = mirror.url();
         log.line(format_args!(
             "git mirror (git daemon) at {} serving {}",
             mirror.url(),
@@ -207,7 +224,56 @@ impl Demo {
             operator_address,
             options,
             commit,
+            artifacts,
+            mirror_url,
+            verify_cache: tempfile::tempdir().map_err(Error::io(
+                "create the verifier's cache directory".to_string(),
+            ))?,
             work,
+        })
+    }
+
+    /// Checks the answer to the request made by `tx_hash` the way anyone can, from the chain alone:
+    /// `outlayer-operator verify` rebuilds the module from the commit (through the git mirror, with the
+    /// compiler binary and this machine's toolchain) and replays the request. Modules it rebuilt are
+    /// kept in the demo's working directory, so a second call finds them.
+    pub async fn verify(&self, tx_hash: &str) -> Result<Verification> {
+        // Outside the repository: a checkout under its Cargo workspace would be taken for a member.
+        let cache = self.verify_cache.path();
+        let mut command = std::process::Command::new(&self.artifacts.operator);
+        command
+            .arg("verify")
+            .args(["--rpc-url", &self.chain.rpc_url()])
+            .args(["--contract-id", crate::CONTRACT])
+            .args(["--tx", tx_hash])
+            .args(["--sender", USER])
+            .arg("--compiler")
+            .arg(&self.artifacts.compiler)
+            .arg(format!(
+                "--git-mirror=https://github.com/={}",
+                self.mirror_url
+            ))
+            .arg("--cache-dir")
+            .arg(cache);
+        let shown = format!(
+            "outlayer-operator verify --rpc-url {} --contract-id {} --tx {tx_hash} --sender {USER}",
+            self.chain.rpc_url(),
+            crate::CONTRACT
+        );
+        let started = std::time::Instant::now();
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .map_err(|e| Error::Unexpected(format!("the verify task failed: {e}")))?
+            .map_err(Error::io("run outlayer-operator verify".to_string()))?;
+        let mut report = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            report.push_str(&String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(Verification {
+            command: shown,
+            code: output.status.code().unwrap_or(-1),
+            report,
+            elapsed: started.elapsed(),
         })
     }
 

@@ -21,7 +21,7 @@ mod progress;
 pub use artifacts::{Artifacts, target_dir};
 pub use chain::{CONTRACT, DemoChain, OPERATOR, OWNER, USER, yocto_to_near};
 pub use chart::{KEY_SECRET, NAMESPACE, RELEASE};
-pub use demo::{Demo, DemoOptions};
+pub use demo::{Demo, DemoOptions, Verification};
 pub use example::Example;
 pub use kubectl::Kubectl;
 pub use outcome::Outcome;

@@ -105,6 +105,25 @@ async fn run(args: Args, kept: &AtomicBool) -> anyhow::Result<()> {
             outcome.execution.message.as_deref().unwrap_or("no message")
         );
     }
+    // Anyone can check the answer from the chain alone: rebuild, check the seed, replay.
+    for round in ["cold", "with the module cached"] {
+        let verified = demo
+            .verify(&outcome.tx_hash)
+            .await
+            .context("outlayer-operator verify")?;
+        println!(
+            "
+$ {}   # {round}: {:.2} s, exit {}
+{}",
+            verified.command,
+            verified.elapsed.as_secs_f64(),
+            verified.code,
+            verified.report.trim_end()
+        );
+        if verified.code != 0 {
+            anyhow::bail!("verify did not confirm the answer (exit {})", verified.code);
+        }
+    }
     println!(
         "\nWhole run {:.1} s. What ran where: the real Kubernetes control plane (etcd, \
          kube-apiserver, controller-manager, scheduler) as local processes; the operator, the fetch and \

@@ -83,6 +83,35 @@ async fn an_onchain_request_through_the_chart_then_pricing_upgrade_then_uninstal
         "on-chain request through the chart-installed operator: {:.1} s from a cold start",
         started.elapsed().as_secs_f64()
     );
+    // The chart-installed operator published its seed key and seeded the run with it.
+    assert_eq!(status.deterministic, Some(true), "{status:?}");
+    assert_eq!(
+        outcome.completed_event["evidence"]["seed_signature"].as_str(),
+        status.seed_signature.as_deref()
+    );
+
+    // Anyone checks the answer from the chain alone: rebuilt from the commit, seed checked, replayed.
+    for round in ["cold", "module cached"] {
+        let verified = demo.verify(&outcome.tx_hash).await.unwrap();
+        println!(
+            "verify on the demo's request ({round}): {:.2} s\n{}",
+            verified.elapsed.as_secs_f64(),
+            verified.report
+        );
+        assert_eq!(verified.code, 0, "{}", verified.report);
+        for line in [
+            "source → module: match",
+            "seed: valid",
+            "output: match",
+            "instructions: match",
+        ] {
+            assert!(
+                verified.report.contains(line),
+                "{line}: {}",
+                verified.report
+            );
+        }
+    }
 
     // GitOps pricing: the owner makes the operator the pricing manager; the chart's pricing values,
     // rendered into Pricing/default by `helm upgrade`, then become the contract's pricing.

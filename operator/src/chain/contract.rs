@@ -336,6 +336,17 @@ impl ChainClient {
     }
 
     /// Publishes the sealing public key on the contract (as its owner or operator).
+    /// The key new requests record as their seed key (`ed25519:<base58>`).
+    pub async fn get_seed_public_key(&self) -> Result<Option<String>, ChainError> {
+        self.view_call(self.contract_id(), "get_seed_public_key", &json!({}))
+            .await
+    }
+
+    pub async fn set_seed_public_key(&self, public_key: &str) -> Result<TxOutcome, ChainError> {
+        self.admin_call("set_seed_public_key", &json!({"public_key": public_key}))
+            .await
+    }
+
     pub async fn set_secrets_pubkey(&self, pubkey: &str) -> Result<TxOutcome, ChainError> {
         self.admin_call("set_secrets_pubkey", &json!({"pubkey": pubkey}))
             .await

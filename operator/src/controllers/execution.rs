@@ -89,6 +89,19 @@ impl ExecutionRequest {
             Look::Secrets { sha256, reachable } => {
                 observed.secrets = Some(self.prepare_secrets(ctx, &sha256, reachable).await?);
             }
+            Look::Seed => {
+                // The contract the chain client reads requests from: the one whose id the contract
+                // itself uses in the seed message.
+                let contract = ctx
+                    .chain
+                    .as_ref()
+                    .map(|chain| chain.contract_id().to_string());
+                observed.seed = Some(crate::seed::seed_step(
+                    &self.spec,
+                    ctx.seed_key().as_deref(),
+                    contract.as_deref(),
+                ));
+            }
             Look::StoredOutput { sha256, encoding } => {
                 observed.stored_output = Some(self.read_large_output(ctx, &sha256, encoding)?);
             }
@@ -176,17 +189,24 @@ impl ExecutionRequest {
                 sha256,
                 attempt,
                 env_secret,
+                seed,
             } => {
                 // The warm pool first when it runs; a cold pod when it has none to give.
                 if let Some(pool) = ctx.pool()
                     && let Some(pod) = pool
-                        .start(self, sha256, *attempt, env_secret.as_deref())
+                        .start(self, sha256, *attempt, env_secret.as_deref(), seed.as_ref())
                         .await?
                 {
                     return Ok(Some(pod));
                 }
-                let built =
-                    executor_pod(self, sha256, *attempt, env_secret.as_deref(), &ctx.config)?;
+                let built = executor_pod(
+                    self,
+                    sha256,
+                    *attempt,
+                    env_secret.as_deref(),
+                    seed.as_ref(),
+                    &ctx.config,
+                )?;
                 let uid = self.uid_or_err()?;
                 let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
                 // The input is the one thing a squatter's ConfigMap could change: it must be ours and

@@ -7,10 +7,11 @@
 //! |---|---|---|
 //! | (none), Pending | Compiling | the module is not in the cache: a (shared) CompileJob builds it |
 //! | | Executing | the module is in the cache (or named by hash): the executor pod starts |
-//! | | Failed | the CompileJob failed, or the secrets are refused (kubectl requests) |
-//! | | Reporting | the same failures, on-chain requests: the contract hears about them |
+//! | | Succeeded | a compile-only request's module is in the cache: nothing runs (kubectl requests) |
+//! | | Failed | the CompileJob failed, the secrets are refused, or the request recorded a seed key the operator does not hold (kubectl requests) |
+//! | | Reporting | the same outcomes, on-chain requests: the contract hears about them |
 //! | | Expired | on-chain: too little of the yield window is left to compile, run or report |
-//! | Compiling | Executing, Failed, Reporting, Expired | as from Pending, when the CompileJob changes |
+//! | Compiling | Executing, Succeeded, Failed, Reporting, Expired | as from Pending, when the CompileJob changes |
 //! | Executing | Succeeded, Failed | the pod left a result (kubectl requests) |
 //! | | Reporting | the pod left a result (on-chain requests: success or guest failure) |
 //! | | Executing | the pod ended without a result: a fresh pod, up to `platformRetries` times |
@@ -43,6 +44,7 @@ use crate::metrics::ExecutionResult;
 use crate::pods::ExecutorOutcome;
 use crate::pods::executor::{RESULTS_SUBDIR, executor_pod_name_for};
 use crate::pods::result::ResultMessage;
+use crate::seed::{RunSeed, SeedStep};
 
 /// How soon an execution waiting for the sealing keys looks again.
 pub(crate) const SECRETS_RETRY: Duration = Duration::from_secs(10);
@@ -150,6 +152,8 @@ pub(crate) struct Observed {
     pub module: Option<ModuleObservation>,
     pub pod: Option<PodObservation>,
     pub secrets: Option<SecretsStep>,
+    /// How the run is seeded (from the seed key the operator holds).
+    pub seed: Option<SeedStep>,
     /// An output kept in the cache (`results/<sha256>`): its text, or `None` when the operator has no
     /// cache mount or it is larger than the status may hold.
     pub stored_output: Option<Option<String>>,
@@ -181,6 +185,8 @@ pub(crate) enum Look {
         /// Whether its commit is on a branch or tag (a SHA that is not gets no any-branch secrets).
         reachable: Option<bool>,
     },
+    /// How the run is seeded: the request's seed key against the one the operator holds.
+    Seed,
     /// Read `results/<sha256>` from the cache mount.
     StoredOutput {
         sha256: String,
@@ -204,6 +210,8 @@ pub(crate) enum Effect {
         sha256: String,
         attempt: u32,
         env_secret: Option<String>,
+        /// Deterministic mode's seed and clock; `None`: a free run.
+        seed: Option<RunSeed>,
     },
     /// Records on the CompileJob that its module was just used (LRU eviction).
     MarkUsed { compile_job: String },
@@ -528,6 +536,7 @@ fn run_step(
             compile_job,
             resolved_commit,
             compile_time_ms,
+            size_bytes,
             reachable,
             toolchain,
             compiler,
@@ -547,6 +556,9 @@ fn run_step(
                 Reason::ModuleReady,
                 format!("module {sha256} is in the cache"),
             );
+            if execution.spec.compile_only {
+                return compiled_only(execution, status, &sha256, size_bytes);
+            }
             let module = ReadyModule {
                 sha256: &sha256,
                 reachable,
@@ -563,6 +575,8 @@ enum ModuleState {
         compile_job: Option<String>,
         resolved_commit: Option<String>,
         compile_time_ms: Option<u64>,
+        /// The module's size, from the CompileJob (`None` for a module named by hash).
+        size_bytes: Option<u64>,
         /// Whether the commit is on a branch or tag of the repository (`None`: not known).
         reachable: Option<bool>,
         /// The build identity, from the CompileJob (`None` for a module named by hash).
@@ -589,6 +603,7 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
             compile_job: None,
             resolved_commit: None,
             compile_time_ms: None,
+            size_bytes: None,
             reachable: None,
             toolchain: None,
             compiler: None,
@@ -621,6 +636,7 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
                 compile_job: Some(name.clone()),
                 resolved_commit: status.resolved_commit.clone(),
                 compile_time_ms: status.compile_time_ms,
+                size_bytes: status.size_bytes,
                 reachable: status.reachable,
                 toolchain: status.toolchain.clone(),
                 compiler: status.compiler.clone(),
@@ -802,6 +818,31 @@ fn start_step(
     config: &OperatorConfig,
 ) -> Step {
     let sha256 = module.sha256;
+    // The seed before the secrets: a run that cannot be seeded as the contract requires is not started,
+    // so nothing is unsealed for it.
+    let seed = match &observed.seed {
+        None => return Step::Look(Look::Seed),
+        Some(SeedStep::Free) => None,
+        Some(SeedStep::Ready(seed)) => Some(seed.clone()),
+        Some(SeedStep::Waiting(message)) => {
+            let then = Then::Requeue(SECRETS_RETRY);
+            if status.message.as_deref() == Some(message.as_str()) {
+                return Step::write(Outcome::wait(then));
+            }
+            status.message = Some(message.clone());
+            return Step::write(Outcome::write(status, then));
+        }
+        Some(SeedStep::Unavailable(message)) => {
+            return finish(
+                execution,
+                status,
+                false,
+                Reason::SeedKeyUnavailable,
+                message.clone(),
+                Vec::new(),
+            );
+        }
+    };
     let Some(secrets) = &observed.secrets else {
         return Step::Look(Look::Secrets {
             sha256: sha256.to_string(),
@@ -834,10 +875,13 @@ fn start_step(
         &execution.metadata.name.clone().unwrap_or_default(),
         retries,
     );
+    status.deterministic = seed.is_some().then_some(true);
+    status.seed_signature = seed.as_ref().and_then(|seed| seed.signature.clone());
     let mut start = vec![Effect::StartPod {
         sha256: sha256.to_string(),
         attempt: retries,
         env_secret,
+        seed,
     }];
     if let Some(compile_job) = &status.compile_job {
         start.push(Effect::MarkUsed {
@@ -961,6 +1005,41 @@ fn result_step(
         Reason::Succeeded,
         "the module ran to completion".to_string(),
         pod_ended,
+    )
+}
+
+/// A compile-only request's answer, once its module is in the cache: the module's sha256, size and
+/// compile time as JSON (`compileTimeMs` null for a cache hit, which costs no compile time); nothing
+/// runs.
+fn compiled_only(
+    execution: &ExecutionRequest,
+    mut status: StatusUpdate<ExecutionRequestStatus>,
+    sha256: &str,
+    size_bytes: Option<u64>,
+) -> Step {
+    let compile_time_ms = if status.cache_hit == Some(false) {
+        status.compile_time_ms
+    } else {
+        None
+    };
+    let answer = serde_json::json!({
+        "wasm_sha256": sha256,
+        "size_bytes": size_bytes,
+        "compile_time_ms": compile_time_ms,
+        "cached": status.cache_hit == Some(true),
+    })
+    .to_string();
+    status.output_size = Some(answer.len() as u64);
+    status.output = Some(answer);
+    status.output_encoding = Some(OutputEncoding::Json);
+    let message = format!("module {sha256} is built; compile-only requests run nothing");
+    finish(
+        execution,
+        status,
+        true,
+        Reason::CompiledOnly,
+        message,
+        Vec::new(),
     )
 }
 
@@ -1184,8 +1263,14 @@ fn report_step(
     } else {
         None
     };
+    // A compile-only answer is JSON whatever format the request named (it named none for a run).
+    let format = if execution.spec.compile_only {
+        ResponseFormat::Json
+    } else {
+        execution.spec.response_format
+    };
     let response = match execution_response(
-        execution.spec.response_format,
+        format,
         &status,
         &outcome,
         stored_output,
@@ -1413,6 +1498,7 @@ pub(crate) fn evidence(status: &ExecutionRequestStatus) -> Option<Evidence> {
             .map(|commit| commit.to_ascii_lowercase()),
         toolchain: status.toolchain.clone(),
         compiler: status.compiler.clone(),
+        seed_signature: status.seed_signature.clone(),
     };
     if evidence.problem().is_none() {
         return Some(evidence);

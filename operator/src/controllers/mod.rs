@@ -57,6 +57,11 @@ pub async fn run(
         namespace.to_string(),
         stopped_signal(stopped.clone()),
     );
+    let seed_key = crate::seed::run(
+        ctx.clone(),
+        namespace.to_string(),
+        stopped_signal(stopped.clone()),
+    );
     let warm_pool = {
         let pool = ctx.config.warm_pool.enabled().then(|| {
             let pool = crate::pool::WarmPool::new(
@@ -166,6 +171,7 @@ pub async fn run(
         chain_watcher,
         pricing_controller,
         sealing_keys,
+        seed_key,
         warm_pool
     );
 }
@@ -280,6 +286,8 @@ mod tests {
                 },
                 response_format: ResponseFormat::Text,
                 secrets_ref: None,
+                compile_only: false,
+                deterministic: None,
                 on_chain: None,
             },
         );

@@ -256,6 +256,14 @@ fn spec_differences(
         "spec.secretsRef",
         actual.secrets_ref == expected.secrets_ref,
     );
+    check(
+        "spec.compileOnly",
+        actual.compile_only == expected.compile_only,
+    );
+    check(
+        "spec.deterministic",
+        actual.deterministic == expected.deterministic,
+    );
     match (&actual.on_chain, &expected.on_chain) {
         (Some(actual), Some(expected)) => {
             check(
@@ -276,6 +284,14 @@ fn spec_differences(
             check(
                 "spec.onChain.includeStderr",
                 actual.include_stderr == expected.include_stderr,
+            );
+            check(
+                "spec.onChain.blockTimestampNs",
+                actual.block_timestamp_ns == expected.block_timestamp_ns,
+            );
+            check(
+                "spec.onChain.seedPublicKey",
+                actual.seed_public_key == expected.seed_public_key,
             );
         }
         (actual, expected) => check("spec.onChain", actual.is_some() == expected.is_some()),

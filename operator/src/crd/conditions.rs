@@ -96,6 +96,10 @@ pub enum Reason {
     SecretsUnavailable,
     SecretsUnreadable,
     SecretsInvalid,
+    /// The request recorded a seed key the operator does not hold (its run cannot be seeded).
+    SeedKeyUnavailable,
+    /// A compile-only request's module is built (nothing runs).
+    CompiledOnly,
     // ExecutionRequest: the yield window and reporting.
     YieldDeadline,
     YieldTimedOut,
@@ -159,6 +163,8 @@ impl Reason {
         Self::SecretsUnavailable,
         Self::SecretsUnreadable,
         Self::SecretsInvalid,
+        Self::SeedKeyUnavailable,
+        Self::CompiledOnly,
         Self::YieldDeadline,
         Self::YieldTimedOut,
         Self::Reporting,
@@ -209,6 +215,8 @@ impl Reason {
             Self::SecretsUnavailable => "SecretsUnavailable",
             Self::SecretsUnreadable => "SecretsUnreadable",
             Self::SecretsInvalid => "SecretsInvalid",
+            Self::SeedKeyUnavailable => "SeedKeyUnavailable",
+            Self::CompiledOnly => "CompiledOnly",
             Self::YieldDeadline => "YieldDeadline",
             Self::YieldTimedOut => "YieldTimedOut",
             Self::Reporting => "Reporting",

@@ -54,6 +54,15 @@ pub struct Limits {
     pub max_execution_seconds: u64,
 }
 
+impl Limits {
+    /// What a compile-only request that named no limits carries: the smallest valid, never used.
+    pub const COMPILE_ONLY: Limits = Limits {
+        max_instructions: 1,
+        max_memory_mb: 1,
+        max_execution_seconds: 1,
+    };
+}
+
 /// How the output is interpreted and handed back, as in the contract.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ResponseFormat {
@@ -87,12 +96,30 @@ pub struct OnChain {
     #[schemars(regex(pattern = r"^[0-9]{1,40}$"))]
     pub deposit: String,
     pub block_height: u64,
+    /// The request block's timestamp (ns since the Unix epoch): what a seeded run's clock reads.
+    #[serde(default)]
+    pub block_timestamp_ns: u64,
     /// Block height after which the contract's yield times out (request block + 200).
     pub yield_deadline_height: u64,
     /// The request asked for the guest's whole error on chain (`params.include_stderr`); otherwise a
     /// failure is reported as a fixed kind and at most its first 256 bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub include_stderr: bool,
+    /// The seed key the request recorded (`ed25519:<base58>`): its signature seeds the run (see the
+    /// operator's `seed` module). Absent when the contract had none then: the run is not seeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_public_key: Option<String>,
+}
+
+/// A kubectl request's opt-in to deterministic mode: the guest's randomness comes from `seed` and its
+/// clock reads `unixTimeNs`, so the run replays exactly. On-chain requests are seeded by the chain.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeterministicSpec {
+    #[schemars(length(min = 1, max = 256))]
+    pub seed: String,
+    #[serde(default)]
+    pub unix_time_ns: u64,
 }
 
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -129,6 +156,13 @@ pub struct ExecutionRequestSpec {
     pub response_format: ResponseFormat,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_ref: Option<SecretsRef>,
+    /// Only compile: the request is answered with the module's sha256, size and compile time, and
+    /// nothing runs (`limits` are unused). How a client warms the cache for a commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compile_only: bool,
+    /// kubectl requests only: run deterministically with this seed and clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deterministic: Option<DeterministicSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_chain: Option<OnChain>,
 }
@@ -181,6 +215,13 @@ pub struct ExecutionRequestStatus {
     /// The build driver's name and version, from the CompileJob; part of the evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiler: Option<String>,
+    /// The seed signature the run was seeded with (on-chain requests that recorded a seed key); part
+    /// of the evidence: SHA-256 of its bytes is the run's seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_signature: Option<String>,
+    /// The run was deterministic (seeded randomness, the request block's clock): it replays exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deterministic: Option<bool>,
     /// stdout, bounded by the operator's status output limit (64 KiB by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -384,6 +425,8 @@ mod tests {
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         };
         let json = serde_json::to_value(&spec).unwrap();

@@ -15,8 +15,8 @@ pub use conditions::{
     conditions_schema, set_condition,
 };
 pub use execution_request::{
-    CodeRef, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus, Limits,
-    MAX_EXECUTION_SECONDS, MAX_INPUT_BYTES, MAX_INSTRUCTIONS, MAX_MEMORY_MB, OnChain,
+    CodeRef, DeterministicSpec, ExecutionRequest, ExecutionRequestSpec, ExecutionRequestStatus,
+    Limits, MAX_EXECUTION_SECONDS, MAX_INPUT_BYTES, MAX_INSTRUCTIONS, MAX_MEMORY_MB, OnChain,
     OutputEncoding, Phase, ResponseFormat, RunOutcome, SecretsRef, SignedResolve,
     format_duration_ms, format_near,
 };

@@ -16,6 +16,7 @@ use super::hardening::{container_security_context, pod_security_context, sandbox
 use crate::config::OperatorConfig;
 use crate::crd::{ExecutionRequest, ResponseFormat};
 use crate::sealing::unseal::ENV_FILE_KEY;
+use crate::seed::RunSeed;
 use crate::{Error, Result};
 
 pub const EXECUTOR_CONTAINER: &str = "executor";
@@ -79,6 +80,7 @@ pub fn executor_pod(
     module_sha256: &str,
     retries: u32,
     env_secret: Option<&str>,
+    seed: Option<&RunSeed>,
     config: &OperatorConfig,
 ) -> Result<ExecutorPod> {
     let (name, namespace, owner) = super::owner_identity(execution)?;
@@ -136,6 +138,15 @@ pub fn executor_pod(
         args.extend([
             "--env-file".to_string(),
             format!("{SECRETS_MOUNT}/{ENV_FILE_KEY}"),
+        ]);
+    }
+    if let Some(seed) = seed {
+        args.extend([
+            "--deterministic".to_string(),
+            "--seed".to_string(),
+            seed.seed.clone(),
+            "--fixed-unix-time-ns".to_string(),
+            seed.unix_time_ns.to_string(),
         ]);
     }
     if let Some(on_chain) = &spec.on_chain {
@@ -226,6 +237,7 @@ pub fn assignment(
     execution: &ExecutionRequest,
     module_sha256: &str,
     secrets: BTreeMap<String, String>,
+    seed: Option<&RunSeed>,
     config: &OperatorConfig,
 ) -> Result<outlayer_executor::handoff::Assignment> {
     if !is_sha256_hex(module_sha256) {
@@ -241,7 +253,10 @@ pub fn assignment(
         max_execution_seconds: spec.limits.max_execution_seconds,
         max_output_bytes: config.executor_max_output_bytes,
         response_format: response_format_arg(spec.response_format).to_string(),
-        deterministic: None,
+        deterministic: seed.map(|seed| outlayer_executor::handoff::DeterministicAssignment {
+            seed: seed.seed.clone(),
+            fixed_unix_time_ns: seed.unix_time_ns,
+        }),
         sender_id: on_chain.map(|c| c.sender.clone()).unwrap_or_default(),
         request_id: on_chain
             .map(|c| c.request_id.to_string())
@@ -483,6 +498,8 @@ mod tests {
                 },
                 response_format: ResponseFormat::Json,
                 secrets_ref: None,
+                compile_only: false,
+                deterministic: None,
                 on_chain: None,
             },
         );
@@ -502,6 +519,7 @@ mod tests {
             &execution("req-1"),
             SHA,
             0,
+            None,
             None,
             &OperatorConfig::default(),
         )
@@ -550,6 +568,7 @@ mod tests {
             SHA,
             0,
             None,
+            None,
             &OperatorConfig::default(),
         )
         .unwrap();
@@ -586,6 +605,8 @@ mod tests {
             sender: "alice.near".to_string(),
             deposit: "1".to_string(),
             block_height: 1234,
+            block_timestamp_ns: 0,
+            seed_public_key: None,
             yield_deadline_height: 1434,
             include_stderr: false,
         });
@@ -594,7 +615,7 @@ mod tests {
             runtime_class_name: Some("gvisor".to_string()),
             ..OperatorConfig::default()
         };
-        let spec = executor_pod(&execution, SHA, 0, None, &config)
+        let spec = executor_pod(&execution, SHA, 0, None, None, &config)
             .unwrap()
             .pod
             .spec
@@ -611,13 +632,13 @@ mod tests {
     fn bad_module_hashes_and_unsaved_requests_are_refused() {
         let config = OperatorConfig::default();
         assert!(matches!(
-            executor_pod(&execution("a"), "../../etc/passwd", 0, None, &config),
+            executor_pod(&execution("a"), "../../etc/passwd", 0, None, None, &config),
             Err(Error::InvalidModuleHash(_))
         ));
         let mut unsaved = execution("a");
         unsaved.metadata.uid = None;
         assert!(matches!(
-            executor_pod(&unsaved, SHA, 0, None, &config),
+            executor_pod(&unsaved, SHA, 0, None, None, &config),
             Err(Error::MissingMetadata("metadata.uid"))
         ));
     }
@@ -631,6 +652,8 @@ mod tests {
             sender: "alice.near".to_string(),
             deposit: "1".to_string(),
             block_height: 1234,
+            block_timestamp_ns: 0,
+            seed_public_key: None,
             yield_deadline_height: 1434,
             include_stderr: false,
         });
@@ -639,8 +662,8 @@ mod tests {
             ..OperatorConfig::default()
         };
         let secrets = BTreeMap::from([("API_KEY".to_string(), "v".to_string())]);
-        let handed = assignment(&execution, SHA, secrets.clone(), &config).unwrap();
-        let cold = executor_pod(&execution, SHA, 0, None, &config).unwrap();
+        let handed = assignment(&execution, SHA, secrets.clone(), None, &config).unwrap();
+        let cold = executor_pod(&execution, SHA, 0, None, None, &config).unwrap();
         let args = cold.pod.spec.unwrap().containers[0].args.clone().unwrap();
         assert_eq!(handed.module_sha256, SHA);
         assert_eq!(handed.input, "hello");
@@ -661,7 +684,7 @@ mod tests {
             assert_eq!(arg_after(&args, flag), Some(value.as_str()), "{flag}");
         }
         assert_eq!(handed.secrets, secrets);
-        assert!(assignment(&execution, "../x", BTreeMap::new(), &config).is_err());
+        assert!(assignment(&execution, "../x", BTreeMap::new(), None, &config).is_err());
     }
 
     #[test]

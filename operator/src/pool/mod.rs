@@ -420,6 +420,7 @@ impl WarmPool {
         module_sha256: &str,
         attempt: u32,
         env_secret: Option<&str>,
+        seed: Option<&crate::seed::RunSeed>,
     ) -> Result<Option<String>> {
         let Some(class) = plan::class_for(
             execution.spec.limits.max_memory_mb,
@@ -432,7 +433,7 @@ impl WarmPool {
             Some(name) => self.read_env_secret(name).await?,
             None => BTreeMap::new(),
         };
-        let handed = assignment(execution, module_sha256, secrets, &self.config)?;
+        let handed = assignment(execution, module_sha256, secrets, seed, &self.config)?;
         let Some(claimed) = self.claim(execution, attempt, class).await? else {
             self.metrics.warm_claim(WarmClaim::MissEmpty);
             self.wake.notify_one();

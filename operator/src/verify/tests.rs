@@ -92,6 +92,7 @@ fn replay(value: Option<&str>, instructions: u64) -> Replay {
         failure: value.is_none().then(|| "guest trapped".to_string()),
         instructions,
         nondeterministic: false,
+        seeded: false,
     }
 }
 
@@ -147,7 +148,7 @@ fn report(module: Check, output: Check, instructions: Check) -> Report {
         repo: "https://github.com/o/r".to_string(),
         commit: "01".repeat(20),
         source_to_module: module,
-        seed: seed_check(),
+        seed: Check::not_checked("no seed key"),
         output,
         instructions,
         build_seconds: 1.0,
@@ -201,6 +202,7 @@ fn the_module_check_reads_the_evidence() {
         commit: None,
         toolchain: None,
         compiler: None,
+        seed_signature: None,
     };
     assert!(matches!(
         module_check(Some(&evidence), &"ab".repeat(32), "rustc 1.95.0"),
@@ -230,4 +232,82 @@ fn randomness_and_clocks_are_found_in_the_imports() {
     .unwrap();
     assert!(!imports_nondeterminism(&plain));
     assert!(imports_nondeterminism(&random));
+}
+
+/// The honest record with a seed key on the request and `key`'s signature on the answer.
+fn seeded_record(signer: &str) -> ChainRecord {
+    let operator = near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, "operator");
+    let mut record = read_record(&honest_receipts(), CONTRACT, None).unwrap();
+    record.request.seed_public_key = Some(operator.public_key().to_string().parse().unwrap());
+    let key = near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, signer);
+    let message = outlayer_contract::seed_message(CONTRACT, 3, &record.request.data_id);
+    record.completed.evidence.as_mut().unwrap().seed_signature =
+        Some(key.sign(&message).to_string());
+    record
+}
+
+#[test]
+fn the_seed_check_reads_the_signature_against_the_recorded_key() {
+    let (check, seed) = seed_check(&seeded_record("operator"), CONTRACT);
+    assert!(
+        matches!(check, Check::Match { ref detail } if detail.starts_with("signed by ed25519:"))
+    );
+    // The seed is SHA-256 of the signature, as the operator's executor got it.
+    let record = seeded_record("operator");
+    let signature = record.completed.evidence.unwrap().seed_signature.unwrap();
+    let bytes = outlayer_contract::decode_seed_signature(&signature).unwrap();
+    assert_eq!(seed, Some(crate::seed::seed_of(&bytes)));
+
+    // Another key's signature, or one for another contract, is invalid.
+    let (check, seed) = seed_check(&seeded_record("mallory"), CONTRACT);
+    assert!(matches!(check, Check::Mismatch { .. }), "{check:?}");
+    assert_eq!(seed, None);
+    let (check, _) = seed_check(&seeded_record("operator"), "other.test");
+    assert!(matches!(check, Check::Mismatch { .. }), "{check:?}");
+
+    // No key recorded: nothing to check, and that does not fail the verification.
+    let (check, seed) = seed_check(
+        &read_record(&honest_receipts(), CONTRACT, None).unwrap(),
+        CONTRACT,
+    );
+    assert!(matches!(check, Check::NotChecked { ref reason } if reason.contains("not seeded")));
+    assert_eq!(seed, None);
+}
+
+#[test]
+fn an_invalid_seed_prints_invalid_and_exits_1() {
+    let mut report = report(ok(), ok(), ok());
+    report.seed = Check::Mismatch {
+        expected: "the key's signature".to_string(),
+        got: "another".to_string(),
+    };
+    assert_eq!(report.exit_code(), 1);
+    assert!(report.render_text().contains("seed: INVALID"));
+    report.seed = ok();
+    assert_eq!(report.exit_code(), 0);
+    assert!(report.render_text().contains("seed: valid"));
+}
+
+#[test]
+fn a_seeded_random_guest_is_held_to_its_output() {
+    let record = read_record(&honest_receipts(), CONTRACT, None).unwrap();
+    let mut random = replay(Some(r#"{"a":2}"#), 42);
+    random.nondeterministic = true;
+    random.seeded = true;
+    let (output, _) = run_checks(&record, &random);
+    assert!(matches!(output, Check::Mismatch { .. }), "{output:?}");
+}
+
+#[test]
+fn a_cache_inside_a_cargo_workspace_is_named_before_cargo_trips_on_it() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        root.path().join("Cargo.toml"),
+        "[workspace]\nmembers = []\n",
+    )
+    .unwrap();
+    let cache = root.path().join("target").join("verify");
+    assert_eq!(enclosing_workspace(&cache), Some(root.path().to_path_buf()));
+    let outside = tempfile::tempdir().unwrap();
+    assert_eq!(enclosing_workspace(outside.path()), None);
 }

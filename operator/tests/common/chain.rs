@@ -123,6 +123,8 @@ impl ChainEnv {
             self.repos.path().display()
         )];
         config.cache_mount_path = Some(self.env.cache.path().to_path_buf());
+        // As `run --contract-id` sets it: guests read it as NEAR_CONTRACT_ID.
+        config.contract_id = Some("outlayer.localnet".to_string());
         config.on_chain.expected_block_time = self.block_time;
         config.on_chain.poll_interval = Duration::from_millis(200);
         config.on_chain.pricing_sync_interval = Duration::from_secs(1);

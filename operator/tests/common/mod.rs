@@ -53,6 +53,8 @@ pub fn request(name: &str, repo: &str, commit: &str, input: &str) -> crd::Execut
             },
             response_format: crd::ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
     )

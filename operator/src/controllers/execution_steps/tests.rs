@@ -35,6 +35,8 @@ fn kubectl() -> ExecutionRequest {
             },
             response_format: ResponseFormat::Text,
             secrets_ref: None,
+            compile_only: false,
+            deterministic: None,
             on_chain: None,
         },
     );
@@ -51,6 +53,8 @@ fn on_chain() -> ExecutionRequest {
         sender: "alice.near".to_string(),
         deposit: "1000000000000000000000000".to_string(),
         block_height: 800,
+        block_timestamp_ns: 0,
+        seed_public_key: None,
         yield_deadline_height: DEADLINE_HEIGHT,
         include_stderr: false,
     });
@@ -161,7 +165,8 @@ fn pod(observed: Observed, pod: PodObservation) -> Observed {
 
 fn missing_pod(observed: Observed, secrets: SecretsStep) -> Observed {
     with(pod(observed, PodObservation::Missing), |o| {
-        o.secrets = Some(secrets)
+        o.secrets = Some(secrets);
+        o.seed = Some(SeedStep::Free);
     })
 }
 
@@ -315,6 +320,7 @@ fn asks_again(look: &Look, observed: &Observed) -> bool {
         Look::Module { .. } => observed.module.is_some(),
         Look::Pod => observed.pod.is_some(),
         Look::Secrets { .. } => observed.secrets.is_some(),
+        Look::Seed => observed.seed.is_some(),
         Look::StoredOutput { .. } => observed.stored_output.is_some(),
         Look::ChainHead => observed.head.is_some(),
         Look::RequestOnChain => observed.request.is_some(),
@@ -483,9 +489,17 @@ fn before_the_module_is_ready() {
 fn starting_the_executor_pod() {
     check(vec![
         (
-            "no pod: the secrets first",
+            "no pod: the seed first",
             kubectl(),
             pod(unbounded(), PodObservation::Missing),
+            "look Seed",
+        ),
+        (
+            "no pod: then the secrets",
+            kubectl(),
+            with(pod(unbounded(), PodObservation::Missing), |o| {
+                o.seed = Some(SeedStep::Free);
+            }),
             "look Secrets { sha256: \"ab12\", reachable: None }",
         ),
         (
@@ -497,7 +511,9 @@ fn starting_the_executor_pod() {
         (
             "no pod, just enough time on chain",
             on_chain(),
-            pod(seconds_left(15), PodObservation::Missing),
+            with(pod(seconds_left(15), PodObservation::Missing), |o| {
+                o.seed = Some(SeedStep::Free);
+            }),
             "look Secrets { sha256: \"ab12\", reachable: None }",
         ),
         (
@@ -514,6 +530,7 @@ fn starting_the_executor_pod() {
                 |o| {
                     o.pod = Some(PodObservation::Missing);
                     o.secrets = Some(SecretsStep::Ready(None));
+                    o.seed = Some(SeedStep::Free);
                 },
             ),
             "phase=Executing note=ExecutorStarted before=StartPod await",
@@ -839,6 +856,66 @@ fn compiling_records_the_compile_job_and_why_it_waits() {
 }
 
 #[test]
+fn a_seeded_run_starts_with_its_seed_and_records_the_signature() {
+    let signature = near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, "k")
+        .sign(b"seed message")
+        .to_string();
+    let seed = RunSeed {
+        seed: "5e".repeat(32),
+        unix_time_ns: 1_700_000_000_000_000_000,
+        signature: Some(signature.clone()),
+    };
+    let observed = with(missing_pod(unbounded(), SecretsStep::Ready(None)), |o| {
+        o.seed = Some(SeedStep::Ready(seed.clone()));
+    });
+    let outcome = written(step(&kubectl(), &observed));
+    assert!(
+        matches!(&outcome.before[0], Effect::StartPod { seed: Some(s), .. } if *s == seed),
+        "{:?}",
+        outcome.before
+    );
+    let status = outcome.status.unwrap();
+    assert_eq!(status.seed_signature.as_ref(), Some(&signature));
+    assert_eq!(status.deterministic, Some(true));
+    // The signature goes out with the answer.
+    let evidence = evidence(&ExecutionRequestStatus {
+        wasm_sha256: Some("ab".repeat(32)),
+        ..status
+    });
+    assert_eq!(evidence.and_then(|e| e.seed_signature), Some(signature));
+}
+
+#[test]
+fn a_run_that_cannot_be_seeded_is_not_started() {
+    // The seed is decided before the secrets: nothing is unsealed for a run that cannot start.
+    let unsealed_yet = with(pod(unbounded(), PodObservation::Missing), |o| {
+        o.seed = Some(SeedStep::Unavailable("recorded another key".to_string()));
+    });
+    check(vec![
+        (
+            "the seed first",
+            kubectl(),
+            pod(unbounded(), PodObservation::Missing),
+            "look Seed",
+        ),
+        (
+            "a key the operator does not hold fails the run",
+            kubectl(),
+            unsealed_yet,
+            "phase=Failed warn=SeedKeyUnavailable finished=failed/SeedKeyUnavailable cleanup",
+        ),
+        (
+            "a key not loaded yet waits",
+            kubectl(),
+            with(pod(unbounded(), PodObservation::Missing), |o| {
+                o.seed = Some(SeedStep::Waiting("waiting for the seed key".to_string()));
+            }),
+            "phase=- requeue=10s",
+        ),
+    ]);
+}
+
+#[test]
 fn a_started_pod_records_the_module_and_attempt() {
     let outcome = written(step(
         &kubectl(),
@@ -853,6 +930,7 @@ fn a_started_pod_records_the_module_and_attempt() {
             sha256: "ab12".to_string(),
             attempt: 0,
             env_secret: Some("req-1-env".to_string()),
+            seed: None,
         }
     );
     let status = outcome.status.unwrap();
@@ -1316,6 +1394,7 @@ fn the_response_carries_the_module_and_build_identity_as_evidence() {
         commit: status.resolved_commit.clone(),
         toolchain: status.toolchain.clone(),
         compiler: status.compiler.clone(),
+        seed_signature: None,
     };
     let ok = response_of(ResponseFormat::Json, &status, true).unwrap();
     assert_eq!(ok.evidence.as_ref(), Some(&expected));
@@ -1375,4 +1454,68 @@ fn a_request_waiting_for_its_module_says_what_is_being_made() {
         )),
         "waiting for CompileJob cj-1 to download https://m.example/x.wasm"
     );
+}
+
+fn compile_only(mut request: ExecutionRequest) -> ExecutionRequest {
+    request.spec.compile_only = true;
+    request
+}
+
+#[test]
+fn a_compile_only_request_is_answered_when_its_module_is_built() {
+    check(vec![
+        (
+            "building: waits like any request",
+            compile_only(kubectl()),
+            module(unbounded(), building()),
+            "phase=Compiling note=Compiling await",
+        ),
+        (
+            "built, kubectl: succeeds without a pod, secrets or seed",
+            compile_only(kubectl()),
+            module(unbounded(), cached()),
+            "phase=Succeeded note=CompiledOnly finished=succeeded/CompiledOnly cleanup",
+        ),
+        (
+            "built, on chain: reports",
+            compile_only(on_chain()),
+            module(seconds_left(100), cached()),
+            "phase=Reporting await",
+        ),
+        (
+            "a failed build fails it",
+            compile_only(kubectl()),
+            module(unbounded(), compile_failed()),
+            "phase=Failed warn=CompileFailed finished=failed/CompileFailed cleanup",
+        ),
+    ]);
+    // The answer: the module's hash, size and whether it was cached, as JSON whatever the format.
+    let mut built = compile_job(Some((true, Reason::ModuleReady)), Some("ab12"));
+    if let ModuleObservation::CompileJob { status, .. } = &mut built {
+        status.size_bytes = Some(4_096);
+    }
+    let outcome = written(step(
+        &compile_only(on_chain()),
+        &module(seconds_left(100), built),
+    ));
+    let status = outcome.status.unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_str(status.output.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"wasm_sha256": "ab12", "size_bytes": 4096, "compile_time_ms": null, "cached": true})
+    );
+    let reported = with_status(compile_only(on_chain()), |s| *s = status.clone());
+    let response = execution_response(
+        ResponseFormat::Json,
+        reported.status.as_ref().unwrap(),
+        status.outcome.as_ref().unwrap(),
+        None,
+        7,
+        false,
+    )
+    .unwrap();
+    assert!(response.success);
+    assert_eq!(response.resources_used.instructions, 0);
+    assert!(matches!(response.output, Some(ExecutionOutput::Json(_))));
 }

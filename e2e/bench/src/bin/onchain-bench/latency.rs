@@ -56,7 +56,14 @@ pub async fn once(
     observer: &Observer,
     input: &str,
 ) -> anyhow::Result<Result<Sample, String>> {
-    let settled = user::request(&bench.user, &bench.commit, input, SETTLE_TIMEOUT).await?;
+    let settled = user::request(
+        &bench.user,
+        &bench.commit,
+        input,
+        bench.compile_only,
+        SETTLE_TIMEOUT,
+    )
+    .await?;
     let timeline = observer
         .wait_all(&[settled.execution_name()], OBSERVE_TIMEOUT, |_| {})
         .await?;

@@ -58,6 +58,10 @@ struct Cli {
     /// takes `target/release` when the binary is there, else `target/debug`.
     #[arg(long, value_enum, default_value_t = env::Binaries::Auto)]
     binaries: env::Binaries,
+    /// Requests ask only to compile (`params.compile_only`; the module is cached): nothing runs, so
+    /// the figures are the watcher → report → resolve path alone, without pods.
+    #[arg(long)]
+    compile_only: bool,
     /// Skip steps: latency, throughput (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -108,9 +112,15 @@ async fn main() -> anyhow::Result<()> {
         machine::in_process_profile()
     );
     println!(
-        "settings: runs {runs}, burst {burst}, block time {} ms, poll interval(s) {:?} ms, \
+        "settings: runs {runs}, burst {burst}, block time {} ms, poll interval(s) {:?} ms, {}, \
          operator otherwise at its defaults (chain client, yield planning, 16 concurrent reconciles)",
-        cli.block_time_ms, cli.poll_interval_ms
+        cli.block_time_ms,
+        cli.poll_interval_ms,
+        if cli.compile_only {
+            "compile-only requests (nothing runs)"
+        } else {
+            "requests run the echo guest"
+        }
     );
 
     println!(
@@ -121,8 +131,9 @@ async fn main() -> anyhow::Result<()> {
             "node agent"
         }
     );
-    let bench =
+    let mut bench =
         ChainBench::start(block_time, &executor, &compiler, contract, cli.real_node).await?;
+    bench.compile_only = cli.compile_only;
     let api: Api<ExecutionRequest> = Api::namespaced(bench.env.cluster.client(), NAMESPACE);
     let observer = timeline::Observer::start(api).await?;
     let poll = |ms: u64| Duration::from_millis(ms);

@@ -65,6 +65,8 @@ pub struct ChainBench {
     pub user: ChainClient,
     /// Views and transaction look-ups only (no key).
     pub viewer: ChainClient,
+    /// Requests ask only to compile (`params.compile_only`): nothing runs.
+    pub compile_only: bool,
 }
 
 impl ChainBench {
@@ -137,6 +139,7 @@ impl ChainBench {
             mirror,
             user,
             viewer,
+            compile_only: false,
         })
     }
 

@@ -41,9 +41,10 @@ pub async fn run(
         .map(|i| {
             let client = bench.user.clone();
             let commit = bench.commit.clone();
+            let compile_only = bench.compile_only;
             let input = format!("{label} burst {i}");
             tokio::spawn(async move {
-                user::request(&client, &commit, &input, SETTLE_TIMEOUT)
+                user::request(&client, &commit, &input, compile_only, SETTLE_TIMEOUT)
                     .await
                     .map_err(|e| format!("{input}: {e:#}"))
             })

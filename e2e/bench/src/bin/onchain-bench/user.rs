@@ -30,20 +30,26 @@ impl Settled {
 /// Sends the request and waits for the user's transaction to finish, which happens only once the
 /// request is answered or timed out: `call_function` may give up waiting first (`Unconfirmed`), and
 /// then the transaction is followed by its hash, as a wallet would.
+/// `compile_only`: the request asks only to compile (`params.compile_only`); with the module
+/// cached, nothing runs and it is answered with the module's hash.
 pub async fn request(
     user: &ChainClient,
     commit: &str,
     input: &str,
+    compile_only: bool,
     timeout: Duration,
 ) -> anyhow::Result<Settled> {
     let contract = account(CONTRACT)?;
-    let args = json!({
+    let mut args = json!({
         "code_source": {"repo": REPO, "commit": commit},
         "resource_limits": {"max_instructions": 1_000_000_000u64, "max_memory_mb": 64,
                             "max_execution_seconds": 10},
         "input_data": input,
         "response_format": "Text"
     });
+    if compile_only {
+        args["params"] = json!({"compile_only": true});
+    }
     let deadline = Instant::now() + timeout;
     let outcome = match user
         .call_function(
@@ -87,7 +93,8 @@ pub async fn request(
         })?;
     let answered = match &outcome.status {
         CallStatus::Success(bytes) => match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::String(output)) if output == input => Ok(()),
+            Ok(Value::String(output)) if output == input && !compile_only => Ok(()),
+            Ok(answer) if compile_only && answer["wasm_sha256"].is_string() => Ok(()),
             Ok(other) => Err(format!("returned {other}")),
             Err(_) => Err(format!("returned {}", String::from_utf8_lossy(bytes))),
         },
