@@ -231,10 +231,11 @@ async fn modules_by_url_are_fetched_once_by_hash_and_refusals_say_why() {
     operator.stop().await;
 }
 
-/// The same on chain: OutLayer's `source: {"WasmUrl": …}` is stored, announced and run; a wrong hash
-/// is answered at once as a failure whose public error names the URL as the request did.
+/// The same on chain: OutLayer's `source: {"WasmUrl": …}` is stored, announced and run; a compile-only
+/// request warms the cache for the hash (another URL then downloads nothing); a wrong hash is answered
+/// at once as a failure whose public error names the URL as the request did.
 #[tokio::test]
-async fn a_wasm_url_request_on_chain_runs_and_a_wrong_hash_names_the_url() {
+async fn a_wasm_url_request_on_chain_is_warmed_runs_and_a_wrong_hash_names_the_url() {
     let echo = std::fs::read(artifact(
         "wasm32-wasip1/release/example-echo.wasm",
         "scripts/build-wasm",
@@ -242,14 +243,17 @@ async fn a_wasm_url_request_on_chain_runs_and_a_wrong_hash_names_the_url() {
     .unwrap();
     let echo_sha = sha(&echo);
     let mirror = HttpsMirror::start().await.unwrap();
-    mirror.route(
-        "/echo.wasm",
-        Route::Body {
-            bytes: echo,
-            content_length: true,
-        },
-    );
+    for path in ["/echo.wasm", "/warm/echo.wasm"] {
+        mirror.route(
+            path,
+            Route::Body {
+                bytes: echo.clone(),
+                content_length: true,
+            },
+        );
+    }
     let url = mirror.url("/echo.wasm");
+    let warm_url = mirror.url("/warm/echo.wasm");
     let net = ChainEnv::start(std::time::Duration::from_millis(500)).await;
     let mut config = net.config();
     config.compiler.url_fetch_allow_cidrs = vec!["127.0.0.1/32".to_string(), "::1/128".to_string()];
@@ -265,7 +269,22 @@ async fn a_wasm_url_request_on_chain_runs_and_a_wrong_hash_names_the_url() {
         })
     };
 
-    // Upper-case hex as a client may send it: stored (and so fetched) in lower case.
+    // Compile-only warms the cache: the module is downloaded (nothing is compiled) and named.
+    let warm = net
+        .request_args(json!({
+            "source": {"WasmUrl": {"url": warm_url, "hash": echo_sha, "build_target": "wasm32-wasip1"}},
+            "params": {"compile_only": true}
+        }))
+        .await
+        .unwrap();
+    let answer = returned(&warm);
+    assert_eq!(answer["wasm_sha256"], echo_sha.as_str(), "{answer}");
+    assert_eq!(answer["size_bytes"], echo.len() as u64, "{answer}");
+    assert_eq!(answer["cached"], false, "{answer}");
+    assert_eq!(mirror.hits("/warm/echo.wasm"), 1);
+
+    // Upper-case hex as a client may send it: stored (and so fetched) in lower case. Another URL,
+    // the same hash: a cache hit, nothing downloaded.
     let outcome = net
         .request_args(args(&echo_sha.to_uppercase(), "a module by URL, on chain"))
         .await
@@ -275,13 +294,14 @@ async fn a_wasm_url_request_on_chain_runs_and_a_wrong_hash_names_the_url() {
     assert_eq!(requested["source_kind"], "WasmUrl");
     assert_eq!(requested["wasm_url"]["url"], url.as_str());
     assert_eq!(requested["wasm_url"]["hash"], echo_sha.as_str());
-    let status = common::chain::finished(&net.executions(), "req-0").await;
+    let status = common::chain::finished(&net.executions(), "req-1").await;
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
     assert_eq!(status.wasm_sha256.as_deref(), Some(echo_sha.as_str()));
+    assert_eq!(status.cache_hit, Some(true));
     let completed = event(&outcome, "execution_completed");
     assert_eq!(completed["success"], true);
     assert_eq!(completed["evidence"]["wasm_sha256"], echo_sha.as_str());
-    assert_eq!(mirror.hits("/echo.wasm"), 1);
+    assert_eq!(mirror.hits("/echo.wasm"), 0);
 
     let wrong = "0".repeat(64);
     let outcome = net.request_args(args(&wrong, "never runs")).await.unwrap();
