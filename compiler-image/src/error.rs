@@ -43,6 +43,20 @@ pub enum Error {
     ModuleTooLarge { size: u64, limit: u64 },
     #[error("invalid module: {0}")]
     InvalidModule(String),
+    /// A module URL (or a redirect's target) this operator does not fetch: its form, or where its
+    /// host resolves. `url` is the URL as the request (or the redirect) named it.
+    #[error("{url} is refused: {reason}")]
+    UrlRefused { url: String, reason: String },
+    #[error("downloading {url} failed: {detail}")]
+    Download { url: String, detail: String },
+    #[error("{url} is larger than the {limit}-byte download limit")]
+    DownloadTooLarge { url: String, limit: u64 },
+    #[error("the module at {url} has sha256 {actual}, not the requested {expected}")]
+    HashMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
     #[error("workspace {workspace} is not ready to build: {reason}")]
     NotFetched { workspace: PathBuf, reason: String },
     #[error("starting {program} for {step} failed: {source}")]
@@ -79,6 +93,10 @@ impl Error {
             Error::WorkspaceTooLarge { .. } => "workspaceTooLarge",
             Error::ModuleTooLarge { .. } => "moduleTooLarge",
             Error::InvalidModule(_) => "invalidModule",
+            Error::UrlRefused { .. } => "urlRefused",
+            Error::Download { .. } => "download",
+            Error::DownloadTooLarge { .. } => "downloadTooLarge",
+            Error::HashMismatch { .. } => "hashMismatch",
             Error::NotFetched { .. } => "notFetched",
             Error::Spawn { .. } => "spawn",
             Error::Io { .. } => "io",

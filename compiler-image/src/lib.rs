@@ -7,10 +7,14 @@
 //!   wasm32-wasip1`, validates the module ([`module`]) and publishes it to the cache
 //!   ([`publish`]) under its sha256.
 //!
+//! - [`download`]: `fetch-url`, a prebuilt module by URL (https, public addresses, size cap,
+//!   sha256 checked first), published by its hash; nothing is built.
+//!
 //! Both report one JSON object of at most 4096 bytes ([`report`]) and keep the full log in a file
 //! ([`log`]); child processes run under a deadline and a workspace-size cap ([`runner`]).
 
 pub mod build;
+pub mod download;
 pub mod error;
 pub mod fetch;
 pub mod log;

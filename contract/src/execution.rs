@@ -13,7 +13,7 @@ use crate::pricing::{Settlement, estimate_cost};
 use crate::types::{
     CodeSource, Evidence, ExecutionOutput, ExecutionRequest, ExecutionResponse, ExecutionSource,
     PendingRequest, RequestParams, ResourceLimits, ResourceMetrics, ResponseFormat,
-    SecretsReference, SourceKind, decode_seed_signature, public_error, seed_message,
+    SecretsReference, SourceKind, WasmUrlSource, decode_seed_signature, public_error, seed_message,
 };
 use crate::validation::{
     validate_code_source, validate_input, validate_limits, validate_request_params,
@@ -64,8 +64,10 @@ impl Contract {
             !self.paused,
             "the contract is paused: new execution requests are not accepted"
         );
-        let (code_source, source_kind) = code_source_of(code_source, source);
-        require_valid(validate_code_source(&code_source));
+        let (code_source, wasm_url, source_kind) = code_source_of(code_source, source);
+        if let Some(code_source) = &code_source {
+            require_valid(validate_code_source(code_source));
+        }
         let params = params.unwrap_or_default();
         require_valid(validate_request_params(&params));
         // A request that asks only to compile (OutLayer's `params.compile_only`, or no limits) warms
@@ -129,6 +131,7 @@ impl Contract {
             data_id: data_id.clone(),
             sender_id: env::predecessor_account_id(),
             code_source,
+            wasm_url,
             source_kind,
             payer_account_id,
             resource_limits,
@@ -441,13 +444,15 @@ impl Contract {
     }
 }
 
-/// Exactly one of the two shapes names the code; both become the stored [`CodeSource`].
+/// Exactly one of the two shapes names the code: a repository (`code_source`, or `source.GitHub`,
+/// both stored as the same [`CodeSource`]) or a prebuilt module (`source.WasmUrl`, validated and
+/// stored as sent, its hash in lower case).
 fn code_source_of(
     code_source: Option<CodeSource>,
     source: Option<ExecutionSource>,
-) -> (CodeSource, SourceKind) {
+) -> (Option<CodeSource>, Option<WasmUrlSource>, SourceKind) {
     match (code_source, source) {
-        (Some(code_source), None) => (code_source, SourceKind::CodeSource),
+        (Some(code_source), None) => (Some(code_source), None, SourceKind::CodeSource),
         (
             None,
             Some(ExecutionSource::GitHub {
@@ -456,11 +461,12 @@ fn code_source_of(
                 build_target,
             }),
         ) => (
-            CodeSource {
+            Some(CodeSource {
                 repo,
                 commit,
                 build_target,
-            },
+            }),
+            None,
             SourceKind::GitHub,
         ),
         (
@@ -472,20 +478,23 @@ fn code_source_of(
             }),
         ) => {
             require_valid(validate_wasm_url(&url, &hash, &build_target));
-            // Honest refusal rather than a request no operator would pick up: the operator compiles
-            // from repositories only, so a stored WasmUrl request would just time out.
-            env::panic_str(
-                "source WasmUrl is not supported yet: this OutLayer deployment runs code from \
-                 GitHub only; use source {\"GitHub\": {repo, commit}} or code_source",
+            (
+                None,
+                Some(WasmUrlSource {
+                    url,
+                    hash: hash.to_ascii_lowercase(),
+                    build_target,
+                }),
+                SourceKind::WasmUrl,
             )
         }
         (Some(_), Some(_)) => env::panic_str(
             "give the code once: either code_source {repo, commit, build_target?} or source \
-             {\"GitHub\": {...}}, not both",
+             {\"GitHub\": {...}} / {\"WasmUrl\": {...}}, not both",
         ),
         (None, None) => env::panic_str(
             "the code to run is missing: pass code_source {repo, commit, build_target?} or source \
-             {\"GitHub\": {repo, commit, build_target?}}",
+             {\"GitHub\": {repo, commit, build_target?}} / {\"WasmUrl\": {url, hash, build_target}}",
         ),
     }
 }
@@ -788,12 +797,40 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "source WasmUrl is not supported yet")]
-    fn wasm_url_sources_are_validated_then_refused_as_not_supported_yet() {
+    fn wasm_url_sources_are_stored_and_reported_as_sent() {
+        let mut contract = contract();
+        let source = ExecutionSource::WasmUrl {
+            url: "https://example.com/m.wasm?v=2".to_string(),
+            hash: "AB".repeat(32),
+            build_target: "wasm32-wasip1".to_string(),
+        };
+        request_with_source(&mut contract, source, None);
+        let stored = contract.get_request(0).unwrap();
+        assert_eq!(stored.source_kind, SourceKind::WasmUrl);
+        assert_eq!(stored.code_source, None);
+        let wasm_url = WasmUrlSource {
+            url: "https://example.com/m.wasm?v=2".to_string(),
+            hash: "ab".repeat(32),
+            build_target: "wasm32-wasip1".to_string(),
+        };
+        assert_eq!(stored.wasm_url.as_ref(), Some(&wasm_url));
+        // The operator's page and the event carry it the same way, without a code_source.
+        let pending = contract.get_pending_requests(None, None);
+        assert_eq!(pending[0].wasm_url.as_ref(), Some(&wasm_url));
+        let event = event("execution_requested");
+        assert_eq!(event["source_kind"], "WasmUrl");
+        assert_eq!(event["wasm_url"]["url"], "https://example.com/m.wasm?v=2");
+        assert_eq!(event["wasm_url"]["hash"], "ab".repeat(32));
+        assert!(event.get("code_source").is_none(), "{event}");
+    }
+
+    #[test]
+    #[should_panic(expected = "source.WasmUrl.hash must be the module's sha256")]
+    fn wasm_url_sources_need_a_sha256() {
         let mut contract = contract();
         let source = ExecutionSource::WasmUrl {
             url: "https://example.com/m.wasm".to_string(),
-            hash: "ab".repeat(32),
+            hash: "abc".to_string(),
             build_target: "wasm32-wasip1".to_string(),
         };
         request_with_source(&mut contract, source, None);

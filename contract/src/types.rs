@@ -52,6 +52,18 @@ pub enum ExecutionSource {
     },
 }
 
+/// A prebuilt module by URL, as `source: {"WasmUrl": {url, hash, build_target}}` named it (the hash
+/// stored in lower case). The operator downloads it (https, public addresses only, size-capped),
+/// checks the sha256 before anything uses the bytes and caches it by that hash; nothing is built.
+#[near(serializers = [json, borsh])]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WasmUrlSource {
+    pub url: String,
+    /// The module's sha256, 64 lower-case hex characters.
+    pub hash: String,
+    pub build_target: String,
+}
+
 /// Which argument of `request_execution` named the code: the seed's flat `code_source`, or OutLayer's
 /// `source` enum with its variant. The code itself is always stored as a [`CodeSource`], so the
 /// operator handles every kind the same way; this only tells clients and indexers what was sent.
@@ -64,6 +76,9 @@ pub enum SourceKind {
     CodeSource,
     /// `source: {"GitHub": {repo, commit, build_target?}}`.
     GitHub,
+    /// `source: {"WasmUrl": {url, hash, build_target}}`: the request has `wasm_url` and no
+    /// `code_source`.
+    WasmUrl,
 }
 
 /// OutLayer's optional `params` of `request_execution`. Every option is off by default; the ones this
@@ -325,7 +340,12 @@ pub struct ExecutionRequest {
     /// The yield's data id (hex); the operator's resolve resumes it.
     pub data_id: String,
     pub sender_id: AccountId,
-    pub code_source: CodeSource,
+    /// The repository and commit, for every kind but `WasmUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_source: Option<CodeSource>,
+    /// The prebuilt module, for `source_kind: WasmUrl` (then `code_source` is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm_url: Option<WasmUrlSource>,
     /// Which argument named the code (`CodeSource` for requests stored before the field existed).
     #[serde(default)]
     pub source_kind: SourceKind,
@@ -384,7 +404,10 @@ pub struct PendingRequest {
     pub request_id: u64,
     pub data_id: String,
     pub sender_id: AccountId,
-    pub code_source: CodeSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_source: Option<CodeSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm_url: Option<WasmUrlSource>,
     #[serde(default)]
     pub source_kind: SourceKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -422,6 +445,7 @@ impl From<&ExecutionRequest> for PendingRequest {
             data_id: request.data_id.clone(),
             sender_id: request.sender_id.clone(),
             code_source: request.code_source.clone(),
+            wasm_url: request.wasm_url.clone(),
             source_kind: request.source_kind,
             payer_account_id: request.payer_account_id.clone(),
             resource_limits: request.resource_limits.clone(),

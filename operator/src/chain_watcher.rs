@@ -21,7 +21,7 @@ use crate::chain::{ChainClient, ChainError, ExecutionResponse, PendingRequest, R
 use crate::context::{Context, FIELD_MANAGER, Note};
 use crate::crd::{
     BUILD_TARGET_WASIP1, CodeRef, CompileSource, ExecutionRequest, ExecutionRequestSpec, Limits,
-    OnChain, Reason, ResponseFormat, SecretsRef,
+    ModuleUrl, OnChain, Reason, ResponseFormat, SecretsRef,
 };
 use crate::metrics::ControllerKind;
 use crate::{Error, Result};
@@ -365,21 +365,27 @@ pub fn execution_request(
     input: String,
     yield_timeout_blocks: u64,
 ) -> ExecutionRequest {
-    let code = &request.code_source;
+    let code = CodeRef {
+        source: request.code_source.as_ref().map(|code| CompileSource {
+            repo: code.repo.clone(),
+            commit: code.commit.clone(),
+            build_target: code
+                .build_target
+                .clone()
+                .unwrap_or_else(|| BUILD_TARGET_WASIP1.to_string()),
+        }),
+        // The contract validated the URL and the hash (64 hex, stored lower case); the CRD and the
+        // operator's fetch check them again.
+        module_url: request.wasm_url.as_ref().map(|wasm_url| ModuleUrl {
+            url: wasm_url.url.clone(),
+            sha256: wasm_url.hash.to_ascii_lowercase(),
+        }),
+        wasm_sha256: None,
+    };
     let mut execution = ExecutionRequest::new(
         &execution_name(request.request_id),
         ExecutionRequestSpec {
-            code: CodeRef {
-                source: Some(CompileSource {
-                    repo: code.repo.clone(),
-                    commit: code.commit.clone(),
-                    build_target: code
-                        .build_target
-                        .clone()
-                        .unwrap_or_else(|| BUILD_TARGET_WASIP1.to_string()),
-                }),
-                wasm_sha256: None,
-            },
+            code,
             input,
             limits: if request.compile_only && request.resource_limits.max_instructions == 0 {
                 // A compile-only request without limits runs nothing; the CRD wants limits anyway.
@@ -477,6 +483,31 @@ mod tests {
         assert_eq!(
             execution.metadata.labels.as_ref().unwrap()[REQUEST_ID_LABEL],
             "42"
+        );
+    }
+
+    #[test]
+    fn a_wasm_url_request_becomes_a_module_by_url() {
+        let request = pending(serde_json::json!({
+            "request_id": 43, "data_id": "3xQ", "sender_id": "client.near",
+            "source_kind": "WasmUrl",
+            "wasm_url": {"url": "https://modules.example/app.wasm", "hash": "AB".repeat(32),
+                         "build_target": "wasm32-wasip1"},
+            "resource_limits": {"max_instructions": 5_000_000u64, "max_memory_mb": 64,
+                                "max_execution_seconds": 7},
+            "input_data": "hi", "input_omitted": false,
+            "response_format": "Text", "payment": "1000", "created_at_block": 900,
+            "created_at_ns": 1
+        }));
+        let code = execution_request(&request, "hi".to_string(), 200).spec.code;
+        assert_eq!(code.source, None);
+        assert_eq!(code.wasm_sha256, None);
+        let module_url = code.module_url.unwrap();
+        assert_eq!(module_url.url, "https://modules.example/app.wasm");
+        assert_eq!(
+            module_url.sha256,
+            "ab".repeat(32),
+            "the CRD wants lower-case hex"
         );
     }
 }

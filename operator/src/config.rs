@@ -253,6 +253,33 @@ pub struct CompilerConfig {
         value_name = "PREFIX=REPLACEMENT"
     )]
     pub git_mirrors: Vec<String>,
+    /// Modules by URL: addresses the fetch Job may download from although they are not public (an
+    /// internal mirror, a test server); repeat or comma-separate. Empty by default: loopback,
+    /// private, link-local, unique-local and other non-public addresses are refused after DNS
+    /// resolution, on every redirect hop.
+    #[arg(
+        long = "url-fetch-allow-cidr",
+        env = "OUTLAYER_URL_FETCH_ALLOW_CIDRS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub url_fetch_allow_cidrs: Vec<String>,
+    /// Modules by URL: the largest body downloaded (enforced while it streams).
+    #[arg(
+        long = "url-fetch-max-bytes",
+        env = "OUTLAYER_URL_FETCH_MAX_BYTES",
+        default_value_t = outlayer_compiler::download::DEFAULT_MAX_DOWNLOAD_BYTES
+    )]
+    pub url_fetch_max_bytes: u64,
+    /// Modules by URL: a PEM file of extra trusted CAs (e.g. an internal mirror's), besides the
+    /// public roots built into the compiler. Read at start; handed to the fetch Job.
+    #[arg(
+        long = "url-fetch-ca-file",
+        env = "OUTLAYER_URL_FETCH_CA_FILE",
+        value_name = "PATH",
+        value_parser = read_pem_file
+    )]
+    pub url_fetch_ca_pem: Option<String>,
     /// Deadline of a fetch Job, in seconds.
     #[arg(long, env = "OUTLAYER_FETCH_TIMEOUT_SECONDS", default_value_t = 300)]
     pub fetch_timeout_seconds: u64,
@@ -311,6 +338,16 @@ pub struct CompilerConfig {
     /// repeatable.
     #[arg(long = "compiler-env", value_name = "KEY=VALUE", value_parser = key_value)]
     pub env: Vec<(String, String)>,
+}
+
+/// A CA bundle's text, read when the flag is parsed (a certificate is public: it may sit in a Job's
+/// environment).
+fn read_pem_file(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    Ok(text)
 }
 
 /// The defaults of `T`'s flags, as `run --help` shows them: parsed from no arguments, with the

@@ -687,12 +687,25 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     .map_err(|e| anyhow!(e))?;
     let request = &record.request;
     let evidence = record.completed.evidence.clone();
-    let repo = request.code_source.repo.clone();
+    let Some(code_source) = &request.code_source else {
+        // A module by URL: the request itself pins the module by its sha256; there is no source
+        // to rebuild from.
+        let url = request
+            .wasm_url
+            .as_ref()
+            .map(|u| format!("{} (sha256 {})", u.url, u.hash))
+            .unwrap_or_else(|| "no code source".to_string());
+        return Err(anyhow!(
+            "request {} runs a prebuilt module by URL, {url}: verify rebuilds modules from repositories only",
+            request.request_id
+        ));
+    };
+    let repo = code_source.repo.clone();
     // The commit the operator built (a branch or tag may have moved since).
     let commit = evidence
         .as_ref()
         .and_then(|e| e.commit.clone())
-        .unwrap_or_else(|| request.code_source.commit.clone());
+        .unwrap_or_else(|| code_source.commit.clone());
 
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     if let Some(root) = enclosing_workspace(&cache) {

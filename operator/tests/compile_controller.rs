@@ -411,12 +411,7 @@ async fn a_compile_job_planted_under_another_sources_name_is_never_used() {
     compile_jobs
         .create(
             &post,
-            &CompileJob::new(
-                &name,
-                CompileJobSpec {
-                    source: planted_source,
-                },
-            ),
+            &CompileJob::new(&name, CompileJobSpec::git(planted_source)),
         )
         .await
         .unwrap();
@@ -454,9 +449,7 @@ async fn a_compile_job_planted_under_another_sources_name_is_never_used() {
             &post,
             &CompileJob::new(
                 "cj-precompiled-by-hand",
-                CompileJobSpec {
-                    source: misnamed_source.clone(),
-                },
+                CompileJobSpec::git(misnamed_source.clone()),
             ),
         )
         .await
@@ -896,7 +889,7 @@ async fn a_job_planted_under_a_stage_name_is_never_read() {
         build_target: "wasm32-wasip1".to_string(),
     };
     let name = source.compile_job_name();
-    let mut template = CompileJob::new(&name, CompileJobSpec { source });
+    let mut template = CompileJob::new(&name, CompileJobSpec::git(source));
     template.metadata.namespace = Some(NAMESPACE.to_string());
     template.metadata.uid = Some("00000000-0000-0000-0000-000000000000".to_string());
     let mut planted = outlayer_operator::pods::compile::fetch_job(&template, &config).unwrap();

@@ -87,6 +87,7 @@ async fn apiserver_accepts_the_crds_and_enforces_their_rules() {
     let by_module = execution(
         "by-module",
         CodeRef {
+            module_url: None,
             source: None,
             wasm_sha256: Some("a".repeat(64)),
         },
@@ -98,24 +99,43 @@ async fn apiserver_accepts_the_crds_and_enforces_their_rules() {
         .expect("a request for a cached module is accepted");
 
     let both = CodeRef {
+        module_url: None,
         wasm_sha256: Some("a".repeat(64)),
         ..CodeRef::from_repo("https://github.com/alice/echo", "main")
     };
     let message = rejection(&executions, &execution("both", both, limits())).await;
     assert!(
-        message.contains("either repo and commit, or wasmSha256"),
+        message.contains("exactly one of: repo and commit, url and sha256, or wasmSha256"),
         "{message}"
     );
 
+    // A module by URL: url and sha256 together, and nothing else.
+    let by_url = CodeRef::from_url("https://modules.example/echo.wasm", "b".repeat(64));
+    executions
+        .create(
+            &PostParams::default(),
+            &execution("by-url", by_url.clone(), limits()),
+        )
+        .await
+        .expect("a module by URL is accepted");
+    let url_and_repo = CodeRef {
+        module_url: by_url.module_url.clone(),
+        ..CodeRef::from_repo("https://github.com/alice/echo", "main")
+    };
+    let message = rejection(&executions, &execution("url-repo", url_and_repo, limits())).await;
+    assert!(message.contains("exactly one of"), "{message}");
+    let mut bad_hash = by_url.clone();
+    bad_hash.module_url.as_mut().unwrap().sha256 = "B".repeat(64);
+    let message = rejection(&executions, &execution("url-hash", bad_hash, limits())).await;
+    assert!(message.contains("spec.code.sha256"), "{message}");
+
     let neither = CodeRef {
+        module_url: None,
         source: None,
         wasm_sha256: None,
     };
     let message = rejection(&executions, &execution("neither", neither, limits())).await;
-    assert!(
-        message.contains("either repo and commit, or wasmSha256"),
-        "{message}"
-    );
+    assert!(message.contains("exactly one of"), "{message}");
 
     let option_commit = CodeRef::from_repo("https://github.com/alice/echo", "--upload-pack=x");
     let message = rejection(&executions, &execution("opt", option_commit, limits())).await;
@@ -201,14 +221,35 @@ async fn apiserver_accepts_the_crds_and_enforces_their_rules() {
     };
     let job = CompileJob::new(
         &source.compile_job_name(),
-        CompileJobSpec {
-            source: source.clone(),
-        },
+        CompileJobSpec::git(source.clone()),
     );
     compile_jobs
         .create(&PostParams::default(), &job)
         .await
         .expect("a valid CompileJob is accepted");
+    let module_url = crd::ModuleUrl {
+        url: "https://modules.example/echo.wasm".to_string(),
+        sha256: "c".repeat(64),
+    };
+    compile_jobs
+        .create(
+            &PostParams::default(),
+            &CompileJob::new(
+                &module_url.compile_job_name(),
+                CompileJobSpec::url(module_url.clone()),
+            ),
+        )
+        .await
+        .expect("a CompileJob for a module by URL is accepted");
+    let both = CompileJobSpec {
+        source: Some(source),
+        module_url: Some(module_url),
+    };
+    let error = compile_jobs
+        .create(&PostParams::default(), &CompileJob::new("cj-both", both))
+        .await
+        .expect_err("a CompileJob with a repo and a URL is rejected");
+    assert!(error.to_string().contains("not both"), "{error}");
 
     // Pricing is a cluster-scoped singleton with decimal-string fees.
     let pricings: Api<Pricing> = Api::all(client);

@@ -35,6 +35,7 @@ fn request(name: &str, code: CodeRef, input: &str, max_instructions: u64) -> Exe
 
 fn by_module(sha256: &str) -> CodeRef {
     CodeRef {
+        module_url: None,
         source: None,
         wasm_sha256: Some(sha256.to_string()),
     }

@@ -26,6 +26,7 @@ async fn run(
         name,
         ExecutionRequestSpec {
             code: CodeRef {
+                module_url: None,
                 source: None,
                 wasm_sha256: Some(module.to_string()),
             },

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use outlayer_compiler::build::{BuildConfig, Output, PublishConfig, run_build, run_publish};
+use outlayer_compiler::download::{
+    AddressPolicy, DEFAULT_MAX_DOWNLOAD_BYTES, DownloadConfig, fetch_module,
+};
 use outlayer_compiler::fetch::{FetchConfig, Mirrors, run_fetch, run_resolve};
 use outlayer_compiler::log::Log;
 use outlayer_compiler::module::DEFAULT_MAX_MODULE_BYTES;
@@ -46,6 +49,46 @@ enum Command {
     Publish(PublishArgs),
     /// Where a branch or tag name points now (`git ls-remote`); nothing is fetched.
     Resolve(FetchArgs),
+    /// Download a prebuilt module by URL (https, public addresses only, size-capped), check its
+    /// sha256, validate it and publish <cache>/wasm/<sha256>.wasm; nothing is built.
+    FetchUrl(FetchUrlArgs),
+}
+
+#[derive(Debug, Args)]
+struct FetchUrlArgs {
+    /// The module's URL, as the request named it.
+    #[arg(long, env = "OUTLAYER_URL")]
+    url: String,
+    /// The sha256 (64 hex) the module must have.
+    #[arg(long, env = "OUTLAYER_SHA256")]
+    sha256: String,
+    /// The cache directory; the module is published as <cache>/wasm/<sha256>.wasm.
+    #[arg(long, env = "OUTLAYER_CACHE")]
+    cache: PathBuf,
+    /// Where the JSON report goes.
+    #[arg(
+        long,
+        env = "OUTLAYER_RESULT_PATH",
+        default_value = "/dev/termination-log"
+    )]
+    result_path: PathBuf,
+    /// Addresses admitted although not public (a mirror inside the cluster, a test server):
+    /// repeat or comma-separate. Empty by default: public addresses only.
+    #[arg(
+        long = "allow-cidr",
+        env = "OUTLAYER_URL_ALLOW_CIDRS",
+        value_delimiter = ','
+    )]
+    allow_cidrs: Vec<String>,
+    /// Extra trusted roots (PEM text) besides the built-in public ones, e.g. a mirror's CA.
+    #[arg(long, env = "OUTLAYER_URL_CA_PEM", hide_env_values = true)]
+    ca_pem: Option<String>,
+    /// Largest body read; the download stops there.
+    #[arg(long, env = "OUTLAYER_URL_MAX_BYTES", default_value_t = DEFAULT_MAX_DOWNLOAD_BYTES)]
+    max_bytes: u64,
+    /// Limit for the whole download, every redirect hop together.
+    #[arg(long, env = "OUTLAYER_TIMEOUT_SECONDS", default_value_t = 120)]
+    timeout_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +232,7 @@ fn main() -> ExitCode {
         Command::Resolve(args) => fetch(args, true),
         Command::Build(args) => build(args),
         Command::Publish(args) => publish(args),
+        Command::FetchUrl(args) => fetch_url(args),
     };
     match write_report(&result_path, &json) {
         Ok(()) => ExitCode::SUCCESS,
@@ -324,6 +368,55 @@ fn publish(args: PublishArgs) -> (PathBuf, String) {
     tracing::info!(ok = report.ok, sha256 = ?report.sha256, "publish done");
     log.flush();
     (common.result_path, json)
+}
+
+fn fetch_url(args: FetchUrlArgs) -> (PathBuf, String) {
+    let started = std::time::Instant::now();
+    let result = (|| {
+        let config = DownloadConfig {
+            policy: AddressPolicy::new(&args.allow_cidrs)?,
+            max_bytes: args.max_bytes,
+            timeout: Duration::from_secs(args.timeout_seconds),
+            extra_roots_pem: args.ca_pem.map(String::into_bytes),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                what: "starting the runtime for",
+                path: args.cache.clone(),
+                source,
+            })?;
+        runtime.block_on(fetch_module(
+            &args.url,
+            &args.sha256,
+            &args.cache,
+            &config,
+            args.max_bytes,
+        ))
+    })();
+    let time_ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+    let mut report = match result {
+        Ok(fetched) => {
+            tracing::info!(url = %args.url, sha256 = %fetched.sha256, size = fetched.size_bytes, already_present = fetched.published.already_present, time_ms, "module fetched");
+            BuildReport {
+                v: outlayer_compiler::report::REPORT_VERSION,
+                ok: true,
+                sha256: Some(fetched.sha256),
+                size_bytes: Some(fetched.size_bytes),
+                time_ms,
+                ..Default::default()
+            }
+        }
+        Err(error) => {
+            tracing::warn!(url = %args.url, error = %error, kind = error.kind(), "fetching the module failed");
+            BuildReport {
+                time_ms,
+                ..BuildReport::failed(&error)
+            }
+        }
+    };
+    (args.result_path, encode(&mut report))
 }
 
 fn open_log(common: &Common, name: &str) -> Result<Arc<Log>, Error> {

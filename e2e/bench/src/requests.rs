@@ -15,6 +15,7 @@ pub fn echo(name: &str, wasm_sha256: &str) -> ExecutionRequest {
         name,
         ExecutionRequestSpec {
             code: CodeRef {
+                module_url: None,
                 source: None,
                 wasm_sha256: Some(wasm_sha256.to_string()),
             },

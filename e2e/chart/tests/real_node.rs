@@ -54,6 +54,7 @@ fn echo(name: &str, sha: &str) -> ExecutionRequest {
         name,
         ExecutionRequestSpec {
             code: CodeRef {
+                module_url: None,
                 source: None,
                 wasm_sha256: Some(sha.to_string()),
             },

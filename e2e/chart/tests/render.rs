@@ -538,6 +538,10 @@ fn env_matches_the_operator_flags() {
                 "workload.namespace=",
                 "--set",
                 "compiler.gitMirrors={https://github.com/=https://git.internal.example/github/}",
+                "--set",
+                "compiler.urlFetch.allowCidrs={10.20.0.0/16}",
+                "--set-string",
+                "compiler.urlFetch.caBundle=-----BEGIN CERTIFICATE-----",
             ],
         ]
         .concat(),
@@ -620,6 +624,49 @@ fn env_matches_the_operator_flags() {
     assert_eq!(
         env_value(container, "OUTLAYER_CACHE_MAX_BYTES").as_deref(),
         Some("1073741824")
+    );
+    // Modules by URL: the mirror's CIDR reaches the operator and the fetch Jobs' egress; its CA is a
+    // ConfigMap mounted where the flag points.
+    assert_eq!(
+        env_value(container, "OUTLAYER_URL_FETCH_ALLOW_CIDRS").as_deref(),
+        Some("10.20.0.0/16")
+    );
+    let ca_file = env_value(container, "OUTLAYER_URL_FETCH_CA_FILE").unwrap();
+    let ca_mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| ca_file.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
+        .unwrap_or_else(|| panic!("nothing mounted at {ca_file}"));
+    let ca_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == ca_mount["name"])
+        .unwrap();
+    let ca_map = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ConfigMap" && o["metadata"]["name"] == ca_volume["configMap"]["name"]
+        })
+        .expect("the CA bundle's ConfigMap");
+    assert_eq!(ca_map["data"]["ca.pem"], "-----BEGIN CERTIFICATE-----");
+    let fetch_egress = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "NetworkPolicy"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-fetch-egress"))
+        })
+        .unwrap();
+    assert!(
+        fetch_egress["spec"]["egress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|rule| rule["to"][0]["ipBlock"]["cidr"] == "10.20.0.0/16"),
+        "{fetch_egress}"
     );
 }
 

@@ -14,6 +14,7 @@
 
 pub mod binaries;
 mod cluster;
+pub mod https_mirror;
 pub mod pki;
 pub mod ports;
 pub mod process;

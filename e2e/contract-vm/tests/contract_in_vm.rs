@@ -669,7 +669,7 @@ fn request_shapes_are_exactly_one_and_the_payer_a_valid_account() {
     neither.as_object_mut().unwrap().remove("source");
     let mut wasm_url = outlayer_client_args("payer.near");
     wasm_url["source"] = json!({"WasmUrl": {
-        "url": "https://example.com/m.wasm", "hash": "ab".repeat(32), "build_target": "wasm32-wasip1"
+        "url": "http://example.com/m.wasm", "hash": "ab".repeat(32), "build_target": "wasm32-wasip1"
     }});
     for (args, expected) in [
         (both, "give the code once: either code_source"),
@@ -678,7 +678,7 @@ fn request_shapes_are_exactly_one_and_the_payer_a_valid_account() {
             outlayer_client_args("Bad Payer"),
             "payer_account_id must be a valid NEAR account id",
         ),
-        (wasm_url, "source WasmUrl is not supported yet"),
+        (wasm_url, "source.WasmUrl.url must start with https://"),
     ] {
         let outcome = chain.call(&client, "request_execution", &args, DEPOSIT, REQUEST_GAS);
         assert_fails_with(&outcome, expected);

@@ -293,7 +293,9 @@ pub(crate) fn fetch_failure_is_final(kind: Option<&str>, is_name: bool) -> bool 
     match kind {
         Some("invalidRepo" | "repoNotAllowed" | "invalidRef" | "invalidConfig") => true,
         // The Job left no report (crashed, deadline): ours, not the input's.
-        None | Some("git" | "timeout" | "io" | "spawn" | "vendor") => false,
+        // `download`: the network or the host (a 5xx, a reset) — a module URL's refusals
+        // (`urlRefused`, `hashMismatch`, `downloadTooLarge`, `invalidModule`) are final.
+        None | Some("git" | "timeout" | "io" | "spawn" | "vendor" | "download") => false,
         Some(_) => !is_name,
     }
 }
@@ -306,7 +308,7 @@ pub(crate) fn refresh_due(
     status: &CompileJobStatus,
     policy: &Policy,
 ) -> Option<Timestamp> {
-    if !compile_job.spec.source.is_name() || policy.name_ttl.is_zero() {
+    if !compile_job.spec.is_name() || policy.name_ttl.is_zero() {
         return None;
     }
     let ready = status.find_condition(ConditionType::Ready)?;
@@ -346,7 +348,14 @@ pub(crate) fn next_step(
     if let Err(mismatch) = compile_job.check_name() {
         return refuse(status, Reason::NameMismatch, &mismatch.to_string());
     }
-    if let Some(refusal) = policy.repo_refusal(&compile_job.spec.source.repo) {
+    let refusal = match (&compile_job.spec.source, &compile_job.spec.module_url) {
+        (Some(source), _) => policy.repo_refusal(&source.repo),
+        (None, Some(module_url)) => outlayer_compiler::download::check_url(&module_url.url)
+            .err()
+            .map(|e| e.to_string()),
+        (None, None) => Some("the spec names no source".to_string()),
+    };
+    if let Some(refusal) = refusal {
         return refuse(status, Reason::SpecRefused, &refusal);
     }
     let ready = status.condition(ConditionType::Ready);
@@ -394,6 +403,9 @@ pub(crate) fn next_step(
             Some(due) => Step::Write(Box::new(Outcome::wait(Then::Requeue(until(now, due))))),
             None => Step::Write(Box::new(Outcome::idle())),
         };
+    }
+    if let Some(module_url) = &compile_job.spec.module_url {
+        return url_fetch_step(compile_job, status, observed, module_url, policy);
     }
     let resolved_commit = match fetch_step(compile_job, &mut status, observed, policy) {
         ControlFlow::Continue(commit) => commit,
@@ -511,7 +523,12 @@ fn resolve_step(
         Some(StageState::Running) => return Step::Write(Box::new(Outcome::idle())),
         Some(StageState::Finished(report)) => report.clone(),
     };
-    let source = &compile_job.spec.source;
+    let name = compile_job
+        .spec
+        .source
+        .as_ref()
+        .map(|s| s.commit.clone())
+        .unwrap_or_default();
     let after = vec![Effect::DeleteJob(CompileStage::Resolve)];
     match stage_result(CompileStage::Resolve, report) {
         StageResult::Fetched { commit, .. }
@@ -534,10 +551,7 @@ fn resolve_step(
                 Vec::new(),
                 Note::Normal(
                     Reason::NameMoved,
-                    format!(
-                        "{} moved from {old} to {commit}: fetching and building again",
-                        source.commit
-                    ),
+                    format!("{name} moved from {old} to {commit}: fetching and building again"),
                 ),
             )
         }
@@ -548,7 +562,7 @@ fn resolve_step(
             status.next_attempt_at = status.now().0.checked_add(delay).ok().map(Time);
             let message = format!(
                 "re-resolving {} failed ({}); the module built from {} stays, trying again in {}s",
-                source.commit,
+                name,
                 failure.message,
                 status.resolved_commit.as_deref().unwrap_or("?"),
                 delay.as_secs()
@@ -581,7 +595,7 @@ fn fetch_step(
     {
         return ControlFlow::Continue(commit);
     }
-    let source = &compile_job.spec.source;
+    let is_name = compile_job.spec.is_name();
     match &observed.fetch {
         None => ControlFlow::Break(Step::Look(CompileStage::Fetch, None)),
         Some(StageState::Running) => {
@@ -592,7 +606,7 @@ fn fetch_step(
                 ConditionType::Fetched,
                 ConditionStatus::False,
                 Reason::Fetching,
-                format!("fetching {}@{}", source.repo, source.commit),
+                format!("fetching {}", compile_job.spec.describe()),
             );
             ControlFlow::Break(started(
                 status.clone(),
@@ -630,7 +644,7 @@ fn fetch_step(
                     ControlFlow::Continue(commit)
                 }
                 StageResult::Failed(failure) => {
-                    ControlFlow::Break(fail(status.clone(), failure, source.is_name(), policy))
+                    ControlFlow::Break(fail(status.clone(), failure, is_name, policy))
                 }
                 StageResult::Built { .. } => {
                     unreachable!("stage_result(Fetch, _) never reads a build report")
@@ -707,9 +721,103 @@ fn build_step(
                 ..Outcome::idle()
             }))
         }
-        StageResult::Failed(failure) => {
-            fail(status, failure, compile_job.spec.source.is_name(), policy)
+        StageResult::Failed(failure) => fail(status, failure, compile_job.spec.is_name(), policy),
+        StageResult::Fetched { .. } => {
+            unreachable!("stage_result(Build, _) never reads a fetch report")
         }
+    }
+}
+
+/// A module by URL: one Job (the fetch Job, with the fetch's egress) downloads it, checks its hash,
+/// validates and publishes it; there is no build. Its report is shaped like a build's.
+fn url_fetch_step(
+    compile_job: &CompileJob,
+    mut status: StatusUpdate<CompileJobStatus>,
+    observed: &Observed,
+    module_url: &crate::crd::ModuleUrl,
+    policy: &Policy,
+) -> Step {
+    let report = match &observed.fetch {
+        None => return Step::Look(CompileStage::Fetch, None),
+        Some(StageState::Running) => {
+            if status.find_condition(ConditionType::Fetched).is_some() {
+                return Step::Write(Box::new(Outcome::idle()));
+            }
+            status.set(
+                ConditionType::Fetched,
+                ConditionStatus::False,
+                Reason::Fetching,
+                format!("downloading {}", module_url.url),
+            );
+            return started(
+                status,
+                Reason::Fetching,
+                format!(
+                    "fetch Job {} started",
+                    compile_stage_job_name(&compile_job.name_any(), CompileStage::Fetch)
+                ),
+            );
+        }
+        Some(StageState::Finished(report)) => report.clone(),
+    };
+    let result = match stage_result(CompileStage::Build, report) {
+        StageResult::Built { sha256, .. } if sha256 != module_url.sha256 => {
+            StageResult::Failed(StageFailure {
+                stage: CompileStage::Fetch,
+                message: format!(
+                    "the fetch reported module {sha256}, not the requested {}",
+                    module_url.sha256
+                ),
+                kind: Some("hashMismatch".to_string()),
+                log_tail: None,
+                compile_time_ms: None,
+            })
+        }
+        StageResult::Failed(failure) => StageResult::Failed(StageFailure {
+            stage: CompileStage::Fetch,
+            ..failure
+        }),
+        other => other,
+    };
+    match result {
+        StageResult::Built {
+            sha256, size_bytes, ..
+        } => {
+            status.wasm_sha256 = Some(sha256.clone());
+            status.size_bytes = size_bytes;
+            status.last_used = Some(status.now().clone());
+            status.observed_generation = status.generation();
+            status.message = Some(format!("module {sha256} is in the cache"));
+            status.fetch_attempts = None;
+            status.next_attempt_at = None;
+            status.set(
+                ConditionType::Fetched,
+                ConditionStatus::True,
+                Reason::Fetched,
+                format!(
+                    "downloaded {} ({} bytes), sha256 checked",
+                    module_url.url,
+                    size_bytes.unwrap_or(0)
+                ),
+            );
+            status.set(
+                ConditionType::Ready,
+                ConditionStatus::True,
+                Reason::ModuleReady,
+                format!("wasm/{sha256}.wasm ({} bytes)", size_bytes.unwrap_or(0)),
+            );
+            Step::Write(Box::new(Outcome {
+                status: Some(status.into_inner()),
+                note: Some(Note::Normal(
+                    Reason::ModuleReady,
+                    format!("wasm/{sha256}.wasm"),
+                )),
+                finished: Some(CompileOutcome::Succeeded),
+                after: vec![Effect::EnforceCacheBound { just_built: sha256 }],
+                ..Outcome::idle()
+            }))
+        }
+        StageResult::Failed(failure) => fail(status, failure, false, policy),
         StageResult::Fetched { .. } => {
             unreachable!("stage_result(Build, _) never reads a fetch report")
         }
@@ -1021,7 +1129,7 @@ mod tests {
             build_target: BUILD_TARGET_WASIP1.to_string(),
         };
         let mut compile_job =
-            CompileJob::new(&source.compile_job_name(), CompileJobSpec { source });
+            CompileJob::new(&source.compile_job_name(), CompileJobSpec::git(source));
         compile_job.metadata.generation = Some(1);
         edit(&mut compile_job);
         compile_job
@@ -1098,8 +1206,8 @@ mod tests {
     #[test]
     fn a_repository_outside_the_allow_list_makes_no_job() {
         let job = compile_job(|job| {
-            job.spec.source.repo = "file:///etc".to_string();
-            job.metadata.name = Some(job.spec.source.compile_job_name());
+            job.spec.source.as_mut().unwrap().repo = "file:///etc".to_string();
+            job.metadata.name = Some(job.spec.compile_job_name());
         });
         let step = next_step(&job, &Observed::default(), now(), &policy());
         assert_eq!(
@@ -1151,6 +1259,132 @@ mod tests {
         }
         parts.push(format!("{:?}", outcome.then));
         parts.join(" ")
+    }
+
+    fn url_job() -> CompileJob {
+        let module_url = crate::crd::ModuleUrl {
+            url: "https://modules.example/echo.wasm".to_string(),
+            sha256: "ab".repeat(32),
+        };
+        let mut job = CompileJob::new(
+            &module_url.compile_job_name(),
+            CompileJobSpec::url(module_url),
+        );
+        job.metadata.generation = Some(1);
+        job
+    }
+
+    /// One reconcile of a URL CompileJob per fetch observation; the summary of the last.
+    fn url_steps(fetch: &[StageState]) -> (CompileJob, String) {
+        let mut job = url_job();
+        let mut last = String::new();
+        for state in fetch {
+            let observed = Observed {
+                fetch: Some(state.clone()),
+                ..Observed::default()
+            };
+            let step = next_step(&job, &observed, now(), &policy());
+            last = summary(&step);
+            if let Step::Write(outcome) = step
+                && let Some(status) = outcome.status
+            {
+                job.status = Some(status);
+            }
+        }
+        (job, last)
+    }
+
+    #[test]
+    fn a_module_by_url_is_downloaded_by_the_fetch_job_and_never_built() {
+        let job = url_job();
+        // Not allowed to build anything: the first look is the fetch Job, whatever the repo allow-list.
+        assert_eq!(
+            summary(&next_step(&job, &Observed::default(), now(), &policy())),
+            "look Fetch None"
+        );
+        let failed = |kind: &str, error: &str| {
+            StageState::Finished(Ok(serde_json::json!({"v": 1, "ok": false, "error": error,
+                "errorKind": kind, "timeMs": 3})
+            .to_string()))
+        };
+        let rows: Vec<(&str, Vec<StageState>, &str)> = vec![
+            (
+                "downloading",
+                vec![StageState::Running],
+                "Fetched=False/Fetching note=Fetching AwaitChange",
+            ),
+            (
+                "downloaded and checked: ready, no build",
+                vec![StageState::Running, StageState::Finished(Ok(built()))],
+                "Fetched=True/Fetched,Ready=True/ModuleReady note=ModuleReady finished=succeeded EnforceCacheBound { just_built: \"abababababababababababababababababababababababababababababababab\" } AwaitChange",
+            ),
+            (
+                "a report of another module (never trusted)",
+                vec![StageState::Finished(Ok(
+                    serde_json::json!({"v": 1, "ok": true,
+                    "sha256": "cd".repeat(32), "sizeBytes": 9, "timeMs": 1})
+                    .to_string(),
+                ))],
+                "Fetched=False/FetchFailed,Ready=False/FetchFailed warn=FetchFailed finished=fetch_failed AwaitChange",
+            ),
+            (
+                "wrong hash: final",
+                vec![failed(
+                    "hashMismatch",
+                    "the module at https://modules.example/echo.wasm has sha256 00…",
+                )],
+                "Fetched=False/FetchFailed,Ready=False/FetchFailed warn=FetchFailed finished=fetch_failed AwaitChange",
+            ),
+            (
+                "refused address: final",
+                vec![failed(
+                    "urlRefused",
+                    "https://10.0.0.1/x is refused: its host is 10.0.0.1, a private address",
+                )],
+                "Fetched=False/FetchFailed,Ready=False/FetchFailed warn=FetchFailed finished=fetch_failed AwaitChange",
+            ),
+            (
+                "too large: final",
+                vec![failed(
+                    "downloadTooLarge",
+                    "https://modules.example/echo.wasm is larger than the 33554432-byte download limit",
+                )],
+                "Fetched=False/FetchFailed,Ready=False/FetchFailed warn=FetchFailed finished=fetch_failed AwaitChange",
+            ),
+            (
+                "the host failed: tried again after the back-off",
+                vec![failed(
+                    "download",
+                    "downloading https://modules.example/echo.wasm failed: HTTP 503",
+                )],
+                "Fetched=False/FetchFailed,Ready=False/FetchFailed warn=FetchFailed finished=fetch_failed Requeue(30s)",
+            ),
+        ];
+        for (what, fetch, expected) in rows {
+            assert_eq!(url_steps(&fetch).1, expected, "{what}");
+        }
+        let (ready, _) = url_steps(&[StageState::Finished(Ok(built()))]);
+        let status = ready.status.unwrap();
+        assert_eq!(
+            status.wasm_sha256.as_deref(),
+            Some("ab".repeat(32).as_str())
+        );
+        assert_eq!(status.compile_time_ms, None, "nothing was compiled");
+        // Ready stays ready: nothing to re-resolve, nothing to build.
+        let mut again = url_job();
+        again.status = Some(status);
+        assert_eq!(
+            summary(&next_step(&again, &Observed::default(), now(), &policy())),
+            "unchanged AwaitChange"
+        );
+        // A URL the operator does not fetch makes no Job.
+        let mut http = url_job();
+        http.spec.module_url.as_mut().unwrap().url = "http://modules.example/echo.wasm".to_string();
+        http.metadata.name = Some(http.spec.compile_job_name());
+        assert_eq!(
+            summary(&next_step(&http, &Observed::default(), now(), &policy())),
+            "Ready=False/SpecRefused warn=SpecRefused AwaitChange"
+        );
     }
 
     #[test]
@@ -1332,8 +1566,8 @@ mod tests {
             (CompileStage::Fetch, StageState::Finished(Ok(fetched()))),
             (CompileStage::Build, StageState::Finished(Ok(built()))),
         ]);
-        job.spec.source.commit = commit.to_string();
-        job.metadata.name = Some(job.spec.source.compile_job_name());
+        job.spec.source.as_mut().unwrap().commit = commit.to_string();
+        job.metadata.name = Some(job.spec.compile_job_name());
         job
     }
 
@@ -1509,6 +1743,12 @@ mod tests {
             (Some("refNotFound"), false, true),
             (Some("noManifest"), false, true),
             (Some("workspaceTooLarge"), false, true),
+            // A module by URL (never a name): the host's trouble passes, a refusal does not.
+            (Some("download"), false, false),
+            (Some("urlRefused"), false, true),
+            (Some("hashMismatch"), false, true),
+            (Some("downloadTooLarge"), false, true),
+            (Some("invalidModule"), false, true),
         ];
         for (kind, is_name, expected) in rows {
             assert_eq!(
@@ -1566,8 +1806,8 @@ mod tests {
 
         // A SHA that does not exist stays failed.
         let mut pinned = new_job();
-        pinned.spec.source.commit = COMMIT.to_string();
-        pinned.metadata.name = Some(pinned.spec.source.compile_job_name());
+        pinned.spec.source.as_mut().unwrap().commit = COMMIT.to_string();
+        pinned.metadata.name = Some(pinned.spec.compile_job_name());
         let step = next_step(
             &pinned,
             &Observed {
@@ -1596,7 +1836,7 @@ mod tests {
         planted.metadata.name = Some(
             CompileSource {
                 commit: "other".to_string(),
-                ..planted.spec.source.clone()
+                ..planted.spec.source.clone().unwrap()
             }
             .compile_job_name(),
         );
@@ -1612,7 +1852,7 @@ mod tests {
                 .message
                 .as_deref()
                 .unwrap()
-                .contains(&refused.spec.source.compile_job_name()),
+                .contains(&refused.spec.compile_job_name()),
             "{:?}",
             status.message
         );

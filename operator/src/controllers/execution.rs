@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -23,8 +23,8 @@ use super::execution_steps::{
 use super::{ERROR_BACKOFF, MAX_LOOKS, STALE_RETRY};
 use crate::context::{Context, Note};
 use crate::crd::{
-    CompileJob, CompileJobSpec, ConditionType, ExecutionRequest, ExecutionRequestStatus,
-    HasConditions, LAST_USED_ANNOTATION, OutputEncoding,
+    CompileJob, CompileState, ConditionType, ExecutionRequest, ExecutionRequestStatus,
+    HasConditions, LAST_USED_ANNOTATION, MODULE_SHA256_LABEL, OutputEncoding, module_label_value,
 };
 use crate::metrics::{ControllerKind, ExecutionResult, TimedPhase};
 use crate::pods::executor::{RESULTS_SUBDIR, is_sha256_hex};
@@ -246,16 +246,31 @@ impl ExecutionRequest {
         if let Some(sha256) = &self.spec.code.wasm_sha256 {
             return Ok(ModuleObservation::ByHash(sha256.clone()));
         }
-        let Some(source) = &self.spec.code.source else {
+        let Some(wanted) = self.spec.code.compile_job_spec() else {
             // The CRD's CEL rules make this unreachable through the API server.
             return Err(Error::InvalidSpec(
-                "spec.code needs repo and commit, or wasmSha256".to_string(),
+                "spec.code needs repo and commit, url and sha256, or wasmSha256".to_string(),
             ));
         };
-        let name = source.compile_job_name();
+        let name = wanted.compile_job_name();
         let namespace = self.namespace_or_err()?;
         let compile_jobs: Api<CompileJob> = Api::namespaced(ctx.client.clone(), &namespace);
         let first_look = self.status.as_ref().and_then(|s| s.phase).is_none();
+        // A module by URL is cached by its hash: a Ready copy fetched through any URL serves, and
+        // nothing is downloaded again.
+        if let Some(module_url) = &wanted.module_url
+            && let Some(found) = ready_by_hash(&compile_jobs, &module_url.sha256).await?
+        {
+            if first_look {
+                ctx.metrics.cache_hit();
+            }
+            let found_name = found.name_any();
+            debug!(compile_job = %found_name, sha256 = %module_url.sha256, "module by URL is in the cache");
+            return Ok(ModuleObservation::CompileJob {
+                name: found_name,
+                status: Box::new(found.status.unwrap_or_default()),
+            });
+        }
         let compile_job = match compile_jobs
             .get_opt(&name)
             .await
@@ -273,13 +288,17 @@ impl ExecutionRequest {
             }
             None if !may_compile => return Ok(ModuleObservation::NotCompiled { name }),
             None => {
-                let wanted = CompileJob::new(
-                    &name,
-                    CompileJobSpec {
-                        source: source.clone(),
-                    },
-                );
-                match compile_jobs.create(&PostParams::default(), &wanted).await {
+                let mut new = CompileJob::new(&name, wanted.clone());
+                if let Some(module_url) = &wanted.module_url {
+                    new.metadata.labels = Some(
+                        [(
+                            MODULE_SHA256_LABEL.to_string(),
+                            module_label_value(&module_url.sha256),
+                        )]
+                        .into(),
+                    );
+                }
+                match compile_jobs.create(&PostParams::default(), &new).await {
                     Ok(created) => {
                         ctx.metrics.cache_miss();
                         info!(compile_job = %name, "created CompileJob");
@@ -295,7 +314,7 @@ impl ExecutionRequest {
             }
         };
         // Found by name only: someone with `create compilejobs` may have planted another source there.
-        if let Err(mismatch) = compile_job.serves(source) {
+        if let Err(mismatch) = compile_job.serves(&wanted) {
             warn!(compile_job = %name, %mismatch, "CompileJob does not build the requested source");
             return Ok(ModuleObservation::Mismatch {
                 name,
@@ -584,5 +603,111 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(Error::api("deleting", name)(e)),
+    }
+}
+
+/// A Ready CompileJob that holds the module `sha256` downloaded by URL (found by its label, trusted
+/// only when its name is its spec's hash, its spec asks for `sha256` and its status holds it; the
+/// executor checks the file's hash again before it runs anything).
+async fn ready_by_hash(compile_jobs: &Api<CompileJob>, sha256: &str) -> Result<Option<CompileJob>> {
+    let listed = compile_jobs
+        .list(&ListParams::default().labels(&format!(
+            "{MODULE_SHA256_LABEL}={}",
+            module_label_value(sha256)
+        )))
+        .await
+        .map_err(Error::api("listing CompileJobs of module", sha256))?;
+    Ok(listed
+        .items
+        .into_iter()
+        .find(|job| serves_hash(job, sha256)))
+}
+
+/// Whether `job` is a URL CompileJob for `sha256` that holds that very module.
+pub(crate) fn serves_hash(job: &CompileJob, sha256: &str) -> bool {
+    job.check_name().is_ok()
+        && job
+            .spec
+            .module_url
+            .as_ref()
+            .is_some_and(|u| u.sha256 == sha256)
+        && job.status.as_ref().is_some_and(|status| {
+            status.state()
+                == CompileState::Ready {
+                    wasm_sha256: sha256.to_string(),
+                }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CompileJobSpec, CompileJobStatus, ModuleUrl, Reason, set_condition};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn url_job(sha256: &str, holds: Option<&str>) -> CompileJob {
+        let module_url = ModuleUrl {
+            url: "https://modules.example/m.wasm".to_string(),
+            sha256: sha256.to_string(),
+        };
+        let mut job = CompileJob::new(
+            &module_url.compile_job_name(),
+            CompileJobSpec::url(module_url),
+        );
+        if let Some(held) = holds {
+            let mut status = CompileJobStatus {
+                wasm_sha256: Some(held.to_string()),
+                ..CompileJobStatus::default()
+            };
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                true,
+                Reason::ModuleReady.as_str(),
+                "ready",
+                None,
+                Time(Timestamp::UNIX_EPOCH),
+            );
+            job.status = Some(status);
+        }
+        job
+    }
+
+    #[test]
+    fn a_module_by_url_is_taken_from_the_cache_only_when_name_spec_and_status_agree() {
+        let sha = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        let misnamed = {
+            let mut job = url_job(&sha, Some(&sha));
+            job.metadata.name = Some("cj-planted".to_string());
+            job
+        };
+        let git = CompileJob::new(
+            "cj-git",
+            CompileJobSpec::git(crate::crd::CompileSource {
+                repo: "https://github.com/a/b".to_string(),
+                commit: "main".to_string(),
+                build_target: crate::crd::BUILD_TARGET_WASIP1.to_string(),
+            }),
+        );
+        let rows = [
+            ("ready with the module", url_job(&sha, Some(&sha)), true),
+            ("not ready yet", url_job(&sha, None), false),
+            (
+                "a status holding another module",
+                url_job(&sha, Some(&other)),
+                false,
+            ),
+            (
+                "a spec for another hash",
+                url_job(&other, Some(&sha)),
+                false,
+            ),
+            ("a name that is not its spec's", misnamed, false),
+            ("a git CompileJob", git, false),
+        ];
+        for (what, job, expected) in rows {
+            assert_eq!(serves_hash(&job, &sha), expected, "{what}");
+        }
     }
 }

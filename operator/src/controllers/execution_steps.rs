@@ -355,6 +355,11 @@ pub(crate) fn spec_refusal(
             return Some(format!("spec.code.repo: {error}"));
         }
     }
+    if let Some(module_url) = &spec.code.module_url
+        && let Err(error) = outlayer_compiler::download::check_url(&module_url.url)
+    {
+        return Some(format!("spec.code.url: {error}"));
+    }
     None
 }
 
@@ -642,15 +647,13 @@ fn module_state(execution: &ExecutionRequest, module: &ModuleObservation) -> Mod
                 compile_job: name.clone(),
             },
             CompileState::InProgress => {
-                let (repo, commit) = execution
-                    .spec
-                    .code
-                    .source
-                    .as_ref()
-                    .map(|s| (s.repo.as_str(), s.commit.as_str()))
-                    .unwrap_or_default();
+                let what = match (&execution.spec.code.source, &execution.spec.code.module_url) {
+                    (Some(s), _) => format!("build {}@{}", s.repo, s.commit),
+                    (None, Some(u)) => format!("download {}", u.url),
+                    (None, None) => "finish".to_string(),
+                };
                 ModuleState::Compiling {
-                    message: format!("waiting for CompileJob {name} to build {repo}@{commit}"),
+                    message: format!("waiting for CompileJob {name} to {what}"),
                     compile_job: name.clone(),
                 }
             }

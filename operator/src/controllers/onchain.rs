@@ -461,6 +461,52 @@ mod tests {
     }
 
     #[test]
+    fn a_module_by_url_is_compared_with_the_chain_too() {
+        let mut stored = stored();
+        stored.code_source = None;
+        stored.source_kind = outlayer_contract::SourceKind::WasmUrl;
+        stored.wasm_url = Some(outlayer_contract::WasmUrlSource {
+            url: "https://modules.example/app.wasm".to_string(),
+            hash: "ab".repeat(32),
+            build_target: "wasm32-wasip1".to_string(),
+        });
+        let written = crate::chain_watcher::execution_request(
+            &PendingRequest::from(&stored),
+            stored.input_data.clone(),
+            200,
+        )
+        .spec;
+        assert_eq!(
+            written.code,
+            crate::crd::CodeRef::from_url("https://modules.example/app.wasm", "ab".repeat(32))
+        );
+        assert_eq!(
+            compare_with_chain(&written, Some(&stored), 200),
+            RequestOnChain::Pending
+        );
+        let mismatch = RequestOnChain::Mismatch("spec.code differ from request 42 on chain".into());
+        type Edit = fn(&mut crate::crd::ModuleUrl);
+        let edits: [(&str, Edit); 2] = [
+            ("another URL", |u| {
+                u.url = "https://eve.example/app.wasm".into()
+            }),
+            ("another hash", |u| u.sha256 = "cd".repeat(32)),
+        ];
+        for (what, edit) in edits {
+            let mut spec = written.clone();
+            edit(spec.code.module_url.as_mut().unwrap());
+            assert_eq!(
+                compare_with_chain(&spec, Some(&stored), 200),
+                mismatch,
+                "{what}"
+            );
+        }
+        // A repository where the chain has a URL (or the reverse) differs as well.
+        let swapped = spec(|_| {});
+        assert_eq!(compare_with_chain(&swapped, Some(&stored), 200), mismatch);
+    }
+
+    #[test]
     fn blocks_turn_into_time_without_overflow() {
         assert_eq!(
             blocks_to_time(200, Duration::from_millis(600)),

@@ -87,8 +87,9 @@ impl ExecutionRequest {
         let Some(source) = &self.spec.code.source else {
             return Ok(SecretsStep::Denied {
                 reason: Reason::SecretsInvalid,
-                message: "secrets are scoped to a repository; a request by module hash has none"
-                    .to_string(),
+                message:
+                    "secrets are scoped to a repository; a module named by hash or URL has none"
+                        .to_string(),
             });
         };
         if let Some(refusal) = unreachable_commit(&source.repo, &source.commit, reachable) {

@@ -45,19 +45,49 @@ fn default_build_target() -> String {
     BUILD_TARGET_WASIP1.to_string()
 }
 
+/// A prebuilt module by URL (OutLayer's `WasmUrl`): downloaded by the fetch Job (https only, public
+/// addresses only, size-capped), checked against `sha256` before anything uses it, and published in
+/// the cache by that hash. Nothing is built.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleUrl {
+    /// `https://…` without credentials (the contract's `validate_wasm_url`); the operator refuses any
+    /// other form, and the fetch Job any host that resolves to a non-public address unless the
+    /// operator's `--url-fetch-allow-cidr` admits it.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// The module's sha256 (64 lower-case hex): what the download must hash to.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+}
+
+impl ModuleUrl {
+    /// `cj-` + 32 hex of sha256("wasm-url" NUL url NUL sha256): one CompileJob per (url, hash), so a
+    /// URL that fails (wrong hash, refused) fails only itself; another URL with the same hash gets its
+    /// own. The cache is still by hash: an execution uses any Ready URL CompileJob of the hash
+    /// ([`MODULE_SHA256_LABEL`]) before it downloads anything.
+    pub fn compile_job_name(&self) -> String {
+        name_from_parts(&["wasm-url", &self.url, &self.sha256])
+    }
+}
+
+fn name_from_parts(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hasher.finalize();
+    format!("cj-{}", hex::encode(&digest[..16]))
+}
+
 impl CompileSource {
     /// The deterministic name of the CompileJob for this source: `cj-` + the first 32 hex characters
     /// (128 bits) of sha256(repo NUL commit NUL target). Deterministic names make creation idempotent
     /// (409 = exists); 128 bits make a name nobody can aim another source at. 35 characters, so the
     /// Jobs' names (`-fetch`, `-build`, `-resolve`) and their pods' (`-xxxxx`) stay within 63.
     pub fn compile_job_name(&self) -> String {
-        let mut hasher = Sha256::new();
-        for part in [&self.repo, &self.commit, &self.build_target] {
-            hasher.update(part.as_bytes());
-            hasher.update([0u8]);
-        }
-        let digest = hasher.finalize();
-        format!("cj-{}", hex::encode(&digest[..16]))
+        name_from_parts(&[&self.repo, &self.commit, &self.build_target])
     }
 
     /// Whether the branch or tag name `commit` is, rather than a full commit SHA: only a name can move,
@@ -73,7 +103,7 @@ pub enum SourceMismatch {
     /// Its name is not the one its own spec hashes to (made by hand, or planted).
     Name { expected: String },
     /// It builds another source than the one asked for.
-    Spec { found: Box<CompileSource> },
+    Spec { found: Box<CompileJobSpec> },
 }
 
 impl std::fmt::Display for SourceMismatch {
@@ -85,8 +115,8 @@ impl std::fmt::Display for SourceMismatch {
             ),
             Self::Spec { found } => write!(
                 f,
-                "it builds {}@{} ({}), not the requested source",
-                found.repo, found.commit, found.build_target
+                "it builds {}, not the requested source",
+                found.describe()
             ),
         }
     }
@@ -96,7 +126,7 @@ impl CompileJob {
     /// Whether this CompileJob's name is the one its spec hashes to: the compile controller builds
     /// nothing else.
     pub fn check_name(&self) -> Result<(), SourceMismatch> {
-        let expected = self.spec.source.compile_job_name();
+        let expected = self.spec.compile_job_name();
         if self.metadata.name.as_deref() == Some(expected.as_str()) {
             Ok(())
         } else {
@@ -106,17 +136,17 @@ impl CompileJob {
 
     /// Whether this CompileJob (found under `wanted`'s name) builds exactly `wanted`: an execution uses
     /// it only then.
-    pub fn serves(&self, wanted: &CompileSource) -> Result<(), SourceMismatch> {
-        if self.spec.source != *wanted {
+    pub fn serves(&self, wanted: &CompileJobSpec) -> Result<(), SourceMismatch> {
+        if self.spec != *wanted {
             return Err(SourceMismatch::Spec {
-                found: Box::new(self.spec.source.clone()),
+                found: Box::new(self.spec.clone()),
             });
         }
         self.check_name()
     }
 }
 
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[kube(
     group = "outlayer.dev",
     version = "v1alpha1",
@@ -135,9 +165,55 @@ impl CompileJob {
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec is immutable: a CompileJob names one build"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.repo) != has(self.url)"
+).message("a CompileJob builds repo and commit, or downloads url and sha256, not both"))]
 pub struct CompileJobSpec {
-    #[serde(flatten)]
-    pub source: CompileSource,
+    /// A repository at a commit: fetched, then built offline.
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub source: Option<CompileSource>,
+    /// A prebuilt module by URL: downloaded and checked, never built.
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub module_url: Option<ModuleUrl>,
+}
+
+impl CompileJobSpec {
+    pub fn git(source: CompileSource) -> Self {
+        Self {
+            source: Some(source),
+            module_url: None,
+        }
+    }
+
+    pub fn url(module_url: ModuleUrl) -> Self {
+        Self {
+            source: None,
+            module_url: Some(module_url),
+        }
+    }
+
+    /// The name this spec's CompileJob must have (the CEL rule makes it exactly one kind).
+    pub fn compile_job_name(&self) -> String {
+        match (&self.source, &self.module_url) {
+            (Some(source), _) => source.compile_job_name(),
+            (None, Some(module_url)) => module_url.compile_job_name(),
+            (None, None) => name_from_parts(&["empty"]),
+        }
+    }
+
+    /// A branch or tag name, which can move (never a URL module, pinned by its hash).
+    pub fn is_name(&self) -> bool {
+        self.source.as_ref().is_some_and(CompileSource::is_name)
+    }
+
+    /// `repo@commit (target)` or the URL, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.source, &self.module_url) {
+            (Some(s), _) => format!("{}@{} ({})", s.repo, s.commit, s.build_target),
+            (None, Some(u)) => format!("{} (sha256 {})", u.url, u.sha256),
+            (None, None) => "nothing".to_string(),
+        }
+    }
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -284,6 +360,15 @@ pub const RETRY_ANNOTATION: &str = "outlayer.dev/retry";
 pub const REBUILD_ANNOTATION: &str = "outlayer.dev/rebuild";
 /// When an execution last used the module (RFC 3339); LRU eviction orders by it.
 pub const LAST_USED_ANNOTATION: &str = "outlayer.dev/last-used";
+/// On a URL CompileJob: the module's sha256 (its first 32 hex characters: a label value holds at
+/// most 63), so an execution finds a Ready copy of the module whatever URL brought it (the cache is
+/// by hash; the label is only an index, the spec and status are checked in full).
+pub const MODULE_SHA256_LABEL: &str = "outlayer.dev/module-sha256";
+
+/// The [`MODULE_SHA256_LABEL`] value for `sha256`.
+pub fn module_label_value(sha256: &str) -> String {
+    sha256.chars().take(32).collect()
+}
 
 #[cfg(test)]
 mod tests {
@@ -372,12 +457,7 @@ mod tests {
     fn a_compile_job_serves_only_the_source_its_name_and_spec_say() {
         let wanted = source("https://github.com/alice/echo", "main");
         let named = |name: &str, spec: &CompileSource| {
-            CompileJob::new(
-                name,
-                CompileJobSpec {
-                    source: spec.clone(),
-                },
-            )
+            CompileJob::new(name, CompileJobSpec::git(spec.clone()))
         };
         let other = source("https://github.com/mallory/echo", "main");
         let rows: Vec<(&str, CompileJob, Result<(), &str>)> = vec![
@@ -417,10 +497,12 @@ mod tests {
             ),
         ];
         for (what, job, expected) in rows {
-            let got = job.serves(&wanted).map_err(|e| match e {
-                SourceMismatch::Name { .. } => "name",
-                SourceMismatch::Spec { .. } => "spec",
-            });
+            let got = job
+                .serves(&CompileJobSpec::git(wanted.clone()))
+                .map_err(|e| match e {
+                    SourceMismatch::Name { .. } => "name",
+                    SourceMismatch::Spec { .. } => "spec",
+                });
             assert_eq!(got, expected, "{what}");
         }
         assert_eq!(

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::conditions::{HasConditions, conditions_schema};
-use super::{BUILD_TARGET_WASIP1, CompileSource};
+use super::{BUILD_TARGET_WASIP1, CompileJobSpec, CompileSource, ModuleUrl};
 
 /// Absolute ceilings, the same as the contract's (`ABSOLUTE_MAX_LIMITS`): a request above them could not
 /// finish inside NEAR's yield window or a sane executor pod. The operator's configured caps may be lower.
@@ -16,19 +16,26 @@ pub const MAX_EXECUTION_SECONDS: u64 = 180;
 /// The contract's `MAX_INPUT_BYTES`.
 pub const MAX_INPUT_BYTES: usize = 256 * 1024;
 
-/// What to run: a repository at a commit (compiled through a `CompileJob`), or a module already in the
-/// cache, named by its sha256.
+/// What to run: a repository at a commit (compiled through a `CompileJob`), a prebuilt module by URL
+/// (downloaded through a `CompileJob`, checked against its sha256), or a module already in the cache,
+/// named by its sha256.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "has(self.wasmSha256) != (has(self.repo) || has(self.commit))"
-).message("code needs either repo and commit, or wasmSha256, not both"))]
+    "(has(self.repo) || has(self.commit) ? 1 : 0) + (has(self.url) || has(self.sha256) ? 1 : 0) + (has(self.wasmSha256) ? 1 : 0) == 1"
+).message("code needs exactly one of: repo and commit, url and sha256, or wasmSha256"))]
 #[x_kube(validation = kube::core::Rule::new(
     "has(self.repo) == has(self.commit)"
 ).message("repo and commit go together"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.url) == has(self.sha256)"
+).message("url and sha256 go together"))]
 pub struct CodeRef {
     #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
     pub source: Option<CompileSource>,
+    /// A prebuilt module by URL, pinned by its sha256 (OutLayer's `WasmUrl`).
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub module_url: Option<ModuleUrl>,
     /// sha256 (64 lower-case hex) of a module already in the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
@@ -304,7 +311,29 @@ impl CodeRef {
                 commit: commit.into(),
                 build_target: BUILD_TARGET_WASIP1.to_string(),
             }),
+            module_url: None,
             wasm_sha256: None,
+        }
+    }
+
+    /// A prebuilt module at `url` that must hash to `sha256`.
+    pub fn from_url(url: impl Into<String>, sha256: impl Into<String>) -> Self {
+        Self {
+            source: None,
+            module_url: Some(ModuleUrl {
+                url: url.into(),
+                sha256: sha256.into(),
+            }),
+            wasm_sha256: None,
+        }
+    }
+
+    /// The CompileJob that provides this module (`None` for a module named by hash alone).
+    pub fn compile_job_spec(&self) -> Option<CompileJobSpec> {
+        match (&self.source, &self.module_url) {
+            (Some(source), _) => Some(CompileJobSpec::git(source.clone())),
+            (None, Some(module_url)) => Some(CompileJobSpec::url(module_url.clone())),
+            (None, None) => None,
         }
     }
 }

@@ -7,7 +7,8 @@ mod pricing;
 
 pub use compile_job::{
     BUILD_TARGET_WASIP1, CompileJob, CompileJobSpec, CompileJobStatus, CompileSource, CompileStage,
-    CompileState, LAST_USED_ANNOTATION, REBUILD_ANNOTATION, RETRY_ANNOTATION, SourceMismatch,
+    CompileState, LAST_USED_ANNOTATION, MODULE_SHA256_LABEL, ModuleUrl, REBUILD_ANNOTATION,
+    RETRY_ANNOTATION, SourceMismatch, module_label_value,
 };
 pub use conditions::{
     ConditionStatus, ConditionType, HasConditions, Reason, StatusUpdate, condition_status,

@@ -56,8 +56,14 @@ pub fn workspace_sub_path(compile_job: &str) -> String {
 }
 
 /// The network side's arguments: the source, the allow-list and the mirrors.
-fn source_args(command: &str, compile_job: &CompileJob, config: &OperatorConfig) -> Vec<String> {
-    let source = &compile_job.spec.source;
+fn source_args(
+    command: &str,
+    compile_job: &CompileJob,
+    config: &OperatorConfig,
+) -> Result<Vec<String>> {
+    let source = compile_job.spec.source.as_ref().ok_or_else(|| {
+        crate::Error::InvalidSpec("a git stage for a CompileJob without repo".to_string())
+    })?;
     let mut args = vec![
         command.to_string(),
         "--repo".to_string(),
@@ -73,13 +79,60 @@ fn source_args(command: &str, compile_job: &CompileJob, config: &OperatorConfig)
     for mirror in &config.compiler.git_mirrors {
         args.extend(["--git-mirror".to_string(), mirror.clone()]);
     }
-    args
+    Ok(args)
+}
+
+/// The fetch Job of a module by URL (`outlayer-compiler fetch-url`): the same Job name, labels (so
+/// the same egress NetworkPolicy) and hardening as a git fetch. It runs no code of anyone's but
+/// ours, so, like the build's publish step, it mounts `wasm/` to publish into; it sees no workspace.
+fn url_fetch_job(
+    compile_job: &CompileJob,
+    module_url: &crate::crd::ModuleUrl,
+    config: &OperatorConfig,
+) -> Result<Job> {
+    let compiler = &config.compiler;
+    let mut args = vec![
+        "fetch-url".to_string(),
+        "--url".to_string(),
+        module_url.url.clone(),
+        "--sha256".to_string(),
+        module_url.sha256.clone(),
+        "--cache".to_string(),
+        CACHE_MOUNT.to_string(),
+        "--max-bytes".to_string(),
+        compiler.url_fetch_max_bytes.to_string(),
+        "--timeout-seconds".to_string(),
+        compiler.fetch_timeout_seconds.to_string(),
+    ];
+    for cidr in &compiler.url_fetch_allow_cidrs {
+        args.extend(["--allow-cidr".to_string(), cidr.clone()]);
+    }
+    let mut container = compiler_container(
+        COMPILER_CONTAINER,
+        args,
+        vec![
+            mount("cache", &format!("{CACHE_MOUNT}/wasm"), Some("wasm"), false),
+            mount("tmp", "/tmp", None, false),
+        ],
+        config,
+    );
+    if let Some(pem) = &compiler.url_fetch_ca_pem {
+        container.env.get_or_insert_with(Vec::new).push(EnvVar {
+            name: "OUTLAYER_URL_CA_PEM".to_string(),
+            value: Some(pem.clone()),
+            ..Default::default()
+        });
+    }
+    stage_job(compile_job, Stage::Fetch, Vec::new(), container, config)
 }
 
 /// The fetch Job: clone `spec.repo` at `spec.commit`, resolve it to a SHA (and, for a SHA, find a
 /// branch or tag that holds it), vendor dependencies.
 pub fn fetch_job(compile_job: &CompileJob, config: &OperatorConfig) -> Result<Job> {
-    let mut args = source_args("fetch", compile_job, config);
+    if let Some(module_url) = &compile_job.spec.module_url {
+        return url_fetch_job(compile_job, module_url, config);
+    }
+    let mut args = source_args("fetch", compile_job, config)?;
     args.extend(["--workspace".to_string(), WORKSPACE_MOUNT.to_string()]);
     let container = compiler_container(
         COMPILER_CONTAINER,
@@ -96,7 +149,7 @@ pub fn fetch_job(compile_job: &CompileJob, config: &OperatorConfig) -> Result<Jo
 /// The resolve Job: where a branch or tag name points now (`git ls-remote`). It touches no part of
 /// the cache: its scratch space is its own `/tmp`.
 pub fn resolve_job(compile_job: &CompileJob, config: &OperatorConfig) -> Result<Job> {
-    let mut args = source_args("resolve", compile_job, config);
+    let mut args = source_args("resolve", compile_job, config)?;
     args.extend(["--workspace".to_string(), "/tmp/resolve".to_string()]);
     let container = compiler_container(
         COMPILER_CONTAINER,
@@ -347,13 +400,11 @@ mod tests {
     fn compile_job() -> CompileJob {
         let mut job = CompileJob::new(
             "cj-0123456789abcdef",
-            CompileJobSpec {
-                source: CompileSource {
-                    repo: "https://github.com/alice/echo".to_string(),
-                    commit: "main".to_string(),
-                    build_target: BUILD_TARGET_WASIP1.to_string(),
-                },
-            },
+            CompileJobSpec::git(CompileSource {
+                repo: "https://github.com/alice/echo".to_string(),
+                commit: "main".to_string(),
+                build_target: BUILD_TARGET_WASIP1.to_string(),
+            }),
         );
         job.metadata.namespace = Some("jobs".to_string());
         job.metadata.uid = Some("uid-7".to_string());
@@ -441,6 +492,65 @@ mod tests {
         );
         assert!(!labels(&job).contains_key(SANDBOX_LABEL));
         assert_eq!(labels(&job)["outlayer.dev/stage"], "fetch");
+    }
+
+    #[test]
+    fn a_module_by_url_is_fetched_by_the_fetch_job_into_the_cache_by_hash() {
+        let mut config = OperatorConfig::default();
+        config.compiler.url_fetch_allow_cidrs = vec!["10.9.0.0/16".to_string()];
+        config.compiler.url_fetch_max_bytes = 1234;
+        config.compiler.url_fetch_ca_pem = Some("-----BEGIN CERTIFICATE-----".to_string());
+        let module_url = crate::crd::ModuleUrl {
+            url: "https://modules.example/echo.wasm".to_string(),
+            sha256: "ab".repeat(32),
+        };
+        let mut compile_job = CompileJob::new(
+            &module_url.compile_job_name(),
+            CompileJobSpec::url(module_url.clone()),
+        );
+        compile_job.metadata.namespace = Some("jobs".to_string());
+        compile_job.metadata.uid = Some("uid-8".to_string());
+        let job = fetch_job(&compile_job, &config).unwrap();
+        let args = args(&job);
+        assert_eq!(
+            args,
+            [
+                "fetch-url",
+                "--url",
+                "https://modules.example/echo.wasm",
+                "--sha256",
+                &"ab".repeat(32),
+                "--cache",
+                "/cache",
+                "--max-bytes",
+                "1234",
+                "--timeout-seconds",
+                "300",
+                "--allow-cidr",
+                "10.9.0.0/16"
+            ]
+        );
+        // The fetch's labels (so its egress policy), no workspace: only wasm/ and /tmp.
+        assert_eq!(labels(&job)["outlayer.dev/stage"], "fetch");
+        assert!(!labels(&job).contains_key(SANDBOX_LABEL));
+        let container = &pod_spec(&job).containers[0];
+        assert_eq!(
+            layout(container),
+            [
+                (
+                    "cache".to_string(),
+                    Some("wasm".to_string()),
+                    "/cache/wasm".to_string(),
+                    false
+                ),
+                ("tmp".to_string(), None, "/tmp".to_string(), false),
+            ]
+        );
+        let env = container.env.clone().unwrap_or_default();
+        assert!(env.iter().any(|e| e.name == "OUTLAYER_URL_CA_PEM"
+            && e.value.as_deref() == Some("-----BEGIN CERTIFICATE-----")));
+        // A git stage is never made for it.
+        assert!(resolve_job(&compile_job, &config).is_err());
     }
 
     fn pod_spec(job: &Job) -> PodSpec {

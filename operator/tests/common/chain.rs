@@ -116,7 +116,6 @@ impl ChainEnv {
         input: &str,
         secrets_ref: Option<Value>,
     ) -> tokio::task::JoinHandle<TxOutcome> {
-        let alice = self.client_as("alice.localnet");
         let mut args = json!({
             "code_source": code_source,
             "resource_limits": {"max_instructions": 1_000_000_000u64, "max_memory_mb": 64,
@@ -127,6 +126,12 @@ impl ChainEnv {
         if let Some(secrets_ref) = secrets_ref {
             args["secrets_ref"] = secrets_ref;
         }
+        self.request_args(args)
+    }
+
+    /// Alice calls `request_execution` with exactly these arguments (e.g. OutLayer's `source`).
+    pub fn request_args(&self, args: Value) -> tokio::task::JoinHandle<TxOutcome> {
+        let alice = self.client_as("alice.localnet");
         tokio::spawn(async move {
             let sent = alice
                 .call_function(
@@ -191,7 +196,7 @@ impl ChainEnv {
         let api: Api<CompileJob> = Api::namespaced(self.env.cluster.client(), NAMESPACE);
         api.create(
             &PostParams::default(),
-            &CompileJob::new(&name, CompileJobSpec { source }),
+            &CompileJob::new(&name, CompileJobSpec::git(source)),
         )
         .await
         .unwrap();

@@ -330,6 +330,7 @@ pub fn by_hash(name: &str, sha256: &str, input: &str, max_memory_mb: u32) -> crd
         name,
         crd::ExecutionRequestSpec {
             code: crd::CodeRef {
+                module_url: None,
                 source: None,
                 wasm_sha256: Some(sha256.to_string()),
             },

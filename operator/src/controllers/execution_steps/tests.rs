@@ -1251,6 +1251,24 @@ fn specs_the_schema_cannot_judge_are_refused_before_anything_is_created() {
     })
     .unwrap();
     assert!(repo.contains("not allowed"), "{repo}");
+    let sha = "a".repeat(64);
+    for (url, why) in [
+        ("http://example.com/m.wasm", "only https"),
+        ("https://user:pw@example.com/m.wasm", "credentials"),
+        ("ftp://example.com/m.wasm", "only https"),
+    ] {
+        let refusal = refused(&|r| r.spec.code = CodeRef::from_url(url, &sha)).unwrap();
+        assert!(
+            refusal.starts_with("spec.code.url: ")
+                && refusal.contains(why)
+                && refusal.contains(url),
+            "{refusal}"
+        );
+    }
+    assert_eq!(
+        refused(&|r| r.spec.code = CodeRef::from_url("https://example.com/m.wasm", &sha)),
+        None
+    );
     // The step: a kubectl request fails at once, an on-chain one tells the contract.
     let mut local = kubectl();
     local.spec.code = CodeRef::from_repo("file:///etc", "main");
@@ -1408,6 +1426,33 @@ fn the_response_carries_the_module_and_build_identity_as_evidence() {
             .unwrap()
             .evidence,
         None
+    );
+}
+
+#[test]
+fn a_request_waiting_for_its_module_says_what_is_being_made() {
+    let waiting = |code: CodeRef| {
+        let mut request = kubectl();
+        request.spec.code = code;
+        let observed = ModuleObservation::CompileJob {
+            name: "cj-1".to_string(),
+            status: Box::new(CompileJobStatus::default()),
+        };
+        match module_state(&request, &observed) {
+            ModuleState::Compiling { message, .. } => message,
+            _ => panic!("a CompileJob in progress is waited for"),
+        }
+    };
+    assert_eq!(
+        waiting(CodeRef::from_repo("https://github.com/a/b", "main")),
+        "waiting for CompileJob cj-1 to build https://github.com/a/b@main"
+    );
+    assert_eq!(
+        waiting(CodeRef::from_url(
+            "https://m.example/x.wasm",
+            "ab".repeat(32)
+        )),
+        "waiting for CompileJob cj-1 to download https://m.example/x.wasm"
     );
 }
 

@@ -269,7 +269,7 @@ impl ChainBench {
         let started = Instant::now();
         api.create(
             &PostParams::default(),
-            &CompileJob::new(&name, CompileJobSpec { source }),
+            &CompileJob::new(&name, CompileJobSpec::git(source)),
         )
         .await
         .with_context(|| format!("create CompileJob {name}"))?;
