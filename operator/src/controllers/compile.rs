@@ -690,36 +690,16 @@ fn build_step(
             toolchain,
             compiler,
         } => {
-            status.wasm_sha256 = Some(sha256.clone());
-            status.size_bytes = size_bytes;
             status.compile_time_ms = compile_time_ms;
             status.toolchain = toolchain;
             status.compiler = compiler;
-            status.last_used = Some(status.now().clone());
-            status.observed_generation = status.generation();
-            status.message = Some(format!("module {sha256} is in the cache"));
             status.set(
                 ConditionType::Built,
                 ConditionStatus::True,
                 Reason::Built,
                 format!("built in {} ms", compile_time_ms.unwrap_or(0)),
             );
-            status.set(
-                ConditionType::Ready,
-                ConditionStatus::True,
-                Reason::ModuleReady,
-                format!("wasm/{sha256}.wasm ({} bytes)", size_bytes.unwrap_or(0)),
-            );
-            Step::Write(Box::new(Outcome {
-                status: Some(status.into_inner()),
-                note: Some(Note::Normal(
-                    Reason::ModuleReady,
-                    format!("wasm/{sha256}.wasm"),
-                )),
-                finished: Some(CompileOutcome::Succeeded),
-                after: vec![Effect::EnforceCacheBound { just_built: sha256 }],
-                ..Outcome::idle()
-            }))
+            module_ready(status, sha256, size_bytes)
         }
         StageResult::Failed(failure) => fail(status, failure, compile_job.spec.is_name(), policy),
         StageResult::Fetched { .. } => {
@@ -783,11 +763,6 @@ fn url_fetch_step(
         StageResult::Built {
             sha256, size_bytes, ..
         } => {
-            status.wasm_sha256 = Some(sha256.clone());
-            status.size_bytes = size_bytes;
-            status.last_used = Some(status.now().clone());
-            status.observed_generation = status.generation();
-            status.message = Some(format!("module {sha256} is in the cache"));
             status.fetch_attempts = None;
             status.next_attempt_at = None;
             status.set(
@@ -800,28 +775,43 @@ fn url_fetch_step(
                     size_bytes.unwrap_or(0)
                 ),
             );
-            status.set(
-                ConditionType::Ready,
-                ConditionStatus::True,
-                Reason::ModuleReady,
-                format!("wasm/{sha256}.wasm ({} bytes)", size_bytes.unwrap_or(0)),
-            );
-            Step::Write(Box::new(Outcome {
-                status: Some(status.into_inner()),
-                note: Some(Note::Normal(
-                    Reason::ModuleReady,
-                    format!("wasm/{sha256}.wasm"),
-                )),
-                finished: Some(CompileOutcome::Succeeded),
-                after: vec![Effect::EnforceCacheBound { just_built: sha256 }],
-                ..Outcome::idle()
-            }))
+            module_ready(status, sha256, size_bytes)
         }
         StageResult::Failed(failure) => fail(status, failure, false, policy),
         StageResult::Fetched { .. } => {
             unreachable!("stage_result(Build, _) never reads a fetch report")
         }
     }
+}
+
+/// The module is published in the cache (built, or downloaded by URL): `Ready`, a Normal Event, and
+/// the cache bound enforced with this module kept.
+fn module_ready(
+    mut status: StatusUpdate<CompileJobStatus>,
+    sha256: String,
+    size_bytes: Option<u64>,
+) -> Step {
+    status.wasm_sha256 = Some(sha256.clone());
+    status.size_bytes = size_bytes;
+    status.last_used = Some(status.now().clone());
+    status.observed_generation = status.generation();
+    status.message = Some(format!("module {sha256} is in the cache"));
+    status.set(
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::ModuleReady,
+        format!("wasm/{sha256}.wasm ({} bytes)", size_bytes.unwrap_or(0)),
+    );
+    Step::Write(Box::new(Outcome {
+        status: Some(status.into_inner()),
+        note: Some(Note::Normal(
+            Reason::ModuleReady,
+            format!("wasm/{sha256}.wasm"),
+        )),
+        finished: Some(CompileOutcome::Succeeded),
+        after: vec![Effect::EnforceCacheBound { just_built: sha256 }],
+        ..Outcome::idle()
+    }))
 }
 
 /// A stage's Job was just created: its condition says so, with a Normal Event.

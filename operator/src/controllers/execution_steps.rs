@@ -934,6 +934,26 @@ fn result_step(
     observed: &Observed,
     result: &ResultMessage,
 ) -> Step {
+    // The signature the run was seeded with goes out with the answer. It is recorded when the pod
+    // starts; should that status write have been lost (the pod created, the write refused as stale),
+    // it is derived again here: the same key signs the same message to the same signature.
+    let seeded = execution
+        .spec
+        .on_chain
+        .as_ref()
+        .is_some_and(|on_chain| on_chain.seed_public_key.is_some());
+    if seeded && status.seed_signature.is_none() {
+        match &observed.seed {
+            None => return Step::Look(Look::Seed),
+            Some(SeedStep::Ready(seed)) => {
+                status.seed_signature = seed.signature.clone();
+                status.deterministic = Some(true);
+            }
+            // The run happened, so the key was held then; without it now the answer goes out
+            // unsigned, and the contract accepts only a failure without a signature.
+            Some(_) => {}
+        }
+    }
     let pod_ended = vec![Effect::DeleteEnvSecret];
     status.instructions = Some(result.instructions);
     status.time_ms = Some(result.time_ms);

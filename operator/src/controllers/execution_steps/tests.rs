@@ -1519,3 +1519,52 @@ fn a_compile_only_request_is_answered_when_its_module_is_built() {
     assert_eq!(response.resources_used.instructions, 0);
     assert!(matches!(response.output, Some(ExecutionOutput::Json(_))));
 }
+
+#[test]
+fn a_seed_signature_lost_with_a_stale_write_is_derived_again_for_the_answer() {
+    // The pod ran, but the status write that recorded its seed signature was refused as stale.
+    let mut request = in_phase(on_chain(), Phase::Executing);
+    if let Some(on_chain) = request.spec.on_chain.as_mut() {
+        on_chain.seed_public_key = Some("ed25519:key".to_string());
+    }
+    let ended = with(
+        pod(
+            seconds_left(100),
+            PodObservation::Ended(ExecutorOutcome::Finished(result(
+                true,
+                Some("\"hi\""),
+                None,
+            ))),
+        ),
+        |_| {},
+    );
+    check(vec![(
+        "the seed is looked at again",
+        request.clone(),
+        ended,
+        "look Seed",
+    )]);
+    let signature = near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, "k")
+        .sign(b"seed message")
+        .to_string();
+    let observed = with(
+        pod(
+            seconds_left(100),
+            PodObservation::Ended(ExecutorOutcome::Finished(result(
+                true,
+                Some("\"hi\""),
+                None,
+            ))),
+        ),
+        |o| {
+            o.seed = Some(SeedStep::Ready(RunSeed {
+                seed: "5e".repeat(32),
+                unix_time_ns: 0,
+                signature: Some(signature.clone()),
+            }))
+        },
+    );
+    let status = written(step(&request, &observed)).status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Reporting));
+    assert_eq!(status.seed_signature, Some(signature));
+}
