@@ -220,9 +220,6 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
     operator.stop().await;
 }
 
-/// The resolve lands but its answer never reaches the operator, which is then killed: the restarted
-/// operator finds the transaction by the hash it recorded before sending, and the status says who
-/// resolved the request and what it was charged, instead of claiming a settlement it cannot vouch for.
 /// The warm-up pattern: a compile-only request (OutLayer's shape, `params.compile_only`, no limits)
 /// builds the module and is answered with its hash, size and compile time, charged the base fee and
 /// the compile time; the next request for the commit is a cache hit.
@@ -230,19 +227,11 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
 async fn a_compile_only_request_warms_the_cache() {
     let net = ChainEnv::start(Duration::from_millis(500)).await;
     let operator = net.start_operator(net.config());
-    let args = json!({
-        "source": {"GitHub": {"repo": REPO, "commit": net.commit}},
-        "params": {"compile_only": true},
-    });
     let outcome = net
-        .client_as("alice.localnet")
-        .call_function(
-            &account("outlayer.localnet"),
-            "request_execution",
-            &args,
-            Gas::from_teragas(50),
-            Balance::from_yoctonear(DEPOSIT),
-        )
+        .request_args(json!({
+            "source": {"GitHub": {"repo": REPO, "commit": net.commit}},
+            "params": {"compile_only": true},
+        }))
         .await
         .unwrap();
     let status = finished(&net.executions(), "req-0").await;
@@ -288,6 +277,9 @@ async fn a_compile_only_request_warms_the_cache() {
     operator.stop().await;
 }
 
+/// The resolve lands but its answer never reaches the operator, which is then killed: the restarted
+/// operator finds the transaction by the hash it recorded before sending, and the status says who
+/// resolved the request and what it was charged, instead of claiming a settlement it cannot vouch for.
 #[tokio::test]
 async fn a_resolve_whose_answer_was_lost_is_found_by_its_recorded_hash() {
     let net = ChainEnv::start(Duration::from_millis(300)).await;

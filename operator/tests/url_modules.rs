@@ -23,23 +23,7 @@ use sha2::{Digest, Sha256};
 const MAX_BYTES: u64 = 1024 * 1024;
 
 fn by_url(name: &str, url: &str, sha256: &str, input: &str) -> ExecutionRequest {
-    ExecutionRequest::new(
-        name,
-        crd::ExecutionRequestSpec {
-            code: CodeRef::from_url(url, sha256),
-            input: input.to_string(),
-            limits: crd::Limits {
-                max_instructions: 100_000_000,
-                max_memory_mb: 32,
-                max_execution_seconds: 10,
-            },
-            response_format: crd::ResponseFormat::Text,
-            secrets_ref: None,
-            on_chain: None,
-            compile_only: false,
-            deterministic: None,
-        },
-    )
+    common::request_for(name, CodeRef::from_url(url, sha256), input, 32)
 }
 
 fn sha(bytes: &[u8]) -> String {

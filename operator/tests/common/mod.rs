@@ -38,14 +38,24 @@ where
 
 /// A chain-less run of the repository `repo` at `commit` with `input`, text output, small limits.
 pub fn request(name: &str, repo: &str, commit: &str, input: &str) -> crd::ExecutionRequest {
+    request_for(name, crd::CodeRef::from_repo(repo, commit), input, 32)
+}
+
+/// A kubectl request of `code` with `input`: 10^8 instructions, `max_memory_mb`, 10 s, Text.
+pub fn request_for(
+    name: &str,
+    code: crd::CodeRef,
+    input: &str,
+    max_memory_mb: u32,
+) -> crd::ExecutionRequest {
     crd::ExecutionRequest::new(
         name,
         crd::ExecutionRequestSpec {
-            code: crd::CodeRef::from_repo(repo, commit),
+            code,
             input: input.to_string(),
             limits: crd::Limits {
                 max_instructions: 100_000_000,
-                max_memory_mb: 32,
+                max_memory_mb,
                 max_execution_seconds: 10,
             },
             response_format: crd::ResponseFormat::Text,
@@ -326,27 +336,12 @@ pub async fn prepare_namespace(cluster: &Cluster) {
 
 /// A run of the published module `sha256` (no compile) with `input` and `max_memory_mb`.
 pub fn by_hash(name: &str, sha256: &str, input: &str, max_memory_mb: u32) -> crd::ExecutionRequest {
-    crd::ExecutionRequest::new(
-        name,
-        crd::ExecutionRequestSpec {
-            code: crd::CodeRef {
-                module_url: None,
-                source: None,
-                wasm_sha256: Some(sha256.to_string()),
-            },
-            input: input.to_string(),
-            limits: crd::Limits {
-                max_instructions: 100_000_000,
-                max_memory_mb,
-                max_execution_seconds: 10,
-            },
-            response_format: crd::ResponseFormat::Text,
-            secrets_ref: None,
-            compile_only: false,
-            deterministic: None,
-            on_chain: None,
-        },
-    )
+    let code = crd::CodeRef {
+        module_url: None,
+        source: None,
+        wasm_sha256: Some(sha256.to_string()),
+    };
+    request_for(name, code, input, max_memory_mb)
 }
 
 /// Commits, on a new branch `network` off `main`, a `build.rs` that tries to reach `address`

@@ -1527,7 +1527,7 @@ fn a_seed_signature_lost_with_a_stale_write_is_derived_again_for_the_answer() {
     if let Some(on_chain) = request.spec.on_chain.as_mut() {
         on_chain.seed_public_key = Some("ed25519:key".to_string());
     }
-    let ended = with(
+    let ended = || {
         pod(
             seconds_left(100),
             PodObservation::Ended(ExecutorOutcome::Finished(result(
@@ -1535,35 +1535,24 @@ fn a_seed_signature_lost_with_a_stale_write_is_derived_again_for_the_answer() {
                 Some("\"hi\""),
                 None,
             ))),
-        ),
-        |_| {},
-    );
+        )
+    };
     check(vec![(
         "the seed is looked at again",
         request.clone(),
-        ended,
+        ended(),
         "look Seed",
     )]);
     let signature = near_crypto::SecretKey::from_seed(near_crypto::KeyType::ED25519, "k")
         .sign(b"seed message")
         .to_string();
-    let observed = with(
-        pod(
-            seconds_left(100),
-            PodObservation::Ended(ExecutorOutcome::Finished(result(
-                true,
-                Some("\"hi\""),
-                None,
-            ))),
-        ),
-        |o| {
-            o.seed = Some(SeedStep::Ready(RunSeed {
-                seed: "5e".repeat(32),
-                unix_time_ns: 0,
-                signature: Some(signature.clone()),
-            }))
-        },
-    );
+    let observed = with(ended(), |o| {
+        o.seed = Some(SeedStep::Ready(RunSeed {
+            seed: "5e".repeat(32),
+            unix_time_ns: 0,
+            signature: Some(signature.clone()),
+        }))
+    });
     let status = written(step(&request, &observed)).status.unwrap();
     assert_eq!(status.phase, Some(Phase::Reporting));
     assert_eq!(status.seed_signature, Some(signature));
