@@ -1037,11 +1037,7 @@ fn compiled_only(
     sha256: &str,
     size_bytes: Option<u64>,
 ) -> Step {
-    let compile_time_ms = if status.cache_hit == Some(false) {
-        status.compile_time_ms
-    } else {
-        None
-    };
+    let compile_time_ms = charged_compile_time_ms(&status);
     let answer = serde_json::json!({
         "wasm_sha256": sha256,
         "size_bytes": size_bytes,
@@ -1438,12 +1434,7 @@ pub(crate) fn execution_response(
     let resources_used = ResourceMetrics {
         instructions: status.instructions.unwrap_or(0),
         time_ms: status.time_ms.unwrap_or(0),
-        // Only a request that waited for the build pays for it; a cache hit is free.
-        compile_time_ms: if status.cache_hit == Some(false) {
-            status.compile_time_ms
-        } else {
-            None
-        },
+        compile_time_ms: charged_compile_time_ms(status),
     };
     let evidence = evidence(status);
     let failure = |error: String| ExecutionResponse {
@@ -1502,6 +1493,16 @@ pub(crate) fn execution_response(
             "the output is {bytes} bytes as JSON, over the contract's limit of {max}"
         ))),
         _ => Ok(response),
+    }
+}
+
+/// The compile time a request is charged: only a request that waited for the build pays for it; a
+/// cache hit is free.
+fn charged_compile_time_ms(status: &ExecutionRequestStatus) -> Option<u64> {
+    if status.cache_hit == Some(false) {
+        status.compile_time_ms
+    } else {
+        None
     }
 }
 
