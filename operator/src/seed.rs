@@ -15,7 +15,7 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
-use near_crypto::{KeyType, PublicKey, SecretKey, Signature};
+use near_crypto::{KeyType, ParseKeyError, PublicKey, SecretKey, Signature};
 use outlayer_contract::seed_message;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -75,10 +75,15 @@ impl SeedKey {
 
     /// Parses `ed25519:<base58>`; any other key type is refused.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let secret: SecretKey = text
-            .trim()
-            .parse()
-            .map_err(|e| format!("not a NEAR secret key: {e}"))?;
+        // The parse error's own text may quote the key's characters: only its kind is said.
+        let secret: SecretKey = text.trim().parse().map_err(|e| {
+            let kind = match e {
+                ParseKeyError::UnknownKeyType { .. } => "an unknown key type",
+                ParseKeyError::InvalidLength(_) => "key data of the wrong length",
+                ParseKeyError::InvalidData { .. } => "key data that is not base58",
+            };
+            format!("not a NEAR secret key ({kind})")
+        })?;
         if !matches!(secret.key_type(), KeyType::ED25519) {
             return Err(format!("a {} key, not ed25519", secret.key_type()));
         }
@@ -500,6 +505,19 @@ mod tests {
             decode("s", &secret(SEED_KEY_SECRET_TYPE, &secp)),
             Err(SeedError::Malformed { .. })
         ));
+        // A damaged key is named by what is wrong with it, never quoted.
+        let damaged = format!(
+            "ed25519:{}0OIl",
+            &operator.secret_text()["ed25519:".len()..][..20]
+        );
+        let error = decode("s", &secret(SEED_KEY_SECRET_TYPE, &damaged))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not base58"), "{error}");
+        assert!(
+            !error.contains(&damaged["ed25519:".len()..][..8]),
+            "{error}"
+        );
         // The secret half never shows in debug output.
         assert!(!format!("{operator:?}").contains(&operator.secret_text()));
     }
