@@ -3,8 +3,10 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use tracing::warn;
 
 use crate::chain::{ChainClient, ChainError};
@@ -33,6 +35,8 @@ pub struct Context {
     seed_key: RwLock<Option<Arc<crate::seed::SeedKey>>>,
     /// The warm pool, while this replica leads and `--warm-pool` is set.
     pool: std::sync::OnceLock<Arc<crate::pool::WarmPool>>,
+    /// The watch cache of executor pods (cold and claimed warm ones), while the controllers run.
+    executor_pods: std::sync::OnceLock<Store<Pod>>,
     recorder: Recorder,
 }
 
@@ -53,7 +57,18 @@ impl Context {
             keyring: RwLock::new(None),
             seed_key: RwLock::new(None),
             pool: std::sync::OnceLock::new(),
+            executor_pods: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The watch cache of executor pods, if the controllers keep one.
+    pub fn executor_pods(&self) -> Option<&Store<Pod>> {
+        self.executor_pods.get()
+    }
+
+    /// Reads ended executor pods from `store` from now on (set once).
+    pub fn set_executor_pods(&self, store: Store<Pod>) {
+        let _ = self.executor_pods.set(store);
     }
 
     /// The warm pool, if one runs.

@@ -334,15 +334,27 @@ impl ExecutionRequest {
         let namespace = self.namespace_or_err()?;
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
         let retries = self.status.as_ref().and_then(|s| s.retries).unwrap_or(0);
+        if let Some(ended) = self.ended_pod_in_cache(ctx, retries) {
+            return Ok(ended);
+        }
         let pod_name = executor_pod_name_for(&self.name_any(), retries);
-        let pod = pods
-            .get_opt(&pod_name)
-            .await
-            .map_err(Error::api("reading pod", &pod_name))?;
-        // No cold pod of this attempt: a warm pod may have taken it.
+        let cold = async {
+            pods.get_opt(&pod_name)
+                .await
+                .map_err(Error::api("reading pod", &pod_name))
+        };
+        // A warm pod may have taken the attempt: both read at once (one round trip, not two).
+        let warm = async {
+            match ctx.pool() {
+                Some(pool) => pool.execution_pod(self, retries).await,
+                None => Ok(None),
+            }
+        };
+        let (pod, warm) = tokio::join!(cold, warm);
+        let pod = pod?;
+        // No cold pod of this attempt: the warm pod's, if one took it.
         if pod.is_none()
-            && let Some(pool) = ctx.pool()
-            && let Some(warm) = pool.execution_pod(self, retries).await?
+            && let Some(warm) = warm?
         {
             return Ok(warm.map_or(PodObservation::Running, PodObservation::Ended));
         }
@@ -365,6 +377,30 @@ impl ExecutionRequest {
                 Some(ended) => PodObservation::Ended(ended),
             },
         })
+    }
+
+    /// The attempt's pod from the watch cache, when the cache shows it ended (see
+    /// [`ended_pod_among`]); `None`: read it from the API server.
+    fn ended_pod_in_cache(&self, ctx: &Context, attempt: u32) -> Option<PodObservation> {
+        let store = ctx.executor_pods()?;
+        let uid = self.metadata.uid.as_deref()?;
+        let namespace = self.metadata.namespace.as_deref()?;
+        let cold_name = executor_pod_name_for(&self.name_any(), attempt);
+        let cached = store.state();
+        let ended = ended_pod_among(
+            cached
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|pod| pod.metadata.namespace.as_deref() == Some(namespace)),
+            &cold_name,
+            uid,
+            attempt,
+            ctx.pool().is_some(),
+        )?;
+        if let (CachedPod::Warm, Some(pool)) = (&ended.0, ctx.pool()) {
+            pool.claimed_pod_ended();
+        }
+        Some(ended.1)
     }
 
     /// Reads `results/<sha256>` from the operator's cache mount and checks its hash; `None` when the
@@ -639,6 +675,58 @@ pub(crate) fn serves_hash(job: &CompileJob, sha256: &str) -> bool {
         })
 }
 
+/// Which kind of pod [`ended_pod_among`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum CachedPod {
+    Cold,
+    Warm,
+}
+
+/// The attempt's ended pod among `cached` (the executor pods of the request's namespace in the
+/// watch cache): the cold pod `cold_name` when this execution (`uid`) controls it, else, with a
+/// warm pool, the warm pod it claimed for `attempt`. A pod that ended never runs again, so that is
+/// a fact however late the cache is, and the reconcile a pod's ending triggered (the common case)
+/// needs no API read. Anything else is `None` and read from the API server: a cache that lags could
+/// show an existing pod as missing, and a second pod would start.
+fn ended_pod_among<'a>(
+    cached: impl IntoIterator<Item = &'a Pod>,
+    cold_name: &str,
+    uid: &str,
+    attempt: u32,
+    warm_pool: bool,
+) -> Option<(CachedPod, PodObservation)> {
+    let cached: Vec<&Pod> = cached.into_iter().collect();
+    if let Some(pod) = cached
+        .iter()
+        .find(|pod| pod.metadata.name.as_deref() == Some(cold_name))
+    {
+        // Not ours: the API path decides (and says so).
+        if !controlled_by(&pod.metadata, uid) {
+            return None;
+        }
+        if crate::cache::damaged_module(pod) {
+            return Some((
+                CachedPod::Cold,
+                PodObservation::DamagedModule(termination_message(pod)),
+            ));
+        }
+        return read_executor_outcome(pod)
+            .map(|ended| (CachedPod::Cold, PodObservation::Ended(ended)));
+    }
+    if !warm_pool {
+        return None;
+    }
+    let warm = cached
+        .into_iter()
+        .find(|pod| crate::pool::plan::owned_by_execution(pod, uid, attempt))?;
+    match crate::pool::plan::claimed_pod(warm) {
+        crate::pool::plan::ClaimedPod::Ended(ended) => {
+            Some((CachedPod::Warm, PodObservation::Ended(ended)))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,6 +759,125 @@ mod tests {
             job.status = Some(status);
         }
         job
+    }
+
+    /// An executor pod named `name`, controlled by `owner_uid`; `claimed` adds the labels of a warm
+    /// pod claimed for attempt 0; `ended` makes its executor exit with code 1.
+    fn executor(name: &str, owner_uid: &str, claimed: bool, ended: bool) -> Pod {
+        use crate::pods::executor::{ATTEMPT_LABEL, WARM_CLAIMED, WARM_STATE_LABEL};
+        use k8s_openapi::api::core::v1::{
+            Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+            ContainerStatus, PodSpec, PodStatus,
+        };
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(name.to_string());
+        pod.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "outlayer.dev/v1alpha1".to_string(),
+            kind: "ExecutionRequest".to_string(),
+            name: "req".to_string(),
+            uid: owner_uid.to_string(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
+        if claimed {
+            pod.metadata.labels = Some(
+                [
+                    (ATTEMPT_LABEL.to_string(), "0".to_string()),
+                    (WARM_STATE_LABEL.to_string(), WARM_CLAIMED.to_string()),
+                ]
+                .into(),
+            );
+        }
+        pod.spec = Some(PodSpec {
+            containers: vec![Container {
+                name: crate::pods::executor::EXECUTOR_CONTAINER.to_string(),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        });
+        let state = if ended {
+            ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 1,
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            }
+        } else {
+            ContainerState {
+                running: Some(ContainerStateRunning::default()),
+                ..ContainerState::default()
+            }
+        };
+        pod.status = Some(PodStatus {
+            phase: Some(if ended { "Failed" } else { "Running" }.to_string()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: crate::pods::executor::EXECUTOR_CONTAINER.to_string(),
+                state: Some(state),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        });
+        pod
+    }
+
+    #[test]
+    fn only_an_ended_pod_of_this_attempt_is_taken_from_the_watch_cache() {
+        let describe = |found: Option<(CachedPod, PodObservation)>| match found {
+            None => "ask the API server".to_string(),
+            Some((kind, PodObservation::Ended(_))) => format!("{kind:?} ended"),
+            Some((kind, other)) => format!("{kind:?} {other:?}"),
+        };
+        let rows: [(&str, Vec<Pod>, bool, &str); 8] = [
+            ("nothing cached", vec![], true, "ask the API server"),
+            (
+                "our cold pod ended",
+                vec![executor("req-run", "uid", false, true)],
+                true,
+                "Cold ended",
+            ),
+            (
+                "our cold pod still runs",
+                vec![executor("req-run", "uid", false, false)],
+                true,
+                "ask the API server",
+            ),
+            (
+                "a cold pod under our name that another object controls",
+                vec![executor("req-run", "other", false, true)],
+                true,
+                "ask the API server",
+            ),
+            (
+                "our claimed warm pod ended",
+                vec![executor("outlayer-warm-64-a", "uid", true, true)],
+                true,
+                "Warm ended",
+            ),
+            (
+                "our claimed warm pod, no warm pool in this operator",
+                vec![executor("outlayer-warm-64-a", "uid", true, true)],
+                false,
+                "ask the API server",
+            ),
+            (
+                "our claimed warm pod still runs",
+                vec![executor("outlayer-warm-64-a", "uid", true, false)],
+                true,
+                "ask the API server",
+            ),
+            (
+                "an ended warm pod another execution claimed",
+                vec![executor("outlayer-warm-64-a", "other", true, true)],
+                true,
+                "ask the API server",
+            ),
+        ];
+        for (what, cached, warm_pool, expected) in rows {
+            let found = ended_pod_among(cached.iter(), "req-run", "uid", 0, warm_pool);
+            assert_eq!(describe(found), expected, "{what}");
+        }
     }
 
     #[test]

@@ -124,9 +124,14 @@ pub async fn run(
         .modify(drop_managed_fields)
         .reflect(writer)
         .applied_objects();
+    // Executor pods are cached too: the reconcile a pod's ending triggers reads the ended pod from
+    // here instead of asking the API server again (see `Execution::pod`).
+    let (pod_store, pod_writer) = reflector::store();
+    ctx.set_executor_pods(pod_store);
     let pod_stream = watcher(pods, pod_selector)
         .default_backoff()
         .modify(drop_managed_fields)
+        .reflect(pod_writer)
         .touched_objects();
     let controller =
         Controller::for_stream(execution_stream, store.clone()).with_config(concurrency);

@@ -20,12 +20,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt};
 use outlayer_executor::handoff::{Assignment, HANDOFF_VERSION, HandoffReply, HandoffRequest};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -43,6 +46,15 @@ use crate::pods::{ExecutorOutcome, hardening::SANDBOX_LABEL};
 use crate::sealing::unseal::ENV_FILE_KEY;
 use crate::{Error, Result};
 use plan::{ClaimedPod, IdlePod, IdleState};
+
+/// The label selector of idle pool pods (of `class`, or all).
+fn idle_selector(class: Option<u32>) -> String {
+    let mut selector = format!("{WARM_STATE_LABEL}={WARM_IDLE},{SANDBOX_LABEL}=true");
+    if let Some(class) = class {
+        selector.push_str(&format!(",{WARM_CLASS_LABEL}={class}"));
+    }
+    selector
+}
 
 /// The ConfigMap that controls every pod of the pool.
 pub const POOL_OWNER_NAME: &str = "outlayer-warm-pool";
@@ -68,6 +80,9 @@ pub struct WarmPool {
     /// Tokens of the pods this process created (else read from their Secret).
     tokens: Mutex<HashMap<String, String>>,
     wake: Notify,
+    /// The idle pods as the manager's watch last saw them: where a claim looks first (a stale entry
+    /// only costs a refused conditional patch).
+    idle_cache: std::sync::OnceLock<Store<Pod>>,
 }
 
 impl WarmPool {
@@ -85,6 +100,7 @@ impl WarmPool {
             owner: tokio::sync::Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            idle_cache: std::sync::OnceLock::new(),
         })
     }
 
@@ -95,6 +111,23 @@ impl WarmPool {
     /// Keeps the pool filled until `shutdown`, then deletes its idle pods.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         info!(classes = ?self.config.warm_pool.classes, "warm pool started");
+        let (store, writer) = reflector::store();
+        let _ = self.idle_cache.set(store);
+        let idle_watch = watcher(
+            self.pods(),
+            watcher::Config::default().labels(&idle_selector(None)),
+        )
+        .default_backoff()
+        .modify(|pod| pod.metadata.managed_fields = None)
+        .reflect(writer)
+        .for_each(|_| std::future::ready(()));
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                // The watch retries with backoff and never ends while the API server is there.
+                () = idle_watch => warn!("the warm pool's watch of idle pods ended"),
+            }
+        };
         tokio::pin!(shutdown);
         loop {
             if let Err(error) = self.refill().await {
@@ -158,10 +191,7 @@ impl WarmPool {
 
     /// The pool's own idle pods (of `class`, or all).
     async fn idle_pods(&self, owner: &OwnerReference, class: Option<u32>) -> Result<Vec<Pod>> {
-        let mut selector = format!("{WARM_STATE_LABEL}={WARM_IDLE},{SANDBOX_LABEL}=true");
-        if let Some(class) = class {
-            selector.push_str(&format!(",{WARM_CLASS_LABEL}={class}"));
-        }
+        let selector = idle_selector(class);
         let listed = self
             .pods()
             .list(&ListParams::default().labels(&selector))
@@ -309,14 +339,35 @@ impl WarmPool {
             .ok_or(Error::MissingMetadata("metadata.uid"))?;
         let execution_label = bounded_name(&execution.name_any(), "");
         let now = Timestamp::now();
-        let mut candidates: Vec<Pod> = self
-            .idle_pods(&owner, Some(class))
-            .await?
-            .into_iter()
-            .filter(|pod| {
-                plan::idle_state(pod, now, self.config.warm_pool.max_age) == IdleState::Ready
+        let ready = |pod: &Pod| {
+            plan::idle_state(pod, now, self.config.warm_pool.max_age) == IdleState::Ready
+        };
+        // The watch cache first (no round trip); the API server when it offers none.
+        let cached: Vec<Pod> = self
+            .idle_cache
+            .get()
+            .map(|store| {
+                store
+                    .state()
+                    .iter()
+                    .filter(|pod| {
+                        pod.labels().get(WARM_CLASS_LABEL) == Some(&class.to_string())
+                            && plan::is_pool_pod(pod, &owner, &self.config)
+                            && ready(pod)
+                    })
+                    .map(|pod| Pod::clone(pod))
+                    .collect()
             })
-            .collect();
+            .unwrap_or_default();
+        let mut candidates = if cached.is_empty() {
+            self.idle_pods(&owner, Some(class))
+                .await?
+                .into_iter()
+                .filter(|pod| ready(pod))
+                .collect()
+        } else {
+            cached
+        };
         // The oldest first: it is the nearest to its maximum age.
         candidates.sort_by_key(|pod| pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
         for pod in candidates {
@@ -439,8 +490,9 @@ impl WarmPool {
             self.wake.notify_one();
             return Ok(None);
         };
-        // Refill now, while this one runs.
-        self.wake.notify_one();
+        // No refill yet: a new pod's sandbox start would compete with this run for the node's CPU
+        // (on the 2-core test node it doubled the container exit → kubelet time of a warm hit).
+        // The replacement starts when this pod ends (`claimed_pod_ended`) or at the next tick.
         if let Err(reason) = self.hand_off(&claimed, handed).await {
             warn!(pod = %claimed.name, %reason, "warm pod did not take its assignment; deleted, a cold pod runs it");
             self.metrics.warm_claim(WarmClaim::HandoffFailed);
@@ -456,6 +508,11 @@ impl WarmPool {
             .map_err(Error::api("marking the handoff of", &claimed.name))?;
         info!(pod = %claimed.name, class, "execution handed to a warm pod");
         Ok(Some(claimed.name))
+    }
+
+    /// A claimed pod ended: its replacement may start now.
+    pub fn claimed_pod_ended(&self) {
+        self.wake.notify_one();
     }
 
     async fn read_env_secret(&self, name: &str) -> Result<BTreeMap<String, String>> {
@@ -503,7 +560,10 @@ impl WarmPool {
             return Ok(None);
         };
         Ok(Some(match plan::claimed_pod(&pod) {
-            ClaimedPod::Ended(outcome) => Some(outcome),
+            ClaimedPod::Ended(outcome) => {
+                self.claimed_pod_ended();
+                Some(outcome)
+            }
             ClaimedPod::Running => None,
             ClaimedPod::Abandoned => {
                 let name = pod.name_any();

@@ -12,6 +12,7 @@ mod user;
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Parser;
 use e2e_bench::cpu::CpuSnapshot;
 use e2e_bench::env::{self, NAMESPACE};
@@ -62,6 +63,11 @@ struct Cli {
     /// the figures are the watcher → report → resolve path alone, without pods.
     #[arg(long)]
     compile_only: bool,
+    /// Run the localnet as an `e2e-localnet` process of its own (built next to this binary: `cargo
+    /// build [--release] -p e2e-localnet`) instead of in this process, so its CPU time is reported
+    /// apart from the operator's and `perf record -p` can profile it alone.
+    #[arg(long)]
+    localnet_process: bool,
     /// Skip steps: latency, throughput (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -131,8 +137,34 @@ async fn main() -> anyhow::Result<()> {
             "node agent"
         }
     );
-    let mut bench =
-        ChainBench::start(block_time, &executor, &compiler, contract, cli.real_node).await?;
+    let localnet_binary = if cli.localnet_process {
+        let binary = std::env::current_exe()
+            .context("locate this binary")?
+            .with_file_name("e2e-localnet");
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: build it with `cargo build -p e2e-localnet` (with --release for a release bench)",
+            binary.display()
+        );
+        Some(binary)
+    } else {
+        None
+    };
+    let mut bench = ChainBench::start(
+        block_time,
+        &executor,
+        &compiler,
+        contract,
+        cli.real_node,
+        localnet_binary.as_deref(),
+    )
+    .await?;
+    if let setup::LocalnetHost::Process(process) = &bench.localnet {
+        println!(
+            "[setup] localnet in its own process (pid {})",
+            process.pid()
+        );
+    }
     bench.compile_only = cli.compile_only;
     let api: Api<ExecutionRequest> = Api::namespaced(bench.env.cluster.client(), NAMESPACE);
     let observer = timeline::observe_timelines(api).await?;

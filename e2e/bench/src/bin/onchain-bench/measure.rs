@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use e2e_bench::stats::{percentile, summarize};
 use near_primitives::hash::CryptoHash;
 
-use crate::setup::{ChainBench, OPERATOR, account};
+use crate::setup::{BlockId, ChainBench, OPERATOR, account};
 use crate::timeline::Timeline;
 use crate::user::Settled;
 
@@ -66,7 +66,9 @@ pub async fn sample(
         .with_context(|| format!("{name} has no spec.onChain.blockHeight"))?;
     let request = bench
         .localnet
-        .with_chain(|chain| chain.block_at(height).map(record))
+        .block(BlockId::Height(height))
+        .await?
+        .map(record)
         .with_context(|| format!("block {height} ({name}'s request) is unknown to the localnet"))?;
     let hash = CryptoHash::from_str(tx_hash)
         .map_err(|e| anyhow::anyhow!("{name}: status.txHash {tx_hash:?} is not a hash: {e}"))?;
@@ -77,8 +79,9 @@ pub async fn sample(
         .with_context(|| format!("look up {name}'s resolve transaction {tx_hash}"))?
         .with_context(|| format!("{name}'s resolve transaction {tx_hash} is unknown"))?;
     let resolve = block_by_hash(bench, &resolve_tx.outcome.transaction_outcome.block_hash)
+        .await?
         .with_context(|| format!("the block of {name}'s resolve transaction {tx_hash}"))?;
-    let answer = settled
+    let answer_block = settled
         .outcome
         .outcome
         .receipts_outcome
@@ -90,7 +93,11 @@ pub async fn sample(
                 .iter()
                 .any(|line| line.contains("\"execution_completed\""))
         })
-        .and_then(|receipt| block_by_hash(bench, &receipt.block_hash));
+        .map(|receipt| receipt.block_hash);
+    let answer = match answer_block {
+        Some(hash) => block_by_hash(bench, &hash).await?,
+        None => None,
+    };
     Ok(Sample {
         request,
         resolve,
@@ -102,17 +109,19 @@ pub async fn sample(
     })
 }
 
-fn record(block: &e2e_localnet::chain::BlockRecord) -> Block {
+fn record((height, timestamp_ns): (u64, u64)) -> Block {
     Block {
-        height: block.height,
-        timestamp_ns: block.timestamp_ns,
+        height,
+        timestamp_ns,
     }
 }
 
-fn block_by_hash(bench: &ChainBench, hash: &CryptoHash) -> Option<Block> {
-    bench
+async fn block_by_hash(bench: &ChainBench, hash: &CryptoHash) -> anyhow::Result<Option<Block>> {
+    Ok(bench
         .localnet
-        .with_chain(|chain| chain.block_by_hash(hash).map(record))
+        .block(BlockId::Hash(*hash))
+        .await?
+        .map(record))
 }
 
 fn nanos_between(from_ns: u64, to_ns: u64) -> Duration {

@@ -47,10 +47,127 @@ fn pool_secret(index: usize) -> SecretKey {
     }
 }
 
+/// Where the localnet runs: in this process (the default), or as an `e2e-localnet` process of its
+/// own, so its CPU time and profile are apart from the operator's.
+pub enum LocalnetHost {
+    InProcess(Localnet),
+    Process(LocalnetProcess),
+}
+
+impl LocalnetHost {
+    pub fn rpc_url(&self) -> String {
+        match self {
+            LocalnetHost::InProcess(localnet) => localnet.rpc_url(),
+            LocalnetHost::Process(process) => process.rpc_url.clone(),
+        }
+    }
+
+    /// The height and timestamp of the block `block_id` names (a height or a hash): read from the
+    /// chain in this process, or asked of the localnet process with the `block` RPC method.
+    pub async fn block(&self, block_id: BlockId) -> anyhow::Result<Option<(u64, u64)>> {
+        match self {
+            LocalnetHost::InProcess(localnet) => Ok(localnet.with_chain(|chain| {
+                match &block_id {
+                    BlockId::Height(height) => chain.block_at(*height),
+                    BlockId::Hash(hash) => chain.block_by_hash(hash),
+                }
+                .map(|block| (block.height, block.timestamp_ns))
+            })),
+            LocalnetHost::Process(process) => {
+                let id = match &block_id {
+                    BlockId::Height(height) => json!(height),
+                    BlockId::Hash(hash) => json!(hash.to_string()),
+                };
+                let answer: serde_json::Value = reqwest::Client::new()
+                    .post(&process.rpc_url)
+                    .json(&json!({"jsonrpc": "2.0", "id": "bench", "method": "block",
+                                  "params": {"block_id": id}}))
+                    .send()
+                    .await
+                    .with_context(|| format!("ask the localnet for block {block_id:?}"))?
+                    .json()
+                    .await
+                    .with_context(|| format!("the localnet's answer for block {block_id:?}"))?;
+                let header = &answer["result"]["header"];
+                Ok(header["height"].as_u64().zip(
+                    header["timestamp_nanosec"]
+                        .as_str()
+                        .and_then(|ns| ns.parse().ok())
+                        .or_else(|| header["timestamp"].as_u64()),
+                ))
+            }
+        }
+    }
+}
+
+/// A block by height or by hash.
+#[derive(Debug)]
+pub enum BlockId {
+    Height(u64),
+    Hash(near_primitives::hash::CryptoHash),
+}
+
+/// An `e2e-localnet` child process serving `rpc_url`; killed when dropped.
+pub struct LocalnetProcess {
+    child: std::process::Child,
+    rpc_url: String,
+    /// Holds the genesis config the process read.
+    _config_dir: tempfile::TempDir,
+}
+
+impl LocalnetProcess {
+    /// Starts `binary` on `config` (written to a temp file) and reads the URL it prints first.
+    fn start(binary: &Path, config: &LocalnetConfig) -> anyhow::Result<Self> {
+        use std::io::BufRead as _;
+        let config_dir =
+            tempfile::tempdir().context("create a temp dir for the localnet config")?;
+        let config_path = config_dir.path().join("localnet.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(config)?)
+            .with_context(|| format!("write {}", config_path.display()))?;
+        let mut child = Command::new(binary)
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        let stdout = child.stdout.take().context("the localnet's stdout")?;
+        let mut first_line = String::new();
+        let read = std::io::BufReader::new(stdout).read_line(&mut first_line);
+        let rpc_url = first_line.trim().to_string();
+        if read.is_err() || !rpc_url.starts_with("http://") {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{} did not print its RPC URL (first line {rpc_url:?})",
+                binary.display()
+            );
+        }
+        Ok(Self {
+            child,
+            rpc_url,
+            _config_dir: config_dir,
+        })
+    }
+}
+
+impl LocalnetProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for LocalnetProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Field order matters: the cluster (and its agent) stops before the localnet.
 pub struct ChainBench {
     pub env: BenchEnv,
-    pub localnet: Localnet,
+    pub localnet: LocalnetHost,
     repos: tempfile::TempDir,
     pub commit: String,
     pub block_time: Duration,
@@ -75,6 +192,7 @@ impl ChainBench {
         compiler: &Path,
         contract_wasm: PathBuf,
         real_node: bool,
+        localnet_binary: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let repos = repositories_dir()?;
         let repo = repos.path().join("outlayer").join("echo");
@@ -113,9 +231,13 @@ impl ChainBench {
                     args: json!({"owner_id": USER, "operator_id": OPERATOR}),
                 }),
             );
-        let localnet = Localnet::start(config)
-            .await
-            .context("start the localnet with the contract (scripts/build-wasm builds it)")?;
+        let localnet =
+            match localnet_binary {
+                None => LocalnetHost::InProcess(Localnet::start(config).await.context(
+                    "start the localnet with the contract (scripts/build-wasm builds it)",
+                )?),
+                Some(binary) => LocalnetHost::Process(LocalnetProcess::start(binary, &config)?),
+            };
         let mut user_config = ChainConfig::new(vec![localnet.rpc_url()], account(CONTRACT)?);
         // A burst of 100 sends from one key races on nonces; each lost race costs one re-sign.
         user_config.max_resigns = 50;
