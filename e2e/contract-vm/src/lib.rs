@@ -62,6 +62,8 @@ pub enum Error {
     },
     #[error("caching the compiled contract failed: {0}")]
     Cache(CacheError),
+    #[error("creating the compiled-contract cache directory failed: {0}")]
+    CacheDir(std::io::Error),
     #[error("near-vm-runner was built without the {vm_kind:?} backend")]
     BackendMissing { vm_kind: VMKind },
     #[error("nearcore's VM failed running `{method}` (a VM fault, not a contract error): {source}")]

@@ -17,7 +17,8 @@ use near_vm_runner::internal::VMKindExt;
 use near_vm_runner::logic::types::{PromiseResult as VmPromiseResult, ReturnData};
 use near_vm_runner::logic::{ProtocolVersion, VMContext, VMOutcome};
 use near_vm_runner::{
-    ContractCode, MockContractRuntimeCache, PreparedContract, precompile_contract,
+    ContractCode, FilesystemContractRuntimeCache, PreparedContract, noop_background_spawner,
+    precompile_contract,
 };
 
 use crate::Error;
@@ -71,8 +72,12 @@ pub struct ContractVm {
     wasm_config: Arc<Config>,
     fees: Arc<RuntimeFeesConfig>,
     code: Code,
-    /// Compiled code, kept so each call only instantiates it.
-    cache: MockContractRuntimeCache,
+    /// Compiled code, kept so each call only instantiates it: on disk, and the loaded module in
+    /// memory, as a nearcore node keeps it (without the in-memory part every call copied the
+    /// compiled artifact twice and page-faulted it in — most of the localnet's CPU time).
+    cache: FilesystemContractRuntimeCache,
+    /// Where `cache` keeps its files; removed with the VM.
+    _cache_dir: Arc<tempfile::TempDir>,
     account: AccountState,
     storage: BTreeMap<Vec<u8>, Vec<u8>>,
     yields: YieldRegistry,
@@ -123,7 +128,19 @@ impl ContractVm {
             })?;
 
         let code = Arc::new(ContractCode::new(wasm.to_vec(), None));
-        let cache = MockContractRuntimeCache::default();
+        let cache_dir = tempfile::tempdir().map_err(Error::CacheDir)?;
+        let cache = FilesystemContractRuntimeCache::with_memory_cache(
+            cache_dir.path(),
+            None::<&str>,
+            "contract.cache",
+            // Loaded modules kept in memory: one contract per VM, a few entries of headroom.
+            4,
+            None,
+            // On disk: the one compiled contract with room to spare.
+            1 << 30,
+            noop_background_spawner(),
+        )
+        .map_err(Error::CacheDir)?;
         precompile_contract(&code, Arc::clone(&wasm_config), Some(&cache))
             .map_err(Error::Cache)?
             .map_err(|reason| Error::Compile {
@@ -142,6 +159,7 @@ impl ContractVm {
             fees,
             code: Code(code),
             cache,
+            _cache_dir: Arc::new(cache_dir),
             account: AccountState {
                 balance: Balance::ZERO,
                 locked: Balance::ZERO,
