@@ -121,11 +121,17 @@ impl WarmPool {
         .modify(|pod| pod.metadata.managed_fields = None)
         .reflect(writer)
         .for_each(|_| std::future::ready(()));
+        // The watch runs beside the loop until shutdown. It retries with backoff and does not end;
+        // should it, claims list idle pods from the API server instead.
+        let idle_watch = async move {
+            idle_watch.await;
+            warn!("the warm pool's watch of idle pods ended; claims list them instead");
+            std::future::pending::<()>().await;
+        };
         let shutdown = async move {
             tokio::select! {
                 () = shutdown => {}
-                // The watch retries with backoff and never ends while the API server is there.
-                () = idle_watch => warn!("the warm pool's watch of idle pods ended"),
+                () = idle_watch => {}
             }
         };
         tokio::pin!(shutdown);
