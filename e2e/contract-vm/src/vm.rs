@@ -77,7 +77,7 @@ pub struct ContractVm {
     /// compiled artifact twice and page-faulted it in — most of the localnet's CPU time).
     cache: FilesystemContractRuntimeCache,
     /// Where `cache` keeps its files; removed with the VM.
-    _cache_dir: Arc<tempfile::TempDir>,
+    _cache_dir: tempfile::TempDir,
     account: AccountState,
     storage: BTreeMap<Vec<u8>, Vec<u8>>,
     yields: YieldRegistry,
@@ -159,7 +159,7 @@ impl ContractVm {
             fees,
             code: Code(code),
             cache,
-            _cache_dir: Arc::new(cache_dir),
+            _cache_dir: cache_dir,
             account: AccountState {
                 balance: Balance::ZERO,
                 locked: Balance::ZERO,

@@ -369,13 +369,7 @@ impl ExecutionRequest {
                     "pod {pod_name} is not this execution's (no controller reference to its uid); it was ignored"
                 )))
             }
-            Some(pod) if crate::cache::damaged_module(&pod) => {
-                PodObservation::DamagedModule(termination_message(&pod))
-            }
-            Some(pod) => match read_executor_outcome(&pod) {
-                None => PodObservation::Running,
-                Some(ended) => PodObservation::Ended(ended),
-            },
+            Some(pod) => own_cold_pod_observation(&pod),
         })
     }
 
@@ -675,6 +669,18 @@ pub(crate) fn serves_hash(job: &CompileJob, sha256: &str) -> bool {
         })
 }
 
+/// What a cold pod this execution controls says: ended because its cached module is damaged, ended
+/// with the executor's outcome, or still running. Read from the API server or the watch cache alike.
+fn own_cold_pod_observation(pod: &Pod) -> PodObservation {
+    if crate::cache::damaged_module(pod) {
+        return PodObservation::DamagedModule(termination_message(pod));
+    }
+    match read_executor_outcome(pod) {
+        None => PodObservation::Running,
+        Some(ended) => PodObservation::Ended(ended),
+    }
+}
+
 /// Which kind of pod [`ended_pod_among`] found.
 #[derive(Debug, PartialEq, Eq)]
 enum CachedPod {
@@ -704,14 +710,10 @@ fn ended_pod_among<'a>(
         if !controlled_by(&pod.metadata, uid) {
             return None;
         }
-        if crate::cache::damaged_module(pod) {
-            return Some((
-                CachedPod::Cold,
-                PodObservation::DamagedModule(termination_message(pod)),
-            ));
-        }
-        return read_executor_outcome(pod)
-            .map(|ended| (CachedPod::Cold, PodObservation::Ended(ended)));
+        return match own_cold_pod_observation(pod) {
+            PodObservation::Running => None,
+            ended => Some((CachedPod::Cold, ended)),
+        };
     }
     if !warm_pool {
         return None;

@@ -125,7 +125,7 @@ pub async fn run(
         .reflect(writer)
         .applied_objects();
     // Executor pods are cached too: the reconcile a pod's ending triggers reads the ended pod from
-    // here instead of asking the API server again (see `Execution::pod`).
+    // here instead of asking the API server again (see `ExecutionRequest::pod` in execution.rs).
     let (pod_store, pod_writer) = reflector::store();
     ctx.set_executor_pods(pod_store);
     let pod_stream = watcher(pods, pod_selector)

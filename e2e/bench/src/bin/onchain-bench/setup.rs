@@ -149,9 +149,7 @@ impl LocalnetProcess {
             _config_dir: config_dir,
         })
     }
-}
 
-impl LocalnetProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
