@@ -213,6 +213,25 @@ impl Demo {
             crate::CONTRACT,
             chain.rpc_url()
         ));
+        // A request records the seed key the contract holds when it is made; one made before the
+        // leader's first publication lands is answered unseeded. The demo shows a seeded run.
+        let chain_ref = &chain;
+        let seed_key = wait_until(
+            "the operator's seed key on the contract",
+            OPERATOR_READY_LIMIT,
+            || async move {
+                match chain_ref.view("get_seed_public_key", json!({})).await {
+                    Ok(Value::String(key)) => Ok(key),
+                    Ok(other) => Err(format!("get_seed_public_key returned {other}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await?;
+        log.line(format_args!(
+            "the operator published its seed key {seed_key} on {}",
+            crate::CONTRACT
+        ));
         Ok(Self {
             log,
             watch: Some(watch),
