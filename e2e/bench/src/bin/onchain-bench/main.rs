@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use e2e_bench::apiserver::RequestCounts;
 use e2e_bench::cpu::CpuSnapshot;
 use e2e_bench::env::{self, NAMESPACE};
 use e2e_bench::machine;
@@ -21,6 +22,9 @@ use kube::api::Api;
 use outlayer_operator::crd::ExecutionRequest;
 
 use crate::setup::ChainBench;
+
+/// How many kinds of API request the report names besides the total.
+const API_KINDS_SHOWN: usize = 8;
 
 #[derive(Parser)]
 #[command(
@@ -166,7 +170,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     bench.compile_only = cli.compile_only;
-    let api: Api<ExecutionRequest> = Api::namespaced(bench.env.cluster.client(), NAMESPACE);
+    let client = bench.env.cluster.client();
+    let api: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
     let observer = timeline::observe_timelines(api).await?;
     let poll = |ms: u64| Duration::from_millis(ms);
     anyhow::ensure!(
@@ -211,8 +216,10 @@ async fn main() -> anyhow::Result<()> {
         if cli.runs_step("latency") {
             println!("[latency, {label}] {runs} requests, one after another");
             let cpu = CpuSnapshot::take();
+            let served = RequestCounts::take(&client).await?;
             let figures = latency::run(&bench, &observer, runs, &label).await?;
             let cpu = cpu_use(cpu);
+            let served = RequestCounts::take(&client).await?.since(&served);
             report.push(format!(
                 "latency, {label}, block {} ms: {} resolved, {} not",
                 cli.block_time_ms,
@@ -221,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
             ));
             report.extend(measure::describe(&figures.samples));
             report.extend(cpu.map(|c| format!("  {c}")));
+            report.push(format!("  {}", served.per_request(runs, API_KINDS_SHOWN)));
             report.extend(
                 figures
                     .failures
@@ -232,8 +240,10 @@ async fn main() -> anyhow::Result<()> {
             println!("[throughput, {label}] {burst} requests sent at once");
             let cpu = CpuSnapshot::take();
             let resigns = operator.chain.resigns();
+            let served = RequestCounts::take(&client).await?;
             let figures = throughput::run(&bench, &observer, burst, &label).await?;
             let cpu = cpu_use(cpu);
+            let served = RequestCounts::take(&client).await?.since(&served);
             let resigns = operator.chain.resigns() - resigns;
             report.push(format!(
                 "throughput, {label}, block {} ms: {} of {} resolved in {:.2} s (first request block → \
@@ -254,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(|l| format!("  in the burst, {l}")),
             );
             report.extend(cpu.map(|c| format!("  {c}")));
+            report.push(format!("  {}", served.per_request(burst, API_KINDS_SHOWN)));
             report.extend(
                 figures
                     .failures
