@@ -1,5 +1,6 @@
 //! What every reconcile needs, shared as `Arc<Context>`: no globals.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use tracing::warn;
 
 use crate::chain::{ChainClient, ChainError};
 use crate::config::OperatorConfig;
-use crate::crd::Reason;
+use crate::crd::{CompileJob, Reason};
 use crate::metrics::Metrics;
 use crate::sealing::Keyring;
 
@@ -37,7 +38,54 @@ pub struct Context {
     pool: std::sync::OnceLock<Arc<crate::pool::WarmPool>>,
     /// The watch cache of executor pods (cold and claimed warm ones), while the controllers run.
     executor_pods: std::sync::OnceLock<Store<Pod>>,
+    /// The watch cache of CompileJobs, while the controllers run.
+    compile_jobs: std::sync::OnceLock<Store<CompileJob>>,
+    /// Finished requests whose children (pods, input, secrets) this replica has deleted, by uid. A
+    /// finished request starts nothing new, so once is enough: the reconciles its pods' terminating
+    /// events bring then ask the API server nothing.
+    children_deleted: UidSet,
     recorder: Recorder,
+}
+
+/// How many finished requests [`Context::children_deleted`] remembers before it starts over.
+const CHILDREN_DELETED_BOUND: usize = 100_000;
+
+/// A set of object uids this replica has done something for, in memory only: forgotten on a
+/// restart, and started over when it reaches its bound. What it saves must be safe to redo.
+#[derive(Debug)]
+pub struct UidSet {
+    uids: Mutex<HashSet<String>>,
+    bound: usize,
+}
+
+impl UidSet {
+    pub fn new(bound: usize) -> Self {
+        Self {
+            uids: Mutex::new(HashSet::new()),
+            bound,
+        }
+    }
+
+    pub fn contains(&self, uid: &str) -> bool {
+        self.lock().contains(uid)
+    }
+
+    pub fn insert(&self, uid: &str) {
+        let mut uids = self.lock();
+        if uids.len() >= self.bound {
+            uids.clear();
+        }
+        uids.insert(uid.to_string());
+    }
+
+    pub fn remove(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A poisoned lock still holds a valid set; a lost entry only costs a redo.
+        self.uids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Context {
@@ -58,6 +106,8 @@ impl Context {
             seed_key: RwLock::new(None),
             pool: std::sync::OnceLock::new(),
             executor_pods: std::sync::OnceLock::new(),
+            compile_jobs: std::sync::OnceLock::new(),
+            children_deleted: UidSet::new(CHILDREN_DELETED_BOUND),
         }
     }
 
@@ -69,6 +119,21 @@ impl Context {
     /// Reads ended executor pods from `store` from now on (set once).
     pub fn set_executor_pods(&self, store: Store<Pod>) {
         let _ = self.executor_pods.set(store);
+    }
+
+    /// The watch cache of CompileJobs, if the controllers keep one.
+    pub fn compile_jobs(&self) -> Option<&Store<CompileJob>> {
+        self.compile_jobs.get()
+    }
+
+    /// Reads Ready CompileJobs from `store` from now on (set once).
+    pub fn set_compile_jobs(&self, store: Store<CompileJob>) {
+        let _ = self.compile_jobs.set(store);
+    }
+
+    /// Finished requests whose children this replica has deleted.
+    pub fn children_deleted(&self) -> &UidSet {
+        &self.children_deleted
     }
 
     /// The warm pool, if one runs.
@@ -225,5 +290,27 @@ impl HeadCache {
         let height = chain.block_height().await?;
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((height, Instant::now()));
         Ok(height)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uid_set_remembers_until_removed_and_starts_over_at_its_bound() {
+        let set = UidSet::new(2);
+        assert!(!set.contains("a"));
+        set.insert("a");
+        set.insert("a");
+        assert!(set.contains("a"));
+        set.remove("a");
+        assert!(!set.contains("a"));
+        set.insert("a");
+        set.insert("b");
+        // Full: the next insert forgets the others (they are redone once) and keeps itself.
+        set.insert("c");
+        assert!(set.contains("c"));
+        assert!(!set.contains("a") && !set.contains("b"));
     }
 }

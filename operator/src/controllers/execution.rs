@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, instrument, warn};
@@ -23,7 +24,7 @@ use super::execution_steps::{
 use super::{ERROR_BACKOFF, MAX_LOOKS, STALE_RETRY};
 use crate::context::{Context, Note};
 use crate::crd::{
-    CompileJob, CompileState, ConditionType, ExecutionRequest, ExecutionRequestStatus,
+    CompileJob, CompileJobSpec, CompileState, ConditionType, ExecutionRequest, ExecutionRequestStatus,
     HasConditions, LAST_USED_ANNOTATION, MODULE_SHA256_LABEL, OutputEncoding, module_label_value,
 };
 use crate::metrics::{ControllerKind, ExecutionResult, TimedPhase};
@@ -219,7 +220,16 @@ impl ExecutionRequest {
                 let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
                 create_owned(ctx, &pods, &built.pod, &uid, |_| true).await?;
             }
-            Effect::MarkUsed { compile_job } => mark_used(ctx, &namespace, compile_job).await,
+            Effect::MarkUsed { compile_job } => {
+                let recorded = ctx.compile_jobs().and_then(|store| {
+                    store
+                        .get(&ObjectRef::new(compile_job).within(&namespace))
+                        .and_then(|job| job.annotations().get(LAST_USED_ANNOTATION).cloned())
+                });
+                if use_mark_is_due(recorded.as_deref(), Timestamp::now()) {
+                    mark_used(ctx, &namespace, compile_job).await;
+                }
+            }
             Effect::RebuildModule {
                 compile_job,
                 sha256,
@@ -256,6 +266,22 @@ impl ExecutionRequest {
         let namespace = self.namespace_or_err()?;
         let compile_jobs: Api<CompileJob> = Api::namespaced(ctx.client.clone(), &namespace);
         let first_look = self.status.as_ref().and_then(|s| s.phase).is_none();
+        if let Some(store) = ctx.compile_jobs() {
+            let cached = store.state();
+            if let Some(found) = ready_module_among(
+                cached.iter().map(AsRef::as_ref),
+                &namespace,
+                &wanted,
+            ) {
+                if first_look {
+                    ctx.metrics.cache_hit();
+                }
+                return Ok(ModuleObservation::CompileJob {
+                    name: found.name_any(),
+                    status: Box::new(found.status.clone().unwrap_or_default()),
+                });
+            }
+        }
         // A module by URL is cached by its hash: a Ready copy fetched through any URL serves, and
         // nothing is downloaded again.
         if let Some(module_url) = &wanted.module_url
@@ -334,8 +360,8 @@ impl ExecutionRequest {
         let namespace = self.namespace_or_err()?;
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
         let retries = self.status.as_ref().and_then(|s| s.retries).unwrap_or(0);
-        if let Some(ended) = self.ended_pod_in_cache(ctx, retries) {
-            return Ok(ended);
+        if let Some(cached) = self.pod_in_cache(ctx, retries) {
+            return Ok(cached);
         }
         let pod_name = executor_pod_name_for(&self.name_any(), retries);
         let cold = async {
@@ -373,15 +399,15 @@ impl ExecutionRequest {
         })
     }
 
-    /// The attempt's pod from the watch cache, when the cache shows it ended (see
-    /// [`ended_pod_among`]); `None`: read it from the API server.
-    fn ended_pod_in_cache(&self, ctx: &Context, attempt: u32) -> Option<PodObservation> {
+    /// The attempt's pod from the watch cache, when the cache shows enough to decide (see
+    /// [`cached_pod_among`]); `None`: read it from the API server.
+    fn pod_in_cache(&self, ctx: &Context, attempt: u32) -> Option<PodObservation> {
         let store = ctx.executor_pods()?;
         let uid = self.metadata.uid.as_deref()?;
         let namespace = self.metadata.namespace.as_deref()?;
         let cold_name = executor_pod_name_for(&self.name_any(), attempt);
         let cached = store.state();
-        let ended = ended_pod_among(
+        let (kind, observation) = cached_pod_among(
             cached
                 .iter()
                 .map(AsRef::as_ref)
@@ -391,10 +417,12 @@ impl ExecutionRequest {
             attempt,
             ctx.pool().is_some(),
         )?;
-        if let (CachedPod::Warm, Some(pool)) = (&ended.0, ctx.pool()) {
+        if let (CachedPod::Warm, PodObservation::Ended(_), Some(pool)) =
+            (&kind, &observation, ctx.pool())
+        {
             pool.claimed_pod_ended();
         }
-        Some(ended.1)
+        Some(observation)
     }
 
     /// Reads `results/<sha256>` from the operator's cache mount and checks its hash; `None` when the
@@ -473,6 +501,7 @@ impl ExecutionRequest {
                 let api: Api<ExecutionRequest> = Api::namespaced(ctx.client.clone(), &namespace);
                 // Pods and inputs are owned by the request: garbage collection removes them with it.
                 delete_if_present(&api, &self.name_any()).await?;
+                ctx.children_deleted().remove(&self.uid_or_err()?);
                 Ok(Action::await_change())
             }
             Cleanup::DeleteChildren { then } => {
@@ -483,10 +512,15 @@ impl ExecutionRequest {
         }
     }
 
-    pub(super) async fn delete_children(&self, ctx: &Context) -> Result<()> {
+    /// Deletes what a finished request started: its pods, its input, its unsealed secrets (once per
+    /// request and replica: see `Context::children_deleted`).
+    async fn delete_children(&self, ctx: &Context) -> Result<()> {
         let namespace = self.namespace_or_err()?;
         let name = self.name_any();
         let uid = self.uid_or_err()?;
+        if ctx.children_deleted().contains(&uid) {
+            return Ok(());
+        }
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
         let retries = self.status.as_ref().and_then(|s| s.retries).unwrap_or(0);
         for attempt in 0..=retries {
@@ -502,7 +536,9 @@ impl ExecutionRequest {
             &uid,
         )
         .await?;
-        self.delete_env_secret(ctx).await
+        self.delete_env_secret(ctx).await?;
+        ctx.children_deleted().insert(&uid);
+        Ok(())
     }
 
     pub(super) fn uid_or_err(&self) -> Result<String> {
@@ -530,6 +566,48 @@ fn termination_message(pod: &Pod) -> String {
         .next()
         .unwrap_or_default();
     message.trim().chars().take(200).collect()
+}
+
+/// How fine the last-use mark is. Eviction ranks modules by it and never evicts one an unfinished
+/// request needs, so a minute is exact enough; marking every run would write the CompileJob, and
+/// wake every request that watches it, once per request.
+const LAST_USED_GRANULARITY: Duration = Duration::from_secs(60);
+
+/// Whether a run should write its module's last use, given the mark the CompileJob holds
+/// (`recorded`, as the cache shows it): when there is none, it is unreadable, or it is a
+/// [`LAST_USED_GRANULARITY`] or more away from `now` (either way: a clock set wrong is corrected).
+fn use_mark_is_due(recorded: Option<&str>, now: Timestamp) -> bool {
+    let Some(recorded) = recorded.and_then(|r| r.parse::<Timestamp>().ok()) else {
+        return true;
+    };
+    let apart = now.duration_since(recorded).unsigned_abs();
+    apart >= LAST_USED_GRANULARITY
+}
+
+/// A Ready CompileJob in the watch cache (`cached`) that serves `wanted` in `namespace`: for a module
+/// by URL any one holding its hash ([`serves_hash`]), else the one under the source's name with
+/// exactly that spec. A Ready module is as good read late as read now (a rebuild this request
+/// awaits is matched by its token, and the executor checks the module's hash before it runs);
+/// anything else (absent, building, failed) is read from the API server, which decides creation.
+fn ready_module_among<'a>(
+    cached: impl IntoIterator<Item = &'a CompileJob>,
+    namespace: &str,
+    wanted: &CompileJobSpec,
+) -> Option<&'a CompileJob> {
+    let name = wanted.compile_job_name();
+    cached.into_iter().find(|job| {
+        job.metadata.namespace.as_deref() == Some(namespace)
+            && match &wanted.module_url {
+                Some(module_url) => serves_hash(job, &module_url.sha256),
+                None => {
+                    job.metadata.name.as_deref() == Some(name.as_str())
+                        && job.serves(wanted).is_ok()
+                        && job.status.as_ref().is_some_and(|status| {
+                            matches!(status.state(), CompileState::Ready { .. })
+                        })
+                }
+            }
+    })
 }
 
 /// Records on the CompileJob that its module was just used, for LRU eviction. An annotation, not status:
@@ -681,20 +759,23 @@ fn own_cold_pod_observation(pod: &Pod) -> PodObservation {
     }
 }
 
-/// Which kind of pod [`ended_pod_among`] found.
+/// Which kind of pod [`cached_pod_among`] found.
 #[derive(Debug, PartialEq, Eq)]
 enum CachedPod {
     Cold,
     Warm,
 }
 
-/// The attempt's ended pod among `cached` (the executor pods of the request's namespace in the
-/// watch cache): the cold pod `cold_name` when this execution (`uid`) controls it, else, with a
-/// warm pool, the warm pod it claimed for `attempt`. A pod that ended never runs again, so that is
-/// a fact however late the cache is, and the reconcile a pod's ending triggered (the common case)
-/// needs no API read. Anything else is `None` and read from the API server: a cache that lags could
-/// show an existing pod as missing, and a second pod would start.
-fn ended_pod_among<'a>(
+/// The attempt's pod among `cached` (the executor pods of the request's namespace in the watch
+/// cache), when the cache shows enough to decide: the cold pod `cold_name` when this execution
+/// (`uid`) controls it, ended or not; else, with a warm pool, the warm pod it claimed for `attempt`
+/// once the cache shows its handoff done (ended, or running its assignment). A pod the cache shows
+/// is a pod that exists or existed: if it has ended since, its ending is an event that brings the
+/// next reconcile, and one that ended never runs again. Anything else is `None` and read from the
+/// API server: a cache that lags could show an existing pod as missing (a second pod would start),
+/// a pod under our name that is not ours (the API path says so), or a claim whose handoff has in
+/// fact completed as abandoned (a running pod would be deleted).
+fn cached_pod_among<'a>(
     cached: impl IntoIterator<Item = &'a Pod>,
     cold_name: &str,
     uid: &str,
@@ -706,14 +787,10 @@ fn ended_pod_among<'a>(
         .iter()
         .find(|pod| pod.metadata.name.as_deref() == Some(cold_name))
     {
-        // Not ours: the API path decides (and says so).
         if !controlled_by(&pod.metadata, uid) {
             return None;
         }
-        return match own_cold_pod_observation(pod) {
-            PodObservation::Running => None,
-            ended => Some((CachedPod::Cold, ended)),
-        };
+        return Some((CachedPod::Cold, own_cold_pod_observation(pod)));
     }
     if !warm_pool {
         return None;
@@ -725,7 +802,8 @@ fn ended_pod_among<'a>(
         crate::pool::plan::ClaimedPod::Ended(ended) => {
             Some((CachedPod::Warm, PodObservation::Ended(ended)))
         }
-        _ => None,
+        crate::pool::plan::ClaimedPod::Running => Some((CachedPod::Warm, PodObservation::Running)),
+        crate::pool::plan::ClaimedPod::Abandoned => None,
     }
 }
 
@@ -824,14 +902,26 @@ mod tests {
         pod
     }
 
+    /// `pod` with the annotation of a completed handoff.
+    fn handed_off(mut pod: Pod) -> Pod {
+        pod.metadata.annotations = Some(
+            [(
+                crate::pods::executor::HANDOFF_ANNOTATION.to_string(),
+                "done".to_string(),
+            )]
+            .into(),
+        );
+        pod
+    }
+
     #[test]
-    fn only_an_ended_pod_of_this_attempt_is_taken_from_the_watch_cache() {
+    fn a_pod_of_this_attempt_is_taken_from_the_watch_cache_when_it_decides() {
         let describe = |found: Option<(CachedPod, PodObservation)>| match found {
             None => "ask the API server".to_string(),
             Some((kind, PodObservation::Ended(_))) => format!("{kind:?} ended"),
             Some((kind, other)) => format!("{kind:?} {other:?}"),
         };
-        let rows: [(&str, Vec<Pod>, bool, &str); 8] = [
+        let rows: [(&str, Vec<Pod>, bool, &str); 10] = [
             ("nothing cached", vec![], true, "ask the API server"),
             (
                 "our cold pod ended",
@@ -843,7 +933,7 @@ mod tests {
                 "our cold pod still runs",
                 vec![executor("req-run", "uid", false, false)],
                 true,
-                "ask the API server",
+                "Cold Running",
             ),
             (
                 "a cold pod under our name that another object controls",
@@ -864,8 +954,20 @@ mod tests {
                 "ask the API server",
             ),
             (
-                "our claimed warm pod still runs",
+                "our claimed warm pod, its handoff not done as the cache shows it",
                 vec![executor("outlayer-warm-64-a", "uid", true, false)],
+                true,
+                "ask the API server",
+            ),
+            (
+                "our claimed warm pod runs its assignment",
+                vec![handed_off(executor("outlayer-warm-64-a", "uid", true, false))],
+                true,
+                "Warm Running",
+            ),
+            (
+                "a running warm pod another execution claimed",
+                vec![handed_off(executor("outlayer-warm-64-a", "other", true, false))],
                 true,
                 "ask the API server",
             ),
@@ -877,8 +979,118 @@ mod tests {
             ),
         ];
         for (what, cached, warm_pool, expected) in rows {
-            let found = ended_pod_among(cached.iter(), "req-run", "uid", 0, warm_pool);
+            let found = cached_pod_among(cached.iter(), "req-run", "uid", 0, warm_pool);
             assert_eq!(describe(found), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_run_marks_its_module_used_at_most_once_a_minute() {
+        let now: Timestamp = "2026-12-06T15:00:00Z".parse().unwrap();
+        let rows = [
+            ("never marked", None, true),
+            ("an unreadable mark", Some("yesterday"), true),
+            ("marked a second ago", Some("2026-12-06T14:59:59Z"), false),
+            ("marked 59 s ago", Some("2026-12-06T14:59:01Z"), false),
+            ("marked a minute ago", Some("2026-12-06T14:59:00Z"), true),
+            ("marked an hour ago", Some("2026-12-06T14:00:00Z"), true),
+            ("marked 30 s ahead (clocks apart)", Some("2026-12-06T15:00:30Z"), false),
+            ("marked a day ahead", Some("2026-12-07T15:00:00Z"), true),
+        ];
+        for (what, recorded, due) in rows {
+            assert_eq!(use_mark_is_due(recorded, now), due, "{what}");
+        }
+    }
+
+    #[test]
+    fn only_a_ready_compile_job_for_the_very_source_is_taken_from_the_watch_cache() {
+        let source = |commit: &str| {
+            CompileJobSpec::git(crate::crd::CompileSource {
+                repo: "https://github.com/a/b".to_string(),
+                commit: commit.to_string(),
+                build_target: crate::crd::BUILD_TARGET_WASIP1.to_string(),
+            })
+        };
+        let git_job = |spec: CompileJobSpec, name: Option<&str>, ready: bool| {
+            let name = name.map_or_else(|| spec.compile_job_name(), str::to_string);
+            let mut job = CompileJob::new(&name, spec);
+            job.metadata.namespace = Some("ns".to_string());
+            if ready {
+                let mut status = CompileJobStatus {
+                    wasm_sha256: Some("ab".repeat(32)),
+                    ..CompileJobStatus::default()
+                };
+                set_condition(
+                    &mut status.conditions,
+                    "Ready",
+                    true,
+                    Reason::ModuleReady.as_str(),
+                    "ready",
+                    None,
+                    Time(Timestamp::UNIX_EPOCH),
+                );
+                job.status = Some(status);
+            }
+            job
+        };
+        let in_namespace = |mut job: CompileJob, namespace: &str| {
+            job.metadata.namespace = Some(namespace.to_string());
+            job
+        };
+        let sha = "ab".repeat(32);
+        let url_spec = url_job(&sha, None).spec;
+        let wanted = source("abc");
+        let rows = [
+            ("nothing cached", wanted.clone(), vec![], false),
+            (
+                "ready, under its name, its spec",
+                wanted.clone(),
+                vec![git_job(wanted.clone(), None, true)],
+                true,
+            ),
+            (
+                "still building",
+                wanted.clone(),
+                vec![git_job(wanted.clone(), None, false)],
+                false,
+            ),
+            (
+                "ready, in another namespace",
+                wanted.clone(),
+                vec![in_namespace(git_job(wanted.clone(), None, true), "other")],
+                false,
+            ),
+            (
+                "ready under our name, another commit planted",
+                wanted.clone(),
+                vec![git_job(source("evil"), Some(&wanted.compile_job_name()), true)],
+                false,
+            ),
+            (
+                "ready, another source only",
+                wanted.clone(),
+                vec![git_job(source("def"), None, true)],
+                false,
+            ),
+            (
+                "a URL module ready under any URL",
+                url_spec.clone(),
+                vec![in_namespace(url_job(&sha, Some(&sha)), "ns")],
+                true,
+            ),
+            (
+                "a URL module not ready",
+                url_spec.clone(),
+                vec![in_namespace(url_job(&sha, None), "ns")],
+                false,
+            ),
+        ];
+        for (what, wanted, cached, found) in rows {
+            assert_eq!(
+                ready_module_among(cached.iter(), "ns", &wanted).is_some(),
+                found,
+                "{what}"
+            );
         }
     }
 

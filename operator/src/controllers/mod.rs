@@ -133,16 +133,24 @@ pub async fn run(
         .modify(drop_managed_fields)
         .reflect(pod_writer)
         .touched_objects();
+    // CompileJobs too: a request finds a Ready module there instead of asking the API server at
+    // every reconcile (see `ExecutionRequest::module` in execution.rs).
+    let (compile_job_store, compile_job_writer) = reflector::store();
+    ctx.set_compile_jobs(compile_job_store);
+    let compile_job_stream = watcher(compile_jobs, watcher::Config::default())
+        .default_backoff()
+        .modify(drop_managed_fields)
+        .reflect(compile_job_writer)
+        .touched_objects();
     let controller =
         Controller::for_stream(execution_stream, store.clone()).with_config(concurrency);
     let (queued, metrics) = (store.clone(), ctx.metrics.clone());
     let execution_controller = controller
         .owns_stream(pod_stream)
         // A CompileJob is shared, not owned: wake every request waiting on it.
-        .watches(
-            compile_jobs,
-            watcher::Config::default(),
-            move |compile_job| {
+        .watches_stream(
+            compile_job_stream,
+            move |compile_job: CompileJob| {
                 let name = compile_job.metadata.name.clone();
                 store
                     .state()
