@@ -182,7 +182,11 @@ apiserver_request_total_other{resource="pods",verb="GET"} 5
     #[test]
     fn a_step_counts_what_grew() {
         let before = counts(&[("GET", "pods", 5), ("PUT", "leases", 2)]);
-        let after = counts(&[("GET", "pods", 9), ("PUT", "leases", 2), ("POST", "events", 3)]);
+        let after = counts(&[
+            ("GET", "pods", 9),
+            ("PUT", "leases", 2),
+            ("POST", "events", 3),
+        ]);
         let step = after.since(&before);
         assert_eq!(step, counts(&[("GET", "pods", 4), ("POST", "events", 3)]));
         assert_eq!(step.total(), 7);

@@ -24,8 +24,9 @@ use super::execution_steps::{
 use super::{ERROR_BACKOFF, MAX_LOOKS, STALE_RETRY};
 use crate::context::{Context, Note};
 use crate::crd::{
-    CompileJob, CompileJobSpec, CompileState, ConditionType, ExecutionRequest, ExecutionRequestStatus,
-    HasConditions, LAST_USED_ANNOTATION, MODULE_SHA256_LABEL, OutputEncoding, module_label_value,
+    CompileJob, CompileJobSpec, CompileState, ConditionType, ExecutionRequest,
+    ExecutionRequestStatus, HasConditions, LAST_USED_ANNOTATION, MODULE_SHA256_LABEL,
+    OutputEncoding, module_label_value,
 };
 use crate::metrics::{ControllerKind, ExecutionResult, TimedPhase};
 use crate::pods::executor::{RESULTS_SUBDIR, is_sha256_hex};
@@ -268,11 +269,9 @@ impl ExecutionRequest {
         let first_look = self.status.as_ref().and_then(|s| s.phase).is_none();
         if let Some(store) = ctx.compile_jobs() {
             let cached = store.state();
-            if let Some(found) = ready_module_among(
-                cached.iter().map(AsRef::as_ref),
-                &namespace,
-                &wanted,
-            ) {
+            if let Some(found) =
+                ready_module_among(cached.iter().map(AsRef::as_ref), &namespace, &wanted)
+            {
                 if first_look {
                     ctx.metrics.cache_hit();
                 }
@@ -961,13 +960,23 @@ mod tests {
             ),
             (
                 "our claimed warm pod runs its assignment",
-                vec![handed_off(executor("outlayer-warm-64-a", "uid", true, false))],
+                vec![handed_off(executor(
+                    "outlayer-warm-64-a",
+                    "uid",
+                    true,
+                    false,
+                ))],
                 true,
                 "Warm Running",
             ),
             (
                 "a running warm pod another execution claimed",
-                vec![handed_off(executor("outlayer-warm-64-a", "other", true, false))],
+                vec![handed_off(executor(
+                    "outlayer-warm-64-a",
+                    "other",
+                    true,
+                    false,
+                ))],
                 true,
                 "ask the API server",
             ),
@@ -994,7 +1003,11 @@ mod tests {
             ("marked 59 s ago", Some("2026-12-06T14:59:01Z"), false),
             ("marked a minute ago", Some("2026-12-06T14:59:00Z"), true),
             ("marked an hour ago", Some("2026-12-06T14:00:00Z"), true),
-            ("marked 30 s ahead (clocks apart)", Some("2026-12-06T15:00:30Z"), false),
+            (
+                "marked 30 s ahead (clocks apart)",
+                Some("2026-12-06T15:00:30Z"),
+                false,
+            ),
             ("marked a day ahead", Some("2026-12-07T15:00:00Z"), true),
         ];
         for (what, recorded, due) in rows {
@@ -1063,7 +1076,11 @@ mod tests {
             (
                 "ready under our name, another commit planted",
                 wanted.clone(),
-                vec![git_job(source("evil"), Some(&wanted.compile_job_name()), true)],
+                vec![git_job(
+                    source("evil"),
+                    Some(&wanted.compile_job_name()),
+                    true,
+                )],
                 false,
             ),
             (

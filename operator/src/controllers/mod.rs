@@ -148,20 +148,17 @@ pub async fn run(
     let execution_controller = controller
         .owns_stream(pod_stream)
         // A CompileJob is shared, not owned: wake every request waiting on it.
-        .watches_stream(
-            compile_job_stream,
-            move |compile_job: CompileJob| {
-                let name = compile_job.metadata.name.clone();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|exr| {
-                        exr.status.as_ref().and_then(|s| s.compile_job.as_ref()) == name.as_ref()
-                    })
-                    .map(|exr| ObjectRef::from_obj(exr.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(compile_job_stream, move |compile_job: CompileJob| {
+            let name = compile_job.metadata.name.clone();
+            store
+                .state()
+                .into_iter()
+                .filter(|exr| {
+                    exr.status.as_ref().and_then(|s| s.compile_job.as_ref()) == name.as_ref()
+                })
+                .map(|exr| ObjectRef::from_obj(exr.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(async move {
             shutdown.await;
             let _ = stop_compile.send(());

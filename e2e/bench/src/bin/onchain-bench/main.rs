@@ -73,6 +73,10 @@ struct Cli {
     /// apart from the operator's and `perf record -p` can profile it alone.
     #[arg(long)]
     localnet_process: bool,
+    /// How many reconciles the operator runs at once (its `--max-concurrent-reconciles`; default:
+    /// the operator's).
+    #[arg(long)]
+    concurrent_reconciles: Option<u16>,
     /// Skip steps: latency, throughput (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -124,14 +128,17 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "settings: runs {runs}, burst {burst}, block time {} ms, poll interval(s) {:?} ms, {}, \
-         operator otherwise at its defaults (chain client, yield planning, 16 concurrent reconciles)",
+         {} concurrent reconciles, operator otherwise at its defaults (chain client, yield planning)",
         cli.block_time_ms,
         cli.poll_interval_ms,
         if cli.compile_only {
             "compile-only requests (nothing runs)"
         } else {
             "requests run the echo guest"
-        }
+        },
+        cli.concurrent_reconciles.unwrap_or_else(|| {
+            outlayer_operator::config::OperatorConfig::default().max_concurrent_reconciles
+        })
     );
 
     println!(
@@ -182,10 +189,16 @@ async fn main() -> anyhow::Result<()> {
     bench
         .add_pool_keys(cli.signing_keys.iter().copied().max().unwrap_or(1))
         .await?;
-    let mut operator = bench.start_operator(
-        bench.operator_config(poll(cli.poll_interval_ms[0]))?,
-        cli.signing_keys[0],
-    )?;
+    let config = |poll_ms: u64| {
+        bench.operator_config(poll(poll_ms)).map(|mut config| {
+            if let Some(reconciles) = cli.concurrent_reconciles {
+                config.max_concurrent_reconciles = reconciles;
+            }
+            config
+        })
+    };
+    let mut operator =
+        bench.start_operator(config(cli.poll_interval_ms[0])?, cli.signing_keys[0])?;
     let compile_time = bench.precompile().await?;
     println!(
         "[setup] ready after {:.1} s; echo compiled ahead of time in {:.1} s (the cache is warm)",
@@ -211,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
     for (index, &(poll_ms, keys)) in combinations.iter().enumerate() {
         if index > 0 {
             operator.stop().await?;
-            operator = bench.start_operator(bench.operator_config(poll(poll_ms))?, keys)?;
+            operator = bench.start_operator(config(poll_ms)?, keys)?;
         }
         let label = format!("poll {poll_ms} ms, {keys} signing key(s)");
         if cli.runs_step("latency") {
