@@ -267,30 +267,23 @@ impl ExecutionRequest {
         let namespace = self.namespace_or_err()?;
         let compile_jobs: Api<CompileJob> = Api::namespaced(ctx.client.clone(), &namespace);
         let first_look = self.status.as_ref().and_then(|s| s.phase).is_none();
-        if let Some(store) = ctx.compile_jobs() {
+        // A Ready module from the watch cache; else, for a module by URL, a Ready copy fetched
+        // through any URL (cached by its hash: nothing is downloaded again).
+        let cached = ctx.compile_jobs().and_then(|store| {
             let cached = store.state();
-            if let Some(found) =
-                ready_module_among(cached.iter().map(AsRef::as_ref), &namespace, &wanted)
-            {
-                if first_look {
-                    ctx.metrics.cache_hit();
-                }
-                return Ok(ModuleObservation::CompileJob {
-                    name: found.name_any(),
-                    status: Box::new(found.status.clone().unwrap_or_default()),
-                });
-            }
-        }
-        // A module by URL is cached by its hash: a Ready copy fetched through any URL serves, and
-        // nothing is downloaded again.
-        if let Some(module_url) = &wanted.module_url
-            && let Some(found) = ready_by_hash(&compile_jobs, &module_url.sha256).await?
-        {
+            ready_module_among(cached.iter().map(AsRef::as_ref), &namespace, &wanted).cloned()
+        });
+        let ready = match (cached, &wanted.module_url) {
+            (Some(found), _) => Some(found),
+            (None, Some(module_url)) => ready_by_hash(&compile_jobs, &module_url.sha256).await?,
+            (None, None) => None,
+        };
+        if let Some(found) = ready {
             if first_look {
                 ctx.metrics.cache_hit();
             }
             let found_name = found.name_any();
-            debug!(compile_job = %found_name, sha256 = %module_url.sha256, "module by URL is in the cache");
+            debug!(compile_job = %found_name, "module is in the cache");
             return Ok(ModuleObservation::CompileJob {
                 name: found_name,
                 status: Box::new(found.status.unwrap_or_default()),
@@ -821,23 +814,35 @@ mod tests {
             &module_url.compile_job_name(),
             CompileJobSpec::url(module_url),
         );
-        if let Some(held) = holds {
-            let mut status = CompileJobStatus {
-                wasm_sha256: Some(held.to_string()),
-                ..CompileJobStatus::default()
-            };
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                true,
-                Reason::ModuleReady.as_str(),
-                "ready",
-                None,
-                Time(Timestamp::UNIX_EPOCH),
-            );
-            job.status = Some(status);
-        }
+        job.status = holds.map(ready_status);
         job
+    }
+
+    /// The status of a CompileJob whose module `sha256` is Ready.
+    fn ready_status(sha256: &str) -> CompileJobStatus {
+        let mut status = CompileJobStatus {
+            wasm_sha256: Some(sha256.to_string()),
+            ..CompileJobStatus::default()
+        };
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            true,
+            Reason::ModuleReady.as_str(),
+            "ready",
+            None,
+            Time(Timestamp::UNIX_EPOCH),
+        );
+        status
+    }
+
+    /// The spec of a build of `commit` of one test repository.
+    fn git_spec(commit: &str) -> CompileJobSpec {
+        CompileJobSpec::git(crate::crd::CompileSource {
+            repo: "https://github.com/a/b".to_string(),
+            commit: commit.to_string(),
+            build_target: crate::crd::BUILD_TARGET_WASIP1.to_string(),
+        })
     }
 
     /// An executor pod named `name`, controlled by `owner_uid`; `claimed` adds the labels of a warm
@@ -1017,33 +1022,11 @@ mod tests {
 
     #[test]
     fn only_a_ready_compile_job_for_the_very_source_is_taken_from_the_watch_cache() {
-        let source = |commit: &str| {
-            CompileJobSpec::git(crate::crd::CompileSource {
-                repo: "https://github.com/a/b".to_string(),
-                commit: commit.to_string(),
-                build_target: crate::crd::BUILD_TARGET_WASIP1.to_string(),
-            })
-        };
         let git_job = |spec: CompileJobSpec, name: Option<&str>, ready: bool| {
             let name = name.map_or_else(|| spec.compile_job_name(), str::to_string);
             let mut job = CompileJob::new(&name, spec);
             job.metadata.namespace = Some("ns".to_string());
-            if ready {
-                let mut status = CompileJobStatus {
-                    wasm_sha256: Some("ab".repeat(32)),
-                    ..CompileJobStatus::default()
-                };
-                set_condition(
-                    &mut status.conditions,
-                    "Ready",
-                    true,
-                    Reason::ModuleReady.as_str(),
-                    "ready",
-                    None,
-                    Time(Timestamp::UNIX_EPOCH),
-                );
-                job.status = Some(status);
-            }
+            job.status = ready.then(|| ready_status(&"ab".repeat(32)));
             job
         };
         let in_namespace = |mut job: CompileJob, namespace: &str| {
@@ -1052,7 +1035,7 @@ mod tests {
         };
         let sha = "ab".repeat(32);
         let url_spec = url_job(&sha, None).spec;
-        let wanted = source("abc");
+        let wanted = git_spec("abc");
         let rows = [
             ("nothing cached", wanted.clone(), vec![], false),
             (
@@ -1077,7 +1060,7 @@ mod tests {
                 "ready under our name, another commit planted",
                 wanted.clone(),
                 vec![git_job(
-                    source("evil"),
+                    git_spec("evil"),
                     Some(&wanted.compile_job_name()),
                     true,
                 )],
@@ -1086,7 +1069,7 @@ mod tests {
             (
                 "ready, another source only",
                 wanted.clone(),
-                vec![git_job(source("def"), None, true)],
+                vec![git_job(git_spec("def"), None, true)],
                 false,
             ),
             (
@@ -1120,14 +1103,7 @@ mod tests {
             job.metadata.name = Some("cj-planted".to_string());
             job
         };
-        let git = CompileJob::new(
-            "cj-git",
-            CompileJobSpec::git(crate::crd::CompileSource {
-                repo: "https://github.com/a/b".to_string(),
-                commit: "main".to_string(),
-                build_target: crate::crd::BUILD_TARGET_WASIP1.to_string(),
-            }),
-        );
+        let git = CompileJob::new("cj-git", git_spec("main"));
         let rows = [
             ("ready with the module", url_job(&sha, Some(&sha)), true),
             ("not ready yet", url_job(&sha, None), false),
