@@ -278,6 +278,43 @@ async fn warm_pods_run_one_execution_each_refuse_strangers_and_survive_a_restart
         .collect();
     assert_eq!(idle.len(), POOL_SIZE as usize, "{idle:?}");
 
+    // An upgrade or a new setting (here the pool's maximum age, which its pods' arguments carry)
+    // while the pool is in place: the restarted operator never hands out a pod the previous one
+    // built; it deletes and replaces them, and counts none of them as foreign.
+    operator.kill().await;
+    let previous: BTreeSet<String> = idle.into_iter().collect();
+    let upgraded = OperatorConfig {
+        warm_pool: WarmPoolConfig {
+            max_age: Duration::from_secs(590),
+            ..config.warm_pool.clone()
+        },
+        ..config.clone()
+    };
+    let ctx = test_context(client.clone(), upgraded);
+    let metrics = ctx.metrics.clone();
+    let operator = start_operator(ctx);
+    for name in &previous {
+        gone(&pods, name).await;
+    }
+    let replaced = pool_ready(&pods, POOL_SIZE as usize).await;
+    assert!(
+        replaced.iter().all(|p| !previous.contains(&p.name_any())),
+        "{previous:?}"
+    );
+    let (status, _) = run(&executions, by_hash("upgraded", &echo, "new pods", 32)).await;
+    assert_eq!(status.output.as_deref(), Some("new pods"), "{status:#?}");
+    let pod = status.pod_name.unwrap();
+    assert!(
+        pod.starts_with("outlayer-warm-64-") && !previous.contains(&pod),
+        "{pod}"
+    );
+    assert!(
+        !metrics
+            .encode()
+            .contains("outlayer_untrusted_objects_total{kind=\"Pod\"}"),
+        "the previous pods counted as foreign"
+    );
+
     // Stopping drains the pool; nothing of it is left behind.
     operator.stop().await;
     wait_for("the drained pool", || async {

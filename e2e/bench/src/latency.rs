@@ -26,6 +26,7 @@ pub async fn run(
     observer: &CompletionObserver,
     wasm_sha256: &str,
     runs: usize,
+    pause: Duration,
 ) -> anyhow::Result<LatencyFigures> {
     // Not counted: the first run pays for the executor binary and the module entering the page cache.
     let warm_up = once(
@@ -43,6 +44,7 @@ pub async fn run(
     let mut server = Vec::with_capacity(runs);
     let step = (runs / 10).max(1);
     for i in 0..runs {
+        tokio::time::sleep(pause).await;
         let (elapsed, on_server) =
             once(api, observer, wasm_sha256, &format!("{prefix}latency-{i}")).await?;
         client.push(elapsed);

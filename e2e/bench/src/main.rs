@@ -8,7 +8,7 @@ mod requests;
 mod throughput;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -30,6 +30,11 @@ struct Cli {
     /// Sequential warm-cache runs for the latency figures (default 100; 20 with --quick).
     #[arg(long)]
     runs: Option<usize>,
+    /// Pause between two sequential latency runs, not counted (default 0: back to back). With a
+    /// warm pool, back-to-back runs measure a node busy starting each hit's replacement pod; a
+    /// pause longer than a pod start (~1 s) measures a hit on a refilled pool.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
     /// Requests created at once for the throughput figure (default 200; 40 with --quick).
     #[arg(long)]
     burst: Option<usize>,
@@ -139,9 +144,9 @@ async fn main() -> anyhow::Result<()> {
         ..OperatorConfig::default()
     };
     println!(
-        "settings: runs {runs}, burst {burst}, objects {objects}, create concurrency {}, \
+        "settings: runs {runs} (pause {} ms), burst {burst}, objects {objects}, create concurrency {}, \
          executor pod CPU {}, max concurrent reconciles {}",
-        cli.create_concurrency, config.executor_cpu, config.max_concurrent_reconciles
+        cli.pause_ms, cli.create_concurrency, config.executor_cpu, config.max_concurrent_reconciles
     );
 
     let env = if cli.real_node {
@@ -212,7 +217,8 @@ async fn main() -> anyhow::Result<()> {
 
         if cli.runs_step("latency") {
             println!("[1/3 latency{mode}] {runs} warm-cache echo runs, one after another");
-            let figures = latency::run(&api, prefix, &observer, &wasm_sha256, runs).await?;
+            let pause = Duration::from_millis(cli.pause_ms);
+            let figures = latency::run(&api, prefix, &observer, &wasm_sha256, runs, pause).await?;
             report.push(format!(
                 "warm-cache latency{mode}, client clock:        {}",
                 figures.client

@@ -200,7 +200,7 @@ pub fn queue_depth<'a>(executions: impl IntoIterator<Item = &'a ExecutionRequest
         .count()
 }
 
-fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
+pub(crate) fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 

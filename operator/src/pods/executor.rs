@@ -171,36 +171,24 @@ pub fn executor_pod(
         .saturating_add(config.pod_startup_grace_seconds);
 
     let (volume_mounts, volumes) = executor_volumes(input_name, env_secret, config);
-    let pod = Pod {
-        metadata: ObjectMeta {
+    let pod = hardened_executor_pod(
+        ObjectMeta {
             name: Some(pod_name),
             namespace: Some(namespace.to_string()),
             labels: Some(labels),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
-        spec: Some(PodSpec {
-            restart_policy: Some("Never".to_string()),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            active_deadline_seconds: Some(deadline),
-            runtime_class_name: config.runtime_class_name.clone(),
-            security_context: Some(pod_security_context()),
-            containers: vec![Container {
-                name: EXECUTOR_CONTAINER.to_string(),
-                image: Some(config.executor_image.clone()),
-                args: Some(args),
-                resources: Some(resources),
-                security_context: Some(container_security_context()),
-                termination_message_policy: Some("File".to_string()),
-                volume_mounts: Some(volume_mounts),
-                ..Default::default()
-            }],
-            volumes: Some(volumes),
+        deadline,
+        Container {
+            args: Some(args),
+            resources: Some(resources),
+            volume_mounts: Some(volume_mounts),
             ..Default::default()
-        }),
-        status: None,
-    };
+        },
+        volumes,
+        config,
+    );
     Ok(ExecutorPod { input, pod })
 }
 
@@ -348,47 +336,70 @@ pub fn warm_executor_pod(
             ..Default::default()
         },
     ];
-    Pod {
-        metadata: ObjectMeta {
+    hardened_executor_pod(
+        ObjectMeta {
             name: Some(pod_name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(labels),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
+        deadline,
+        Container {
+            args: Some(args),
+            ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                name: Some("handoff".to_string()),
+                container_port: i32::from(config.warm_pool.handoff_port),
+                protocol: Some("TCP".to_string()),
+                ..Default::default()
+            }]),
+            // Ready once the handoff port listens: the pool hands out only ready pods.
+            readiness_probe: Some(k8s_openapi::api::core::v1::Probe {
+                tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
+                    port: k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
+                        i32::from(config.warm_pool.handoff_port),
+                    ),
+                    ..Default::default()
+                }),
+                period_seconds: Some(1),
+                ..Default::default()
+            }),
+            resources: Some(super::executor_resources(config, format!("{memory_mb}Mi"))),
+            volume_mounts: Some(mounts),
+            ..Default::default()
+        },
+        volumes,
+        config,
+    )
+}
+
+/// The executor pod both kinds share, so their hardening cannot drift apart: never restarted, no
+/// service-account token or service links, killed by the kubelet at `deadline_seconds`, the
+/// configured runtime class, the restricted security contexts, and the result in the termination
+/// message. `container` brings what differs (arguments, ports, probe, resources, mounts); its name,
+/// image, security context and termination-message policy are set here.
+fn hardened_executor_pod(
+    metadata: ObjectMeta,
+    deadline_seconds: i64,
+    container: Container,
+    volumes: Vec<Volume>,
+    config: &OperatorConfig,
+) -> Pod {
+    Pod {
+        metadata,
         spec: Some(PodSpec {
             restart_policy: Some("Never".to_string()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            active_deadline_seconds: Some(deadline),
+            active_deadline_seconds: Some(deadline_seconds),
             runtime_class_name: config.runtime_class_name.clone(),
             security_context: Some(pod_security_context()),
             containers: vec![Container {
                 name: EXECUTOR_CONTAINER.to_string(),
                 image: Some(config.executor_image.clone()),
-                args: Some(args),
-                ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
-                    name: Some("handoff".to_string()),
-                    container_port: i32::from(config.warm_pool.handoff_port),
-                    protocol: Some("TCP".to_string()),
-                    ..Default::default()
-                }]),
-                // Ready once the handoff port listens: the pool hands out only ready pods.
-                readiness_probe: Some(k8s_openapi::api::core::v1::Probe {
-                    tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
-                        port: k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
-                            i32::from(config.warm_pool.handoff_port),
-                        ),
-                        ..Default::default()
-                    }),
-                    period_seconds: Some(1),
-                    ..Default::default()
-                }),
-                resources: Some(super::executor_resources(config, format!("{memory_mb}Mi"))),
                 security_context: Some(container_security_context()),
                 termination_message_policy: Some("File".to_string()),
-                volume_mounts: Some(mounts),
-                ..Default::default()
+                ..container
             }],
             volumes: Some(volumes),
             ..Default::default()

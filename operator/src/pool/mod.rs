@@ -3,7 +3,8 @@
 //!
 //! - The pool's pods are controlled by one ConfigMap, `outlayer-warm-pool`, that the pool creates in
 //!   the namespace; a pod is trusted only when that object (by uid) controls it and its spec is the
-//!   one the operator builds ([`plan::is_pool_pod`]).
+//!   one the operator builds ([`plan::membership`]); the pool's own pods of another spec (an earlier
+//!   version or setting) are deleted and replaced.
 //! - Each pod's one-time token is a Secret owned by the pod (`<pod>-handoff`), mounted as a file;
 //!   only the operator (which may read Secrets) and that pod's executor process know it.
 //! - An execution **claims** a ready pod with one conditional patch (resourceVersion precondition):
@@ -36,6 +37,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::config::OperatorConfig;
+use crate::context::UidSet;
 use crate::crd::ExecutionRequest;
 use crate::metrics::{Metrics, WarmClaim};
 use crate::pods::executor::{
@@ -45,7 +47,7 @@ use crate::pods::executor::{
 use crate::pods::{ExecutorOutcome, hardening::SANDBOX_LABEL};
 use crate::sealing::unseal::ENV_FILE_KEY;
 use crate::{Error, Result};
-use plan::{ClaimedPod, IdlePod, IdleState};
+use plan::{ClaimedPod, IdlePod, IdleState, Membership};
 
 /// The label selector of idle pool pods (of `class`, or all).
 fn idle_selector(class: Option<u32>) -> String {
@@ -60,8 +62,19 @@ fn idle_selector(class: Option<u32>) -> String {
 pub const POOL_OWNER_NAME: &str = "outlayer-warm-pool";
 /// How often the manager looks at the pool when nothing wakes it.
 const REFILL_INTERVAL: Duration = Duration::from_secs(1);
+/// How many foreign pods are remembered as said before the memory starts over (each is then said
+/// once more).
+const FOREIGN_SAID_BOUND: usize = 10_000;
 /// How long the handoff may take (connect, send, answer) before the pod is given up.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Pods labelled as idle warm pods, as [`WarmPool::sort_idle`] sorts them.
+#[derive(Default)]
+struct IdlePods {
+    own: Vec<Pod>,
+    /// Names of the pool's own pods built with another spec: deleted by the refill.
+    outdated: Vec<String>,
+}
 
 /// A pod this execution claimed: its name, where it listens and its token.
 struct Claimed {
@@ -83,6 +96,8 @@ pub struct WarmPool {
     /// The idle pods as the manager's watch last saw them: where a claim looks first (a stale entry
     /// only costs a refused conditional patch).
     idle_cache: std::sync::OnceLock<Store<Pod>>,
+    /// Foreign pods already said (by uid), so each is said once, not at every look.
+    foreign_said: UidSet,
 }
 
 impl WarmPool {
@@ -101,6 +116,7 @@ impl WarmPool {
             tokens: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             idle_cache: std::sync::OnceLock::new(),
+            foreign_said: UidSet::new(FOREIGN_SAID_BOUND),
         })
     }
 
@@ -118,7 +134,7 @@ impl WarmPool {
             watcher::Config::default().labels(&idle_selector(None)),
         )
         .default_backoff()
-        .modify(|pod| pod.metadata.managed_fields = None)
+        .modify(crate::controllers::drop_managed_fields)
         .reflect(writer)
         .for_each(|_| std::future::ready(()));
         // The watch runs beside the loop until shutdown. It retries with backoff and does not end;
@@ -195,30 +211,49 @@ impl WarmPool {
         Ok(owner)
     }
 
-    /// The pool's own idle pods (of `class`, or all).
-    async fn idle_pods(&self, owner: &OwnerReference, class: Option<u32>) -> Result<Vec<Pod>> {
+    /// The pool's idle pods (of `class`, or all), sorted by [`plan::membership`].
+    async fn idle_pods(&self, owner: &OwnerReference, class: Option<u32>) -> Result<IdlePods> {
         let selector = idle_selector(class);
         let listed = self
             .pods()
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(Error::api("listing warm pods", &selector))?;
-        Ok(listed
-            .items
-            .into_iter()
-            .filter(|pod| {
-                let ours = plan::is_pool_pod(pod, owner, &self.config);
-                if !ours {
-                    warn!(pod = %pod.name_any(), "a pod labelled as a warm pod is not the pool's own; ignored");
+        Ok(self.sort_idle(listed.items, owner))
+    }
+
+    /// Splits pods labelled idle into the pool's own and its outdated ones; a foreign one is left
+    /// alone, and said once (a Warning log line and `outlayer_untrusted_objects_total{kind="Pod"}`),
+    /// not at every look.
+    fn sort_idle(&self, pods: impl IntoIterator<Item = Pod>, owner: &OwnerReference) -> IdlePods {
+        let mut sorted = IdlePods::default();
+        for pod in pods {
+            match plan::membership(&pod, owner, &self.config) {
+                Membership::Own => sorted.own.push(pod),
+                Membership::Outdated => sorted.outdated.push(pod.name_any()),
+                Membership::Foreign => {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    if !self.foreign_said.contains(&uid) {
+                        self.foreign_said.insert(&uid);
+                        self.metrics.untrusted_object("Pod");
+                        warn!(pod = %pod.name_any(), "a pod labelled as an idle warm pod is not controlled by the pool; never used, left alone");
+                    }
                 }
-                ours
-            })
-            .collect())
+            }
+        }
+        sorted
     }
 
     async fn refill(&self) -> Result<()> {
         let owner = self.owner().await?;
-        let pods = self.idle_pods(&owner, None).await?;
+        let IdlePods {
+            own: pods,
+            outdated,
+        } = self.idle_pods(&owner, None).await?;
+        for name in &outdated {
+            info!(pod = %name, "deleting a warm pod built with another spec (an earlier version or setting); a new one replaces it");
+            self.delete_pod(name).await?;
+        }
         let now = Timestamp::now();
         let idle: Vec<IdlePod> = pods
             .iter()
@@ -353,21 +388,22 @@ impl WarmPool {
             .idle_cache
             .get()
             .map(|store| {
-                store
+                let of_class = store
                     .state()
                     .iter()
-                    .filter(|pod| {
-                        pod.labels().get(WARM_CLASS_LABEL) == Some(&class.to_string())
-                            && plan::is_pool_pod(pod, &owner, &self.config)
-                            && ready(pod)
-                    })
+                    .filter(|pod| pod.labels().get(WARM_CLASS_LABEL) == Some(&class.to_string()))
                     .map(|pod| Pod::clone(pod))
-                    .collect()
+                    .collect::<Vec<_>>();
+                self.sort_idle(of_class, &owner).own
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|pod| ready(pod))
+            .collect();
         let mut candidates = if cached.is_empty() {
             self.idle_pods(&owner, Some(class))
                 .await?
+                .own
                 .into_iter()
                 .filter(|pod| ready(pod))
                 .collect()
@@ -634,10 +670,15 @@ impl WarmPool {
             }
         };
         match self.idle_pods(&owner, None).await {
-            Ok(pods) => {
-                let count = pods.len();
-                for pod in pods {
-                    if let Err(error) = self.delete_pod(&pod.name_any()).await {
+            Ok(IdlePods { own, outdated }) => {
+                let names: Vec<String> = own
+                    .iter()
+                    .map(ResourceExt::name_any)
+                    .chain(outdated)
+                    .collect();
+                let count = names.len();
+                for name in &names {
+                    if let Err(error) = self.delete_pod(name).await {
                         warn!(%error, "draining the warm pool");
                     }
                 }

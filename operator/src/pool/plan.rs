@@ -1,6 +1,6 @@
 //! The warm pool's decisions, without I/O: which class a request takes, whether a pod is the pool's
-//! own and fit to be handed an execution, what a refill creates and deletes, the claim's patch, and
-//! what a claimed pod means for its execution.
+//! own and fit to be handed an execution (or its own but outdated, or foreign), what a refill creates
+//! and deletes, the claim's patch, and what a claimed pod means for its execution.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,10 +48,24 @@ pub struct IdlePod {
     pub state: IdleState,
 }
 
-/// Whether `pod` is provably the pool's own: controlled by the pool's owner object (`owner_uid`),
+/// What a pod labelled as one of the pool's idle pods is to the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// Controlled by the pool's owner object and specified exactly as this operator builds a pod of
+    /// its class: may be handed an execution.
+    Own,
+    /// Controlled by the pool's owner object (deleting it is ours to do) and idle, but specified
+    /// otherwise: built by an operator of another version or configuration (image, arguments,
+    /// runtime class, mounts), or altered since. Deleted and replaced; never handed anything.
+    Outdated,
+    /// Not controlled by the pool's owner object: never handed anything, never deleted.
+    Foreign,
+}
+
+/// Whether `pod` is provably the pool's own: controlled by the pool's owner object (`owner` by uid),
 /// labelled idle, and specified exactly as [`warm_executor_pod`] builds a pod of its class (image,
 /// command, hardening, mounts). Anything else with our labels is never handed an execution.
-pub fn is_pool_pod(pod: &Pod, owner: &OwnerReference, config: &OperatorConfig) -> bool {
+pub fn membership(pod: &Pod, owner: &OwnerReference, config: &OperatorConfig) -> Membership {
     let meta = &pod.metadata;
     let controlled = meta.owner_references.as_deref().is_some_and(|refs| {
         refs.len() == 1
@@ -60,15 +74,27 @@ pub fn is_pool_pod(pod: &Pod, owner: &OwnerReference, config: &OperatorConfig) -
             && refs[0].controller == Some(true)
     });
     let labels = meta.labels.clone().unwrap_or_default();
-    let Some(class) = labels
-        .get(WARM_CLASS_LABEL)
+    if !controlled || labels.get(WARM_STATE_LABEL).map(String::as_str) != Some(WARM_IDLE) {
+        return Membership::Foreign;
+    }
+    if is_built_as_its_class(pod, owner, config) {
+        Membership::Own
+    } else {
+        Membership::Outdated
+    }
+}
+
+/// Whether `pod`'s spec is the one [`warm_executor_pod`] builds for the class on its label.
+fn is_built_as_its_class(pod: &Pod, owner: &OwnerReference, config: &OperatorConfig) -> bool {
+    let meta = &pod.metadata;
+    let Some(class) = meta
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(WARM_CLASS_LABEL))
         .and_then(|class| class.parse::<u32>().ok())
     else {
         return false;
     };
-    if !controlled || labels.get(WARM_STATE_LABEL).map(String::as_str) != Some(WARM_IDLE) {
-        return false;
-    }
     let (Some(name), Some(namespace), Some(spec)) =
         (&meta.name, &meta.namespace, pod.spec.as_ref())
     else {
@@ -289,7 +315,11 @@ mod tests {
     }
 
     fn warm(name: &str, class: u32) -> Pod {
-        warm_executor_pod(name, "jobs", class, owner(), &config())
+        warm_pod(name, class, &config())
+    }
+
+    fn warm_pod(name: &str, class: u32, config: &OperatorConfig) -> Pod {
+        warm_executor_pod(name, "jobs", class, owner(), config)
     }
 
     fn at(seconds: i64) -> Timestamp {
@@ -325,12 +355,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_pools_own_pods_as_built_are_trusted() {
+    fn only_the_pools_own_pods_as_built_are_trusted_and_its_outdated_ones_are_replaced() {
         let pod = warm("p", 64);
-        assert!(is_pool_pod(&pod, &owner(), &config()));
+        assert_eq!(membership(&pod, &owner(), &config()), Membership::Own);
 
         let mut other_owner = pod.clone();
         other_owner.metadata.owner_references.as_mut().unwrap()[0].uid = "x".to_string();
+        let mut not_controller = pod.clone();
+        not_controller.metadata.owner_references.as_mut().unwrap()[0].controller = None;
         let mut two_owners = pod.clone();
         two_owners
             .metadata
@@ -366,18 +398,63 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(WARM_CLASS_LABEL.to_string(), "128".to_string());
-        for (what, pod) in [
-            ("another owner", other_owner),
-            ("two owners", two_owners),
-            ("claimed", claimed),
-            ("another image", image),
-            ("other args", args),
-            ("env", env),
-            ("no hardening", privileged),
-            ("a service-account token", token),
-            ("a class its spec does not match", class),
+        let mut no_class = pod.clone();
+        no_class
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(WARM_CLASS_LABEL);
+        // What an operator upgrade or a new setting leaves behind: the pool's own idle pods, built
+        // from the previous image and runtime class.
+        let earlier_image = warm_pod(
+            "p",
+            64,
+            &OperatorConfig {
+                executor_image: "outlayer-executor:previous".to_string(),
+                ..config()
+            },
+        );
+        let earlier_runtime = warm_pod(
+            "p",
+            64,
+            &OperatorConfig {
+                runtime_class_name: Some("gvisor".to_string()),
+                ..config()
+            },
+        );
+        for (what, pod, expected) in [
+            ("another owner", other_owner, Membership::Foreign),
+            (
+                "our owner, not as controller",
+                not_controller,
+                Membership::Foreign,
+            ),
+            ("two owners", two_owners, Membership::Foreign),
+            ("claimed", claimed, Membership::Foreign),
+            ("another image", image, Membership::Outdated),
+            ("other args", args, Membership::Outdated),
+            ("env", env, Membership::Outdated),
+            ("no hardening", privileged, Membership::Outdated),
+            ("a service-account token", token, Membership::Outdated),
+            (
+                "a class its spec does not match",
+                class,
+                Membership::Outdated,
+            ),
+            ("no class", no_class, Membership::Outdated),
+            (
+                "built with an earlier image",
+                earlier_image,
+                Membership::Outdated,
+            ),
+            (
+                "built with another runtime class",
+                earlier_runtime,
+                Membership::Outdated,
+            ),
         ] {
-            assert!(!is_pool_pod(&pod, &owner(), &config()), "{what}");
+            assert_eq!(membership(&pod, &owner(), &config()), expected, "{what}");
         }
     }
 
