@@ -34,7 +34,7 @@ use kube::{Client, Resource, ResourceExt};
 use outlayer_executor::handoff::{Assignment, HANDOFF_VERSION, HandoffReply, HandoffRequest};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::OperatorConfig;
 use crate::context::UidSet;
@@ -62,9 +62,9 @@ fn idle_selector(class: Option<u32>) -> String {
 pub const POOL_OWNER_NAME: &str = "outlayer-warm-pool";
 /// How often the manager looks at the pool when nothing wakes it.
 const REFILL_INTERVAL: Duration = Duration::from_secs(1);
-/// How many foreign pods are remembered as said before the memory starts over (each is then said
-/// once more).
-const FOREIGN_SAID_BOUND: usize = 10_000;
+/// How many pods are remembered as said before the memory starts over (each is then said once
+/// more).
+const SAID_BOUND: usize = 10_000;
 /// How long the handoff may take (connect, send, answer) before the pod is given up.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -96,8 +96,8 @@ pub struct WarmPool {
     /// The idle pods as the manager's watch last saw them: where a claim looks first (a stale entry
     /// only costs a refused conditional patch).
     idle_cache: std::sync::OnceLock<Store<Pod>>,
-    /// Foreign pods already said (by uid), so each is said once, not at every look.
-    foreign_said: UidSet,
+    /// Pods already said to be foreign or mismatched (by uid): each is said once, not at every look.
+    said: UidSet,
 }
 
 impl WarmPool {
@@ -116,7 +116,7 @@ impl WarmPool {
             tokens: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             idle_cache: std::sync::OnceLock::new(),
-            foreign_said: UidSet::new(FOREIGN_SAID_BOUND),
+            said: UidSet::new(SAID_BOUND),
         })
     }
 
@@ -230,11 +230,17 @@ impl WarmPool {
         for pod in pods {
             match plan::membership(&pod, owner, &self.config) {
                 Membership::Own => sorted.own.push(pod),
+                // One this very process created cannot be of an earlier version or setting: the
+                // API server changed what the comparison looks at. Deleting it would only start a
+                // create-delete loop, so it is said once and left to its maximum age.
+                Membership::Outdated if self.created_here(&pod) => {
+                    if self.say_once(&pod) {
+                        error!(pod = %pod.name_any(), "a warm pod this operator created no longer matches the spec it builds (the API server changed it); not used");
+                    }
+                }
                 Membership::Outdated => sorted.outdated.push(pod.name_any()),
                 Membership::Foreign => {
-                    let uid = pod.metadata.uid.clone().unwrap_or_default();
-                    if !self.foreign_said.contains(&uid) {
-                        self.foreign_said.insert(&uid);
+                    if self.say_once(&pod) {
                         self.metrics.untrusted_object("Pod");
                         warn!(pod = %pod.name_any(), "a pod labelled as an idle warm pod is not controlled by the pool; never used, left alone");
                     }
@@ -242,6 +248,22 @@ impl WarmPool {
             }
         }
         sorted
+    }
+
+    /// Whether `pod` was not said yet (by uid); it counts as said from now on.
+    fn say_once(&self, pod: &Pod) -> bool {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let first = !self.said.contains(uid);
+        self.said.insert(uid);
+        first
+    }
+
+    /// Whether this process created `pod` (it still holds its token).
+    fn created_here(&self, pod: &Pod) -> bool {
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&pod.name_any())
     }
 
     async fn refill(&self) -> Result<()> {
