@@ -134,6 +134,7 @@ pub struct DeterministicSpec {
     printcolumn = r#"{"name":"Succeeded","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].status"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Repo","type":"string","jsonPath":".spec.code.repo"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.code.url","description":"the module's URL, for requests by URL (Repo is empty for them)","priority":1}"#,
     printcolumn = r#"{"name":"Commit","type":"string","jsonPath":".status.shortCommit"}"#,
     printcolumn = r#"{"name":"Instructions","type":"integer","jsonPath":".status.instructions"}"#,
     printcolumn = r#"{"name":"Time","type":"string","jsonPath":".status.time"}"#,
