@@ -143,6 +143,16 @@ pub struct OnChainConfig {
         value_parser = seconds
     )]
     pub compile_budget: Duration,
+    /// The same for a module by URL not yet in the cache: a download, no build (its fetch Job still
+    /// has `--fetch-timeout-seconds` to finish).
+    #[arg(
+        long = "download-budget-seconds",
+        env = "OUTLAYER_DOWNLOAD_BUDGET_SECONDS",
+        default_value = "15",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub download_budget: Duration,
     /// Time kept for the resolve transaction before the yield times out, in seconds.
     #[arg(
         long = "report-margin-seconds",
@@ -448,6 +458,7 @@ mod tests {
         assert_eq!(on_chain.yield_timeout_blocks, 200);
         assert_eq!(on_chain.expected_block_time, Duration::from_millis(600));
         assert_eq!(on_chain.compile_budget, Duration::from_secs(60));
+        assert_eq!(on_chain.download_budget, Duration::from_secs(15));
         assert_eq!(on_chain.report_margin, Duration::from_secs(5));
         assert_eq!(on_chain.pricing_sync_interval, Duration::from_secs(5));
         assert_eq!(on_chain.poll_interval, Duration::from_secs(1));

@@ -220,6 +220,66 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
     operator.stop().await;
 }
 
+/// The contract charges a request at the pricing it was made at (its snapshot), not the pricing at
+/// its answer. The operator's `status.costYocto` — computed before the resolve is sent, from the
+/// request it read for the check before the send — says the same after the pricing changed.
+#[tokio::test]
+async fn the_cost_is_at_the_pricing_the_request_was_made_at() {
+    let net = ChainEnv::start(Duration::from_millis(500)).await;
+    let alice = net.client_as("alice.localnet");
+    let made_at = alice.get_pricing().await.unwrap();
+    // The request waits on chain while no operator runs; then the owner changes the pricing.
+    let outcome = net.request("priced when made");
+    wait_for("request 0 on chain", || async {
+        let request = net.view("get_request", json!({"request_id": 0})).await;
+        (!request.is_null()).then_some(())
+    })
+    .await;
+    alice
+        .call_function(
+            &account("outlayer.localnet"),
+            "set_pricing",
+            &json!({"pricing": {"base_fee": "1", "per_million_instructions_fee": "1",
+                                "per_ms_fee": "1", "per_compile_ms_fee": "1"}}),
+            Gas::from_teragas(10),
+            Balance::from_yoctonear(0),
+        )
+        .await
+        .unwrap();
+    let changed = alice.get_pricing().await.unwrap();
+    assert_ne!(changed.base_fee, made_at.base_fee);
+
+    let operator = net.start_operator(net.config());
+    let outcome = outcome.await.unwrap();
+    assert_eq!(returned(&outcome), "priced when made");
+    let status = finished(&net.executions(), "req-0").await;
+    let charged: u128 = event(&outcome, "execution_completed")["payment_charged"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        status.cost_yocto.as_deref(),
+        Some(charged.to_string().as_str()),
+        "{status:?}"
+    );
+    let used = outlayer_operator::chain::ResourceMetrics {
+        instructions: status.instructions.unwrap(),
+        time_ms: status.time_ms.unwrap(),
+        compile_time_ms: Some(status.compile_time_ms.unwrap()),
+    };
+    assert_eq!(
+        charged,
+        outlayer_contract::pricing::usage_cost(&made_at, &used)
+    );
+    assert_ne!(
+        charged,
+        outlayer_contract::pricing::usage_cost(&changed, &used),
+        "the changed pricing would charge the same: the test shows nothing"
+    );
+    operator.stop().await;
+}
+
 /// The warm-up pattern: a compile-only request (OutLayer's shape, `params.compile_only`, no limits)
 /// builds the module and is answered with its hash, size and compile time, charged the base fee and
 /// the compile time; the next request for the commit is a cache hit.

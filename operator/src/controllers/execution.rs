@@ -80,8 +80,9 @@ impl ExecutionRequest {
             Look::YieldWindow => {
                 let (window, request) = self.yield_window(ctx).await?;
                 observed.window = Some(window);
-                if request.is_some() {
-                    observed.request = request;
+                if let Some((request, pricing)) = request {
+                    observed.request = Some(request);
+                    observed.pricing_at_request = pricing;
                 }
             }
             Look::Module { may_compile } => {
@@ -108,7 +109,11 @@ impl ExecutionRequest {
                 observed.stored_output = Some(self.read_large_output(ctx, &sha256, encoding)?);
             }
             Look::ChainHead => observed.head = Some(self.chain_head(ctx).await?),
-            Look::RequestOnChain => observed.request = Some(self.request_on_chain(ctx).await?),
+            Look::RequestOnChain => {
+                let (request, pricing) = self.request_on_chain(ctx).await?;
+                observed.request = Some(request);
+                observed.pricing_at_request = pricing;
+            }
             Look::Caps => {
                 observed.caps = Some(ctx.max_limits().await.map_err(|source| Error::Chain {
                     what: "reading the contract's limit caps".to_string(),
@@ -122,7 +127,10 @@ impl ExecutionRequest {
                     None => None,
                 });
             }
-            Look::Send(response) => observed.sent = Some(self.send(ctx, *response).await?),
+            Look::Send(response) => {
+                let pricing = observed.pricing_at_request.take();
+                observed.sent = Some(self.send(ctx, *response, pricing).await?);
+            }
         }
         Ok(())
     }

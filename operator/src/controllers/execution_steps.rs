@@ -30,7 +30,7 @@ use serde_json::value::RawValue;
 
 use super::secrets::SecretsStep;
 use crate::chain::{
-    ChainError, Evidence, ExecutionOutput, ExecutionResponse, ReportPlan, ResourceLimits,
+    ChainError, Evidence, ExecutionOutput, ExecutionResponse, Pricing, ReportPlan, ResourceLimits,
     ResourceMetrics,
 };
 use crate::config::OperatorConfig;
@@ -159,6 +159,8 @@ pub(crate) struct Observed {
     pub stored_output: Option<Option<String>>,
     pub head: Option<ChainHead>,
     pub request: Option<RequestOnChain>,
+    /// The request's pricing snapshot, read with `request` (not a decision's input: the send's cost).
+    pub pricing_at_request: Option<Pricing>,
     /// What the resolve recorded in `status.signedResolve` did: `None` inside when no node knows it.
     pub signed: Option<Option<Sent>>,
     /// The contract's limit caps, for a new kubectl request: `None` inside without a chain client.
@@ -464,9 +466,9 @@ fn run_step(
             }
         }
     }
+    let budget = preparation_budget(&execution.spec, config);
     let Some(module) = &observed.module else {
-        let may_compile = time_left
-            .is_none_or(|left| left >= config.on_chain.compile_budget + time_limit + margin);
+        let may_compile = time_left.is_none_or(|left| left >= budget.time + time_limit + margin);
         return Step::Look(Look::Module { may_compile });
     };
     let module = module_state(execution, module);
@@ -476,8 +478,9 @@ fn run_step(
     match module {
         ModuleState::TooLate { compile_job } => {
             let message = format!(
-                "module not in the cache and an uncached compile (budget {}s) cannot finish in the {}s left before the yield times out; precompile it with CompileJob {compile_job}",
-                config.on_chain.compile_budget.as_secs(),
+                "module not in the cache and an uncached {} (budget {}s) cannot finish in the {}s left before the yield times out; precompile it with CompileJob {compile_job}",
+                budget.what,
+                budget.time.as_secs(),
                 time_left.unwrap_or_default().as_secs()
             );
             // Known now, with the window still open: the contract hears it at once (a failure with no
@@ -564,6 +567,31 @@ fn run_step(
                 reachable,
             };
             execute_step(execution, status, observed, module, time_left, config)
+        }
+    }
+}
+
+/// What getting a module into the cache takes before it can run, and the time an on-chain request
+/// must have left (beside its time limit and the report margin) for it to be started.
+struct PreparationBudget {
+    what: &'static str,
+    time: Duration,
+}
+
+/// A download for a module by URL (no build), else a compile.
+fn preparation_budget(
+    spec: &crate::crd::ExecutionRequestSpec,
+    config: &OperatorConfig,
+) -> PreparationBudget {
+    if spec.code.module_url.is_some() {
+        PreparationBudget {
+            what: "download",
+            time: config.on_chain.download_budget,
+        }
+    } else {
+        PreparationBudget {
+            what: "compile",
+            time: config.on_chain.compile_budget,
         }
     }
 }

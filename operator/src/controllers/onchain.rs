@@ -14,7 +14,8 @@ use tracing::warn;
 
 use super::execution_steps::{ChainHead, RequestOnChain, Sent, YieldWindow};
 use crate::chain::{
-    ChainClient, ChainError, ContractRequest, ExecutionResponse, PendingRequest, RequestCallOutcome,
+    ChainClient, ChainError, ContractRequest, ExecutionResponse, PendingRequest, Pricing,
+    RequestCallOutcome,
 };
 use crate::context::Context;
 use crate::crd::{ExecutionRequest, ExecutionRequestSpec, OnChain, SignedResolve};
@@ -27,12 +28,13 @@ fn chain_error(what: &str) -> impl FnOnce(ChainError) -> Error {
 
 impl ExecutionRequest {
     /// What is left of an on-chain request's yield window, with the request as the contract holds it
-    /// (one view serves both: the deadline is the chain's, never the spec's); unbounded and not looked
-    /// up for requests without a deadline (kubectl requests, or no chain client to ask).
+    /// and its pricing snapshot (one view serves both: the deadline is the chain's, never the
+    /// spec's); unbounded and not looked up for requests without a deadline (kubectl requests, or no
+    /// chain client to ask).
     pub(super) async fn yield_window(
         &self,
         ctx: &Context,
-    ) -> Result<(YieldWindow, Option<RequestOnChain>)> {
+    ) -> Result<(YieldWindow, Option<(RequestOnChain, Option<Pricing>)>)> {
         let (Some(on_chain), Some(chain)) = (&self.spec.on_chain, &ctx.chain) else {
             return Ok((YieldWindow::Unbounded, None));
         };
@@ -57,9 +59,10 @@ impl ExecutionRequest {
             deadline.saturating_sub(head),
             ctx.config.on_chain.expected_block_time,
         ));
+        let compared = compare_with_chain(&self.spec, stored.as_ref(), blocks);
         Ok((
             window,
-            Some(compare_with_chain(&self.spec, stored.as_ref(), blocks)),
+            Some((compared, stored.and_then(|request| request.pricing))),
         ))
     }
 
@@ -117,8 +120,12 @@ impl ExecutionRequest {
         }))
     }
 
-    /// Whether the contract still waits for this request's answer.
-    pub(super) async fn request_on_chain(&self, ctx: &Context) -> Result<RequestOnChain> {
+    /// Whether the contract still waits for this request's answer, and the pricing it was made at
+    /// (its snapshot; `None` when stored without one, or gone).
+    pub(super) async fn request_on_chain(
+        &self,
+        ctx: &Context,
+    ) -> Result<(RequestOnChain, Option<Pricing>)> {
         let (Some(on_chain), Some(chain)) = (&self.spec.on_chain, &ctx.chain) else {
             return Err(Error::InvalidSpec(
                 "only an on-chain request served by a chain client is looked up on chain"
@@ -129,25 +136,33 @@ impl ExecutionRequest {
             .get_request(on_chain.request_id)
             .await
             .map_err(chain_error("reading the request on chain"))?;
-        Ok(compare_with_chain(
+        let compared = compare_with_chain(
             &self.spec,
             request.as_ref(),
             ctx.config.on_chain.yield_timeout_blocks,
-        ))
+        );
+        Ok((compared, request.and_then(|request| request.pricing)))
     }
 
     /// Sends the resolve (one or two transactions) and, when it lands, reads what it cost. A failure
     /// worth retrying soon is an error (the reconcile backs off); a final refusal is [`Sent::Refused`].
-    pub(super) async fn send(&self, ctx: &Context, response: ExecutionResponse) -> Result<Sent> {
+    /// `pricing_at_request`: the request's pricing snapshot as the check before this send read it.
+    pub(super) async fn send(
+        &self,
+        ctx: &Context,
+        response: ExecutionResponse,
+        pricing_at_request: Option<Pricing>,
+    ) -> Result<Sent> {
         let (Some(on_chain), Some(chain)) = (&self.spec.on_chain, &ctx.chain) else {
             return Err(Error::InvalidSpec(
                 "only an on-chain request served by a chain client is reported".to_string(),
             ));
         };
         // What the contract will charge, at the pricing the request was made at (read while it is
-        // still pending), recorded with the signed transaction's hash before it is sent: after a
-        // crash the next reconcile finds the transaction, and what it cost, from the status alone.
-        let cost_yocto = cost(chain, on_chain, &response).await;
+        // still pending, by the check before this send: no second view), recorded with the signed
+        // transaction's hash before it is sent: after a crash the next reconcile finds the
+        // transaction, and what it cost, from the status alone.
+        let cost_yocto = cost(chain, on_chain, &response, pricing_at_request).await;
         let base = self.status.clone().unwrap_or_default();
         let record = |tx_hash: near_primitives::hash::CryptoHash| {
             let mut status = base.clone();
@@ -300,21 +315,15 @@ fn spec_differences(
 }
 
 /// What the contract charges for `response`, computed with its own settlement code at the pricing
-/// the request was made at (its snapshot; the current pricing for a request stored without one).
+/// the request was made at (`snapshot`; the current pricing for a request stored without one).
 /// Informational: `None` when neither can be read.
 async fn cost(
     chain: &ChainClient,
     on_chain: &OnChain,
     response: &ExecutionResponse,
+    snapshot: Option<Pricing>,
 ) -> Option<String> {
     let deposit: u128 = on_chain.deposit.parse().ok()?;
-    let snapshot = match chain.get_request(on_chain.request_id).await {
-        Ok(request) => request.and_then(|request| request.pricing),
-        Err(error) => {
-            warn!(%error, "reading the request's pricing failed; using the current pricing");
-            None
-        }
-    };
     let pricing = match snapshot {
         Some(pricing) => pricing,
         None => match chain.get_pricing().await {

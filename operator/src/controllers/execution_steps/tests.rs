@@ -15,6 +15,7 @@ fn config() -> OperatorConfig {
     let mut config = OperatorConfig::default();
     config.on_chain.report_margin = Duration::from_secs(5);
     config.on_chain.compile_budget = Duration::from_secs(60);
+    config.on_chain.download_budget = Duration::from_secs(15);
     config.platform_retries = 2;
     config.failed_pod_retention = Duration::from_secs(3_600);
     config.execution_ttl = Duration::from_secs(86_400);
@@ -58,6 +59,13 @@ fn on_chain() -> ExecutionRequest {
         yield_deadline_height: DEADLINE_HEIGHT,
         include_stderr: false,
     });
+    request
+}
+
+/// [`on_chain`], for a prebuilt module by URL.
+fn on_chain_by_url() -> ExecutionRequest {
+    let mut request = on_chain();
+    request.spec.code = CodeRef::from_url("https://example.com/echo.wasm", "ab".repeat(32));
     request
 }
 
@@ -400,6 +408,18 @@ fn before_the_module_is_ready() {
             "on chain, too little time to compile",
             on_chain(),
             seconds_left(74),
+            "look module may_compile=false",
+        ),
+        (
+            "on chain by URL, time for a download (15 s budget) + run + report",
+            on_chain_by_url(),
+            seconds_left(30),
+            "look module may_compile=true",
+        ),
+        (
+            "on chain by URL, too little time to download",
+            on_chain_by_url(),
+            seconds_left(29),
             "look module may_compile=false",
         ),
         (
