@@ -2,24 +2,27 @@
 //! mirror (`git daemon` on the node), the build Job compiles with the compiler image's own toolchain, the
 //! executor image runs the module — all as containers on a real kubelet with containerd and runc, images
 //! built from the repository's Dockerfiles. A build script that tries the network is stopped by the
-//! NetworkPolicy the chart installs for build pods, enforced by kube-router.
+//! NetworkPolicy the chart installs for build pods, enforced by kube-router. A module by URL is fetched
+//! from an HTTPS mirror on the node through the chart's fetch policy.
 
 mod common;
 
 use common::{
-    NAMESPACE, by_hash, echo_main_branch, finished, git, network_probe_branch, publish_bytes,
-    real_node_cache, real_node_images, repositories_dir, request, start_operator, start_real_node,
-    test_context,
+    NAMESPACE, artifact, by_hash, echo_main_branch, finished, git, network_probe_branch,
+    publish_bytes, real_node_cache, real_node_images, repositories_dir, request, request_for,
+    start_operator, start_real_node, test_context,
 };
 use e2e_cluster::Cluster;
+use e2e_cluster::https_mirror::{HttpsMirror, Route};
 use e2e_cluster::real_node::{GitMirror, NODE_IP};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, PostParams};
 use outlayer_operator::config::{CompilerConfig, OperatorConfig};
-use outlayer_operator::crd::{CompileJob, ExecutionRequest, Phase};
+use outlayer_operator::crd::{CodeRef, CompileJob, ExecutionRequest, Phase};
 use outlayer_operator::pods::executor::{EXECUTION_LABEL, EXECUTOR_CONTAINER};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 /// The chart's sandbox policy (charts/outlayer-operator/templates/networkpolicies.yaml): no traffic in
 /// or out of pods running user code (build and executor pods carry the sandbox label).
@@ -246,6 +249,115 @@ async fn the_kernel_oom_kill_is_a_platform_failure_and_the_executor_limit_comes_
         assert_eq!(terminated.reason.as_deref(), Some("OOMKilled"), "{pod:#?}");
         assert_eq!(terminated.exit_code, 137, "{pod:#?}");
     }
+
+    operator.stop().await;
+}
+
+/// The chart's fetch policy (charts/outlayer-operator/templates/networkpolicies.yaml, with
+/// `compiler.urlFetch.allowCidrs: [<node IP>/32]`): fetch and resolve pods may reach only DNS, public
+/// addresses on 443 and the admitted mirror on 443.
+async fn fetch_egress(cluster: &Cluster, mirror_cidr: &str) {
+    let policy: NetworkPolicy = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "outlayer-fetch-egress"},
+        "spec": {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/name": "outlayer-compiler"},
+                "matchExpressions": [
+                    {"key": "outlayer.dev/stage", "operator": "In", "values": ["fetch", "resolve"]}
+                ]
+            },
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": [
+                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [
+                    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"
+                ]}}], "ports": [{"protocol": "TCP", "port": 443}]},
+                {"to": [{"ipBlock": {"cidr": mirror_cidr}}], "ports": [{"protocol": "TCP", "port": 443}]}
+            ]
+        }
+    }))
+    .unwrap();
+    Api::<NetworkPolicy>::namespaced(cluster.client(), NAMESPACE)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+}
+
+/// A module by URL on the real node: the fetch Job downloads it over the pod network from a mirror
+/// the operator admits (its address in `--url-fetch-allow-cidr`, its CA in `--url-fetch-ca-file`),
+/// through the chart's fetch policy as kube-router enforces it, and the module runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_by_url_is_fetched_through_the_enforced_fetch_policy() {
+    let images = real_node_images();
+    let cluster = start_real_node(&images, &[&images.executor, &images.compiler]).await;
+    let echo = std::fs::read(artifact(
+        "wasm32-wasip1/release/example-echo.wasm",
+        "scripts/build-wasm",
+    ))
+    .unwrap();
+    let echo_sha = hex::encode(Sha256::digest(&echo));
+    let node_ip: std::net::IpAddr = NODE_IP.parse().unwrap();
+    let mirror = HttpsMirror::start_at((node_ip, 443).into()).await.unwrap();
+    mirror.route(
+        "/echo.wasm",
+        Route::Body {
+            bytes: echo,
+            content_length: true,
+        },
+    );
+
+    deny_build_network(&cluster).await;
+    fetch_egress(&cluster, &format!("{NODE_IP}/32")).await;
+    let cache = real_node_cache(&cluster).await;
+    std::fs::set_permissions(
+        cache.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let config = OperatorConfig {
+        executor_image: images.executor.clone(),
+        compiler: CompilerConfig {
+            image: images.compiler.clone(),
+            url_fetch_allow_cidrs: vec![format!("{NODE_IP}/32")],
+            url_fetch_ca_pem: Some(mirror.ca_pem().to_string()),
+            cpu: "1".to_string(),
+            memory: "2Gi".to_string(),
+            ..CompilerConfig::default()
+        },
+        ..OperatorConfig::default()
+    };
+    let client = cluster.client();
+    let operator = start_operator(test_context(client.clone(), config));
+    let executions: Api<ExecutionRequest> = Api::namespaced(client.clone(), NAMESPACE);
+    let post = PostParams::default();
+
+    let url = mirror.ip_url("/echo.wasm");
+    let started = std::time::Instant::now();
+    executions
+        .create(
+            &post,
+            &request_for(
+                "by-url",
+                CodeRef::from_url(&url, &echo_sha),
+                "fetched on a real node",
+                32,
+            ),
+        )
+        .await
+        .unwrap();
+    let status = finished(&executions, "by-url").await;
+    eprintln!(
+        "module by URL on the real node: {:?} in {:.1} s (fetch Job, run)",
+        status.phase,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    assert_eq!(
+        status.output.as_deref(),
+        Some("fetched on a real node"),
+        "{status:#?}"
+    );
+    assert_eq!(mirror.hits("/echo.wasm"), 1);
 
     operator.stop().await;
 }

@@ -1,7 +1,8 @@
 //! A local HTTPS server that serves modules by URL in tests, the way `git daemon` mirrors serve
-//! repositories: a throw-away CA (rcgen) signs a certificate for `localhost` and `127.0.0.1`; the
-//! operator (or `outlayer-compiler fetch-url`) is given the CA's PEM and an allow-list for the
-//! mirror's loopback address, since loopback is otherwise refused.
+//! repositories: a throw-away CA (rcgen) signs a certificate for `localhost` and `127.0.0.1` (and
+//! the address it listens on, for the real node's pods); the operator (or `outlayer-compiler
+//! fetch-url`) is given the CA's PEM and an allow-list for the mirror's address, since loopback and
+//! private addresses are otherwise refused.
 //!
 //! Each path answers with a [`Route`]; every request is counted per path, so a test can prove a
 //! second request for the same module did not download it again. One request per connection
@@ -44,9 +45,15 @@ pub struct HttpsMirror {
 impl HttpsMirror {
     /// Listens on 127.0.0.1 (a free port) until dropped.
     pub async fn start() -> std::io::Result<Self> {
-        let (ca_pem, server_config) = tls_config().map_err(std::io::Error::other)?;
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Listens on `address` (port 0: a free one) until dropped; the certificate also names its IP,
+    /// so pods can fetch from `https://<ip>:<port>/…` (see [`HttpsMirror::ip_url`]).
+    pub async fn start_at(address: SocketAddr) -> std::io::Result<Self> {
+        let (ca_pem, server_config) = tls_config(address.ip()).map_err(std::io::Error::other)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let serving = state.clone();
@@ -81,6 +88,12 @@ impl HttpsMirror {
         format!("https://localhost:{}{path}", self.address.port())
     }
 
+    /// `https://<ip>:<port><path>`: the address itself, as a pod on another network namespace
+    /// reaches it.
+    pub fn ip_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.address)
+    }
+
     pub fn address(&self) -> SocketAddr {
         self.address
     }
@@ -105,8 +118,9 @@ impl Drop for HttpsMirror {
     }
 }
 
-fn tls_config() -> Result<(String, rustls::ServerConfig), Box<dyn std::error::Error + Send + Sync>>
-{
+fn tls_config(
+    ip: std::net::IpAddr,
+) -> Result<(String, rustls::ServerConfig), Box<dyn std::error::Error + Send + Sync>> {
     let ca_key = rcgen::KeyPair::generate()?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -119,8 +133,11 @@ fn tls_config() -> Result<(String, rustls::ServerConfig), Box<dyn std::error::Er
     ];
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
     let key = rcgen::KeyPair::generate()?;
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    let mut params = rcgen::CertificateParams::new(names)?;
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &ca)?;
     let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())?;
