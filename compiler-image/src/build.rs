@@ -54,6 +54,9 @@ pub struct BuildConfig {
     /// `cargo build -j`; cargo's default (all CPUs) when absent.
     pub jobs: Option<u32>,
     pub tools: Tools,
+    /// An address this pod reaches only while its NetworkPolicy is not in force: nothing of the
+    /// repository runs before a connection to it fails ([`crate::isolation`]).
+    pub isolation_probe: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +120,13 @@ pub fn build(
     log: &Arc<Log>,
     compile_time_ms: &mut Option<u64>,
 ) -> Result<Built> {
+    if let Some(probe) = config.isolation_probe {
+        crate::isolation::wait_until_isolated(
+            probe,
+            crate::isolation::ISOLATION_WAIT.min(config.timeout),
+            log,
+        )?;
+    }
     let workspace = Workspace::new(&config.workspace)?;
     let resolved_commit = read_fetch_record(&workspace, config.expect_commit.as_deref())?;
     workspace.ensure_scratch_dirs()?;

@@ -59,6 +59,10 @@ pub enum Error {
     },
     #[error("workspace {workspace} is not ready to build: {reason}")]
     NotFetched { workspace: PathBuf, reason: String },
+    #[error(
+        "the build pod still reaches {probe} after {waited_seconds}s: its NetworkPolicy is not in force, so no code of the repository ran"
+    )]
+    NotIsolated { probe: String, waited_seconds: u64 },
     #[error("starting {program} for {step} failed: {source}")]
     Spawn {
         step: &'static str,
@@ -98,6 +102,7 @@ impl Error {
             Error::DownloadTooLarge { .. } => "downloadTooLarge",
             Error::HashMismatch { .. } => "hashMismatch",
             Error::NotFetched { .. } => "notFetched",
+            Error::NotIsolated { .. } => "notIsolated",
             Error::Spawn { .. } => "spawn",
             Error::Io { .. } => "io",
         }

@@ -17,6 +17,7 @@ pub mod build;
 pub mod download;
 pub mod error;
 pub mod fetch;
+pub mod isolation;
 pub mod log;
 pub mod module;
 pub mod publish;

@@ -298,6 +298,18 @@ pub struct CompilerConfig {
     /// Deadline of a build Job, in seconds.
     #[arg(long, env = "OUTLAYER_BUILD_TIMEOUT_SECONDS", default_value_t = 600)]
     pub build_timeout_seconds: u64,
+    /// IP:PORT a build pod reaches only while its NetworkPolicy is not in force: the build runs
+    /// nothing of the repository before a connection to it fails (a policy engine programs a new
+    /// pod's rules a moment after the pod starts). Unset: the API server's address when the
+    /// operator's cluster URL names it by IP; `off`: no wait (a cluster whose pods always reach
+    /// that address, or that isolates builds another way).
+    #[arg(
+        long = "build-isolation-probe",
+        env = "OUTLAYER_BUILD_ISOLATION_PROBE",
+        value_name = "IP:PORT|off",
+        value_parser = isolation_probe
+    )]
+    pub isolation_probe: Option<IsolationProbe>,
     /// CPU request and limit of a compiler container.
     #[arg(
         long = "compiler-cpu",
@@ -389,6 +401,37 @@ impl Default for CompilerConfig {
     fn default() -> Self {
         flag_defaults()
     }
+}
+
+/// What the build waits for before it runs the repository's code ([`CompilerConfig::isolation_probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsolationProbe {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+impl IsolationProbe {
+    /// The API server's address as a probe, when `cluster_url` names it by IP (a name would need
+    /// DNS, which build pods do not have); the port defaults to the scheme's.
+    pub fn from_cluster_url(cluster_url: &str) -> Option<Self> {
+        let url = url::Url::parse(cluster_url).ok()?;
+        let ip = match url.host()? {
+            url::Host::Ipv4(ip) => std::net::IpAddr::V4(ip),
+            url::Host::Ipv6(ip) => std::net::IpAddr::V6(ip),
+            url::Host::Domain(_) => return None,
+        };
+        Some(Self::At((ip, url.port_or_known_default()?).into()))
+    }
+}
+
+fn isolation_probe(value: &str) -> Result<IsolationProbe, String> {
+    if value == "off" {
+        return Ok(IsolationProbe::Off);
+    }
+    value
+        .parse()
+        .map(IsolationProbe::At)
+        .map_err(|_| format!("{value:?} is neither IP:PORT nor off"))
 }
 
 fn seconds(value: &str) -> Result<Duration, String> {
@@ -501,5 +544,27 @@ mod tests {
         assert_eq!(key_value("A=b=c"), Ok(("A".to_string(), "b=c".to_string())));
         assert!(key_value("=x").is_err());
         assert!(key_value("novalue").is_err());
+    }
+
+    #[test]
+    fn the_build_isolation_probe_is_an_address_off_or_the_api_servers_ip() {
+        assert_eq!(isolation_probe("off"), Ok(IsolationProbe::Off));
+        assert_eq!(
+            isolation_probe("10.0.0.1:6443"),
+            Ok(IsolationProbe::At("10.0.0.1:6443".parse().unwrap()))
+        );
+        assert!(isolation_probe("kubernetes.default:443").is_err());
+        assert!(isolation_probe("10.0.0.1").is_err());
+        let at = |address: &str| Some(IsolationProbe::At(address.parse().unwrap()));
+        for (url, expected) in [
+            ("https://10.96.0.1:443", at("10.96.0.1:443")),
+            ("https://10.96.0.1", at("10.96.0.1:443")),
+            ("https://127.0.0.1:39113/", at("127.0.0.1:39113")),
+            ("https://[fd00::1]:6443", at("[fd00::1]:6443")),
+            ("https://kubernetes.default.svc", None),
+            ("not a url", None),
+        ] {
+            assert_eq!(IsolationProbe::from_cluster_url(url), expected, "{url}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use kube::Api;
 use kube::api::ListParams;
 use outlayer_operator::chain::{ChainClient, ChainConfig, OperatorSigner};
-use outlayer_operator::config::OperatorConfig;
+use outlayer_operator::config::{IsolationProbe, OperatorConfig};
 use outlayer_operator::context::Context;
 use outlayer_operator::controllers;
 use outlayer_operator::crd::{CompileJob, ExecutionRequest};
@@ -380,8 +380,24 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         on_shutdown(shutdown.clone()),
     ));
 
-    let client = kube::Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
+        .context("configure the Kubernetes client (in-cluster service account or KUBECONFIG)")?;
+    let mut config = config;
+    if config.compiler.isolation_probe.is_none() {
+        config.compiler.isolation_probe =
+            IsolationProbe::from_cluster_url(&kube_config.cluster_url.to_string());
+        match config.compiler.isolation_probe {
+            Some(IsolationProbe::At(probe)) => {
+                info!(%probe, "builds wait until their pod cannot reach the API server")
+            }
+            _ => warn!(
+                cluster_url = %kube_config.cluster_url,
+                "the API server is not named by IP: builds start without waiting for their NetworkPolicy (set --build-isolation-probe)"
+            ),
+        }
+    }
+    let client = kube::Client::try_from(kube_config)
         .context("configure the Kubernetes client (in-cluster service account or KUBECONFIG)")?;
     info!(namespace = %args.namespace, %identity, leader_election = args.leader_election, on_chain = chain.is_some(), "starting");
 

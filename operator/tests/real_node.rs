@@ -18,7 +18,7 @@ use e2e_cluster::real_node::{GitMirror, NODE_IP};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, PostParams};
-use outlayer_operator::config::{CompilerConfig, OperatorConfig};
+use outlayer_operator::config::{CompilerConfig, IsolationProbe, OperatorConfig};
 use outlayer_operator::crd::{CodeRef, CompileJob, ExecutionRequest, Phase};
 use outlayer_operator::pods::executor::{EXECUTION_LABEL, EXECUTOR_CONTAINER};
 use serde_json::json;
@@ -76,6 +76,12 @@ async fn a_request_compiles_and_runs_in_real_containers_with_the_build_offline()
             // The node has 2 CPUs; the default (2) would leave nothing for anything else.
             cpu: "1".to_string(),
             memory: "2Gi".to_string(),
+            // What the operator binary finds itself: the API server's address.
+            isolation_probe: Some(IsolationProbe::At(
+                format!("{NODE_IP}:{}", cluster.server_port().unwrap())
+                    .parse()
+                    .unwrap(),
+            )),
             ..CompilerConfig::default()
         },
         ..OperatorConfig::default()
@@ -136,6 +142,32 @@ async fn a_request_compiles_and_runs_in_real_containers_with_the_build_offline()
     assert!(
         log.contains("network unreachable from the build"),
         "the build should fail on the refused connection: {log}"
+    );
+
+    // Without the policy the build pod reaches the API server: nothing of the repository runs.
+    Api::<NetworkPolicy>::namespaced(client.clone(), NAMESPACE)
+        .delete("outlayer-sandbox-deny-all", &Default::default())
+        .await
+        .unwrap();
+    git(&repo, &["checkout", "-q", "-b", "unisolated", "main"]);
+    git(
+        &repo,
+        &["commit", "-q", "--allow-empty", "-m", "unisolated"],
+    );
+    let unisolated_sha = git(&repo, &["rev-parse", "unisolated"]);
+    executions
+        .create(
+            &post,
+            &request("unisolated", repo_url, &unisolated_sha, "x"),
+        )
+        .await
+        .unwrap();
+    let status = finished(&executions, "unisolated").await;
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("its NetworkPolicy is not in force"),
+        "{message}"
     );
 
     operator.stop().await;

@@ -205,6 +205,11 @@ struct BuildArgs {
     /// Parallel rustc jobs (cargo's default: all CPUs the pod sees).
     #[arg(long, env = "OUTLAYER_JOBS")]
     jobs: Option<u32>,
+    /// IP:PORT this pod reaches only while its NetworkPolicy is not in force (the API server):
+    /// nothing of the repository runs before a connection to it fails, and the build is refused
+    /// when one still succeeds after 30 s.
+    #[arg(long, env = "OUTLAYER_ISOLATION_PROBE")]
+    isolation_probe: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -341,6 +346,7 @@ fn build(args: BuildArgs) -> (PathBuf, String) {
         max_module_bytes: args.max_module_bytes,
         jobs: args.jobs,
         tools: Tools::from_env(common.git.clone(), common.cargo.clone()),
+        isolation_probe: args.isolation_probe,
     };
     let (report, json) = run_build(&config, &log);
     tracing::info!(ok = report.ok, sha256 = ?report.sha256, compile_time_ms = ?report.compile_time_ms, "build done");

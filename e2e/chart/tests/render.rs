@@ -542,6 +542,8 @@ fn env_matches_the_operator_flags() {
                 "compiler.urlFetch.allowCidrs={10.20.0.0/16}",
                 "--set-string",
                 "compiler.urlFetch.caBundle=-----BEGIN CERTIFICATE-----",
+                "--set",
+                "compiler.isolationProbe=10.96.0.1:443",
             ],
         ]
         .concat(),
@@ -908,8 +910,23 @@ fn network_policies_select_the_operators_pods() {
     assert_eq!(api["to"][0]["ipBlock"]["cidr"], "10.0.0.1/32");
     assert_eq!(operator["spec"]["ingress"][0]["ports"][0]["port"], 8080);
 
+    // Builds wait for their policy: the operator finds the API server's address itself, unless
+    // told one, or told there is no policy to wait for.
+    let probe = |objects: &[Value]| {
+        env_value(
+            operator_container(objects),
+            "OUTLAYER_BUILD_ISOLATION_PROBE",
+        )
+    };
+    assert_eq!(probe(&render(&[])), None);
+    assert_eq!(
+        probe(&render(&["--set", "compiler.isolationProbe=10.96.0.1:443"])).as_deref(),
+        Some("10.96.0.1:443")
+    );
+
     let off = render(&["--set", "networkPolicy.enabled=false"]);
     assert!(of_kind(&off, "NetworkPolicy").is_empty());
+    assert_eq!(probe(&off).as_deref(), Some("off"));
 }
 
 #[test]

@@ -21,7 +21,7 @@ use super::hardening::{
     SANDBOX_LABEL, container_security_context, pod_security_context, sandbox_labels,
 };
 use crate::Result;
-use crate::config::OperatorConfig;
+use crate::config::{IsolationProbe, OperatorConfig};
 use crate::crd::CompileJob;
 
 /// The container whose termination message is the stage's report (for the build: the publish step).
@@ -167,19 +167,23 @@ pub fn build_job(
     resolved_commit: &str,
     config: &OperatorConfig,
 ) -> Result<Job> {
+    let mut args = vec![
+        "build".to_string(),
+        "--out".to_string(),
+        OUT_MOUNT.to_string(),
+        "--commit".to_string(),
+        resolved_commit.to_string(),
+        "--timeout-seconds".to_string(),
+        config.compiler.build_timeout_seconds.to_string(),
+        "--workspace".to_string(),
+        WORKSPACE_MOUNT.to_string(),
+    ];
+    if let Some(IsolationProbe::At(probe)) = config.compiler.isolation_probe {
+        args.extend(["--isolation-probe".to_string(), probe.to_string()]);
+    }
     let build = compiler_container(
         BUILD_CONTAINER,
-        vec![
-            "build".to_string(),
-            "--out".to_string(),
-            OUT_MOUNT.to_string(),
-            "--commit".to_string(),
-            resolved_commit.to_string(),
-            "--timeout-seconds".to_string(),
-            config.compiler.build_timeout_seconds.to_string(),
-            "--workspace".to_string(),
-            WORKSPACE_MOUNT.to_string(),
-        ],
+        args,
         vec![
             workspace_mount(compile_job),
             mount("tmp", "/tmp", None, false),
@@ -609,6 +613,29 @@ mod tests {
             (owner.kind.as_str(), owner.uid.as_str()),
             ("CompileJob", "uid-7")
         );
+    }
+
+    #[test]
+    fn the_build_waits_for_its_network_policy_unless_told_not_to() {
+        let args = |probe: Option<IsolationProbe>| {
+            let mut config = OperatorConfig::default();
+            config.compiler.isolation_probe = probe;
+            let job = build_job(&compile_job(), &"a".repeat(40), &config).unwrap();
+            pod_spec(&job).init_containers.as_ref().unwrap()[0]
+                .args
+                .clone()
+                .unwrap()
+        };
+        let probed = args(Some(IsolationProbe::At("10.96.0.1:443".parse().unwrap())));
+        let at = probed
+            .iter()
+            .position(|a| a == "--isolation-probe")
+            .unwrap();
+        assert_eq!(probed[at + 1], "10.96.0.1:443");
+        for probe in [None, Some(IsolationProbe::Off)] {
+            let args = args(probe);
+            assert!(!args.contains(&"--isolation-probe".to_string()), "{args:?}");
+        }
     }
 
     #[test]
