@@ -62,9 +62,9 @@ pub enum Membership {
     Foreign,
 }
 
-/// Whether `pod` is provably the pool's own: controlled by the pool's owner object (`owner` by uid),
-/// labelled idle, and specified exactly as [`warm_executor_pod`] builds a pod of its class (image,
-/// command, hardening, mounts). Anything else with our labels is never handed an execution.
+/// What `pod` is to the pool: its own only when controlled by the pool's owner object (`owner` by
+/// uid), labelled idle, and specified exactly as [`warm_executor_pod`] builds a pod of its class
+/// (image, command, hardening, mounts). Anything else with our labels is never handed an execution.
 pub fn membership(pod: &Pod, owner: &OwnerReference, config: &OperatorConfig) -> Membership {
     let meta = &pod.metadata;
     let controlled = meta.owner_references.as_deref().is_some_and(|refs| {
