@@ -17,9 +17,24 @@ use e2e_localnet::Fault;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams, PostParams};
 use near_primitives::types::{Balance, Gas};
-use outlayer_operator::chain::ChainError;
+use outlayer_operator::chain::{ChainClient, ChainError};
 use outlayer_operator::crd::{CompileJob, Phase, Pricing, PricingSpec, condition_status};
 use serde_json::{Value, json};
+
+/// The contract's owner (alice) sets every fee to 1 yocto on chain itself, not through the operator.
+async fn owner_sets_every_fee_to_one(alice: &ChainClient) {
+    alice
+        .call_function(
+            &account("outlayer.localnet"),
+            "set_pricing",
+            &json!({"pricing": {"base_fee": "1", "per_million_instructions_fee": "1",
+                                "per_ms_fee": "1", "per_compile_ms_fee": "1"}}),
+            Gas::from_teragas(10),
+            Balance::from_yoctonear(0),
+        )
+        .await
+        .unwrap();
+}
 
 #[tokio::test]
 async fn requests_are_compiled_run_resolved_and_charged_exactly() {
@@ -190,17 +205,7 @@ async fn requests_are_compiled_run_resolved_and_charged_exactly() {
     assert_eq!(synced.on_chain.as_ref(), Some(&wanted));
 
     // Drift: the owner changes the pricing on chain; the operator puts the spec back and warns.
-    alice
-        .call_function(
-            &account("outlayer.localnet"),
-            "set_pricing",
-            &json!({"pricing": {"base_fee": "1", "per_million_instructions_fee": "1",
-                                "per_ms_fee": "1", "per_compile_ms_fee": "1"}}),
-            Gas::from_teragas(10),
-            Balance::from_yoctonear(0),
-        )
-        .await
-        .unwrap();
+    owner_sets_every_fee_to_one(&alice).await;
     wait_for("the drift reverted", || async {
         let on_chain = net.view("get_pricing", json!({})).await;
         (on_chain["base_fee"] == wanted.base_fee).then_some(())
@@ -235,17 +240,7 @@ async fn the_cost_is_at_the_pricing_the_request_was_made_at() {
         (!request.is_null()).then_some(())
     })
     .await;
-    alice
-        .call_function(
-            &account("outlayer.localnet"),
-            "set_pricing",
-            &json!({"pricing": {"base_fee": "1", "per_million_instructions_fee": "1",
-                                "per_ms_fee": "1", "per_compile_ms_fee": "1"}}),
-            Gas::from_teragas(10),
-            Balance::from_yoctonear(0),
-        )
-        .await
-        .unwrap();
+    owner_sets_every_fee_to_one(&alice).await;
     let changed = alice.get_pricing().await.unwrap();
     assert_ne!(changed.base_fee, made_at.base_fee);
 

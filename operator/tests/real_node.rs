@@ -14,7 +14,7 @@ use common::{
 };
 use e2e_cluster::Cluster;
 use e2e_cluster::https_mirror::{HttpsMirror, Route};
-use e2e_cluster::real_node::{GitMirror, NODE_IP};
+use e2e_cluster::real_node::{GitMirror, Images, NODE_IP};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, PostParams};
@@ -27,19 +27,52 @@ use sha2::{Digest, Sha256};
 /// The chart's sandbox policy (charts/outlayer-operator/templates/networkpolicies.yaml): no traffic in
 /// or out of pods running user code (build and executor pods carry the sandbox label).
 async fn deny_build_network(cluster: &Cluster) {
-    let policy: NetworkPolicy = serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": "outlayer-sandbox-deny-all"},
-        "spec": {
-            "podSelector": {"matchLabels": {"outlayer.dev/sandbox": "true"}},
-            "policyTypes": ["Ingress", "Egress"]
-        }
-    }))
-    .unwrap();
+    apply_policy(
+        cluster,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "outlayer-sandbox-deny-all"},
+            "spec": {
+                "podSelector": {"matchLabels": {"outlayer.dev/sandbox": "true"}},
+                "policyTypes": ["Ingress", "Egress"]
+            }
+        }),
+    )
+    .await;
+}
+
+/// Creates the NetworkPolicy `policy` (JSON) in the test namespace.
+async fn apply_policy(cluster: &Cluster, policy: serde_json::Value) {
+    let policy: NetworkPolicy = serde_json::from_value(policy).unwrap();
     Api::<NetworkPolicy>::namespaced(cluster.client(), NAMESPACE)
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
+}
+
+/// The module cache for a test that builds: [`real_node_cache`], whose root lets uid 65532 write.
+/// The build Job's publish step writes it as that user; the kubelet creates each Job's
+/// `workspaces/<CompileJob>` subPath itself, as root with the mode of the volume's root, and a
+/// hostPath PV has no fsGroup.
+async fn build_cache(cluster: &Cluster) -> tempfile::TempDir {
+    let cache = real_node_cache(cluster).await;
+    std::fs::set_permissions(
+        cache.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    cache
+}
+
+/// The compiler settings of a test that compiles on the node: its image, 1 CPU and 2 GiB (the node
+/// has 2 CPUs; the default, 2, would leave nothing for anything else).
+fn compiler_on_the_node(images: &Images) -> CompilerConfig {
+    CompilerConfig {
+        image: images.compiler.clone(),
+        cpu: "1".to_string(),
+        memory: "2Gi".to_string(),
+        ..CompilerConfig::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,32 +90,20 @@ async fn a_request_compiles_and_runs_in_real_containers_with_the_build_offline()
     let network_sha = git(&repo, &["rev-parse", "network"]);
 
     deny_build_network(&cluster).await;
-    // The module cache: written by the build Job's publish step as uid 65532, read by executor pods.
-    // The kubelet creates each Job's `workspaces/<CompileJob>` subPath itself, as root with the mode
-    // of the volume's root, so the root must let uid 65532 write there (a hostPath PV has no fsGroup).
-    let cache = real_node_cache(&cluster).await;
-    std::fs::set_permissions(
-        cache.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let _cache = build_cache(&cluster).await;
 
     let config = OperatorConfig {
         executor_image: images.executor.clone(),
         compiler: CompilerConfig {
-            image: images.compiler.clone(),
             allowed_repo_prefixes: vec!["https://github.com/outlayer/".to_string()],
             git_mirrors: vec![format!("https://github.com/={}", mirror.url())],
-            // The node has 2 CPUs; the default (2) would leave nothing for anything else.
-            cpu: "1".to_string(),
-            memory: "2Gi".to_string(),
             // What the operator binary finds itself: the API server's address.
             isolation_probe: Some(IsolationProbe::At(
                 format!("{NODE_IP}:{}", cluster.server_port().unwrap())
                     .parse()
                     .unwrap(),
             )),
-            ..CompilerConfig::default()
+            ..compiler_on_the_node(&images)
         },
         ..OperatorConfig::default()
     };
@@ -289,30 +310,29 @@ async fn the_kernel_oom_kill_is_a_platform_failure_and_the_executor_limit_comes_
 /// `compiler.urlFetch.allowCidrs: [<node IP>/32]`): fetch and resolve pods may reach only DNS, public
 /// addresses on 443 and the admitted mirror on 443.
 async fn fetch_egress(cluster: &Cluster, mirror_cidr: &str) {
-    let policy: NetworkPolicy = serde_json::from_value(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": "outlayer-fetch-egress"},
-        "spec": {
-            "podSelector": {
-                "matchLabels": {"app.kubernetes.io/name": "outlayer-compiler"},
-                "matchExpressions": [
-                    {"key": "outlayer.dev/stage", "operator": "In", "values": ["fetch", "resolve"]}
+    apply_policy(
+        cluster,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "outlayer-fetch-egress"},
+            "spec": {
+                "podSelector": {
+                    "matchLabels": {"app.kubernetes.io/name": "outlayer-compiler"},
+                    "matchExpressions": [
+                        {"key": "outlayer.dev/stage", "operator": "In", "values": ["fetch", "resolve"]}
+                    ]
+                },
+                "policyTypes": ["Ingress", "Egress"],
+                "egress": [
+                    {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [
+                        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"
+                    ]}}], "ports": [{"protocol": "TCP", "port": 443}]},
+                    {"to": [{"ipBlock": {"cidr": mirror_cidr}}], "ports": [{"protocol": "TCP", "port": 443}]}
                 ]
-            },
-            "policyTypes": ["Ingress", "Egress"],
-            "egress": [
-                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [
-                    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"
-                ]}}], "ports": [{"protocol": "TCP", "port": 443}]},
-                {"to": [{"ipBlock": {"cidr": mirror_cidr}}], "ports": [{"protocol": "TCP", "port": 443}]}
-            ]
-        }
-    }))
-    .unwrap();
-    Api::<NetworkPolicy>::namespaced(cluster.client(), NAMESPACE)
-        .create(&PostParams::default(), &policy)
-        .await
-        .unwrap();
+            }
+        }),
+    )
+    .await;
 }
 
 /// A module by URL on the real node: the fetch Job downloads it over the pod network from a mirror
@@ -340,21 +360,13 @@ async fn a_module_by_url_is_fetched_through_the_enforced_fetch_policy() {
 
     deny_build_network(&cluster).await;
     fetch_egress(&cluster, &format!("{NODE_IP}/32")).await;
-    let cache = real_node_cache(&cluster).await;
-    std::fs::set_permissions(
-        cache.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let _cache = build_cache(&cluster).await;
     let config = OperatorConfig {
         executor_image: images.executor.clone(),
         compiler: CompilerConfig {
-            image: images.compiler.clone(),
             url_fetch_allow_cidrs: vec![format!("{NODE_IP}/32")],
             url_fetch_ca_pem: Some(mirror.ca_pem().to_string()),
-            cpu: "1".to_string(),
-            memory: "2Gi".to_string(),
-            ..CompilerConfig::default()
+            ..compiler_on_the_node(&images)
         },
         ..OperatorConfig::default()
     };
